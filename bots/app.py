@@ -1,0 +1,109 @@
+"""The composition root: the one place that builds Iris from its settings.
+
+It is the only module in ``bots`` allowed to import ``storage``; the platform
+adapters see nothing but ``core`` and the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bots.settings import Settings
+from core.domain import ModelVersion
+from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
+from core.ports import Generation
+from core.service import ChatService, ServiceConfig
+from core.transcription import WhisperConfig, WhisperTranscriber
+from storage.database import make_engine, sqlite_url
+from storage.migrate import upgrade
+from storage.repository import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    store: SqlStore
+    service: ChatService
+    transcriber: WhisperTranscriber
+    generator: LlamaGenerator
+
+    def warm_up(self) -> None:
+        """Load both models now rather than on the first message (blocking)."""
+        self.transcriber.load()
+        self.generator.load()
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or sqlite_url(settings.data_dir)
+
+
+def open_store(settings: Settings) -> SqlStore:
+    """The store, with the schema migrated to the latest version."""
+    url = database_url(settings)
+    upgrade(url)
+    return SqlStore(make_engine(url))
+
+
+def configured_model(settings: Settings) -> ModelVersion:
+    """The GGUF the settings name: bundled SmolLM2 (converted once), a path, or a Hub file."""
+    spec = settings.llm_model
+    if spec == "bundled":
+        return bundled_model(settings.data_dir / "models", settings.llm_bundled_quant)
+    path = Path(spec).expanduser()
+    if not path.exists() and ":" in spec and not spec.endswith(":"):
+        path = hub_gguf(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"IRIS_LLM_MODEL={spec}: no such GGUF file")
+    return ModelVersion(id=0, name=path.stem, gguf_path=str(path.resolve()))
+
+
+def build_app(settings: Settings | None = None) -> App:
+    settings = settings or Settings()
+    store = open_store(settings)
+    model = configured_model(settings)
+    if store.active_model() is None:
+        # First start: serve the configured model. Later, the registry decides
+        # (a retrain promotes a new version; `iris models activate` picks one).
+        store.register_model(model.name, model.gguf_path, model.base_model, activate=True)
+    transcriber = WhisperTranscriber(
+        WhisperConfig(
+            model=settings.whisper_model,
+            device=settings.whisper_device,
+            compute_type=settings.whisper_compute_type,
+            language=None if settings.whisper_language == "auto" else settings.whisper_language,
+            vad_filter=settings.whisper_vad,
+            beam_size=settings.whisper_beam_size,
+        )
+    )
+    generator = LlamaGenerator(
+        registry=store,
+        fallback=model,
+        config=LlamaConfig(context_tokens=settings.llm_context_tokens, threads=settings.llm_threads),
+    )
+    service = ChatService(
+        store,
+        transcriber,
+        generator,
+        ServiceConfig(
+            system_prompt=settings.system_prompt,
+            generation=Generation(
+                max_tokens=settings.max_reply_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                repeat_penalty=settings.repeat_penalty,
+                seed=settings.seed,
+            ),
+            history_turns=settings.history_turns,
+            max_audio_seconds=settings.max_audio_seconds,
+            max_audio_bytes=settings.max_file_bytes,
+        ),
+    )
+    return App(settings, store, service, transcriber, generator)

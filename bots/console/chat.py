@@ -1,0 +1,140 @@
+"""The local console chat (``iris chat``): the same service the bots use, in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from core.domain import (
+    Audio,
+    ChatRef,
+    IncomingMessage,
+    Notice,
+    NoticeKind,
+    Person,
+    ReplyDelta,
+    ReplyDone,
+    Transcribed,
+)
+from core.service import ChatService, UnknownReply
+
+PLATFORM = "console"
+
+HELP = """\
+Type a message, or:
+  /voice PATH   send an audio file (voice note, MP3, M4A, OGG, WAV)
+  /good /bad    rate the last reply
+  /fix TEXT     suggest a better answer to the last reply
+  /reset        start a new conversation
+  /forget       delete everything stored about you
+  /help /quit"""
+
+
+async def _read_stdin() -> str | None:
+    try:
+        return await asyncio.to_thread(input, "you> ")
+    except EOFError:
+        return None
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+class ConsoleChat:
+    def __init__(
+        self,
+        service: ChatService,
+        person: Person,
+        chat_id: str = "local",
+        read_line: Callable[[], Awaitable[str | None]] = _read_stdin,
+        write: Callable[[str], None] = _write_stdout,
+    ) -> None:
+        self.service = service
+        self.person = person
+        self.chat = ChatRef(PLATFORM, chat_id)
+        self.read_line = read_line
+        self.write = write
+        self.last_reply: int | None = None
+
+    async def run(self) -> None:
+        self.write(f"Iris local chat. {HELP}\n")
+        while (line := await self.read_line()) is not None:
+            line = line.strip()
+            if line in ("/quit", "/exit"):
+                break
+            if line:
+                await self.on_line(line)
+        self.write("bye\n")
+
+    async def on_line(self, line: str) -> None:
+        command, _, argument = line.partition(" ")
+        argument = argument.strip()
+        if command == "/help":
+            self.write(HELP + "\n")
+        elif command == "/voice":
+            await self.send_voice(Path(argument).expanduser())
+        elif command in ("/good", "/bad"):
+            await self.rate(up=command == "/good")
+        elif command == "/fix":
+            await self.fix(argument)
+        elif command == "/reset":
+            await self.service.reset(self.chat, self.person)
+            self.write("(new conversation)\n")
+        elif command == "/forget":
+            report = await self.service.forget(self.person)
+            self.last_reply = None
+            self.write(
+                f"(deleted {report.turns} turns, {report.ratings} ratings, {report.corrections} corrections)\n"
+            )
+        elif command.startswith("/"):
+            self.write(f"unknown command {command}; /help lists them\n")
+        else:
+            await self.send(IncomingMessage(self.chat, self.person, text=line))
+
+    async def send_voice(self, path: Path) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            self.write(f"cannot read {path}: {error.strerror}\n")
+            return
+        mime, _ = mimetypes.guess_type(path.name)
+        await self.send(IncomingMessage(self.chat, self.person, audio=Audio(data, mime, path.name)))
+
+    async def send(self, message: IncomingMessage) -> None:
+        streaming = False
+        async for event in self.service.handle(message):
+            if isinstance(event, Transcribed):
+                self.write(f'🎤 "{event.text}"\n')
+            elif isinstance(event, ReplyDelta):
+                if not streaming:
+                    self.write("iris> ")
+                    streaming = True
+                self.write(event.delta)
+            elif isinstance(event, ReplyDone):
+                self.last_reply = event.turn_id
+                self.write(f"\n  [turn {event.turn_id} · {event.model} · {event.timings.total_ms:.0f} ms]\n")
+            elif isinstance(event, Notice) and event.kind is not NoticeKind.DUPLICATE:
+                self.write(("\n" if streaming else "") + f"({event.text})\n")
+
+    async def rate(self, up: bool) -> None:
+        if self.last_reply is None:
+            self.write("(nothing to rate yet)\n")
+            return
+        outcome = await self.service.rate(self.person, self.last_reply, up)
+        self.write(f"({'👍' if up else '👎'} {outcome.value} for turn {self.last_reply})\n")
+
+    async def fix(self, text: str) -> None:
+        if self.last_reply is None or not text:
+            self.write("(usage: /fix THE BETTER ANSWER, after a reply)\n")
+            return
+        try:
+            correction = await self.service.correct(self.person, self.last_reply, text)
+        except UnknownReply as error:
+            self.write(f"({error})\n")
+            return
+        self.write(f"(correction {correction} saved; it waits for review)\n")

@@ -1,0 +1,224 @@
+"""The values that cross Iris's layers: messages in, events out, stored turns.
+
+All of them are frozen dataclasses so that an adapter, the service and a store
+can pass them around without one changing what another sees.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class CorrectionStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone who talks to the bot, as their platform names them."""
+
+    platform: str
+    user_id: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    """Where a message was sent: a chat, and optionally a thread inside it."""
+
+    platform: str
+    chat_id: str
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Audio:
+    """An audio attachment as bytes, with what the platform said it was."""
+
+    data: bytes
+    mime_type: str | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One message from a person, already translated out of its platform's shape."""
+
+    chat: ChatRef
+    sender: Person
+    text: str | None = None
+    audio: Audio | None = None
+    message_id: str | None = None
+    # In a group each person has their own history unless the adapter says
+    # the chat shares one.
+    shared_history: bool = False
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One entry of a prompt, in the OpenAI-style shape chat templates expect."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Timings:
+    transcribe_ms: float | None = None
+    generate_ms: float | None = None
+    total_ms: float | None = None
+    tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A stored turn of a conversation."""
+
+    id: int
+    conversation_id: int
+    role: Role
+    text: str | None
+    created_at: datetime
+    from_voice: bool = False
+    audio_seconds: float | None = None
+    model_version: str | None = None
+    timings: Timings = field(default_factory=Timings)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class UserTurnReceipt:
+    """What the store says after recording a person's turn."""
+
+    turn_id: int
+    conversation_id: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A GGUF the bot can serve, as registered in the model registry."""
+
+    id: int
+    name: str
+    gguf_path: str
+    base_model: str | None = None
+    created_at: datetime | None = None
+    metrics: dict[str, object] = field(default_factory=dict)
+    active: bool = False
+
+
+class RatingOutcome(enum.StrEnum):
+    CREATED = "created"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class Correction:
+    id: int
+    turn_id: int
+    person: Person
+    text: str
+    status: CorrectionStatus
+    created_at: datetime
+    prompt: str | None = None
+    original_reply: str | None = None
+    reviewer: str | None = None
+    reviewed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    model: str
+    replies: int
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    people: int
+    conversations: int
+    user_turns: int
+    voice_turns: int
+    replies: int
+    corrections_pending: int
+    corrections_approved: int
+    corrections_rejected: int
+    by_model: list[ModelStats]
+    active_model: str | None
+
+    @property
+    def voice_share(self) -> float:
+        return self.voice_turns / self.user_turns if self.user_turns else 0.0
+
+
+@dataclass(frozen=True)
+class ForgetReport:
+    turns: int
+    ratings: int
+    corrections: int
+    conversations: int
+
+
+# --- What the service yields while it handles a message -----------------------
+
+
+@dataclass(frozen=True)
+class Transcribed:
+    """The words heard in a voice note; adapters show them before the reply."""
+
+    text: str
+    audio_seconds: float
+
+
+@dataclass(frozen=True)
+class ReplyDelta:
+    """The reply so far (``text``) and what was just added (``delta``)."""
+
+    text: str
+    delta: str
+
+
+@dataclass(frozen=True)
+class ReplyDone:
+    turn_id: int
+    text: str
+    model: str
+    timings: Timings
+
+
+class NoticeKind(enum.StrEnum):
+    DUPLICATE = "duplicate"
+    EMPTY = "empty"
+    NOTHING_HEARD = "nothing_heard"
+    TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"
+    UNREADABLE_AUDIO = "unreadable_audio"
+    MODEL_FAILED = "model_failed"
+    STORE_FAILED = "store_failed"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the person must be told instead of (or before) a reply.
+
+    ``text`` is ready to show; adapters may use ``kind`` to choose a style.
+    """
+
+    kind: NoticeKind
+    text: str
+    turn_id: int | None = None
+
+
+ServiceEvent = Transcribed | ReplyDelta | ReplyDone | Notice

