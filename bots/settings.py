@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.access import AccessPolicy
 from core.service import DEFAULT_SYSTEM_PROMPT
 
 
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
     shared_group_history: bool = False  # one history per group instead of one per person
     allowed_user_ids: IdList = Field(default_factory=list)  # empty: everyone
     allowed_chat_ids: IdList = Field(default_factory=list)  # empty: every chat
+    allowed_role_ids: IdList = Field(default_factory=list)  # Discord roles; a listed role admits too
     admin_user_ids: IdList = Field(default_factory=list)
 
     # --- Telegram ---
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
         default="https://discord.com/api/v10", validation_alias=_env("DISCORD_API_BASE_URL")
     )
 
-    @field_validator("allowed_user_ids", "allowed_chat_ids", "admin_user_ids", mode="before")
+    @field_validator("allowed_user_ids", "allowed_chat_ids", "allowed_role_ids", "admin_user_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -96,6 +98,15 @@ class Settings(BaseSettings):
         if isinstance(value, list | tuple):
             return [str(item) for item in value]
         return value
+
+    @property
+    def access(self) -> AccessPolicy:
+        return AccessPolicy.of(
+            users=self.allowed_user_ids,
+            chats=self.allowed_chat_ids,
+            admins=self.admin_user_ids,
+            roles=self.allowed_role_ids,
+        )
 
     @property
     def max_file_bytes(self) -> int:

@@ -1,0 +1,122 @@
+"""Shared fixtures: real bundled models, real voice notes, real SQLite and PostgreSQL.
+
+The models load once per test session; every test gets its own database.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bots.app import App, build_app
+from bots.settings import Settings
+from core.generation import LlamaConfig, LlamaGenerator, bundled_model
+from core.transcription import WhisperTranscriber
+from storage.database import make_engine
+from storage.migrate import upgrade
+from storage.repository import SqlStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POSTGRES_ADMIN_URL = os.environ.get("IRIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def voice(name: str) -> bytes:
+    """A committed voice-note fixture (see tests/fixtures/make_voice_notes.sh)."""
+    return (FIXTURES / name).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def served_gguf(models_dir: Path) -> Path:
+    """The default served model: the bundled SmolLM2 re-exported to F16 (once per session)."""
+    return Path(bundled_model(models_dir, "f16").gguf_path)
+
+
+@pytest.fixture(scope="session")
+def transcriber() -> WhisperTranscriber:
+    return WhisperTranscriber()
+
+
+@pytest.fixture(scope="session")
+def generator(served_gguf: Path) -> LlamaGenerator:
+    """One llama.cpp instance for the session, serving the F16 file (no registry)."""
+    from core.domain import ModelVersion
+
+    model = ModelVersion(id=0, name="smollm2-135m-instruct-f16", gguf_path=str(served_gguf))
+    return LlamaGenerator(registry=None, fallback=model, config=LlamaConfig(context_tokens=2048))
+
+
+def make_settings(tmp_path: Path, served_gguf: Path, **overrides: Any) -> Settings:
+    """Settings for a test: its own data dir and database, the shared F16 model file."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "llm_model": str(served_gguf),
+        "temperature": 0.0,
+        "seed": 1,
+        "max_reply_tokens": 48,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, served_gguf: Path) -> Settings:
+    return make_settings(tmp_path, served_gguf)
+
+
+@pytest.fixture
+def app(settings: Settings, transcriber: WhisperTranscriber) -> Iterator[App]:
+    """The whole application as the composition root builds it, sharing the loaded whisper."""
+    application = build_app(settings)
+    application.service.transcriber = transcriber  # whisper loads once per session
+    application.transcriber = transcriber
+    yield application
+    application.close()
+
+
+# --- databases ---------------------------------------------------------------
+
+
+def _postgres_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database, dropped afterwards."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"iris_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as error:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {error.orig}")
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'iris.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[SqlStore]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield SqlStore(engine)
+    engine.dispose()
