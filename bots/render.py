@@ -1,0 +1,59 @@
+"""Rendering helpers every chat adapter needs: splitting long replies, pacing edits."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+# Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
+_BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
+
+
+def split_message(text: str, limit: int) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` characters at the best boundary.
+
+    Telegram allows 4,096 characters a message and Discord 2,000; the rest of a
+    reply continues in further messages.
+    """
+    pieces: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        cut = _cut_point(rest, limit)
+        pieces.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def _cut_point(text: str, limit: int) -> int:
+    window = text[: limit + 1]
+    for pattern in _BREAKS:
+        ends = [m.end() for m in pattern.finditer(window) if 0 < m.start() <= limit]
+        # A cut in the first fifth would leave a stub; try a finer boundary.
+        good = [end for end in ends if end > limit // 5]
+        if good:
+            return good[-1]  # the piece ends at match.start() <= limit once stripped
+    return limit
+
+
+class EditPacer:
+    """Decides when a streamed reply is worth an edit: text changed and enough time passed.
+
+    Platforms rate-limit edits (about one a second per chat is safe on both
+    Telegram and Discord), so intermediate text is skipped rather than queued.
+    """
+
+    def __init__(self, interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last_at = float("-inf")
+        self._last_text = ""
+
+    def due(self, text: str) -> bool:
+        return text.strip() != self._last_text and self.clock() - self._last_at >= self.interval_s
+
+    def sent(self, text: str) -> None:
+        self._last_at = self.clock()
+        self._last_text = text.strip()
