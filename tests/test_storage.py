@@ -1,0 +1,160 @@
+"""The storage suite; every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import inspect
+
+from core.domain import ChatRef, CorrectionStatus, Person, RatingOutcome, Role, Timings
+from storage.migrate import current, upgrade
+from storage.repository import NotFound, SqlStore
+
+ALICE = Person("telegram", "100", "Alice")
+BOB = Person("telegram", "200", "Bob")
+GROUP = ChatRef("telegram", "-42")
+
+
+def ask(store: SqlStore, person: Person, text: str, message_id: str | None = None, chat: ChatRef = GROUP, shared: bool = False) -> tuple[int, int]:
+    receipt = store.record_user_turn(chat, person, text=text, from_voice=False, message_id=message_id, shared_history=shared)
+    reply = store.record_reply(receipt.conversation_id, receipt.turn_id, f"answer to {text}", "m1", Timings(generate_ms=5, tokens=3))
+    return receipt.turn_id, reply
+
+
+def test_migrations_reach_head_and_match_the_tables(store: SqlStore, database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.tables import Base
+
+    assert current(database_url) is not None
+    upgrade(database_url)  # a second upgrade is a no-op
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+    assert {"people", "conversations", "turns", "ratings", "corrections", "model_versions"} <= set(
+        inspect(store.engine).get_table_names()
+    )
+
+
+def test_a_turn_is_stored_with_its_timings_and_model(store: SqlStore) -> None:
+    receipt = store.record_user_turn(GROUP, ALICE, text=None, from_voice=True, message_id="7", shared_history=False)
+    store.set_transcript(receipt.turn_id, "hello there", 2.5, 120.0)
+    reply_id = store.record_reply(
+        receipt.conversation_id, receipt.turn_id, "Hi!", "smol-f16", Timings(120.0, 300.0, 450.0, 4)
+    )
+    question, reply = store.get_turn(receipt.turn_id), store.get_turn(reply_id)
+    assert question is not None and reply is not None
+    assert (question.role, question.text, question.from_voice, question.audio_seconds) == (Role.USER, "hello there", True, 2.5)
+    assert question.timings.transcribe_ms == 120.0
+    assert (reply.role, reply.text, reply.model_version) == (Role.ASSISTANT, "Hi!", "smol-f16")
+    assert reply.timings == Timings(120.0, 300.0, 450.0, 4)
+    assert reply.created_at.tzinfo is not None
+
+
+def test_a_redelivered_message_is_recognised(store: SqlStore) -> None:
+    first = store.record_user_turn(GROUP, ALICE, text="hi", from_voice=False, message_id="55", shared_history=False)
+    again = store.record_user_turn(GROUP, ALICE, text="hi", from_voice=False, message_id="55", shared_history=False)
+    other_chat = store.record_user_turn(ChatRef("telegram", "9"), ALICE, text="hi", from_voice=False, message_id="55", shared_history=False)
+    assert not first.duplicate and again.duplicate and again.turn_id == first.turn_id
+    assert not other_chat.duplicate  # message ids are unique per chat only
+
+
+def test_concurrent_deliveries_of_one_message_store_one_turn(store: SqlStore) -> None:
+    def deliver(_: int) -> bool:
+        return store.record_user_turn(GROUP, BOB, text="x", from_voice=False, message_id="99", shared_history=False).duplicate
+
+    with ThreadPoolExecutor(4) as pool:
+        duplicates = list(pool.map(deliver, range(4)))
+    assert duplicates.count(False) == 1
+    assert store.stats().user_turns == 1
+
+
+def test_each_person_has_their_own_history_in_a_group_unless_shared(store: SqlStore) -> None:
+    a1, _ = ask(store, ALICE, "a1")
+    ask(store, BOB, "b1")
+    a2 = store.record_user_turn(GROUP, ALICE, text="a2", from_voice=False, message_id=None, shared_history=False)
+    history = store.history(a2.conversation_id, a2.turn_id, 10)
+    assert [t.text for t in history] == ["a1", "answer to a1"]
+
+    ask(store, ALICE, "s1", shared=True)
+    s2 = store.record_user_turn(GROUP, BOB, text="s2", from_voice=False, message_id=None, shared_history=True)
+    assert [t.text for t in store.history(s2.conversation_id, s2.turn_id, 10)] == ["s1", "answer to s1"]
+
+
+def test_history_skips_failed_turns_and_keeps_the_latest(store: SqlStore) -> None:
+    ask(store, ALICE, "one")
+    bad = store.record_user_turn(GROUP, ALICE, text=None, from_voice=True, message_id=None, shared_history=False)
+    store.mark_failed(bad.turn_id, "I didn't hear any speech", 3.0)
+    ask(store, ALICE, "two")
+    now = store.record_user_turn(GROUP, ALICE, text="three", from_voice=False, message_id=None, shared_history=False)
+    assert [t.text for t in store.history(now.conversation_id, now.turn_id, 2)] == ["two", "answer to two"]
+    failed = store.get_turn(bad.turn_id)
+    assert failed is not None and failed.error == "I didn't hear any speech" and failed.audio_seconds == 3.0
+
+
+def test_one_rating_per_person_per_reply_and_a_second_press_changes_it(store: SqlStore) -> None:
+    _, reply = ask(store, ALICE, "q")
+    assert store.rate(ALICE, reply, 1) is RatingOutcome.CREATED
+    assert store.rate(ALICE, reply, 1) is RatingOutcome.UNCHANGED
+    assert store.rate(ALICE, reply, -1) is RatingOutcome.CHANGED
+    assert store.rate(BOB, reply, 1) is RatingOutcome.CREATED
+    (model,) = store.stats().by_model
+    assert (model.model, model.replies, model.up, model.down) == ("m1", 1, 1, 1)
+
+
+def test_corrections_wait_for_review(store: SqlStore) -> None:
+    _, reply = ask(store, ALICE, "Who maintains Iris?")
+    correction_id = store.add_correction(ALICE, reply, "The Iris team.")
+    (pending,) = store.corrections(CorrectionStatus.PENDING)
+    assert (pending.id, pending.prompt, pending.original_reply, pending.text) == (
+        correction_id, "Who maintains Iris?", "answer to Who maintains Iris?", "The Iris team."
+    )
+    approved = store.review_correction(correction_id, approve=True, reviewer="telegram:1", text="The Iris maintainers.")
+    assert approved.status is CorrectionStatus.APPROVED and approved.reviewer == "telegram:1"
+    assert approved.text == "The Iris maintainers." and approved.reviewed_at is not None
+    assert store.corrections(CorrectionStatus.PENDING) == []
+    with pytest.raises(NotFound):
+        store.review_correction(12345, approve=False, reviewer="x")
+
+
+def test_reset_starts_a_new_conversation(store: SqlStore) -> None:
+    ask(store, ALICE, "before")
+    assert store.reset(GROUP, ALICE, shared_history=False)
+    after = store.record_user_turn(GROUP, ALICE, text="after", from_voice=False, message_id=None, shared_history=False)
+    assert store.history(after.conversation_id, after.turn_id, 10) == []
+    assert not store.reset(GROUP, Person("telegram", "nobody"), shared_history=False)
+
+
+def test_forget_deletes_everything_about_a_person_and_nothing_else(store: SqlStore) -> None:
+    _, alice_reply = ask(store, ALICE, "alice secret")
+    _, bob_reply = ask(store, BOB, "bob question")
+    shared_q, shared_reply = ask(store, ALICE, "alice in the group", shared=True)
+    store.rate(ALICE, bob_reply, 1)
+    store.rate(BOB, alice_reply, -1)
+    store.add_correction(ALICE, bob_reply, "alice's better answer")
+    store.add_correction(BOB, shared_reply, "bob fixes alice's reply")
+
+    report = store.forget(ALICE)
+
+    assert report.turns == 4 and report.ratings == 1 and report.corrections == 1 and report.conversations == 1
+    for turn_id in (alice_reply, shared_q, shared_reply):
+        assert store.get_turn(turn_id) is None
+    assert store.get_turn(bob_reply) is not None
+    figures = store.stats()
+    assert (figures.people, figures.user_turns, figures.replies) == (1, 1, 1)
+    assert store.corrections() == []  # Bob's correction was of a reply to Alice
+    assert store.forget(ALICE).turns == 0
+
+
+def test_the_registry_keeps_exactly_one_active_model(store: SqlStore) -> None:
+    assert store.active_model() is None
+    store.register_model("base", "/m/base.gguf", "SmolLM2", activate=True)
+    store.register_model("tuned", "/m/tuned.gguf", "SmolLM2", metrics={"nll": 1.2})
+    assert store.active_model() is not None and store.active_model().name == "base"  # type: ignore[union-attr]
+    tuned = store.activate_model("tuned")
+    assert tuned.active and tuned.metrics == {"nll": 1.2}
+    assert [m.name for m in store.list_models() if m.active] == ["tuned"]
+    with pytest.raises(NotFound):
+        store.activate_model("missing")
