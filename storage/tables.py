@@ -52,6 +52,10 @@ class PersonRow(Base):
     user_id: Mapped[str] = mapped_column(String(128))
     display_name: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Whether this person's words may become training data: NULL means they never
+    # said, and the IRIS_FEEDBACK_CONSENT setting (opt-in/opt-out) decides.
+    consent: Mapped[bool | None]
+    consent_at: Mapped[datetime | None]
 
 
 class ConversationRow(Base):
