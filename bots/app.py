@@ -64,14 +64,22 @@ def configured_model(settings: Settings) -> ModelVersion:
     return ModelVersion(id=0, name=path.stem, gguf_path=str(path.resolve()))
 
 
+def ensure_served_model(store: SqlStore, settings: Settings) -> ModelVersion:
+    """The configured model, registered and made active if no version is active yet.
+
+    After the first start the registry decides what is served: a retrain
+    promotes a new version, `iris models activate` picks one.
+    """
+    model = configured_model(settings)
+    if store.active_model() is None:
+        store.register_model(model.name, model.gguf_path, model.base_model, activate=True)
+    return model
+
+
 def build_app(settings: Settings | None = None) -> App:
     settings = settings or Settings()
     store = open_store(settings)
-    model = configured_model(settings)
-    if store.active_model() is None:
-        # First start: serve the configured model. Later, the registry decides
-        # (a retrain promotes a new version; `iris models activate` picks one).
-        store.register_model(model.name, model.gguf_path, model.base_model, activate=True)
+    model = ensure_served_model(store, settings)
     transcriber = WhisperTranscriber(
         WhisperConfig(
             model=settings.whisper_model,

@@ -188,10 +188,12 @@ def format_stats(figures: Stats) -> str:
 @models_app.command("list")
 def models_list() -> None:
     """The registered model versions; * marks the one the bots serve."""
-    from bots.app import open_store
+    from bots.app import ensure_served_model, open_store
 
-    store = open_store(_settings())
+    settings = _settings()
+    store = open_store(settings)
     try:
+        ensure_served_model(store, settings)
         for version in store.list_models():
             typer.echo(f"{'*' if version.active else ' '} {version.name:40} {version.gguf_path}")
     finally:

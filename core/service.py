@@ -84,6 +84,11 @@ class ChatService:
         self._model_queue = FairQueue()
         self._speech_queue = FairQueue()
 
+    @property
+    def waiting_for_model(self) -> int:
+        """How many replies are queued behind the one being generated."""
+        return self._model_queue.waiting
+
     # --- messages -------------------------------------------------------------
 
     async def handle(self, message: IncomingMessage) -> AsyncIterator[ServiceEvent]:

@@ -1,0 +1,149 @@
+"""The ``iris`` command as a person runs it: a real process, real models, a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.domain import Role
+from storage.database import make_engine
+from storage.repository import SqlStore
+from tests.conftest import FIXTURES
+
+IRIS = str(Path(sys.executable).with_name("iris"))
+
+
+@pytest.fixture
+def env(tmp_path: Path, served_gguf: Path) -> dict[str, str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TELEGRAM_", "DISCORD_", "IRIS_", "DATABASE_URL"))
+    }
+    return {
+        **clean,
+        "IRIS_DATA_DIR": str(tmp_path / "data"),
+        "IRIS_LLM_MODEL": str(served_gguf),
+        "IRIS_MAX_REPLY_TOKENS": "48",
+    }
+
+
+def iris(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [IRIS, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=env["IRIS_DATA_DIR"].rsplit("/", 1)[0],
+    )
+
+
+def stored(env: dict[str, str]) -> SqlStore:
+    return SqlStore(make_engine(f"sqlite:///{env['IRIS_DATA_DIR']}/iris.db"))
+
+
+def test_ask_a_voice_note_as_json(env: dict[str, str]) -> None:
+    result = iris(env, "ask", "--voice", str(FIXTURES / "capital_of_france.ogg"), "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["transcript"] == "What is the capital of France?"
+    assert "Paris" in answer["reply"]
+    assert answer["model"] == "smollm2-135m-instruct-f16"
+    assert set(answer["timings"]) == {"transcribe_ms", "generate_ms", "total_ms", "tokens"}
+    assert answer["timings"]["tokens"] > 0
+
+    store = stored(env)
+    reply = store.get_turn(answer["turn_id"])
+    assert reply is not None and reply.role is Role.ASSISTANT and reply.text == answer["reply"]
+    assert reply.model_version == answer["model"]
+    assert reply.timings.transcribe_ms == pytest.approx(answer["timings"]["transcribe_ms"])
+    store.engine.dispose()
+
+
+def test_ask_text_then_rate_and_correct_then_stats(env: dict[str, str]) -> None:
+    asked = iris(env, "ask", "Who maintains the Iris bot?", "--json")
+    assert asked.returncode == 0, asked.stderr
+    turn_id = json.loads(asked.stdout)["turn_id"]
+    assert json.loads(asked.stdout)["transcript"] is None
+
+    rated = iris(env, "rate", str(turn_id), "up")
+    assert rated.returncode == 0 and "created" in rated.stdout
+    changed = iris(env, "rate", str(turn_id), "down", "--fix", "Ada maintains it.")
+    assert changed.returncode == 0 and "changed" in changed.stdout and "pending review" in changed.stdout
+    wrong = iris(env, "rate", str(turn_id - 1), "up")
+    assert wrong.returncode == 1 and "not one of my replies" in wrong.stderr
+
+    stats = json.loads(iris(env, "stats", "--json").stdout)
+    assert stats["user_turns"] == 1 and stats["corrections_pending"] == 1
+    assert stats["by_model"] == [{"model": "smollm2-135m-instruct-f16", "replies": 1, "up": 0, "down": 1}]
+    table = iris(env, "stats").stdout
+    assert "smollm2-135m-instruct-f16" in table and "0%" in table
+
+
+def test_ask_refuses_bad_audio_with_exit_status_1(env: dict[str, str], tmp_path: Path) -> None:
+    junk = tmp_path / "junk.ogg"
+    junk.write_bytes(b"not audio" * 50)
+    result = iris(env, "ask", "--voice", str(junk))
+    assert result.returncode == 1
+    assert "could not read that audio" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_console_chat(env: dict[str, str]) -> None:
+    script = "\n".join(
+        [
+            f"/voice {FIXTURES / 'capital_of_france.ogg'}",
+            "/good",
+            "/fix Paris is the capital of France.",
+            "/bad",
+            "/voice /no/such/file.ogg",
+            "/reset",
+            "Hello!",
+            "/forget",
+            "/quit",
+        ]
+    )
+    result = iris(env, "chat", stdin=script + "\n")
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert '🎤 "What is the capital of France?"' in out
+    assert "Paris" in out and "[turn 2 · smollm2-135m-instruct-f16" in out
+    assert "👍 created for turn 2" in out and "👎 changed for turn 2" in out
+    assert "correction 1 saved" in out
+    assert "cannot read /no/such/file.ogg" in out
+    assert "(new conversation)" in out
+    assert "(deleted 4 turns, 1 ratings, 1 corrections)" in out
+
+
+def test_run_without_tokens_opens_the_local_chat(env: dict[str, str]) -> None:
+    result = iris(env, "run", stdin="What is the capital of France?\n")
+    assert result.returncode == 0
+    assert "No TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN is set" in result.stderr
+    assert "Iris local chat" in result.stdout and "Paris" in result.stdout
+
+
+def test_db_upgrade_and_models(env: dict[str, str]) -> None:
+    upgraded = iris(env, "db", "upgrade")
+    assert upgraded.returncode == 0 and "revision 0" in upgraded.stdout
+    listed = iris(env, "models", "list")
+    assert listed.stdout.startswith("* smollm2-135m-instruct-f16")
+    missing = iris(env, "models", "activate", "nope")
+    assert missing.returncode == 1 and "no model version named 'nope'" in missing.stderr
+
+
+def test_importing_iris_loads_no_model_library() -> None:
+    """The bot starts in seconds and imports on machines without a GPU."""
+    code = (
+        "import sys, bots.cli, bots.app, bots.serve, core.service, storage.repository;"
+        "print(sorted(m for m in ('torch', 'llama_cpp', 'faster_whisper', 'ctranslate2', 'transformers', 'trl')"
+        " if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,261 @@
+"""The whole message path through the real service: real whisper, real llama.cpp, real SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bots.app import App
+from core.domain import (
+    Audio,
+    ChatMessage,
+    ChatRef,
+    IncomingMessage,
+    Notice,
+    NoticeKind,
+    Person,
+    RatingOutcome,
+    ReplyDelta,
+    ReplyDone,
+    Role,
+    ServiceEvent,
+    Transcribed,
+)
+from core.ports import Generation
+from core.service import ChatService, UnknownReply
+from storage.repository import SqlStore
+from tests.conftest import make_settings, voice
+
+ALICE = Person("test", "alice", "Alice")
+CHAT = ChatRef("test", "chat-1")
+
+
+def voice_message(name: str, message_id: str | None = None, person: Person = ALICE) -> IncomingMessage:
+    return IncomingMessage(CHAT, person, audio=Audio(voice(name), "audio/ogg", name), message_id=message_id)
+
+
+def text_message(text: str, message_id: str | None = None, chat: ChatRef = CHAT) -> IncomingMessage:
+    return IncomingMessage(chat, ALICE, text=text, message_id=message_id)
+
+
+async def collect(service: ChatService, message: IncomingMessage) -> list[ServiceEvent]:
+    return [event async for event in service.handle(message)]
+
+
+def user_turns(store: SqlStore) -> list[tuple[str | None, bool, str | None]]:
+    from sqlalchemy import select
+
+    from storage.tables import TurnRow
+
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            select(TurnRow.text, TurnRow.from_voice, TurnRow.error)
+            .where(TurnRow.role == "user")
+            .order_by(TurnRow.id)
+        ).all()
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_a_voice_note_is_heard_answered_and_stored(app: App) -> None:
+    events = await collect(app.service, voice_message("capital_of_france.ogg", "m1"))
+
+    heard = events[0]
+    assert isinstance(heard, Transcribed) and heard.text == "What is the capital of France?"
+    deltas = [e for e in events if isinstance(e, ReplyDelta)]
+    done = events[-1]
+    assert isinstance(done, ReplyDone)
+    assert len(deltas) > 3  # streamed, not delivered in one piece
+    assert deltas[-1].text.strip() == done.text
+    assert "Paris" in done.text
+    assert done.model == "smollm2-135m-instruct-f16"
+
+    reply = app.store.get_turn(done.turn_id)
+    assert reply is not None and reply.role is Role.ASSISTANT and reply.text == done.text
+    assert reply.model_version == done.model
+    assert reply.timings.transcribe_ms and reply.timings.generate_ms and reply.timings.tokens
+    assert reply.timings.total_ms and reply.timings.total_ms >= reply.timings.generate_ms
+    assert user_turns(app.store) == [("What is the capital of France?", True, None)]
+
+
+async def test_the_conversation_continues_and_reset_starts_over(app: App) -> None:
+    first = await collect(app.service, text_message("My name is Alice."))
+    second = await collect(app.service, text_message("What is my name?"))
+    assert isinstance(first[-1], ReplyDone) and isinstance(second[-1], ReplyDone)
+    first_turn = app.store.get_turn(first[-1].turn_id)
+    second_turn = app.store.get_turn(second[-1].turn_id)
+    assert first_turn and second_turn and first_turn.conversation_id == second_turn.conversation_id
+    assert await app.service.reset(CHAT, ALICE)
+    third = await collect(app.service, text_message("Hello"))
+    third_turn = app.store.get_turn(third[-1].turn_id)  # type: ignore[union-attr]
+    assert third_turn and third_turn.conversation_id != first_turn.conversation_id
+
+
+async def test_a_redelivered_message_is_answered_once(app: App) -> None:
+    first = await collect(app.service, text_message("Hi there", "same-id"))
+    again = await collect(app.service, text_message("Hi there", "same-id"))
+    assert isinstance(first[-1], ReplyDone)
+    assert [type(e) for e in again] == [Notice] and again[0].kind is NoticeKind.DUPLICATE  # type: ignore[union-attr]
+    assert len(user_turns(app.store)) == 1
+
+
+@pytest.mark.parametrize(
+    ("audio", "kind", "says"),
+    [
+        (lambda: voice("silence.ogg"), NoticeKind.NOTHING_HEARD, "didn't hear any speech"),
+        (lambda: b"not audio at all" * 100, NoticeKind.UNREADABLE_AUDIO, "could not read that audio"),
+        (
+            lambda: voice("capital_of_france.ogg")[:200],
+            NoticeKind.UNREADABLE_AUDIO,
+            "could not read that audio",
+        ),
+        (lambda: b"", NoticeKind.UNREADABLE_AUDIO, "empty"),
+    ],
+    ids=["silence", "not-audio", "corrupt", "empty"],
+)
+async def test_bad_audio_gets_a_clear_answer_and_the_turn_is_kept(app: App, audio, kind, says) -> None:  # type: ignore[no-untyped-def]
+    message = IncomingMessage(CHAT, ALICE, audio=Audio(audio(), "audio/ogg"), message_id="bad-1")
+    events = await collect(app.service, message)
+    assert len(events) == 1 and isinstance(events[0], Notice)
+    assert events[0].kind is kind and says in events[0].text
+    ((text, from_voice, error),) = user_turns(app.store)
+    assert from_voice and text is None and error == events[0].text
+    # ...and the bot still answers the next message.
+    assert isinstance((await collect(app.service, text_message("Hello")))[-1], ReplyDone)
+
+
+async def test_audio_over_the_duration_limit_is_refused_with_the_limit(
+    tmp_path: Path, served_gguf: Path, transcriber
+) -> None:  # type: ignore[no-untyped-def]
+    from bots.app import build_app
+
+    app = build_app(make_settings(tmp_path, served_gguf, max_audio_seconds=1))
+    app.service.transcriber = transcriber
+    events = await collect(app.service, voice_message("capital_of_france.ogg"))
+    app.close()
+    assert len(events) == 1 and isinstance(events[0], Notice) and events[0].kind is NoticeKind.TOO_LONG
+    assert "up to 1 s" in events[0].text
+    ((_, from_voice, error),) = user_turns(app.store)
+    assert from_voice and error == events[0].text
+
+
+async def test_a_file_over_the_size_limit_is_refused(app: App) -> None:
+    service = ChatService(
+        app.store, app.transcriber, app.generator, replace(app.service.config, max_audio_bytes=1000)
+    )
+    events = await collect(service, voice_message("capital_of_france.ogg"))
+    assert [e.kind for e in events if isinstance(e, Notice)] == [NoticeKind.TOO_LARGE]
+    assert "limit" in events[0].text  # type: ignore[union-attr]
+
+
+async def test_an_overlong_text_is_refused_but_stored(app: App) -> None:
+    events = await collect(app.service, text_message("word " * 5000))
+    assert isinstance(events[0], Notice) and events[0].kind is NoticeKind.TOO_LONG
+    assert user_turns(app.store)[0][2] == events[0].text
+
+
+class FailingGenerator:
+    """A model that breaks mid-reply, like a corrupt GGUF or an out-of-memory error."""
+
+    model_name = "broken"
+    context_tokens = 2048
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        yield "Half a"
+        raise RuntimeError("llama_decode returned -3")
+
+
+async def test_a_failing_model_gets_an_apology_and_loses_nothing(app: App) -> None:
+    service = ChatService(app.store, app.transcriber, FailingGenerator(), app.service.config)
+    events = await collect(service, voice_message("capital_of_france.ogg"))
+    assert isinstance(events[0], Transcribed)
+    notice = events[-1]
+    assert isinstance(notice, Notice) and notice.kind is NoticeKind.MODEL_FAILED
+    assert "llama_decode" not in notice.text and "Traceback" not in notice.text
+    assert user_turns(app.store) == [("What is the capital of France?", True, notice.text)]
+    assert app.store.stats().replies == 0
+
+
+async def test_ratings_and_corrections_go_to_the_reply(app: App) -> None:
+    done = (await collect(app.service, text_message("Who maintains the Iris bot?")))[-1]
+    assert isinstance(done, ReplyDone)
+    assert await app.service.rate(ALICE, done.turn_id, up=True) is RatingOutcome.CREATED
+    assert await app.service.rate(ALICE, done.turn_id, up=False) is RatingOutcome.CHANGED
+    correction = await app.service.correct(ALICE, done.turn_id, "Ada Lovelace maintains it.")
+    (pending,) = await app.service.pending_corrections()
+    assert pending.id == correction and pending.original_reply == done.text
+    assert pending.prompt == "Who maintains the Iris bot?"
+    question = done.turn_id - 1
+    with pytest.raises(UnknownReply):
+        await app.service.rate(ALICE, question, up=True)  # a person's own message is not a reply
+    with pytest.raises(UnknownReply):
+        await app.service.correct(ALICE, 10_000, "x")
+
+
+async def test_forget_removes_the_person(app: App) -> None:
+    await collect(app.service, voice_message("greeting.ogg"))
+    report = await app.service.forget(ALICE)
+    assert report.turns == 2 and report.conversations == 1
+    stats = await app.service.stats()
+    assert (stats.people, stats.user_turns, stats.replies) == (0, 0, 0)
+
+
+class GatedGenerator:
+    """Yields one piece, then holds the worker thread until the test opens the gate."""
+
+    model_name = "gated"
+    context_tokens = 2048
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        self.started.append(messages[-1].content)
+        yield "thinking"
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
+        yield " done."
+
+
+async def test_the_event_loop_answers_ratings_while_a_reply_is_generated(app: App) -> None:
+    earlier = (await collect(app.service, text_message("Hello")))[-1]
+    assert isinstance(earlier, ReplyDone)
+    gated = GatedGenerator()
+    service = ChatService(app.store, app.transcriber, gated, app.service.config)
+    replies = service.handle(text_message("Tell me a story"))
+    first = await anext(replies)
+    assert isinstance(first, ReplyDelta)
+    # The model is busy in its worker thread; the loop still serves the rest.
+    assert await service.rate(ALICE, earlier.turn_id, up=True) is RatingOutcome.CREATED
+    assert (await service.stats()).user_turns == 2
+    gated.gate.set()
+    rest = [event async for event in replies]
+    assert isinstance(rest[-1], ReplyDone) and rest[-1].text == "thinking done."
+
+
+async def test_waiting_conversations_are_served_round_robin(app: App) -> None:
+    gated = GatedGenerator()
+    service = ChatService(app.store, app.transcriber, gated, app.service.config)
+    chat_a, chat_b = ChatRef("test", "A"), ChatRef("test", "B")
+    first = service.handle(text_message("a1", chat=chat_a))
+    await anext(first)  # a1 holds the model
+    tasks = []
+    for text, chat in [("a2", chat_a), ("a3", chat_a), ("b1", chat_b)]:
+        tasks.append(asyncio.create_task(collect(service, text_message(text, chat=chat))))
+        while service.waiting_for_model < len(tasks):  # queued in this order
+            await asyncio.sleep(0.01)
+    gated.gate.set()
+    [event async for event in first]
+    await asyncio.gather(*tasks)
+    assert gated.started == ["a1", "a2", "b1", "a3"]
