@@ -1,6 +1,6 @@
-"""Speech to text with faster-whisper, and a duration check with ffprobe first.
+"""Speech to text with faster-whisper, and a duration check before decoding.
 
-``faster_whisper`` and ``pydub`` are imported inside the methods that need
+``faster_whisper`` and ``av`` are imported inside the methods that need
 them, so importing ``core`` stays cheap.
 """
 
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUNDLED_WHISPER = "bundled"
+SAMPLE_RATE = 16000  # what whisper models expect
 
 
 def bundled_whisper_path() -> Path:
@@ -77,27 +76,29 @@ class WhisperTranscriber:
             return self._model
 
     def probe(self, audio: bytes) -> float:
-        """Duration of the first audio stream, read by ffprobe without decoding."""
-        from pydub.utils import mediainfo_json
+        """Duration of the first audio stream, read from the container header without decoding.
 
-        with _spooled(audio) as path:
-            try:
-                info: dict[str, Any] = mediainfo_json(path)
-            except Exception as error:  # ffprobe printed nothing parseable
-                raise AudioError("not a media file") from error
-        streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
-        if not streams:
-            raise AudioError("no audio in the file")
-        for source in (streams[0], info.get("format", {})):
-            try:
-                seconds = float(source.get("duration", "nan"))
-            except (TypeError, ValueError):
-                continue
-            if seconds == seconds:  # not NaN
-                return seconds
-        # Some containers (raw Opus from a pipe, some WebM) carry no duration:
-        # decoding is the only way to know, and the byte-size limit bounds it.
-        return len(self._decode(audio)) / 16000
+        PyAV (faster-whisper's own decoder) reads the header in about a
+        millisecond; pydub's ffprobe process took 88 ms a voice note here,
+        14% of the whole reply path (bench/pipeline.py).
+        """
+        import av
+
+        try:
+            with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
+                streams = [s for s in container.streams if s.type == "audio"]
+                if not streams:
+                    raise AudioError("no audio in the file")
+                stream = streams[0]
+                if stream.duration is not None and stream.time_base is not None:
+                    return float(stream.duration * stream.time_base)
+                if container.duration is not None:
+                    return container.duration / av.time_base
+        except av.FFmpegError as error:
+            raise AudioError("not an audio file") from error
+        # Some streams (raw Opus, some WebM) carry no duration: decoding is the
+        # only way to know, and the byte-size limit bounds the work.
+        return len(self._decode(audio)) / SAMPLE_RATE
 
     def transcribe(self, audio: bytes) -> Transcript:
         samples = self._decode(audio)
@@ -114,18 +115,37 @@ class WhisperTranscriber:
 
     @staticmethod
     def _decode(audio: bytes) -> Any:
-        from faster_whisper.audio import decode_audio
+        """16 kHz mono float32 samples.
 
+        Like ``faster_whisper.audio.decode_audio`` but without its
+        ``gc.collect()``, a full collection that holds the GIL and stalled the
+        bot's event loop by 30-55 ms per voice note here (bench/pipeline.py).
+        """
+        import av
+        import numpy as np
+
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        chunks: list[Any] = []
         try:
-            return decode_audio(io.BytesIO(audio), sampling_rate=16000)
-        except Exception as error:  # PyAV raises many types for broken input
+            with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
+                for frame in _valid_frames(container.decode(audio=0)):
+                    chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+                chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+        except (av.FFmpegError, IndexError) as error:  # IndexError: no audio stream
             raise AudioError("the audio could not be decoded") from error
+        if not chunks:
+            raise AudioError("the file holds no sound")
+        return np.concatenate(chunks, axis=None).astype(np.float32) / 32768.0
 
 
-@contextmanager
-def _spooled(data: bytes) -> Iterator[str]:
-    """The bytes as a temporary file, since ffprobe needs to seek to find a duration."""
-    with tempfile.NamedTemporaryFile(prefix="iris-audio-") as file:
-        file.write(data)
-        file.flush()
-        yield file.name
+def _valid_frames(frames: Iterator[Any]) -> Iterator[Any]:
+    """Skip frames FFmpeg reports as damaged; a dropped packet should not lose the note."""
+    import av
+
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.InvalidDataError:
+            continue
