@@ -1,0 +1,383 @@
+"""Feedback → training data: SFT (FineTome's shape), KTO and DPO files, and a manifest.
+
+Run it::
+
+    iris feedback export --out data/feedback [--since 2026-01-01] [--until 2026-02-01]
+
+or from Python: ``export_feedback(database_url, Path("data/feedback"))``.
+
+What becomes what:
+
+* ``sft.jsonl`` – FineTome rows (``conversations`` of ``{from, value}``, ``source``,
+  ``score``): each approved correction (the corrected answer replaces the bot's,
+  score 5.0) and each reply that more people rated 👍 than 👎 and that has no
+  approved correction (score 5 × its 👍 share).
+* ``kto.jsonl`` – one row per current 👍/👎, for TRL's ``KTOTrainer``:
+  ``prompt`` (the conversation up to the question, in TRL's conversational
+  format: a list of ``{role, content}``), ``completion`` (``[{role: assistant,
+  content: reply}]``) and ``label`` (true for 👍).
+* ``dpo.jsonl`` – one row per approved correction, for TRL's ``DPOTrainer``:
+  ``prompt`` as above, ``chosen`` = the correction, ``rejected`` = the bot's reply.
+* ``sft_meta.jsonl`` – beside each SFT row, in the same order: whose it is (a
+  pseudonym, for the per-person cap of ``iris dataset build``) and where it came from.
+* ``manifest.json`` – counts per kind, date range, model versions, hashes.
+
+Nothing comes from people who used /forget (their rows are gone from the
+database) or who did not consent; their turns are also left out of other
+people's contexts. The same database gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from core.domain import CorrectionStatus, Role
+
+SOURCE = "iris-feedback"
+FORMAT_VERSION = 1
+CONSENT_MODES = ("opt-out", "opt-in")
+# FineTome's role names ↔ the chat-template (OpenAI) ones.
+TO_ROLE = {"system": "system", "human": "user", "gpt": "assistant"}
+FROM_ROLE = {role: name for name, role in TO_ROLE.items()}
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an export wrote, in ``manifest.json``; no wall-clock time, so exports are reproducible."""
+
+    counts: dict[str, int]
+    excluded: dict[str, int]
+    since: str | None
+    until: str | None
+    first_feedback: str | None
+    last_feedback: str | None
+    model_versions: dict[str, int]
+    files: dict[str, str]
+    content_hash: str
+    scrub: bool
+    consent: str
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+# --- conversions between FineTome's shape and chat messages -----------------------
+
+
+def to_messages(conversations: Sequence[dict[str, Any]]) -> list[Message]:
+    """FineTome's ``[{from, value}]`` → ``[{role, content}]`` for chat templates and TRL."""
+    return [{"role": TO_ROLE[turn["from"]], "content": turn["value"]} for turn in conversations]
+
+
+def to_conversations(messages: Sequence[Message]) -> list[Message]:
+    """``[{role, content}]`` → FineTome's ``[{from, value}]``."""
+    return [{"from": FROM_ROLE[m["role"]], "value": m["content"]} for m in messages]
+
+
+# --- scrubbing ------------------------------------------------------------------------
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Either an international number (+ and 7-15 digits) or three or more groups of
+# 2-4 digits joined by spaces, dots, dashes or brackets (555-123-4567, 06 12 34 56 78).
+# A plain run of digits stays: it is far more often a number than a phone.
+PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d\s().-]{5,}\d|\(?\d{2,4}\)?(?:[\s.-]\(?\d{2,4}\)?){2,5})(?![\w@])")
+
+
+def scrub_text(text: str) -> str:
+    """Mask e-mail addresses as ``[email]`` and phone numbers as ``[phone]``."""
+    text = EMAIL.sub("[email]", text)
+    return PHONE.sub(_phone, text)
+
+
+def _phone(match: re.Match[str]) -> str:
+    digits = sum(ch.isdigit() for ch in match.group())
+    return "[phone]" if 7 <= digits <= 15 else match.group()
+
+
+# --- the export -------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    sft: list[tuple[tuple[int, int, int], dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    kto: list[dict[str, Any]] = field(default_factory=list)
+    dpo: list[dict[str, Any]] = field(default_factory=list)
+    excluded: Counter[str] = field(default_factory=Counter)
+    models: dict[int, str] = field(default_factory=dict)
+    moments: list[datetime] = field(default_factory=list)
+
+
+def export_feedback(
+    database_url: str,
+    out_dir: Path,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    scrub: bool = False,
+    consent: str = "opt-out",
+    context_turns: int = 20,
+) -> Manifest:
+    """Write ``sft.jsonl``, ``kto.jsonl``, ``dpo.jsonl``, ``sft_meta.jsonl`` and ``manifest.json``.
+
+    ``since``/``until`` select feedback by when it was given (a rating's last
+    change, a correction's approval); naive datetimes are UTC and ``until`` is
+    exclusive. ``consent`` is ``"opt-out"`` (everyone who did not say no) or
+    ``"opt-in"`` (only people who said yes). ``context_turns`` bounds the
+    earlier turns kept before the question.
+    """
+    from storage import queries
+    from storage.database import make_engine
+    from storage.migrate import upgrade
+
+    if consent not in CONSENT_MODES:
+        raise ValueError(f"consent must be one of {', '.join(CONSENT_MODES)}, not {consent!r}")
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        ratings = queries.ratings(engine, since, until)
+        approved = queries.corrections(engine, CorrectionStatus.APPROVED, since, until)
+        conversations = queries.conversation_turns(
+            engine, {r.conversation_id for r in ratings} | {c.conversation_id for c in approved}
+        )
+        people = queries.speakers(engine)
+    finally:
+        engine.dispose()
+
+    allowed = {pid for pid, s in people.items() if _consents(s.consent, consent)}
+    contexts = _Contexts(conversations, allowed, context_turns, scrub)
+    rows = _Rows()
+    corrected = _add_corrections(rows, approved, contexts, people, allowed, scrub)
+    _add_ratings(rows, ratings, contexts, people, allowed, corrected, scrub)
+    rows.excluded["context_turns_left_out"] = contexts.left_out
+    return _write(rows, out_dir, since, until, scrub, consent)
+
+
+def _consents(said: bool | None, mode: str) -> bool:
+    return said is True if mode == "opt-in" else said is not False
+
+
+def pseudonym(platform: str, user_id: str) -> str:
+    """A stable stand-in for a person in exported files (never their id or name)."""
+    return hashlib.sha256(f"iris-person:{platform}:{user_id}".encode()).hexdigest()[:16]
+
+
+class _Contexts:
+    """Builds the chat a reply answered: earlier question/answer pairs, then the question."""
+
+    def __init__(self, conversations: dict[int, list[Any]], allowed: set[int], turns: int, scrub: bool) -> None:
+        self.by_id = {t.id: t for turns_ in conversations.values() for t in turns_}
+        self.replies: dict[int, list[Any]] = defaultdict(list)
+        for conversation_id, turns_ in conversations.items():
+            self.replies[conversation_id] = [t for t in turns_ if t.role is Role.ASSISTANT]
+        self.allowed = allowed
+        self.pairs = max(turns, 0) // 2
+        self.scrub = scrub
+        self.left_out = 0
+
+    def prompt(self, conversation_id: int, reply_id: int) -> list[Message] | None:
+        """The messages before reply ``reply_id``; None when its question is gone."""
+        reply = self.by_id.get(reply_id)
+        question = self.by_id.get(reply.reply_to_id) if reply is not None else None
+        if question is None or question.role is not Role.USER:
+            return None
+        pairs = []
+        # What the model saw: answered turns stored before the question arrived.
+        for earlier in self.replies.get(conversation_id, []):
+            asked = self.by_id.get(earlier.reply_to_id)
+            if asked is None or earlier.id >= question.id:
+                continue
+            if asked.person_id not in self.allowed:
+                self.left_out += 2
+                continue
+            pairs.append((asked, earlier))
+        pairs.sort(key=lambda pair: pair[0].id)
+        kept = pairs[len(pairs) - self.pairs :] if self.pairs else []
+        messages = [self._message(turn) for pair in kept for turn in pair]
+        return [*messages, self._message(question)]
+
+    def _message(self, turn: Any) -> Message:
+        text = scrub_text(turn.text) if self.scrub else turn.text
+        return {"role": turn.role.value, "content": text.strip()}
+
+
+def _add_corrections(
+    rows: _Rows,
+    approved: Iterable[Any],
+    contexts: _Contexts,
+    people: dict[int, Any],
+    allowed: set[int],
+    scrub: bool,
+) -> set[int]:
+    corrected: set[int] = set()
+    for correction in approved:
+        if correction.author_id not in allowed or correction.asker_id not in allowed:
+            rows.excluded["no_consent"] += 1
+            continue
+        prompt = contexts.prompt(correction.conversation_id, correction.reply_id)
+        if prompt is None:
+            rows.excluded["question_missing"] += 1
+            continue
+        chosen = _clean(correction.text, scrub)
+        rejected = _clean(correction.reply, scrub)
+        corrected.add(correction.reply_id)
+        rows.models[correction.reply_id] = correction.model_version or "?"
+        rows.moments.append(correction.reviewed_at or correction.created_at)
+        answer = {"role": "assistant", "content": chosen}
+        sft = {"conversations": to_conversations([*prompt, answer]), "source": SOURCE, "score": 5.0}
+        meta = _meta(people[correction.author_id], "correction", correction.reply_id, correction.model_version)
+        rows.sft.append(((correction.reply_id, 0, correction.id), sft, meta))
+        if _same(chosen, rejected):
+            rows.excluded["correction_equals_reply"] += 1
+            continue
+        rows.dpo.append(
+            {
+                "prompt": prompt,
+                "chosen": [answer],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
+    return corrected
+
+
+def _add_ratings(
+    rows: _Rows,
+    ratings: Iterable[Any],
+    contexts: _Contexts,
+    people: dict[int, Any],
+    allowed: set[int],
+    corrected: set[int],
+    scrub: bool,
+) -> None:
+    votes: dict[int, list[Any]] = defaultdict(list)
+    for rating in ratings:
+        if rating.rater_id not in allowed or rating.asker_id not in allowed:
+            rows.excluded["no_consent"] += 1
+            continue
+        prompt = contexts.prompt(rating.conversation_id, rating.reply_id)
+        if prompt is None:
+            rows.excluded["question_missing"] += 1
+            continue
+        reply = _clean(rating.reply, scrub)
+        rows.models[rating.reply_id] = rating.model_version or "?"
+        rows.moments.append(rating.rated_at)
+        rows.kto.append(
+            {
+                "prompt": prompt,
+                "completion": [{"role": "assistant", "content": reply}],
+                "label": rating.value > 0,
+            }
+        )
+        votes[rating.reply_id].append((rating, prompt, reply))
+    for reply_id, given in sorted(votes.items()):
+        up = sum(1 for rating, _, _ in given if rating.value > 0)
+        if up * 2 <= len(given) or reply_id in corrected:
+            continue
+        first, prompt, reply = given[0]
+        score = round(5.0 * up / len(given), 3)
+        answer = {"role": "assistant", "content": reply}
+        sft = {"conversations": to_conversations([*prompt, answer]), "source": SOURCE, "score": score}
+        asker = people[first.asker_id]
+        rows.sft.append(((reply_id, 1, first.id), sft, _meta(asker, "rating", reply_id, first.model_version)))
+
+
+def _clean(text: str, scrub: bool) -> str:
+    text = text.strip()
+    return scrub_text(text) if scrub else text
+
+
+def _same(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
+def _meta(
+    speaker: Any, kind: Literal["correction", "rating"], reply_id: int, model: str | None
+) -> dict[str, Any]:
+    return {
+        "person": pseudonym(speaker.person.platform, speaker.person.user_id),
+        "kind": kind,
+        "reply_id": reply_id,
+        "model_version": model or "?",
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat()
+
+
+def _write(
+    rows: _Rows, out_dir: Path, since: datetime | None, until: datetime | None, scrub: bool, consent: str
+) -> Manifest:
+    rows.sft.sort(key=lambda item: item[0])
+    files = {
+        "sft.jsonl": [sft for _, sft, _ in rows.sft],
+        "sft_meta.jsonl": [meta for _, _, meta in rows.sft],
+        "kto.jsonl": rows.kto,
+        "dpo.jsonl": rows.dpo,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hashes = {name: write_jsonl(out_dir / name, content) for name, content in files.items()}
+    kinds = Counter(meta["kind"] for _, _, meta in rows.sft)
+    up = sum(1 for row in rows.kto if row["label"])
+    manifest = Manifest(
+        counts={
+            "sft": len(rows.sft),
+            "sft_from_corrections": kinds["correction"],
+            "sft_from_ratings": kinds["rating"],
+            "kto": len(rows.kto),
+            "kto_up": up,
+            "kto_down": len(rows.kto) - up,
+            "dpo": len(rows.dpo),
+        },
+        excluded=dict(sorted(rows.excluded.items())),
+        since=_iso(since),
+        until=_iso(until),
+        first_feedback=_iso(min(rows.moments)) if rows.moments else None,
+        last_feedback=_iso(max(rows.moments)) if rows.moments else None,
+        model_versions=dict(sorted(Counter(rows.models.values()).items())),
+        files=hashes,
+        content_hash=hashlib.sha256(
+            "".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode()
+        ).hexdigest(),
+        scrub=scrub,
+        consent=consent,
+    )
+    _atomic_write(out_dir / "manifest.json", manifest.to_json().encode())
+    return manifest
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> str:
+    """Write one JSON object per line (UTF-8, keys in the order given); return the file's sha256."""
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    _atomic_write(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # A reader (or a crash) never sees half a file.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
