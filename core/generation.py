@@ -49,6 +49,8 @@ def requantize(source: Path, target: Path, quant: str) -> Path:
         return target
     import llama_cpp
 
+    # llama.cpp prints a line per tensor to stderr while it works (once per file).
+    log.warning("re-exporting %s as %s to %s (first start only)", source.name, quant, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".partial-{os.getpid()}")
     params = llama_cpp.llama_model_quantize_default_params()
@@ -148,7 +150,10 @@ class LlamaGenerator:
             return self._llm
 
     def count_tokens(self, text: str) -> int:
-        return len(self.load().tokenize(text.encode(), add_bos=False, special=False))
+        # The loaded model's tokenizer, without asking the registry each time:
+        # a prompt is counted message by message.
+        llm = self._llm or self.load()
+        return len(llm.tokenize(text.encode(), add_bos=False, special=False))
 
     def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
         llm = self.load()
