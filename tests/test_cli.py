@@ -123,10 +123,11 @@ def test_the_console_chat(env: dict[str, str]) -> None:
 
 
 def test_run_without_tokens_opens_the_local_chat(env: dict[str, str]) -> None:
-    result = iris(env, "run", stdin="What is the capital of France?\n")
+    result = iris(env, "run", stdin=f"/voice {FIXTURES / 'capital_of_france.ogg'}\n")
     assert result.returncode == 0
     assert "No TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN is set" in result.stderr
-    assert "Iris local chat" in result.stdout and "Paris" in result.stdout
+    assert "Iris local chat" in result.stdout
+    assert '🎤 "What is the capital of France?"' in result.stdout and "Paris" in result.stdout
 
 
 def test_db_upgrade_and_models(env: dict[str, str]) -> None:
