@@ -154,3 +154,19 @@ class ModelRegistry(Protocol):
     def activate_model(self, name: str) -> ModelVersion: ...
 
     def list_models(self) -> list[ModelVersion]: ...
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """What a retrain run reported; ``summary`` is ready to post in a chat."""
+
+    ok: bool
+    promoted: bool
+    model: str | None
+    summary: str
+
+
+class Retrainer(Protocol):
+    def retrain(self, profile: str | None = None) -> RetrainOutcome:
+        """Run a whole retrain in a separate process and wait for it (blocking)."""
+        ...

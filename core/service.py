@@ -41,6 +41,8 @@ from core.ports import (
     ConversationStore,
     Generation,
     ReplyGenerator,
+    Retrainer,
+    RetrainOutcome,
     Transcriber,
 )
 from core.prompt import PromptTooLong, build_prompt
@@ -63,6 +65,10 @@ class ServiceConfig:
     max_text_chars: int = 8000
 
 
+class RetrainBusy(RuntimeError):
+    """A retrain is already running; one at a time."""
+
+
 class UnknownReply(LookupError):
     """A rating or correction names a turn that is not one of the bot's replies."""
 
@@ -76,11 +82,14 @@ class ChatService:
         transcriber: Transcriber,
         generator: ReplyGenerator,
         config: ServiceConfig | None = None,
+        retrainer: Retrainer | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
         self.generator = generator
         self.config = config or ServiceConfig()
+        self.retrainer = retrainer
+        self._retraining = asyncio.Lock()
         self._model_queue = FairQueue()
         self._speech_queue = FairQueue()
 
@@ -346,6 +355,18 @@ class ChatService:
     ) -> Correction:
         """Approve (optionally with edited text) or reject a pending correction."""
         return await asyncio.to_thread(self.store.review_correction, correction_id, approve, reviewer, text)
+
+    async def retrain(self, profile: str | None = None) -> RetrainOutcome:
+        """Run a retrain in its own process; the bots keep answering meanwhile.
+
+        A promoted model is picked up by the generator between replies.
+        """
+        if self.retrainer is None:
+            return RetrainOutcome(False, False, None, "Retraining is not set up on this deployment.")
+        if self._retraining.locked():
+            raise RetrainBusy("a retrain is already running")
+        async with self._retraining:
+            return await asyncio.to_thread(self.retrainer.retrain, profile)
 
 
 @dataclass(frozen=True)

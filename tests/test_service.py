@@ -26,8 +26,8 @@ from core.domain import (
     ServiceEvent,
     Transcribed,
 )
-from core.ports import Generation
-from core.service import ChatService, UnknownReply
+from core.ports import Generation, RetrainOutcome
+from core.service import ChatService, RetrainBusy, UnknownReply
 from storage.repository import SqlStore
 from tests.conftest import make_settings, voice
 
@@ -259,3 +259,33 @@ async def test_waiting_conversations_are_served_round_robin(app: App) -> None:
     [event async for event in first]
     await asyncio.gather(*tasks)
     assert gated.started == ["a1", "a2", "b1", "a3"]
+
+
+class RecordingRetrainer:
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.profiles: list[str | None] = []
+
+    def retrain(self, profile: str | None = None) -> RetrainOutcome:
+        self.profiles.append(profile)
+        self.gate.wait(timeout=30)
+        return RetrainOutcome(True, True, "tuned-1", "promoted tuned-1")
+
+
+async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> None:
+    retrainer = RecordingRetrainer()
+    service = ChatService(app.store, app.transcriber, app.generator, app.service.config, retrainer)
+    running = asyncio.create_task(service.retrain("cpu-tiny"))
+    while not retrainer.profiles:
+        await asyncio.sleep(0.01)
+    with pytest.raises(RetrainBusy):
+        await service.retrain()
+    assert isinstance((await collect(service, text_message("Hello")))[-1], ReplyDone)
+    retrainer.gate.set()
+    outcome = await running
+    assert outcome.promoted and outcome.model == "tuned-1" and retrainer.profiles == ["cpu-tiny"]
+
+
+async def test_retrain_without_a_retrainer_says_so(app: App) -> None:
+    outcome = await app.service.retrain()
+    assert not outcome.ok and "not set up" in outcome.summary
