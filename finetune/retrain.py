@@ -405,18 +405,14 @@ def retrain(config: RetrainConfig, registry: ModelRegistry, progress: Progress =
             message = (
                 f"{run.name} failed: {error}. The active model is unchanged; `iris retrain --resume` continues."
             )
-            return RetrainResult(
-                "failed", run.name, run.dir, message, error=f"{type(error).__name__}: {error}"
-            )
+            return RetrainResult("failed", run.name, run.dir, message, error=f"{type(error).__name__}: {error}")
         try:
             pipeline.execute(STEPS[5:])
         except Exception as error:
             log.exception("retrain %s failed", run.name)
             run.finish("failed", f"{type(error).__name__}: {error}")
             message = f"{run.name} failed: {error}. `iris retrain --resume` continues."
-            return RetrainResult(
-                "failed", run.name, run.dir, message, error=f"{type(error).__name__}: {error}"
-            )
+            return RetrainResult("failed", run.name, run.dir, message, error=f"{type(error).__name__}: {error}")
         promoted = run.result("promote")["promoted"]
         return _finish(pipeline, "promoted" if promoted else "refused", None, None)
 
