@@ -105,9 +105,13 @@ def scrub_text(text: str) -> str:
     return PHONE.sub(_phone, text)
 
 
+DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{4}")
+
+
 def _phone(match: re.Match[str]) -> str:
-    digits = sum(ch.isdigit() for ch in match.group())
-    return "[phone]" if 7 <= digits <= 15 else match.group()
+    found = match.group()
+    digits = sum(ch.isdigit() for ch in found)
+    return "[phone]" if 7 <= digits <= 15 and not DATE.fullmatch(found) else found
 
 
 # --- the export -------------------------------------------------------------------------
@@ -161,11 +165,22 @@ def export_feedback(
 
     allowed = {pid for pid, s in people.items() if _consents(s.consent, consent)}
     contexts = _Contexts(conversations, allowed, context_turns, scrub)
+    contexts.bad = _disliked(ratings, allowed) | {c.reply_id for c in approved if not _same(c.text, c.reply)}
     rows = _Rows()
     corrected = _add_corrections(rows, approved, contexts, people, allowed, scrub)
     _add_ratings(rows, ratings, contexts, people, allowed, corrected, scrub)
-    rows.excluded["context_turns_left_out"] = contexts.left_out
+    rows.excluded["context_turns_of_others_left_out"] = len(contexts.left_out)
+    rows.excluded["sft_context_turns_before_a_bad_reply"] = len(contexts.cut)
     return _write(rows, out_dir, since, until, scrub, consent)
+
+
+def _disliked(ratings: Iterable[Any], allowed: set[int]) -> set[int]:
+    """Replies that more people rated 👎 than 👍."""
+    balance: Counter[int] = Counter()
+    for rating in ratings:
+        if rating.rater_id in allowed:
+            balance[rating.reply_id] += rating.value
+    return {reply_id for reply_id, total in balance.items() if total < 0}
 
 
 def _consents(said: bool | None, mode: str) -> bool:
@@ -188,10 +203,18 @@ class _Contexts:
         self.allowed = allowed
         self.pairs = max(turns, 0) // 2
         self.scrub = scrub
-        self.left_out = 0
+        # Replies people corrected or disliked: an SFT row must not teach them as context.
+        self.bad: set[int] = set()
+        self.left_out: set[int] = set()
+        self.cut: set[int] = set()
 
-    def prompt(self, conversation_id: int, reply_id: int) -> list[Message] | None:
-        """The messages before reply ``reply_id``; None when its question is gone."""
+    def prompt(self, conversation_id: int, reply_id: int, *, clean: bool = False) -> list[Message] | None:
+        """The messages before reply ``reply_id``; None when its question is gone.
+
+        As the model saw them, less the turns of people who may not be exported;
+        ``clean`` also starts after the last earlier reply in ``bad`` (for SFT,
+        where every assistant turn is learned).
+        """
         reply = self.by_id.get(reply_id)
         question = self.by_id.get(reply.reply_to_id) if reply is not None else None
         if question is None or question.role is not Role.USER:
@@ -203,10 +226,14 @@ class _Contexts:
             if asked is None or earlier.id >= question.id:
                 continue
             if asked.person_id not in self.allowed:
-                self.left_out += 2
+                self.left_out |= {asked.id, earlier.id}
                 continue
             pairs.append((asked, earlier))
         pairs.sort(key=lambda pair: pair[0].id)
+        if clean:
+            last_bad = max((i for i, (_, answer) in enumerate(pairs) if answer.id in self.bad), default=-1)
+            self.cut |= {turn.id for pair in pairs[: last_bad + 1] for turn in pair}
+            pairs = pairs[last_bad + 1 :]
         kept = pairs[len(pairs) - self.pairs :] if self.pairs else []
         messages = [self._message(turn) for pair in kept for turn in pair]
         return [*messages, self._message(question)]
@@ -239,7 +266,8 @@ def _add_corrections(
         rows.models[correction.reply_id] = correction.model_version or "?"
         rows.moments.append(correction.reviewed_at or correction.created_at)
         answer = {"role": "assistant", "content": chosen}
-        sft = {"conversations": to_conversations([*prompt, answer]), "source": SOURCE, "score": 5.0}
+        learned = contexts.prompt(correction.conversation_id, correction.reply_id, clean=True) or prompt
+        sft = {"conversations": to_conversations([*learned, answer]), "source": SOURCE, "score": 5.0}
         meta = _meta(people[correction.author_id], "correction", correction.reply_id, correction.model_version)
         rows.sft.append(((correction.reply_id, 0, correction.id), sft, meta))
         if _same(chosen, rejected):
@@ -291,7 +319,8 @@ def _add_ratings(
         first, prompt, reply = given[0]
         score = round(5.0 * up / len(given), 3)
         answer = {"role": "assistant", "content": reply}
-        sft = {"conversations": to_conversations([*prompt, answer]), "source": SOURCE, "score": score}
+        learned = contexts.prompt(first.conversation_id, reply_id, clean=True) or prompt
+        sft = {"conversations": to_conversations([*learned, answer]), "source": SOURCE, "score": score}
         asker = people[first.asker_id]
         rows.sft.append(((reply_id, 1, first.id), sft, _meta(asker, "rating", reply_id, first.model_version)))
 
