@@ -1,0 +1,102 @@
+"""The discord.py client: connects, listens for messages and hands them to the service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+
+from bots.discord_bot.commands import add_commands
+from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY
+from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
+from bots.discord_bot.people import may_use
+from bots.discord_bot.replies import ReplyStream, reply_to
+from bots.settings import Settings
+from core.access import REFUSAL
+from core.service import ChatService
+
+log = logging.getLogger(__name__)
+
+# Ordinary messages and replies; joins, pins, boosts and the like are not talk.
+TALK = (discord.MessageType.default, discord.MessageType.reply)
+
+
+class IrisClient(discord.Client):
+    """Iris on Discord: one ``ChatService`` call per message, the events rendered back."""
+
+    def __init__(self, service: ChatService, settings: Settings) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = settings.discord_message_content
+        # Whatever the model writes, a reply never pings @everyone, a role or a person.
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        self.service = service
+        self.settings = settings
+        self.chains = ReplyChains()
+        self.tree: app_commands.CommandTree[Any] = app_commands.CommandTree(self)
+        self.tree.error(self._on_command_error)
+        add_commands(self.tree, self)
+
+    async def login(self, token: str) -> None:
+        # discord.py builds every REST URL (interaction callbacks and follow-ups too)
+        # from this class attribute; there is no per-client setting.
+        discord.http.Route.BASE = self.settings.discord_api_base_url.rstrip("/")
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        await self._use_gateway_of_api()
+        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        if self.settings.discord_sync_commands:
+            await self.tree.sync()
+
+    async def _use_gateway_of_api(self) -> None:
+        # A client without shards never asks the REST API where the gateway is: it
+        # dials DiscordWebSocket.DEFAULT_GATEWAY. Ask the configured API instead, so a
+        # proxy (or a test's fake) serves the gateway too.
+        _shards, url, _limits = await self.http.get_bot_gateway()
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+        log.info("Discord gateway: %s", url)
+
+    async def on_ready(self) -> None:
+        log.info("connected to Discord as %s (%s)", self.user, self.user.id if self.user else "?")
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.user
+        if me is None or message.author.bot or message.type not in TALK:
+            return
+        if not addressed(message, me, self.settings):
+            return
+        try:
+            await self._answer(message, me)
+        except Exception:
+            log.exception("could not answer message %s", message.id)
+            with contextlib.suppress(discord.HTTPException):
+                await reply_to(message, SORRY)
+
+    async def _answer(self, message: discord.Message, me: discord.ClientUser) -> None:
+        if not may_use(self.settings.access, message.author, message.channel):
+            await reply_to(message, REFUSAL)  # nothing is stored for them
+            return
+        incoming = await read_message(message, me, self.settings, self.chains)
+        if isinstance(incoming, Refusal):
+            await reply_to(message, incoming.text)
+            return
+        stream = ReplyStream(message, self.settings.discord_edit_interval_seconds)
+        await stream.play(self.service.handle(incoming))
+        if self.settings.discord_conversation == "reply_chain" and incoming.chat.thread_id is not None:
+            root = int(incoming.chat.thread_id)
+            for sent in stream.sent:
+                self.chains.remember(sent.id, root)
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        log.error("slash command failed", exc_info=error)
+        with contextlib.suppress(discord.HTTPException):
+            if interaction.response.is_done():
+                await interaction.followup.send(SORRY, ephemeral=True)
+            else:
+                await interaction.response.send_message(SORRY, ephemeral=True)

@@ -1,0 +1,121 @@
+"""The slash commands: /help, /reset, /forget, and /stats and /review for admins."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from bots.discord_bot.components import (
+    ADMINS_ONLY,
+    allowed,
+    correction_card,
+    forget_view,
+    guarded,
+    is_admin,
+    review_view,
+    tell,
+)
+from bots.discord_bot.people import PLATFORM, channel_ids, person_of
+from core.access import REFUSAL
+from core.domain import ChatRef, Stats
+
+if TYPE_CHECKING:
+    from bots.discord_bot.client import IrisClient
+
+HELP = """\
+**Iris** answers voice messages, audio files and text.
+• In a server, mention me or reply to one of my messages; in DMs just write or record.
+• I show what I heard, then my answer. Rate it with 👍 / 👎, or press ✏️ to write a better answer \
+(an admin reviews it before I learn from it).
+• `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
+• Admins: `/stats` and `/review`."""
+
+RESET_IN_CHAINS = "Here each reply chain is its own conversation: send a new message to start afresh."
+
+# How many pending corrections /review shows at once (each is its own message with buttons).
+REVIEW_PAGE = 5
+
+Interaction = discord.Interaction[Any]
+
+
+def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
+    """Register the commands on the tree; ``IrisClient.setup_hook`` publishes them."""
+
+    @tree.command(name="help", description="What Iris does and how to use it")
+    async def help_command(interaction: Interaction) -> None:
+        await interaction.response.send_message(HELP, ephemeral=True)
+
+    @tree.command(name="reset", description="Start a new conversation (I forget the context, not your data)")
+    async def reset_command(interaction: Interaction) -> None:
+        await guarded(interaction, _reset(bot, interaction))
+
+    @tree.command(name="forget", description="Delete everything Iris has stored about you")
+    async def forget_command(interaction: Interaction) -> None:
+        await interaction.response.send_message(
+            "This deletes your messages, my replies to them, your ratings and corrections. Sure?",
+            view=forget_view(interaction.user.id),
+            ephemeral=True,
+        )
+
+    @tree.command(name="stats", description="Usage and ratings by model version (admins)")
+    async def stats_command(interaction: Interaction) -> None:
+        await guarded(interaction, _stats(bot, interaction))
+
+    @tree.command(name="review", description="Approve or reject suggested answers (admins)")
+    async def review_command(interaction: Interaction) -> None:
+        await guarded(interaction, _review(bot, interaction))
+
+
+async def _reset(bot: IrisClient, interaction: Interaction) -> None:
+    if not allowed(interaction):
+        await tell(interaction, REFUSAL)
+        return
+    if bot.settings.discord_conversation == "reply_chain":
+        await tell(interaction, RESET_IN_CHAINS)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    chat_id, thread_id = channel_ids(interaction.channel, interaction.channel_id)
+    shared = bot.settings.shared_group_history and interaction.guild_id is not None
+    had = await bot.service.reset(ChatRef(PLATFORM, chat_id, thread_id), person_of(interaction.user), shared)
+    await tell(interaction, "Started a new conversation." if had else "There was nothing to reset; just write.")
+
+
+async def _stats(bot: IrisClient, interaction: Interaction) -> None:
+    if not is_admin(interaction):
+        await tell(interaction, ADMINS_ONLY)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    await tell(interaction, format_stats(await bot.service.stats()))
+
+
+async def _review(bot: IrisClient, interaction: Interaction) -> None:
+    if not is_admin(interaction):
+        await tell(interaction, ADMINS_ONLY)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    pending = await bot.service.pending_corrections()
+    if not pending:
+        await tell(interaction, "No corrections are waiting for review.")
+        return
+    shown = pending[:REVIEW_PAGE]
+    await tell(interaction, f"{len(pending)} waiting for review; the oldest {len(shown)}:")
+    for correction in shown:
+        await tell(interaction, correction_card(correction), view=review_view(correction.id))
+
+
+def format_stats(figures: Stats) -> str:
+    lines = [
+        f"people {figures.people} · conversations {figures.conversations} · messages {figures.user_turns} "
+        f"({figures.voice_share:.0%} voice) · replies {figures.replies}",
+        f"corrections: {figures.corrections_pending} pending, {figures.corrections_approved} approved, "
+        f"{figures.corrections_rejected} rejected",
+        f"active model: {figures.active_model or '-'}",
+        "```",
+        f"{'model':32} {'replies':>7} {'up':>4} {'down':>4}",
+    ]
+    for row in figures.by_model[:20]:
+        lines.append(f"{row.model[:32]:32} {row.replies:>7} {row.up:>4} {row.down:>4}")
+    lines.append("```")
+    return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""The buttons and the form under the bot's messages.
+
+Every button is a discord.py ``DynamicItem``: what it acts on (a reply's turn
+id, a correction id, a person) lives in its custom id, and the classes are
+registered at start-up, so buttons on old messages keep working after a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+
+from bots.discord_bot.people import may_use, person_of
+from core.access import REFUSAL
+from core.domain import Correction, RatingOutcome
+from core.service import UnknownReply
+
+if TYPE_CHECKING:
+    from bots.discord_bot.client import IrisClient
+
+log = logging.getLogger(__name__)
+
+SORRY = "Sorry, something went wrong on my side. Please try again."
+GONE = "That reply is no longer stored, so it cannot be rated or corrected."
+ADMINS_ONLY = "Only the bot's admins can do that."
+RATED = {
+    RatingOutcome.CREATED: "Thanks for the {emoji}!",
+    RatingOutcome.CHANGED: "Changed your rating to {emoji}.",
+    RatingOutcome.UNCHANGED: "You already gave this reply a {emoji}.",
+}
+# Discord's limit on a text input's value.
+TEXT_INPUT_LIMIT = 4000
+
+Button = discord.ui.Button[Any]
+
+
+def bot_of(interaction: discord.Interaction[Any]) -> IrisClient:
+    return cast("IrisClient", interaction.client)
+
+
+def allowed(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the person pressing may use the bot here (the same allowlists as for messages)."""
+    policy = bot_of(interaction).settings.access
+    return may_use(policy, interaction.user, interaction.channel, interaction.channel_id)
+
+
+def is_admin(interaction: discord.Interaction[Any]) -> bool:
+    return bot_of(interaction).settings.access.is_admin(str(interaction.user.id))
+
+
+async def tell(interaction: discord.Interaction[Any], text: str, view: discord.ui.View | None = None) -> None:
+    """Answer the person privately: as the first response, or as a follow-up after a defer."""
+    if interaction.response.is_done():
+        if view is None:
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.followup.send(text, ephemeral=True, view=view)
+    elif view is None:
+        await interaction.response.send_message(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, view=view)
+
+
+async def guarded(interaction: discord.Interaction[Any], work: Awaitable[None]) -> None:
+    """Run an interaction's work; a failure is logged and the person told, never shown a traceback."""
+    try:
+        await work
+    except Exception:
+        log.exception("interaction %s failed", interaction.id)
+        with contextlib.suppress(discord.HTTPException):
+            await tell(interaction, SORRY)
+
+
+# --- feedback on a reply --------------------------------------------------------
+
+
+class RateButton(discord.ui.DynamicItem[Button], template=r"iris:rate:(?P<vote>up|down):(?P<turn>[0-9]+)"):
+    """👍 or 👎 on one reply; a second press by the same person changes their rating."""
+
+    def __init__(self, turn_id: int, up: bool) -> None:
+        self.turn_id = turn_id
+        self.up = up
+        vote = "up" if up else "down"
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.secondary, emoji=self.emoji, custom_id=f"iris:rate:{vote}:{turn_id}"
+            )
+        )
+
+    @property
+    def emoji(self) -> str:
+        return "👍" if self.up else "👎"
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> RateButton:
+        return cls(int(match["turn"]), match["vote"] == "up")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await guarded(interaction, self._rate(interaction))
+
+    async def _rate(self, interaction: discord.Interaction[Any]) -> None:
+        if not allowed(interaction):
+            await tell(interaction, REFUSAL)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            outcome = await bot_of(interaction).service.rate(person_of(interaction.user), self.turn_id, self.up)
+        except UnknownReply:
+            await tell(interaction, GONE)
+            return
+        await tell(interaction, RATED[outcome].format(emoji=self.emoji))
+
+
+class FixButton(discord.ui.DynamicItem[Button], template=r"iris:fix:(?P<turn>[0-9]+)"):
+    """✏️ opens a form for the answer the person expected."""
+
+    def __init__(self, turn_id: int) -> None:
+        self.turn_id = turn_id
+        super().__init__(
+            discord.ui.Button(style=discord.ButtonStyle.secondary, emoji="✏️", custom_id=f"iris:fix:{turn_id}")
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> FixButton:
+        return cls(int(match["turn"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await guarded(interaction, self._open(interaction))
+
+    async def _open(self, interaction: discord.Interaction[Any]) -> None:
+        if not allowed(interaction):
+            await tell(interaction, REFUSAL)
+            return
+        # A modal must be the first response: it cannot follow a defer.
+        await interaction.response.send_modal(CorrectionModal(self.turn_id))
+
+
+class CorrectionModal(discord.ui.Modal):
+    """The form behind ✏️; what is written is stored as a correction waiting for review."""
+
+    def __init__(self, turn_id: int) -> None:
+        # Forms someone closed without sending are dropped from discord.py's store after a while.
+        super().__init__(title="Suggest a better answer", timeout=15 * 60)
+        self.turn_id = turn_id
+        self.answer: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            style=discord.TextStyle.paragraph,
+            placeholder="The answer you expected",
+            max_length=TEXT_INPUT_LIMIT,
+        )
+        self.add_item(discord.ui.Label(text="What should I have said?", component=self.answer))
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        await guarded(interaction, self._save(interaction))
+
+    async def _save(self, interaction: discord.Interaction[Any]) -> None:
+        if not allowed(interaction):
+            await tell(interaction, REFUSAL)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            service = bot_of(interaction).service
+            await service.correct(person_of(interaction.user), self.turn_id, self.answer.value)
+        except UnknownReply:
+            await tell(interaction, GONE)
+            return
+        except ValueError:
+            await tell(interaction, "A correction needs some text.")
+            return
+        await tell(interaction, "Thanks! Your answer is saved; an admin reviews it before I learn from it.")
+
+
+def feedback_view(turn_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RateButton(turn_id, up=True))
+    view.add_item(RateButton(turn_id, up=False))
+    view.add_item(FixButton(turn_id))
+    return view
+
+
+# --- admins reviewing corrections -------------------------------------------------
+
+
+def _clip(text: str, limit: int) -> str:
+    text = discord.utils.escape_markdown(text.strip())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def correction_card(correction: Correction) -> str:
+    """One correction as an admin sees it (well under Discord's 2,000 characters)."""
+    who = correction.person.display_name or correction.person.user_id
+    lines = [f"**Correction #{correction.id}** from {_clip(who, 80)} on reply {correction.turn_id}"]
+    if correction.prompt:
+        lines.append(f"**Asked:** {_clip(correction.prompt, 350)}")
+    if correction.original_reply:
+        lines.append(f"**I said:** {_clip(correction.original_reply, 550)}")
+    lines.append(f"**Better answer:** {_clip(correction.text, 750)}")
+    return "\n".join(lines)
+
+
+class ReviewButton(
+    discord.ui.DynamicItem[Button], template=r"iris:review:(?P<verdict>approve|reject):(?P<correction>[0-9]+)"
+):
+    """Approve or reject a pending correction (admins only)."""
+
+    def __init__(self, correction_id: int, approve: bool) -> None:
+        self.correction_id = correction_id
+        self.approve = approve
+        verdict = "approve" if approve else "reject"
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                label="Approve" if approve else "Reject",
+                custom_id=f"iris:review:{verdict}:{correction_id}",
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ReviewButton:
+        return cls(int(match["correction"]), match["verdict"] == "approve")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await guarded(interaction, self._review(interaction))
+
+    async def _review(self, interaction: discord.Interaction[Any]) -> None:
+        if not is_admin(interaction):
+            await tell(interaction, ADMINS_ONLY)
+            return
+        await interaction.response.defer()
+        reviewer = f"discord:{interaction.user.id}"
+        try:
+            correction = await bot_of(interaction).service.review(self.correction_id, self.approve, reviewer)
+        except LookupError:
+            await interaction.edit_original_response(content="That correction no longer exists.", view=None)
+            return
+        verdict = "✅ Approved" if self.approve else "❌ Rejected"
+        card = correction_card(correction)
+        await interaction.edit_original_response(
+            content=f"{card}\n{verdict} by {_clip(interaction.user.display_name, 80)}", view=None
+        )
+
+
+def review_view(correction_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ReviewButton(correction_id, approve=True))
+    view.add_item(ReviewButton(correction_id, approve=False))
+    return view
+
+
+# --- /forget ----------------------------------------------------------------------
+
+
+class ForgetButton(discord.ui.DynamicItem[Button], template=r"iris:forget:(?P<answer>yes|no):(?P<user>[0-9]+)"):
+    """The confirmation of /forget; only the person who asked can press it."""
+
+    def __init__(self, user_id: int, confirm: bool) -> None:
+        self.user_id = user_id
+        self.confirm = confirm
+        answer = "yes" if confirm else "no"
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary,
+                label="Delete everything" if confirm else "Keep it",
+                custom_id=f"iris:forget:{answer}:{user_id}",
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ForgetButton:
+        return cls(int(match["user"]), match["answer"] == "yes")
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await guarded(interaction, self._answer(interaction))
+
+    async def _answer(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.user.id != self.user_id:
+            await tell(interaction, "This button belongs to someone else's /forget.")
+            return
+        if not self.confirm:
+            await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+            return
+        await interaction.response.defer()
+        report = await bot_of(interaction).service.forget(person_of(interaction.user))
+        await interaction.edit_original_response(
+            content=(
+                f"Done: I deleted {report.turns} conversation turns, {report.ratings} ratings and "
+                f"{report.corrections} corrections of yours."
+            ),
+            view=None,
+        )
+
+
+def forget_view(user_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ForgetButton(user_id, confirm=True))
+    view.add_item(ForgetButton(user_id, confirm=False))
+    return view
+
+
+DYNAMIC_ITEMS = (RateButton, FixButton, ReviewButton, ForgetButton)
