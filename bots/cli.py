@@ -10,13 +10,16 @@ import mimetypes
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bots.settings import Settings
 from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDone, Stats, Transcribed
 from core.service import ChatService
+
+if TYPE_CHECKING:
+    from finetune.retrain import RetrainConfig
 
 app = typer.Typer(help="Iris: a voice chat bot that learns from its users.", no_args_is_help=True)
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
@@ -196,8 +199,32 @@ def models_list() -> None:
         ensure_served_model(store, settings)
         for version in store.list_models():
             typer.echo(f"{'*' if version.active else ' '} {version.name:40} {version.gguf_path}")
+            if version.metrics:
+                typer.echo(f"    {format_model_metrics(version.metrics)}")
     finally:
         store.engine.dispose()
+
+
+def format_model_metrics(metrics: dict[str, object]) -> str:
+    """One line of a retrained version's gate figures (held-out NLL, candidate vs the model it replaced)."""
+    gate = metrics.get("gate")
+    if not isinstance(gate, dict):
+        return ""
+
+    def pair(split: str) -> str:
+        figures = gate.get(split) or {}
+        before, after = figures.get("active"), figures.get("candidate")
+        if after is None:
+            return "-"
+        return f"{before:.3f} → {after:.3f}" if before is not None else f"{after:.3f}"
+
+    verdict = "passed" if gate.get("passed") else "refused"
+    if metrics.get("forced"):
+        verdict += " (forced)"
+    training = metrics.get("training") if isinstance(metrics.get("training"), dict) else {}
+    steps = training.get("steps") if isinstance(training, dict) else None
+    line = f"gate {verdict} · feedback NLL {pair('feedback_nll')} · FineTome NLL {pair('finetome_nll')}"
+    return line + (f" · {steps} steps" if steps else "")
 
 
 @models_app.command("activate")
@@ -215,6 +242,138 @@ def models_activate(name: str) -> None:
     finally:
         store.engine.dispose()
     typer.echo(f"active: {version.name}")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Serve again the version that was active before the current one (running bots switch at once)."""
+    from bots.app import open_store
+    from storage.repository import NotFound
+
+    store = open_store(_settings())
+    try:
+        current = store.active_model()
+        version = store.rollback_model()
+    except NotFound as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.engine.dispose()
+    typer.echo(f"active: {version.name} (was {current.name if current else '-'})")
+
+
+def retrain_config(
+    settings: Settings,
+    profile: str | None = None,
+    *,
+    resume: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    dataset: Path | None = None,
+) -> RetrainConfig:
+    """The retrain settings as the pipeline takes them: the profile with the IRIS_RETRAIN_* overrides."""
+    from bots.app import database_url
+    from finetune.dataset import BuildConfig
+    from finetune.gate import GateConfig
+    from finetune.profiles import auto_profile_name, get_profile
+    from finetune.retrain import RetrainConfig
+
+    name = profile or settings.retrain_profile
+    chosen = get_profile(auto_profile_name() if name == "auto" else name).with_overrides(
+        backend=settings.retrain_backend,
+        base_model=settings.retrain_base_model,
+        objective=settings.retrain_objective,
+        max_steps=settings.retrain_max_steps,
+        learning_rate=settings.retrain_learning_rate,
+        batch_size=settings.retrain_batch_size,
+        max_seq_length=settings.retrain_max_seq_length,
+        save_steps=settings.retrain_save_steps,
+        quant=settings.retrain_quant,
+    )
+    build = BuildConfig(
+        sample_size=settings.dataset_sample_size,
+        min_score=settings.dataset_min_score,
+        min_chars=settings.dataset_min_chars,
+        max_chars=settings.dataset_max_chars,
+        near_duplicate=settings.dataset_near_duplicate,
+        feedback_oversample=settings.dataset_feedback_oversample,
+        person_cap=settings.dataset_person_cap,
+        eval_fraction=settings.dataset_eval_fraction,
+        eval_finetome=settings.dataset_eval_finetome,
+        seed=settings.dataset_seed,
+        scrub=settings.feedback_scrub,
+        consent=settings.feedback_consent,
+        progress=False,  # one progress line per step is printed instead
+    )
+    gate = GateConfig(
+        finetome_tolerance=settings.gate_finetome_tolerance,
+        min_feedback_gain=settings.gate_min_feedback_gain,
+        max_rows=settings.gate_max_rows,
+        context_tokens=settings.gate_context_tokens,
+    )
+    return RetrainConfig(
+        database_url=database_url(settings),
+        work_dir=settings.retrain_dir or settings.data_dir / "retrain",
+        base_cache=settings.retrain_base_cache or settings.data_dir / "models" / "hf",
+        profile=chosen,
+        gate=gate,
+        finetome=settings.dataset_finetome,
+        build=build,
+        dataset=dataset,
+        force=force,
+        dry_run=dry_run,
+        resume=resume,
+    )
+
+
+@app.command()
+def retrain(
+    profile: Annotated[
+        str | None, typer.Option(help="llama-3.2-1b, llama-3.2-3b or cpu-tiny (default: IRIS_RETRAIN_PROFILE).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the last killed or failed run.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Build the dataset and show the plan; train nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate refuses (it must answer).")] = False,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Train on this built dataset folder (iris dataset build) as it is.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Progress on stderr, JSON on stdout.")] = False,
+) -> None:
+    """Train on the feedback, export a GGUF, and promote it if it beats the active model."""
+    from bots.app import ensure_served_model, open_store
+    from finetune.retrain import NothingToResume, RetrainBusy
+    from finetune.retrain import retrain as run_retrain
+
+    settings = _settings()
+
+    def say(line: str) -> None:
+        typer.echo(line, err=as_json)
+
+    def refuse(status: str, message: str) -> None:
+        if as_json:
+            typer.echo(json.dumps({"status": status, "name": None, "message": message}))
+        else:
+            typer.echo(message, err=True)
+        raise typer.Exit(2)
+
+    try:
+        config = retrain_config(settings, profile, resume=resume, dry_run=dry_run, force=force, dataset=dataset)
+    except (KeyError, ValueError) as error:
+        refuse("not-started", str(error).strip("'\""))
+    store = open_store(settings)
+    try:
+        ensure_served_model(store, settings)  # the gate compares with what the bots serve
+        outcome = run_retrain(config, store, say)
+    except (RetrainBusy, NothingToResume) as error:
+        refuse("busy" if isinstance(error, RetrainBusy) else "nothing-to-resume", str(error))
+    finally:
+        store.engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(), ensure_ascii=False, default=str))
+    else:
+        typer.echo(outcome.message)
+    if outcome.status == "failed":
+        raise typer.Exit(1)
 
 
 class Platform(StrEnum):

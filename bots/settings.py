@@ -69,6 +69,78 @@ class Settings(BaseSettings):
     allowed_role_ids: IdList = Field(default_factory=list)  # Discord roles; a listed role admits too
     admin_user_ids: IdList = Field(default_factory=list)
 
+    # --- feedback and datasets ---
+    # People who never said yes or no to training use: "opt-out" counts them in, "opt-in" leaves them out.
+    feedback_consent: Literal["opt-out", "opt-in"] = "opt-out"
+    # Mask e-mail addresses and phone numbers in exported feedback.
+    feedback_scrub: bool = True
+    # How many earlier turns an exported example keeps as its context.
+    feedback_context_turns: int = 20
+    # FineTome for `iris dataset build`: "sample" (shipped), a Hub name such as
+    # mlabonne/FineTome-100k, or a local parquet/JSONL path.
+    dataset_finetome: str = "sample"
+    dataset_sample_size: int | None = 2000  # FineTome rows drawn after the score filter; empty: all
+    dataset_min_score: float | None = 3.5  # FineTome's own quality score; empty: keep all
+    dataset_min_chars: int = 2  # replies shorter than this are dropped
+    dataset_max_chars: int = 8000  # whole conversations longer than this are dropped
+    dataset_near_duplicate: float = 0.8  # estimated Jaccard similarity of a duplicate; 1: exact only
+    dataset_feedback_oversample: float = 3.0  # copies of each feedback example in training
+    dataset_person_cap: int = 50  # feedback examples one person may contribute; 0: no cap
+    dataset_eval_fraction: float = 0.1  # feedback held out for evaluation
+    dataset_eval_finetome: int = 100  # FineTome rows held out for evaluation
+    dataset_seed: int = 42
+
+    @field_validator("dataset_sample_size", "dataset_min_score", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # .env.example leaves these as `NAME=` to mean "no limit".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # --- retraining ---
+    # "auto" (llama-3.2-1b on an NVIDIA GPU with Unsloth, cpu-tiny otherwise) or a profile name.
+    retrain_profile: str = "auto"
+    # Runs (dataset, checkpoints, GGUF, report) go to <dir>/runs/<name>; empty: <data_dir>/retrain.
+    retrain_dir: Path | None = None
+    # GGUF bases converted once for transformers; empty: <data_dir>/models/hf.
+    retrain_base_cache: Path | None = None
+    # Overrides of the profile's values; empty keeps the profile's.
+    retrain_backend: Literal["auto", "unsloth", "trl"] | None = None
+    retrain_base_model: str | None = None  # a Hub id, an HF directory, a .gguf file or "bundled"
+    retrain_objective: str | None = None  # sft, sft+kto, dpo or sft+dpo
+    retrain_max_steps: int | None = None
+    retrain_learning_rate: float | None = None
+    retrain_batch_size: int | None = None
+    retrain_max_seq_length: int | None = None
+    retrain_save_steps: int | None = None
+    retrain_quant: Literal["auto", "f16", "q8_0", "q4_k_m"] | None = None
+    # A chat /retrain is stopped after this many minutes (the run can be resumed).
+    retrain_timeout_minutes: float = 180.0
+    # The gate: the candidate's FineTome NLL may exceed the active model's by this fraction at most,
+    # and its held-out feedback NLL must be lower by more than the gain (nats per token).
+    gate_finetome_tolerance: float = 0.05
+    gate_min_feedback_gain: float = 0.0
+    gate_max_rows: int = 64  # held-out rows scored per split
+    gate_context_tokens: int = 1024
+
+    @field_validator(
+        "retrain_dir",
+        "retrain_base_cache",
+        "retrain_backend",
+        "retrain_base_model",
+        "retrain_objective",
+        "retrain_max_steps",
+        "retrain_learning_rate",
+        "retrain_batch_size",
+        "retrain_max_seq_length",
+        "retrain_save_steps",
+        "retrain_quant",
+        mode="before",
+    )
+    @classmethod
+    def _empty_keeps_profile(cls, value: Any) -> Any:
+        # .env.example leaves these as `NAME=` to mean "the profile's value".
+        return None if isinstance(value, str) and not value.strip() else value
+
     # --- Telegram ---
     telegram_bot_token: SecretStr | None = Field(default=None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
     telegram_base_url: str = Field(
@@ -77,14 +149,55 @@ class Settings(BaseSettings):
     telegram_base_file_url: str = Field(
         default="https://api.telegram.org/file/bot", validation_alias=_env("TELEGRAM_BASE_FILE_URL")
     )
+    # In groups the bot answers when mentioned or replied to; "all" also answers every voice note.
+    telegram_group_voice: Literal["addressed", "all"] = Field(
+        default="addressed", validation_alias=_env("TELEGRAM_GROUP_VOICE")
+    )
+    # Streaming edits: Telegram allows about one a second per chat and 20 messages a minute in a group.
+    telegram_edit_interval_seconds: float = Field(
+        default=1.0, validation_alias=_env("TELEGRAM_EDIT_INTERVAL_SECONDS")
+    )
+    telegram_group_edit_interval_seconds: float = Field(
+        default=3.0, validation_alias=_env("TELEGRAM_GROUP_EDIT_INTERVAL_SECONDS")
+    )
+    # Webhook mode when a public HTTPS URL is set; long polling otherwise.
+    telegram_webhook_url: str = Field(default="", validation_alias=_env("TELEGRAM_WEBHOOK_URL"))
+    # Checked on every delivery (X-Telegram-Bot-Api-Secret-Token); empty: a random one per start.
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("TELEGRAM_WEBHOOK_SECRET")
+    )
+    telegram_webhook_listen: str = Field(default="0.0.0.0", validation_alias=_env("TELEGRAM_WEBHOOK_LISTEN"))
+    telegram_webhook_port: int = Field(default=8443, validation_alias=_env("TELEGRAM_WEBHOOK_PORT"))
+    # The local path the webhook server answers on; empty: the path of TELEGRAM_WEBHOOK_URL.
+    telegram_webhook_path: str = Field(default="", validation_alias=_env("TELEGRAM_WEBHOOK_PATH"))
 
     # --- Discord ---
     discord_bot_token: SecretStr | None = Field(default=None, validation_alias=_env("DISCORD_BOT_TOKEN"))
     discord_api_base_url: str = Field(
         default="https://discord.com/api/v10", validation_alias=_env("DISCORD_API_BASE_URL")
     )
+    # When to answer in servers (DMs are always answered): "mention" (mentioned or replied to),
+    # "voice" (also every voice message in allowed channels), "all" (every message there).
+    discord_reply_mode: Literal["mention", "voice", "all"] = Field(
+        default="mention", validation_alias=_env("DISCORD_REPLY_MODE")
+    )
+    # What one conversation is: the channel or thread ("channel") or one reply chain ("reply_chain").
+    discord_conversation: Literal["channel", "reply_chain"] = Field(
+        default="channel", validation_alias=_env("DISCORD_CONVERSATION")
+    )
+    # The privileged Message Content intent (enable it in the Developer Portal); without it the
+    # bot only reads messages that mention it, replies to it and DMs.
+    discord_message_content: bool = Field(default=True, validation_alias=_env("DISCORD_MESSAGE_CONTENT"))
+    # Seconds between edits of a streaming reply (Discord allows about five edits per 5 s per channel).
+    discord_edit_interval_seconds: float = Field(
+        default=1.0, validation_alias=_env("DISCORD_EDIT_INTERVAL_SECONDS")
+    )
+    # Publish the slash commands at start-up (a bulk overwrite; harmless when nothing changed).
+    discord_sync_commands: bool = Field(default=True, validation_alias=_env("DISCORD_SYNC_COMMANDS"))
 
-    @field_validator("allowed_user_ids", "allowed_chat_ids", "allowed_role_ids", "admin_user_ids", mode="before")
+    @field_validator(
+        "allowed_user_ids", "allowed_chat_ids", "allowed_role_ids", "admin_user_ids", mode="before"
+    )
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -162,7 +162,8 @@ class _Scorer:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.config = config
-        self.llm = load(gguf, config.context_tokens, logits_all=True)
+        # Any: llama-cpp-python's message types and a few untyped methods are in the way here.
+        self.llm: Any = load(gguf, config.context_tokens, logits_all=True)
         template = str(self.llm.metadata.get("tokenizer.chat_template") or CHATML)
         bos = self._token_text(self.llm.token_bos())
         eos = self._token_text(self.llm.token_eos())
@@ -173,15 +174,17 @@ class _Scorer:
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+        return str(self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore"))
 
     def tokens(self, context: list[dict[str, str]], reply: str) -> tuple[list[int], list[int]]:
         """The prompt's tokens and the answer's (with the template's end-of-turn marks)."""
-        prompt = self.prompt_format(messages=context).prompt  # type: ignore[arg-type]
-        full = self.full_format(messages=[*context, {"role": "assistant", "content": reply}]).prompt  # type: ignore[arg-type,list-item]
+        messages: Any = context
+        prompt = str(self.prompt_format(messages=messages).prompt)
+        messages = [*context, {"role": "assistant", "content": reply}]
+        full = str(self.full_format(messages=messages).prompt)
         answer_text = full[len(prompt) :] if full.startswith(prompt) else reply + self.eos
-        prompt_ids = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        answer_ids = self.llm.tokenize(answer_text.encode(), add_bos=False, special=True)
+        prompt_ids: list[int] = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        answer_ids: list[int] = self.llm.tokenize(answer_text.encode(), add_bos=False, special=True)
         return prompt_ids, answer_ids[: self.config.max_answer_tokens]
 
     def nll(self, context: list[dict[str, str]], reply: str) -> tuple[float, int]:

@@ -162,6 +162,11 @@ def get_profile(name: str) -> Profile:
         raise KeyError(f"no profile {name!r}; choose one of {', '.join(PROFILES)}") from None
 
 
+def auto_profile_name() -> str:
+    """``llama-3.2-1b`` on an NVIDIA GPU with Unsloth installed, ``cpu-tiny`` anywhere else."""
+    return "llama-3.2-1b" if cuda_available() and unsloth_installed() else "cpu-tiny"
+
+
 def cuda_available() -> bool:
     if importlib.util.find_spec("torch") is None:
         return False

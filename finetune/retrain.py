@@ -446,7 +446,7 @@ def _dry_run(pipeline: Pipeline) -> RetrainResult:
     per_step = profile.batch_size * profile.grad_accum
     steps = profile.max_steps if profile.max_steps > 0 else max(1, round(rows * profile.epochs / per_step))
     active = pipeline.registry.active_model()
-    plan = {
+    plan: dict[str, Any] = {
         "profile": profile.name,
         "base_model": profile.base_model,
         "backend": backend,

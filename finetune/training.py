@@ -191,8 +191,9 @@ def prepare_base(base_model: str, cache_dir: Path, progress: Progress = log.info
     progress(f"converting {source.name} for transformers (once; cached in {target})")
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # Attribute writes through setattr: transformers types these as module attributes.
+    setattr(model, "hf_quantizer", None)  # noqa: B010
+    setattr(model, "is_quantized", False)  # noqa: B010
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
@@ -346,7 +347,7 @@ def _done_file(stage_dir: Path) -> Path:
 def _progress_callback(stage: str, progress: Progress) -> Any:
     from transformers import TrainerCallback
 
-    class StepProgress(TrainerCallback):  # type: ignore[misc]
+    class StepProgress(TrainerCallback):
         """One line a logged step: the stage, the step, the loss and the time a step takes."""
 
         def __init__(self) -> None:
@@ -462,7 +463,7 @@ def _train_trl(
     import torch
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]  # lazy module
 
     precision = detect_precision()
     base = prepare_base(profile.base_model, base_cache, progress)
@@ -548,7 +549,7 @@ def _preference_trainer(
     peft_config = None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile))
     arguments = preference_arguments(profile, stage_dir, precision)
     if stage == "kto":
-        from trl import KTOConfig, KTOTrainer
+        from trl import KTOConfig, KTOTrainer  # type: ignore[attr-defined]  # lazy module
 
         rows = data.kto_rows()
         labels = {row["label"] for row in rows}
@@ -557,7 +558,7 @@ def _preference_trainer(
         config: Any = KTOConfig(**arguments)
         trainer_class: Any = KTOTrainer
     else:
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]  # lazy module
 
         rows = data.dpo_rows()
         if not rows:
@@ -616,7 +617,7 @@ def _train_unsloth(
     import unsloth  # noqa: F401
 
     # isort: split
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]  # lazy module
     from unsloth import FastLanguageModel, PatchDPOTrainer
     from unsloth.chat_templates import get_chat_template, standardize_sharegpt, train_on_responses_only
 
