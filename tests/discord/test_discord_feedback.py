@@ -1,0 +1,180 @@
+"""Ratings and corrections through the buttons under a reply, and the admins' slash commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bots.app import App
+from core.access import REFUSAL
+from core.domain import CorrectionStatus
+from core.service import ChatService
+from tests.discord.conftest import (
+    discord_settings,
+    finished_reply,
+    running,
+    shown,
+    stored_ratings,
+    stored_turns,
+    turn_of,
+)
+from tests.discord.fake_discord import EPHEMERAL, FakeDiscord, custom_ids
+
+
+async def test_thumbs_up_is_stored_and_a_second_press_changes_it(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        sent = await fake.post(person, "What is the capital of France?", mention_bot=True)
+        reply = await finished_reply(fake, sent)
+        turn = turn_of(reply)
+        up = await fake.press(int(reply["id"]), f"iris:rate:up:{turn}", person)
+        assert await shown(fake, up) == ["Thanks for the 👍!"]
+        assert stored_ratings(app) == [(turn, person["id"], 1)]
+        down = await fake.press(int(reply["id"]), f"iris:rate:down:{turn}", person)
+        assert await shown(fake, down) == ["Changed your rating to 👎."]
+        again = await fake.press(int(reply["id"]), f"iris:rate:down:{turn}", person)
+        assert await shown(fake, again) == ["You already gave this reply a 👎."]
+
+    assert stored_ratings(app) == [(turn, person["id"], -1)]  # one rating per person per reply
+    # Deferred first, privately: the answer is ephemeral, the public reply is unchanged.
+    assert up.callbacks[0]["type"] == 5 and up.callbacks[0]["data"]["flags"] & EPHEMERAL
+    assert fake.messages[up.original_id or 0]["flags"] & EPHEMERAL
+    assert fake.revisions[int(reply["id"])][-1] == reply["content"]
+
+
+async def test_a_correction_written_in_the_form_is_stored_for_review(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        sent = await fake.post(person, "Who wrote Hamlet?", dm=True)
+        reply = await finished_reply(fake, sent)
+        turn = turn_of(reply)
+        opened = await fake.press(int(reply["id"]), f"iris:fix:{turn}", person)
+        await fake.wait_for(lambda: opened.modal, 30, "the correction form")
+        submitted = await fake.submit(opened, "  William Shakespeare wrote Hamlet.  ")
+        [thanks] = await shown(fake, submitted)
+
+    assert "saved" in thanks and "review" in thanks
+    [pending] = app.store.corrections(CorrectionStatus.PENDING)
+    assert pending.turn_id == turn and pending.text == "William Shakespeare wrote Hamlet."
+    assert pending.person.user_id == person["id"]
+    assert opened.modal is not None and opened.modal["title"] == "Suggest a better answer"
+
+
+async def test_buttons_keep_working_after_the_bot_restarts(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    settings = discord_settings(tmp_path, served_gguf, fake)
+    async with running(service, settings, fake):
+        sent = await fake.post(person, "What is the capital of France?", dm=True)
+        reply = await finished_reply(fake, sent)
+    async with running(service, settings, fake) as client:
+        assert client.is_ready()
+        pressed = await fake.press(int(reply["id"]), f"iris:rate:up:{turn_of(reply)}", person)
+        assert await shown(fake, pressed) == ["Thanks for the 👍!"]
+
+    assert stored_ratings(app) == [(turn_of(reply), person["id"], 1)]
+
+
+async def test_a_stranger_cannot_rate_or_correct(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    friend = fake.add_user("friend")
+    stranger = fake.add_user("stranger")
+    settings = discord_settings(tmp_path, served_gguf, fake, allowed_user_ids=[friend["id"]])
+    async with running(service, settings, fake):
+        sent = await fake.post(friend, "What is the capital of France?", mention_bot=True)
+        reply = await finished_reply(fake, sent)
+        turn = turn_of(reply)
+        rated = await fake.press(int(reply["id"]), f"iris:rate:up:{turn}", stranger)
+        fixing = await fake.press(int(reply["id"]), f"iris:fix:{turn}", stranger)
+        assert await shown(fake, rated) == [REFUSAL]
+        assert await shown(fake, fixing) == [REFUSAL]
+
+    assert fixing.modal is None
+    assert stored_ratings(app) == []
+    assert app.store.stats().people == 1
+
+
+async def test_help_reset_and_forget_with_confirmation(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    other = fake.add_user("bea")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        [help_text] = await shown(fake, await fake.command("help", person))
+        assert "/forget" in help_text and "👍" in help_text
+        assert {c["name"] for c in fake.commands} == {"help", "reset", "forget", "stats", "review"}
+
+        first = await fake.post(person, "What is the capital of France?", mention_bot=True)
+        await finished_reply(fake, first)
+        assert await shown(fake, await fake.command("reset", person)) == ["Started a new conversation."]
+        second = await fake.post(person, "What is the capital of Spain?", mention_bot=True)
+        reply = await finished_reply(fake, second)
+        await fake.press(int(reply["id"]), f"iris:rate:up:{turn_of(reply)}", person)
+        await fake.wait_for(lambda: stored_ratings(app), 30, "the rating")
+        conversations = [t.conversation_id for t in stored_turns(app) if t.role == "user"]
+        assert len(set(conversations)) == 2
+
+        asked = await fake.command("forget", person)
+        [question] = await shown(fake, asked)
+        assert "Sure?" in question
+        confirm = fake.messages[asked.original_id or 0]
+        assert custom_ids(confirm) == [f"iris:forget:yes:{person['id']}", f"iris:forget:no:{person['id']}"]
+        not_theirs = await fake.press(int(confirm["id"]), f"iris:forget:yes:{person['id']}", other)
+        assert "someone else" in (await shown(fake, not_theirs))[0]
+        kept = await fake.press(int(confirm["id"]), f"iris:forget:no:{person['id']}", person)
+        assert await shown(fake, kept) == ["Nothing was deleted."]
+        assert len(stored_turns(app)) == 4
+
+        asked_again = await fake.command("forget", person)
+        await shown(fake, asked_again)
+        confirm = fake.messages[asked_again.original_id or 0]
+        done = await fake.press(int(confirm["id"]), f"iris:forget:yes:{person['id']}", person)
+        [report] = await shown(fake, done)
+
+    assert report == "Done: I deleted 4 conversation turns, 1 ratings and 0 corrections of yours."
+    assert stored_turns(app) == [] and stored_ratings(app) == []
+    assert fake.messages[int(confirm["id"])]["components"] == []  # the buttons are gone
+
+
+async def test_stats_and_review_are_for_admins_and_review_approves_a_correction(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    admin = fake.owner
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        assert await shown(fake, await fake.command("stats", person)) == ["Only the bot's admins can do that."]
+        assert await shown(fake, await fake.command("review", person)) == ["Only the bot's admins can do that."]
+        assert await shown(fake, await fake.command("review", admin)) == [
+            "No corrections are waiting for review."
+        ]
+
+        sent = await fake.post(person, "Who wrote Hamlet?", mention_bot=True)
+        reply = await finished_reply(fake, sent)
+        opened = await fake.press(int(reply["id"]), f"iris:fix:{turn_of(reply)}", person)
+        await fake.wait_for(lambda: opened.modal, 30, "the correction form")
+        await shown(fake, await fake.submit(opened, "William Shakespeare wrote Hamlet."))
+
+        [stats] = await shown(fake, await fake.command("stats", admin))
+        assert "replies 1" in stats and "1 pending" in stats
+
+        review = await fake.command("review", admin)
+        heading, card = await shown(fake, review, count=2)
+        assert heading.startswith("1 waiting")
+        assert "Who wrote Hamlet?" in card and "William Shakespeare wrote Hamlet." in card
+        card_message = fake.messages[review.followup_ids[-1]]
+        assert card_message["flags"] & EPHEMERAL
+        [approve, _reject] = custom_ids(card_message)
+        refused = await fake.press(int(card_message["id"]), approve, person)
+        assert await shown(fake, refused) == ["Only the bot's admins can do that."]
+        approved = await fake.press(int(card_message["id"]), approve, admin)
+        [verdict] = await shown(fake, approved)
+
+    assert "✅ Approved by" in verdict and fake.messages[int(card_message["id"])]["components"] == []
+    [correction] = app.store.corrections(CorrectionStatus.APPROVED)
+    assert correction.reviewer == f"discord:{admin['id']}"
+    assert app.store.corrections(CorrectionStatus.PENDING) == []
