@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -36,9 +37,15 @@ class IrisClient(discord.Client):
         self.service = service
         self.settings = settings
         self.chains = ReplyChains()
+        self._background: set[asyncio.Task[None]] = set()
         self.tree: app_commands.CommandTree[Any] = app_commands.CommandTree(self)
         self.tree.error(self._on_command_error)
         add_commands(self.tree, self)
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task until it ends (the loop keeps only weak references)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def login(self, token: str) -> None:
         # discord.py builds every REST URL (interaction callbacks and follow-ups too)

@@ -1,7 +1,10 @@
-"""The slash commands: /help, /reset, /forget, and /stats and /review for admins."""
+"""The slash commands: /help, /reset, /forget, and /stats, /review and /retrain for admins."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -18,11 +21,16 @@ from bots.discord_bot.components import (
     tell,
 )
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
+from bots.discord_bot.replies import MESSAGE_LIMIT
+from bots.render import split_message
 from core.access import REFUSAL
 from core.domain import ChatRef, Stats
+from core.service import RetrainBusy
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
+
+log = logging.getLogger(__name__)
 
 HELP = """\
 **Iris** answers voice messages, audio files and text.
@@ -30,7 +38,7 @@ HELP = """\
 • I show what I heard, then my answer. Rate it with 👍 / 👎, or press ✏️ to write a better answer \
 (an admin reviews it before I learn from it).
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
-• Admins: `/stats` and `/review`."""
+• Admins: `/stats`, `/review` and `/retrain`."""
 
 RESET_IN_CHAINS = "Here each reply chain is its own conversation: send a new message to start afresh."
 
@@ -66,6 +74,10 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     @tree.command(name="review", description="Approve or reject suggested answers (admins)")
     async def review_command(interaction: Interaction) -> None:
         await guarded(interaction, _review(bot, interaction))
+
+    @tree.command(name="retrain", description="Fine-tune a new model on the reviewed feedback (admins)")
+    async def retrain_command(interaction: Interaction) -> None:
+        await guarded(interaction, _retrain(bot, interaction))
 
 
 async def _reset(bot: IrisClient, interaction: Interaction) -> None:
@@ -119,3 +131,31 @@ def format_stats(figures: Stats) -> str:
         lines.append(f"{row.model[:32]:32} {row.replies:>7} {row.up:>4} {row.down:>4}")
     lines.append("```")
     return "\n".join(lines)
+
+
+async def _retrain(bot: IrisClient, interaction: Interaction) -> None:
+    if not is_admin(interaction):
+        await tell(interaction, ADMINS_ONLY)
+        return
+    channel = interaction.channel
+    if not isinstance(channel, discord.abc.Messageable):
+        await tell(interaction, "I cannot post the result here; run /retrain in a channel or DM.")
+        return
+    await tell(interaction, "Retraining started; I will post the result in this channel when it finishes.")
+    # A run takes minutes to hours, longer than an interaction's 15-minute token lives,
+    # so the result is posted to the channel rather than as a follow-up.
+    bot.keep(asyncio.create_task(_retrain_and_report(bot, channel), name="discord-retrain"))
+
+
+async def _retrain_and_report(bot: IrisClient, channel: discord.abc.Messageable) -> None:
+    try:
+        outcome = await bot.service.retrain()
+        text = outcome.summary
+    except RetrainBusy:
+        text = "A retrain is already running; I did not start another."
+    except Exception:
+        log.exception("retrain failed")
+        text = "The retrain failed; the logs say why. The model in use is unchanged."
+    with contextlib.suppress(discord.HTTPException):
+        for piece in split_message(text, MESSAGE_LIMIT):
+            await channel.send(piece)

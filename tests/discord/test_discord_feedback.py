@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from bots.app import App
 from core.access import REFUSAL
 from core.domain import CorrectionStatus
+from core.ports import RetrainOutcome
 from core.service import ChatService
 from tests.discord.conftest import (
     discord_settings,
@@ -107,7 +109,7 @@ async def test_help_reset_and_forget_with_confirmation(
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
         [help_text] = await shown(fake, await fake.command("help", person))
         assert "/forget" in help_text and "👍" in help_text
-        assert {c["name"] for c in fake.commands} == {"help", "reset", "forget", "stats", "review"}
+        assert {c["name"] for c in fake.commands} == {"help", "reset", "forget", "stats", "review", "retrain"}
 
         first = await fake.post(person, "What is the capital of France?", mention_bot=True)
         await finished_reply(fake, first)
@@ -178,3 +180,40 @@ async def test_stats_and_review_are_for_admins_and_review_approves_a_correction(
     [correction] = app.store.corrections(CorrectionStatus.APPROVED)
     assert correction.reviewer == f"discord:{admin['id']}"
     assert app.store.corrections(CorrectionStatus.PENDING) == []
+
+
+class HeldRetrainer:
+    """A ``Retrainer`` whose run lasts until the test releases it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.runs = 0
+
+    def retrain(self, profile: str | None = None) -> RetrainOutcome:
+        self.runs += 1
+        self.release.wait(30)
+        return RetrainOutcome(True, True, "iris-ft-1", "Promoted iris-ft-1: held-out loss 2.10 → 1.95.")
+
+
+async def test_retrain_is_for_admins_runs_once_at_a_time_and_posts_its_result(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    admin = fake.owner
+    retrainer = HeldRetrainer()
+    service.retrainer = retrainer
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        assert await shown(fake, await fake.command("retrain", person)) == [
+            "Only the bot's admins can do that."
+        ]
+        [started] = await shown(fake, await fake.command("retrain", admin))
+        assert started.startswith("Retraining started")
+        await fake.wait_for(lambda: retrainer.runs == 1, 30, "the run to start")
+        await shown(fake, await fake.command("retrain", admin))
+        busy = await fake.wait_for(lambda: fake.bot_messages(), 30, "the busy notice")
+        retrainer.release.set()
+        posted = await fake.wait_for(lambda: fake.bot_messages()[1:], 30, "the result")
+
+    assert busy[0]["content"] == "A retrain is already running; I did not start another."
+    assert posted[0]["content"] == "Promoted iris-ft-1: held-out loss 2.10 → 1.95."
+    assert retrainer.runs == 1
