@@ -1,0 +1,104 @@
+"""Admin commands: /stats, and /review of the suggested answers waiting for approval."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bots.telegram_bot.adapter import Adapter
+from bots.telegram_bot.buttons import parse_review, review_keyboard
+from bots.telegram_bot.formatting import plain_text
+from core.domain import Correction, Stats
+
+ADMINS_ONLY = "That command is for admins."
+REVIEW_PAGE = 10
+FIELD_CHARS = 900  # four fields of a correction stay well under the 4,096-character message limit
+
+
+def format_stats(stats: Stats) -> str:
+    lines = [
+        f"Messages: {stats.user_turns} ({stats.voice_share:.0%} voice) from {stats.people} people "
+        f"in {stats.conversations} conversations",
+        f"Replies: {stats.replies}",
+        f"Corrections: {stats.corrections_pending} waiting for review, {stats.corrections_approved} approved, "
+        f"{stats.corrections_rejected} rejected",
+        f"Active model: {stats.active_model or '-'}",
+    ]
+    for row in stats.by_model:
+        rated = row.up + row.down
+        share = f" ({row.up / rated:.0%} 👍)" if rated else ""
+        lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
+    return "\n".join(lines)
+
+
+def _clip(text: str | None) -> str:
+    text = (text or "-").strip()
+    return text if len(text) <= FIELD_CHARS else text[: FIELD_CHARS - 1] + "…"
+
+
+def format_correction(correction: Correction) -> str:
+    author = correction.person.display_name or correction.person.user_id
+    return (
+        f"Correction #{correction.id} from {author} ({correction.person.platform})\n\n"
+        f"Asked: {_clip(correction.prompt)}\n\n"
+        f"Replied: {_clip(correction.original_reply)}\n\n"
+        f"Suggested: {_clip(correction.text)}"
+    )
+
+
+class Admin:
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    async def _allowed(self, update: Update) -> bool:
+        if self.adapter.is_admin(update):
+            return True
+        if update.effective_message is not None and await self.adapter.admitted(update):
+            target = self.adapter.target(update.effective_message)
+            await self.adapter.outbox.send(target, plain_text(ADMINS_ONLY))
+        return False
+
+    async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if not await self._allowed(update) or update.effective_message is None:
+            return
+        stats = await self.adapter.service.stats()
+        target = self.adapter.target(update.effective_message)
+        await self.adapter.outbox.send(target, plain_text(format_stats(stats)))
+
+    async def on_review(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """One message per pending correction, each with approve / reject buttons."""
+        if not await self._allowed(update) or update.effective_message is None:
+            return
+        outbox, target = self.adapter.outbox, self.adapter.target(update.effective_message)
+        pending = await self.adapter.service.pending_corrections()
+        if not pending:
+            await outbox.send(target, plain_text("No suggested answers are waiting for review."))
+            return
+        for correction in pending[:REVIEW_PAGE]:
+            await outbox.send(target, plain_text(format_correction(correction)), review_keyboard(correction.id))
+        if len(pending) > REVIEW_PAGE:
+            more = len(pending) - REVIEW_PAGE
+            await outbox.send(target, plain_text(f"{more} more are waiting; send /review again after these."))
+
+    async def on_review_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        press = parse_review(query.data or "") if query else None
+        if query is None or press is None:
+            return
+        outbox = self.adapter.outbox
+        if not self.adapter.is_admin(update):
+            await outbox.answer(query.id, "Only admins can review suggested answers.", alert=True)
+            return
+        reviewer = query.from_user
+        try:
+            await self.adapter.service.review(press.correction_id, press.approve, f"telegram:{reviewer.id}")
+        except LookupError:
+            await outbox.answer(query.id, "That suggested answer no longer exists.")
+            return
+        verdict = "✅ Approved" if press.approve else "❌ Rejected"
+        await outbox.answer(query.id, f"{verdict}.")
+        message = query.message
+        if message is not None:
+            shown = getattr(message, "text", None) or f"Correction #{press.correction_id}"
+            text = f"{shown}\n\n{verdict} by {reviewer.full_name}"
+            await outbox.edit(message.chat.id, message.message_id, plain_text(text))

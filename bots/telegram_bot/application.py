@@ -1,0 +1,210 @@
+"""Building the python-telegram-bot ``Application`` and running it on an event loop it does not own.
+
+``iris run`` may serve Telegram beside Discord in one process with one loaded
+model, so this uses PTB's ``initialize``/``start``/``updater`` API rather than
+``run_polling``, which would take over the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable
+from urllib.parse import urlsplit
+
+from telegram import Update
+from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.ext import (
+    Application,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bots.settings import Settings
+from bots.telegram_bot.adapter import Adapter
+from bots.telegram_bot.admin import Admin
+from bots.telegram_bot.buttons import FIX_PATTERN, FORGET_PATTERN, RATE_PATTERN, REVIEW_PATTERN
+from bots.telegram_bot.commands import MENU, Commands
+from bots.telegram_bot.conversation import Conversation
+from bots.telegram_bot.feedback import Feedback
+from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.outbox import Outbox
+from core.service import ChatService
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+# Telegram holds a getUpdates call open this long when there is nothing to deliver.
+POLL_TIMEOUT_S = 30
+APOLOGY = "Sorry, something went wrong on my side. Please try again."
+
+AUDIO = filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.Document.AUDIO
+CONVERSATION = filters.UpdateType.MESSAGE & ((filters.TEXT & ~filters.COMMAND) | AUDIO)
+PRIVATE_OTHER = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE
+
+
+class ChatOrderedProcessor(BaseUpdateProcessor):
+    """Many chats at once, but the messages of one chat in the order they came.
+
+    Button presses never wait, so a rating is stored while a reply is still streaming.
+    """
+
+    def __init__(self, max_concurrent_updates: int = 256) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: Counter[int] = Counter()
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[object]) -> None:
+        chat = update.effective_chat if isinstance(update, Update) and update.message else None
+        if chat is None:
+            await coroutine
+            return
+        lock = self._locks.setdefault(chat.id, asyncio.Lock())
+        self._users[chat.id] += 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._users[chat.id] -= 1
+            if not self._users[chat.id]:
+                del self._users[chat.id], self._locks[chat.id]
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def build_application(service: ChatService, settings: Settings) -> Application:  # type: ignore[type-arg]
+    """The PTB application with every Iris handler, talking to ``settings.telegram_base_url``."""
+    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
+    if not token:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    application = (
+        Application.builder()
+        .token(token)
+        .base_url(settings.telegram_base_url)
+        .base_file_url(settings.telegram_base_file_url)
+        .concurrent_updates(ChatOrderedProcessor())
+        .build()
+    )
+    adapter = Adapter(service, settings, Outbox(application.bot))
+    _add_handlers(application, adapter)
+    return application
+
+
+def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: ignore[type-arg]
+    commands, conversation, admin = Commands(adapter), Conversation(adapter), Admin(adapter)
+    feedback = Feedback(adapter)
+    application.add_handlers(
+        [
+            CommandHandler("start", commands.on_start),
+            CommandHandler("help", commands.on_help),
+            CommandHandler("reset", commands.on_reset),
+            CommandHandler("forget", commands.on_forget),
+            CommandHandler("cancel", feedback.on_cancel),
+            CommandHandler("stats", admin.on_stats),
+            CommandHandler("review", admin.on_review),
+            CallbackQueryHandler(feedback.on_rate, pattern=RATE_PATTERN),
+            CallbackQueryHandler(feedback.on_fix, pattern=FIX_PATTERN),
+            CallbackQueryHandler(commands.on_forget_press, pattern=FORGET_PATTERN),
+            CallbackQueryHandler(admin.on_review_press, pattern=REVIEW_PATTERN),
+            MessageHandler(CONVERSATION, conversation.on_message),
+            MessageHandler(PRIVATE_OTHER, conversation.on_unsupported),
+        ]
+    )
+
+    async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("error while handling a Telegram update", exc_info=context.error)
+        if not isinstance(update, Update):
+            return
+        with contextlib.suppress(TelegramError):
+            if update.callback_query is not None:
+                await adapter.outbox.answer(update.callback_query.id, APOLOGY)
+            elif update.effective_message is not None:
+                await adapter.outbox.send(adapter.target(update.effective_message), plain_text(APOLOGY))
+
+    application.add_error_handler(on_error)
+
+
+async def _initialize(application: Application) -> None:  # type: ignore[type-arg]
+    """``initialize`` asks Telegram who the bot is; wait for the network rather than give up."""
+    delay = 1.0
+    while True:
+        try:
+            await application.initialize()
+            return
+        except InvalidToken:
+            raise
+        except NetworkError as error:
+            log.warning("cannot reach Telegram (%s); retrying in %.0f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _log_polling_error(error: TelegramError) -> None:
+    # PTB retries by itself (backing off to 30 s); one line, not a traceback per retry.
+    log.warning("polling Telegram failed (%s); retrying", error)
+
+
+async def _start_updates(application: Application, settings: Settings) -> None:  # type: ignore[type-arg]
+    updater = application.updater
+    assert updater is not None  # built with the default updater
+    url = settings.telegram_webhook_url.strip()
+    if not url:
+        await updater.start_polling(
+            timeout=POLL_TIMEOUT_S,
+            bootstrap_retries=-1,
+            allowed_updates=ALLOWED_UPDATES,
+            error_callback=_log_polling_error,
+        )
+        log.info("Telegram bot @%s is polling", application.bot.username)
+        return
+    configured = settings.telegram_webhook_secret
+    secret = configured.get_secret_value() if configured and configured.get_secret_value() else ""
+    path = settings.telegram_webhook_path or urlsplit(url).path
+    await updater.start_webhook(
+        listen=settings.telegram_webhook_listen,
+        port=settings.telegram_webhook_port,
+        url_path=path.strip("/"),
+        webhook_url=url,
+        secret_token=secret or secrets.token_urlsafe(32),
+        allowed_updates=ALLOWED_UPDATES,
+        bootstrap_retries=-1,
+    )
+    log.info("Telegram bot @%s takes updates at %s", application.bot.username, url)
+
+
+@contextlib.asynccontextmanager
+async def running(application: Application, settings: Settings) -> AsyncIterator[None]:  # type: ignore[type-arg]
+    """Run the bot (polling or webhook per the settings) for the duration of the block."""
+    await _initialize(application)
+    try:
+        await application.start()
+        try:
+            await application.bot.set_my_commands(MENU)
+        except TelegramError as error:
+            log.warning("could not set the command menu: %s", error)
+        await _start_updates(application, settings)
+        yield
+    finally:
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        if application.running:
+            await application.stop()
+        await application.shutdown()
+
+
+async def serve(service: ChatService, settings: Settings) -> None:
+    """Answer Telegram until cancelled (``iris run telegram``)."""
+    application = build_application(service, settings)
+    async with running(application, settings):
+        await asyncio.Event().wait()

@@ -1,0 +1,97 @@
+"""The inline buttons Iris puts under its messages, and what their callback data says.
+
+Callback data is at most 64 bytes and comes back verbatim from any client, so
+it carries only ids; who pressed is checked again when a press arrives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+RATE_PATTERN = re.compile(r"^rate:(\d+):(up|down)$")
+FIX_PATTERN = re.compile(r"^fix:(\d+)$")
+FORGET_PATTERN = re.compile(r"^forget:(\d+):(yes|no)$")
+REVIEW_PATTERN = re.compile(r"^review:(\d+):(approve|reject)$")
+
+
+@dataclass(frozen=True)
+class RatePress:
+    turn_id: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class FixPress:
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class ForgetPress:
+    user_id: int
+    confirmed: bool
+
+
+@dataclass(frozen=True)
+class ReviewPress:
+    correction_id: int
+    approve: bool
+
+
+def rating_keyboard(turn_id: int, chosen: bool | None = None) -> InlineKeyboardMarkup:
+    """👍 / 👎 / ✏️ under a finished reply; ``chosen`` marks the rating just given."""
+    up = "👍 ✓" if chosen is True else "👍"
+    down = "👎 ✓" if chosen is False else "👎"
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(up, callback_data=f"rate:{turn_id}:up"),
+                InlineKeyboardButton(down, callback_data=f"rate:{turn_id}:down"),
+            ],
+            [InlineKeyboardButton("✏️ Suggest a better answer", callback_data=f"fix:{turn_id}")],
+        ]
+    )
+
+
+def forget_keyboard(user_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("Delete everything", callback_data=f"forget:{user_id}:yes"),
+                InlineKeyboardButton("Keep it", callback_data=f"forget:{user_id}:no"),
+            ]
+        ]
+    )
+
+
+def review_keyboard(correction_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("✅ Approve", callback_data=f"review:{correction_id}:approve"),
+                InlineKeyboardButton("❌ Reject", callback_data=f"review:{correction_id}:reject"),
+            ]
+        ]
+    )
+
+
+def parse_rate(data: str) -> RatePress | None:
+    match = RATE_PATTERN.match(data)
+    return RatePress(int(match[1]), match[2] == "up") if match else None
+
+
+def parse_fix(data: str) -> FixPress | None:
+    match = FIX_PATTERN.match(data)
+    return FixPress(int(match[1])) if match else None
+
+
+def parse_forget(data: str) -> ForgetPress | None:
+    match = FORGET_PATTERN.match(data)
+    return ForgetPress(int(match[1]), match[2] == "yes") if match else None
+
+
+def parse_review(data: str) -> ReviewPress | None:
+    match = REVIEW_PATTERN.match(data)
+    return ReviewPress(int(match[1]), match[2] == "approve") if match else None

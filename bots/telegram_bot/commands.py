@@ -1,0 +1,109 @@
+"""The commands anyone may use: /start, /help, /reset and /forget (with its confirmation)."""
+
+from __future__ import annotations
+
+from telegram import BotCommand, Update
+from telegram.ext import ContextTypes
+
+from bots.telegram_bot.adapter import Adapter
+from bots.telegram_bot.buttons import forget_keyboard, parse_forget
+from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.incoming import chat_of, person_of
+
+START = """\
+Hi! I'm Iris, a voice chat bot. Send me a voice note, an audio file or a text message and I'll answer.
+
+What I store, and why:
+• your messages (for voice notes, the words I heard, not the audio) and my replies, \
+so that I can follow the conversation;
+• your 👍/👎 ratings and the better answers you suggest with ✏️, so that my owner can train \
+better versions of me (suggested answers are reviewed first).
+
+/reset starts a new conversation. /forget deletes everything I have stored about you. /help lists the rest."""
+
+HELP = """\
+Send a voice note, an audio file, a video note or text, and I'll answer. \
+In a group, mention me or reply to one of my messages.
+
+Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
+
+/reset – start a new conversation
+/forget – delete everything stored about you
+/cancel – stop suggesting a better answer
+/stats, /review – for admins: figures, and the suggested answers waiting for review"""
+
+FORGET_ASK = (
+    "This deletes everything I have stored about you: your messages, my replies to them, "
+    "your ratings and your suggested answers. It cannot be undone. Go ahead?"
+)
+
+MENU = [
+    BotCommand("start", "What I am and what I store"),
+    BotCommand("help", "How to talk to me"),
+    BotCommand("reset", "Start a new conversation"),
+    BotCommand("forget", "Delete everything stored about you"),
+    BotCommand("cancel", "Stop suggesting a better answer"),
+]
+
+
+def _amount(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+class Commands:
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    async def _reply(self, update: Update, text: str) -> None:
+        if update.effective_message is not None:
+            await self.adapter.outbox.send(self.adapter.target(update.effective_message), plain_text(text))
+
+    async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if await self.adapter.admitted(update):
+            await self._reply(update, START)
+
+    async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if await self.adapter.admitted(update):
+            await self._reply(update, HELP)
+
+    async def on_reset(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or not await self.adapter.admitted(update):
+            return
+        self.adapter.corrections.drop(message.chat.id, user.id)
+        shared = self.adapter.shared_history(message)
+        had_one = await self.adapter.service.reset(chat_of(message), person_of(user), shared)
+        if had_one:
+            await self._reply(update, "New conversation: I've put our earlier messages aside.")
+        else:
+            await self._reply(update, "We haven't talked yet here, so there was nothing to reset.")
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Ask first. Not behind the allowlist: anyone may have their data deleted."""
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None:
+            return
+        target = self.adapter.target(message)
+        await self.adapter.outbox.send(target, plain_text(FORGET_ASK), forget_keyboard(user.id))
+
+    async def on_forget_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        press = parse_forget(query.data or "") if query else None
+        if query is None or press is None:
+            return
+        outbox = self.adapter.outbox
+        if press.user_id != query.from_user.id:
+            await outbox.answer(query.id, "This button is for someone else.", alert=True)
+            return
+        if press.confirmed:
+            report = await self.adapter.service.forget(person_of(query.from_user))
+            self.adapter.corrections.drop_person(query.from_user.id)
+            text = (
+                f"Done: I deleted {_amount(report.turns, 'message')}, {_amount(report.ratings, 'rating')} and "
+                f"{_amount(report.corrections, 'suggested answer')}. Nothing about you is stored any more."
+            )
+        else:
+            text = "Kept everything; nothing was deleted."
+        await outbox.answer(query.id, "Deleted." if press.confirmed else "Nothing deleted.")
+        if query.message is not None:
+            await outbox.edit(query.message.chat.id, query.message.message_id, plain_text(text))

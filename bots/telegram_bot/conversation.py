@@ -1,0 +1,120 @@
+"""Messages to the bot: voice notes, audio files, video notes and text, answered through the service."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Message, Update, User
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+from bots.telegram_bot.adapter import Adapter
+from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.incoming import (
+    Attachment,
+    addressed_to_bot,
+    attachment_of,
+    chat_of,
+    limit_refusal,
+    person_of,
+    without_mention,
+)
+from bots.telegram_bot.outbox import Target
+from bots.telegram_bot.streaming import ReplyStream
+from core.domain import Audio, IncomingMessage
+from core.service import UnknownReply
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_FAILED = "I could not fetch that file from Telegram. Please send it again."
+UNSUPPORTED = "Send me a voice note, an audio file or a text message."
+CORRECTION_SAVED = "Thanks! I saved your answer; it waits for review before I learn from it."
+CORRECTION_NEEDS_TEXT = "Please type the better answer as a text message, or send /cancel."
+REPLY_GONE = "That reply is no longer stored, so there is nothing to correct."
+
+
+class Conversation:
+    """Turns a Telegram message into one ``ChatService.handle`` call and shows what comes back."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or user.is_bot:
+            return
+        pending = self.adapter.corrections.get(message.chat.id, user.id)
+        every_voice = self.adapter.settings.telegram_group_voice == "all"
+        if pending is None and not addressed_to_bot(message, context.bot.id, context.bot.username, every_voice):
+            return
+        if not await self.adapter.admitted(update):
+            return
+        target = self.adapter.target(message)
+        if pending is not None:
+            await self._take_correction(message, user, pending, target, context.bot.username)
+            return
+        incoming = await self._translate(message, user, target, context.bot.username)
+        if incoming is None:
+            return
+        stream = ReplyStream(self.adapter.outbox, target, self.adapter.edit_interval(message))
+        await stream.render(self.adapter.service.handle(incoming))
+
+    async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A sticker, photo or the like in a private chat: say what works."""
+        message = update.effective_message
+        if message is not None and await self.adapter.admitted(update):
+            await self.adapter.outbox.send(self.adapter.target(message), plain_text(UNSUPPORTED))
+
+    async def _translate(
+        self, message: Message, user: User, target: Target, bot_username: str
+    ) -> IncomingMessage | None:
+        attachment = attachment_of(message)
+        if attachment is None:
+            return self._incoming(message, user, text=without_mention(message.text or "", bot_username))
+        settings = self.adapter.settings
+        refusal = limit_refusal(attachment, settings.max_file_bytes, settings.max_audio_seconds)
+        if refusal is not None:
+            await self.adapter.outbox.send(target, plain_text(refusal))
+            return None
+        data = await self._download(attachment, message)
+        if data is None:
+            await self.adapter.outbox.send(target, plain_text(DOWNLOAD_FAILED))
+            return None
+        return self._incoming(message, user, audio=Audio(data, attachment.mime_type, attachment.filename))
+
+    def _incoming(
+        self, message: Message, user: User, *, text: str | None = None, audio: Audio | None = None
+    ) -> IncomingMessage:
+        return IncomingMessage(
+            chat_of(message),
+            person_of(user),
+            text=text,
+            audio=audio,
+            message_id=str(message.message_id),
+            shared_history=self.adapter.shared_history(message),
+        )
+
+    async def _download(self, attachment: Attachment, message: Message) -> bytes | None:
+        outbox = self.adapter.outbox
+        try:
+            file = await outbox.call(lambda: message.get_bot().get_file(attachment.file_id))
+            return bytes(await outbox.call(file.download_as_bytearray))
+        except TelegramError as error:
+            log.warning("could not download %s %s: %s", attachment.kind, attachment.file_id, error)
+            return None
+
+    async def _take_correction(
+        self, message: Message, user: User, turn_id: int, target: Target, bot_username: str
+    ) -> None:
+        outbox = self.adapter.outbox
+        text = without_mention(message.text or "", bot_username)
+        if not text:
+            await outbox.send(target, plain_text(CORRECTION_NEEDS_TEXT))
+            return
+        try:
+            await self.adapter.service.correct(person_of(user), turn_id, text)
+        except UnknownReply:
+            await outbox.send(target, plain_text(REPLY_GONE))
+        else:
+            await outbox.send(target, plain_text(CORRECTION_SAVED))
+        self.adapter.corrections.drop(message.chat.id, user.id)

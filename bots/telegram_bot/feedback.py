@@ -1,0 +1,90 @@
+"""Presses on 👍 / 👎 / ✏️ under a reply, and /cancel for a correction not given."""
+
+from __future__ import annotations
+
+from html import escape
+
+from telegram import CallbackQuery, ForceReply, Message, Update
+from telegram.ext import ContextTypes
+
+from bots.telegram_bot.adapter import Adapter
+from bots.telegram_bot.buttons import parse_fix, parse_rate, rating_keyboard
+from bots.telegram_bot.formatting import Rendered, plain_text
+from bots.telegram_bot.incoming import person_of
+from bots.telegram_bot.outbox import Target
+from core.domain import RatingOutcome
+from core.service import UnknownReply
+
+REPLY_GONE = "That reply is no longer stored."
+ASK_FIX = "what should I have said? Send the better answer as your next message, or /cancel."
+
+
+def _rating_ack(outcome: RatingOutcome, up: bool) -> str:
+    emoji = "👍" if up else "👎"
+    return {
+        RatingOutcome.CREATED: f"Thanks for the {emoji}!",
+        RatingOutcome.CHANGED: f"Changed your rating to {emoji}.",
+        RatingOutcome.UNCHANGED: f"You already gave this reply a {emoji}.",
+    }[outcome]
+
+
+def _where(query: CallbackQuery) -> tuple[int, int] | None:
+    """The chat and message the pressed button sits under."""
+    if query.message is None:
+        return None
+    return query.message.chat.id, query.message.message_id
+
+
+class Feedback:
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    async def on_rate(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Store the rating, acknowledge it, and mark the chosen button."""
+        query = update.callback_query
+        press = parse_rate(query.data or "") if query else None
+        if query is None or press is None or not await self.adapter.admitted(update):
+            return
+        outbox = self.adapter.outbox
+        try:
+            outcome = await self.adapter.service.rate(person_of(query.from_user), press.turn_id, press.up)
+        except UnknownReply:
+            await outbox.answer(query.id, REPLY_GONE)
+            return
+        await outbox.answer(query.id, _rating_ack(outcome, press.up))
+        where = _where(query)
+        if outcome is not RatingOutcome.UNCHANGED and where is not None:
+            await outbox.edit_buttons(*where, rating_keyboard(press.turn_id, chosen=press.up))
+
+    async def on_fix(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Ask for the better answer; the person's next message in this chat is taken as it."""
+        query = update.callback_query
+        press = parse_fix(query.data or "") if query else None
+        if query is None or press is None or not await self.adapter.admitted(update):
+            return
+        where = _where(query)
+        if where is None:
+            await self.adapter.outbox.answer(query.id, REPLY_GONE)
+            return
+        user = query.from_user
+        self.adapter.corrections.expect(where[0], user.id, press.turn_id)
+        await self.adapter.outbox.answer(query.id, "Send me the better answer.")
+        message = query.message
+        thread = (
+            message.message_thread_id if isinstance(message, Message) and message.is_topic_message else None
+        )
+        mention = Rendered(
+            f'<a href="tg://user?id={user.id}">{escape(user.first_name, quote=False)}</a>, {ASK_FIX}',
+            f"{user.first_name}, {ASK_FIX}",
+        )
+        # ForceReply makes the answer a reply to the bot, so it arrives even with group privacy mode on.
+        force = ForceReply(selective=True, input_field_placeholder="A better answer…")
+        await self.adapter.outbox.send(Target(where[0], thread, where[1]), mention, force)
+
+    async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or not await self.adapter.admitted(update):
+            return
+        dropped = self.adapter.corrections.drop(message.chat.id, user.id)
+        text = "Cancelled; nothing was stored." if dropped else "There is nothing to cancel."
+        await self.adapter.outbox.send(self.adapter.target(message), plain_text(text))

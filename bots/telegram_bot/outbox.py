@@ -1,0 +1,176 @@
+"""Everything Iris sends to Telegram, with flood control waited out and formatting fallback.
+
+Telegram answers a burst of sends or edits with 429 and ``retry_after``; the
+call is repeated after that wait so that no piece of a reply is lost. Markup
+that Telegram cannot parse is sent again as plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from telegram import Bot, ForceReply, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+
+from bots.telegram_bot.formatting import Rendered
+from bots.telegram_bot.periods import seconds
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Telegram shows "typing…" for five seconds, or until the bot sends a message.
+TYPING_EVERY_S = 4.0
+# Flood waits are repeated as often as Telegram asks, up to this many per call.
+MAX_FLOOD_WAITS = 10
+# Network failures (not refusals) are retried this often, backing off up to 10 s.
+MAX_NETWORK_RETRIES = 4
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message goes: a chat, a forum topic in it, and the message it answers."""
+
+    chat_id: int
+    thread_id: int | None = None
+    reply_to: int | None = None
+
+
+def is_markup_error(error: BadRequest) -> bool:
+    return "parse entities" in error.message.lower()
+
+
+def is_unchanged_error(error: BadRequest) -> bool:
+    return "not modified" in error.message.lower()
+
+
+class Outbox:
+    """Sends and edits messages through one bot."""
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def call(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run one Bot API call, waiting out flood control and retrying network failures."""
+        floods = failures = 0
+        while True:
+            try:
+                return await action()
+            except RetryAfter as flood:
+                floods += 1
+                if floods > MAX_FLOOD_WAITS:
+                    raise
+                wait = seconds(flood, "retry_after") or 1.0
+                log.warning("Telegram flood control: waiting %.0f s before retrying", wait)
+                await asyncio.sleep(wait)
+            except BadRequest:
+                raise  # a refusal, not a network failure: repeating it changes nothing
+            except NetworkError as error:
+                # A timed-out send may have arrived; a rare duplicate beats a lost reply.
+                failures += 1
+                if failures > MAX_NETWORK_RETRIES:
+                    raise
+                log.warning("Telegram call failed (%s); retrying", error)
+                await asyncio.sleep(min(2.0**failures / 2, 10.0))
+
+    async def send(
+        self, target: Target, text: Rendered, markup: InlineKeyboardMarkup | ForceReply | None = None
+    ) -> int:
+        """Send a message, formatted if Telegram accepts it; return its message id."""
+
+        def attempt(body: str, parse_mode: str | None) -> Callable[[], Awaitable[Message]]:
+            return lambda: self.bot.send_message(
+                target.chat_id,
+                body,
+                parse_mode=parse_mode,
+                message_thread_id=target.thread_id,
+                reply_parameters=(
+                    ReplyParameters(target.reply_to, allow_sending_without_reply=True)
+                    if target.reply_to is not None
+                    else None
+                ),
+                reply_markup=markup,
+            )
+
+        try:
+            message = await self.call(attempt(text.html, ParseMode.HTML))
+        except BadRequest as error:
+            if not is_markup_error(error):
+                raise
+            log.info("Telegram refused the formatting (%s); sending plain text", error.message)
+            message = await self.call(attempt(text.plain, None))
+        return message.message_id
+
+    async def edit(
+        self, chat_id: int, message_id: int, text: Rendered, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
+        """Replace a message's text (and buttons); an edit that changes nothing is fine."""
+
+        def attempt(body: str, parse_mode: str | None) -> Callable[[], Awaitable[object]]:
+            return lambda: self.bot.edit_message_text(
+                body, chat_id=chat_id, message_id=message_id, parse_mode=parse_mode, reply_markup=markup
+            )
+
+        try:
+            try:
+                await self.call(attempt(text.html, ParseMode.HTML))
+            except BadRequest as error:
+                if not is_markup_error(error):
+                    raise
+                log.info("Telegram refused the formatting (%s); editing in plain text", error.message)
+                await self.call(attempt(text.plain, None))
+        except BadRequest as error:
+            if not is_unchanged_error(error):
+                raise
+
+    async def edit_buttons(self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup | None) -> None:
+        try:
+            await self.call(
+                lambda: self.bot.edit_message_reply_markup(
+                    chat_id=chat_id, message_id=message_id, reply_markup=markup
+                )
+            )
+        except BadRequest as error:
+            if not is_unchanged_error(error):
+                raise
+
+    async def answer(self, callback_query_id: str, text: str, alert: bool = False) -> None:
+        """Acknowledge a button press (the client shows a spinner until this arrives)."""
+        try:
+            await self.call(lambda: self.bot.answer_callback_query(callback_query_id, text, show_alert=alert))
+        except BadRequest as error:
+            # Presses expire after a while (e.g. while the bot was down): nothing to answer.
+            log.info("could not answer a button press: %s", error.message)
+
+    @contextlib.asynccontextmanager
+    async def typing(self, target: Target) -> AsyncIterator[Callable[[], None]]:
+        """Keep "typing…" showing until the block ends or the yielded ``stop`` is called."""
+
+        async def keep_alive() -> None:
+            while True:
+                try:
+                    await self.bot.send_chat_action(
+                        target.chat_id, ChatAction.TYPING, message_thread_id=target.thread_id
+                    )
+                except TelegramError as error:
+                    # Cosmetic: never worth a flood wait or a failed reply.
+                    log.debug("typing indicator not sent: %s", error)
+                await asyncio.sleep(TYPING_EVERY_S)
+
+        task = asyncio.create_task(keep_alive(), name=f"typing:{target.chat_id}")
+
+        def stop() -> None:
+            task.cancel()
+
+        try:
+            yield stop
+        finally:
+            task.cancel()
+            # wait() rather than awaiting the task: a cancel of this caller must not be swallowed.
+            await asyncio.wait([task])

@@ -1,0 +1,133 @@
+"""Getting replies through: flood control, network drops, long replies, rejected formatting, webhooks."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from telegram import Bot
+
+from bots.app import App
+from bots.telegram_bot.outbox import Outbox, Target
+from bots.telegram_bot.streaming import ReplyStream
+from core.domain import ReplyDelta, ReplyDone, ServiceEvent, Timings
+from tests.telegram.conftest import StartBot, query
+from tests.telegram.fake_bot_api import TOKEN, FakeBotApi, private_chat, user
+from tests.telegram.scenario import rated_replies, wait_for_reply
+
+ADA = user(1, "Ada")
+# PTB itself reads RetryAfter.retry_after when building the error, which warns in v22.
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
+
+async def test_flood_control_in_the_middle_of_streaming_is_waited_out(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot(max_reply_tokens=64)
+    fake_api.fail("editMessageText", retry_after=1)  # the first edit of the growing reply
+    fake_api.send_text(private_chat(ADA), ADA, "Tell me about the Eiffel Tower.")
+    reply = await wait_for_reply(fake_api, ADA["id"])
+
+    edits = fake_api.calls_to("editMessageText")
+    assert edits[0].status == 429 and "reply_markup" not in edits[0].params  # mid-stream, not the final edit
+    assert edits[1:] and {edit.status for edit in edits[1:]} == {200}
+    # The refused edit was repeated, not dropped: the message ends as the stored reply.
+    (stored,) = query(app, "SELECT text FROM turns WHERE role = 'assistant'")
+    assert reply.text == stored[0]
+    assert len(fake_api.chat(ADA["id"])) == 1
+
+
+async def test_a_network_drop_while_polling_is_retried(start_bot: StartBot, fake_api: FakeBotApi) -> None:
+    fake_api.fail("getUpdates", status=502, times=2)
+    await start_bot()
+    fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")
+    await wait_for_reply(fake_api, ADA["id"])
+    statuses = [call.status for call in fake_api.calls_to("getUpdates")]
+    assert statuses[:2] == [502, 502] and 200 in statuses
+
+
+async def _events(text: str, turn_id: int) -> AsyncIterator[ServiceEvent]:
+    """A reply arriving in 500-character steps, as ``ChatService.handle`` yields it."""
+    for end in range(500, len(text) + 500, 500):
+        yield ReplyDelta(text[:end], text[end - 500 : end])
+    yield ReplyDone(turn_id, text, "test-model", Timings())
+
+
+async def _render(fake_api: FakeBotApi, text: str, turn_id: int = 7) -> None:
+    async with Bot(TOKEN, base_url=fake_api.base_url, base_file_url=fake_api.base_file_url) as bot:
+        stream = ReplyStream(Outbox(bot), Target(ADA["id"]), edit_interval_s=0.0)
+        done = await stream.render(_events(text, turn_id))
+    assert done is not None and done.turn_id == turn_id
+
+
+async def test_a_reply_over_4096_characters_continues_in_further_messages(fake_api: FakeBotApi) -> None:
+    paragraphs = [
+        f"Part {n}. " + " ".join(f"Sentence {n}.{i} says a little more." for i in range(40)) for n in range(8)
+    ]
+    text = "\n\n".join(paragraphs)
+    assert len(text) > 2 * 4096
+    await _render(fake_api, text)
+
+    shown = fake_api.chat(ADA["id"])
+    assert len(shown) == 3 and all(len(sent.text) <= 4096 for sent in shown)
+    assert all(sent.text.startswith("Part ") for sent in shown)  # cut at paragraph boundaries
+    assert " ".join(sent.text for sent in shown).split() == text.split()  # nothing lost
+    assert [bool(sent.buttons) for sent in shown] == [False, False, True]
+    assert rated_replies(fake_api, ADA["id"]) == [shown[-1]]
+
+
+async def test_markdown_is_formatted_and_markup_telegram_rejects_falls_back_to_plain_text(
+    fake_api: FakeBotApi,
+) -> None:
+    await _render(fake_api, "Use **bold** and `code`.", turn_id=1)
+    (formatted,) = fake_api.chat(ADA["id"])
+    assert formatted.html == "Use <b>bold</b> and <code>code</code>."
+    assert formatted.text == "Use bold and code."
+
+    crossed = "A **crossed *pair** of markers* here."
+    await _render(fake_api, crossed, turn_id=2)
+    plain = fake_api.chat(ADA["id"])[-1]
+    assert plain.text == crossed and plain.html is None and plain.buttons
+    assert any(call.status == 400 for call in fake_api.calls_to("sendMessage"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_webhook_mode_registers_and_checks_its_secret(start_bot: StartBot, fake_api: FakeBotApi) -> None:
+    port = _free_port()
+    await start_bot(
+        telegram_webhook_url="https://bot.example.com/telegram/hook",
+        telegram_webhook_secret="s3cret-Token_1",
+        telegram_webhook_listen="127.0.0.1",
+        telegram_webhook_port=port,
+    )
+    assert fake_api.webhook is not None
+    assert fake_api.webhook["url"] == "https://bot.example.com/telegram/hook"
+    assert fake_api.webhook["secret_token"] == "s3cret-Token_1"
+    assert fake_api.calls_to("getUpdates") == []
+
+    def update(update_id: int, text: str) -> str:
+        message = fake_api.message(private_chat(ADA), ADA, text=text)
+        return json.dumps({"update_id": update_id, "message": message})
+
+    hook = f"http://127.0.0.1:{port}/telegram/hook"
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http:
+        forged = {**headers, "X-Telegram-Bot-Api-Secret-Token": "guess"}
+        async with http.post(hook, data=update(1, "Say something rude."), headers=forged) as response:
+            assert response.status == 403
+        genuine = {**headers, "X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"}
+        async with http.post(
+            hook, data=update(2, "What is the capital of France?"), headers=genuine
+        ) as response:
+            assert response.status == 200
+    reply = await wait_for_reply(fake_api, ADA["id"])
+    await fake_api.settle()
+    assert "Paris" in reply.text and len(fake_api.chat(ADA["id"])) == 1

@@ -1,0 +1,148 @@
+"""Ratings, corrections and their review, /reset, /forget and /stats, pressed and typed in the chat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bots.app import App
+from core.access import REFUSAL
+from tests.telegram.conftest import ADMIN_ID, StartBot, query
+from tests.telegram.fake_bot_api import FakeBotApi, Sent, private_chat, user
+from tests.telegram.scenario import button, turn_of, wait_for_reply, wait_for_text
+
+ADA = user(1, "Ada")
+ADMIN = user(ADMIN_ID, "Grace")
+QUESTION = "What is the capital of France?"
+
+
+async def answered(fake_api: FakeBotApi, person: dict[str, Any] = ADA, count: int = 1) -> Sent:
+    """Ask the usual question and wait for the ``count``-th finished reply."""
+    fake_api.send_text(private_chat(person), person, QUESTION)
+    return await wait_for_reply(fake_api, person["id"], count)
+
+
+async def test_a_rating_is_acknowledged_stored_and_changed(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    reply = await answered(fake_api)
+    turn = turn_of(reply)
+
+    fake_api.press(ADA, reply, button(reply, "👍"))
+    await fake_api.wait_for(lambda: reply.buttons[0][0] == "👍 ✓")
+    (ack,) = fake_api.calls_to("answerCallbackQuery")
+    assert ack.params["text"] == "Thanks for the 👍!"
+    assert query(app, "SELECT value FROM ratings WHERE turn_id = ?", turn) == [(1,)]
+
+    fake_api.press(ADA, reply, button(reply, "👎"))
+    await fake_api.wait_for(lambda: reply.buttons[1][0] == "👎 ✓")
+    assert reply.buttons[0][0] == "👍"
+    assert fake_api.calls_to("answerCallbackQuery")[-1].params["text"] == "Changed your rating to 👎."
+    assert query(app, "SELECT value FROM ratings WHERE turn_id = ?", turn) == [(-1,)]
+
+    fake_api.press(ADA, reply, button(reply, "👎"))
+    await fake_api.wait_for(lambda: len(fake_api.calls_to("answerCallbackQuery")) == 3)
+    assert fake_api.calls_to("answerCallbackQuery")[-1].params["text"] == "You already gave this reply a 👎."
+    assert query(app, "SELECT count(*) FROM ratings") == [(1,)]
+
+
+async def test_a_stranger_cannot_rate(start_bot: StartBot, fake_api: FakeBotApi, app: App) -> None:
+    await start_bot(allowed_user_ids=["1"])
+    reply = await answered(fake_api)
+    stranger = user(2, "Eve")
+    fake_api.press(stranger, reply, button(reply, "👍"))
+    await fake_api.wait_for(lambda: fake_api.calls_to("answerCallbackQuery"))
+    assert fake_api.calls_to("answerCallbackQuery")[0].params["text"] == REFUSAL
+    assert query(app, "SELECT count(*) FROM ratings") == [(0,)]
+    assert query(app, "SELECT count(*) FROM people WHERE user_id = '2'") == [(0,)]
+
+
+async def test_a_correction_waits_for_review_and_an_admin_approves_it(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    reply = await answered(fake_api)
+    fake_api.press(ADA, reply, button(reply, "✏️"))
+    prompt = await wait_for_text(fake_api, ADA["id"], "what should I have said?")
+    assert prompt.reply_to == reply.message_id
+    (ask_call,) = [c for c in fake_api.calls_to("sendMessage") if "what should I have said" in c.params["text"]]
+    assert ask_call.params["reply_markup"]["force_reply"] is True
+
+    better = "Paris is the capital of France, and its largest city."
+    fake_api.send_text(private_chat(ADA), ADA, better, reply_to=prompt)
+    await wait_for_text(fake_api, ADA["id"], "waits for review")
+    assert query(app, "SELECT turn_id, text, status FROM corrections") == [(turn_of(reply), better, "pending")]
+    assert query(app, "SELECT count(*) FROM turns WHERE role = 'user'") == [(1,)]  # not answered as a question
+
+    fake_api.send_text(private_chat(ADA), ADA, "/review")
+    await wait_for_text(fake_api, ADA["id"], "That command is for admins.")
+
+    fake_api.send_text(private_chat(ADMIN), ADMIN, "/review")
+    card = await wait_for_text(fake_api, ADMIN_ID, better)
+    assert QUESTION in card.text and reply.text in card.text
+    fake_api.press(ADMIN, card, button(card, "✅"))
+    await wait_for_text(fake_api, ADMIN_ID, "Approved by Grace")
+    assert card.buttons == []
+    assert query(app, "SELECT status, reviewer FROM corrections") == [("approved", f"telegram:{ADMIN_ID}")]
+
+    fake_api.send_text(private_chat(ADMIN), ADMIN, "/review")
+    await wait_for_text(fake_api, ADMIN_ID, "No suggested answers are waiting")
+
+
+async def test_cancel_leaves_the_correction_and_the_next_message_is_a_question(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    reply = await answered(fake_api)
+    fake_api.press(ADA, reply, button(reply, "✏️"))
+    await wait_for_text(fake_api, ADA["id"], "what should I have said?")
+    fake_api.send_text(private_chat(ADA), ADA, "/cancel")
+    await wait_for_text(fake_api, ADA["id"], "Cancelled; nothing was stored.")
+    await answered(fake_api, count=2)
+    assert query(app, "SELECT count(*) FROM corrections") == [(0,)]
+
+
+async def test_reset_starts_a_new_conversation(start_bot: StartBot, fake_api: FakeBotApi, app: App) -> None:
+    await start_bot()
+    await answered(fake_api)
+    fake_api.send_text(private_chat(ADA), ADA, "/reset")
+    await wait_for_text(fake_api, ADA["id"], "New conversation")
+    await answered(fake_api, count=2)
+    rows = query(app, "SELECT closed_at IS NOT NULL FROM conversations ORDER BY id")
+    assert rows == [(1,), (0,)]
+
+
+async def test_forget_asks_first_then_deletes_everything_about_the_person(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    reply = await answered(fake_api)
+    fake_api.press(ADA, reply, button(reply, "👍"))
+    await fake_api.wait_for(lambda: query(app, "SELECT count(*) FROM ratings") == [(1,)])
+
+    fake_api.send_text(private_chat(ADA), ADA, "/forget")
+    ask = await wait_for_text(fake_api, ADA["id"], "cannot be undone")
+    assert query(app, "SELECT count(*) FROM turns") == [(2,)]  # nothing deleted before the confirmation
+    fake_api.press(user(2, "Eve"), ask, button(ask, "Delete"))
+    await fake_api.wait_for(lambda: len(fake_api.calls_to("answerCallbackQuery")) == 2)
+    assert fake_api.calls_to("answerCallbackQuery")[-1].params["text"] == "This button is for someone else."
+    assert query(app, "SELECT count(*) FROM turns") == [(2,)]
+
+    fake_api.press(ADA, ask, button(ask, "Delete"))
+    done = await wait_for_text(fake_api, ADA["id"], "Done: I deleted")
+    assert done.text.startswith("Done: I deleted 2 messages, 1 rating and 0 suggested answers.")
+    for table in ("people", "turns", "ratings", "conversations"):
+        assert query(app, f"SELECT count(*) FROM {table}") == [(0,)], table
+
+
+async def test_stats_are_for_admins(start_bot: StartBot, fake_api: FakeBotApi, app: App) -> None:
+    await start_bot()
+    reply = await answered(fake_api)
+    fake_api.press(ADA, reply, button(reply, "👍"))
+    await fake_api.wait_for(lambda: query(app, "SELECT count(*) FROM ratings") == [(1,)])
+    fake_api.send_text(private_chat(ADA), ADA, "/stats")
+    await wait_for_text(fake_api, ADA["id"], "That command is for admins.")
+    fake_api.send_text(private_chat(ADMIN), ADMIN, "/stats")
+    stats = await wait_for_text(fake_api, ADMIN_ID, "Active model")
+    assert "Messages: 1 (0% voice) from 1 people" in stats.text
+    assert "1 replies, 1 👍, 0 👎 (100% 👍)" in stats.text
