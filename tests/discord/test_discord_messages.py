@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bots.app import App
 from core.access import REFUSAL
+from core.domain import ChatMessage
+from core.ports import Generation
 from core.service import ChatService
 from tests.conftest import voice
 from tests.discord.conftest import (
@@ -251,3 +255,35 @@ async def test_voice_reply_mode_answers_voice_messages_without_a_mention(
 
     assert fake.replies_to(int(text["id"])) == []
     assert [t.message_id for t in stored_turns(app) if t.role == "user"] == [spoken["id"]]
+
+
+class BreakingGenerator(ScriptedGenerator):
+    """Streams the start of a reply, then fails as a crashed model would."""
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        yield "The capital of"
+        time.sleep(0.3)
+        raise RuntimeError("llama.cpp went away")
+
+
+async def test_silence_and_a_failing_model_get_a_notice_and_nothing_rateable(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        quiet = await fake.post(
+            person, attachments=[fake.attachment(voice("silence.ogg"), duration=3.0)], dm=True
+        )
+        heard_nothing = await first_answer(fake, quiet)
+        service.generator = BreakingGenerator("unused")
+        asked = await fake.post(person, "What is the capital of France?", dm=True)
+        broken = await first_answer(fake, asked)
+        sorry = "Sorry, I could not come up with a reply just now. Please try again."
+        await fake.wait_for(lambda: broken["content"] == sorry, 30, "the notice in place of the partial reply")
+
+    assert heard_nothing["content"] == "I didn't hear any speech in that recording."
+    assert fake.revisions[int(broken["id"])][0] == "The capital of"  # it had started streaming
+    assert broken["components"] == [] and len(fake.replies_to(int(asked["id"]))) == 1
+    asked_turns = [t for t in stored_turns(app) if t.role == "user"]
+    assert [t.message_id for t in asked_turns] == [quiet["id"], asked["id"]]
+    assert all(t.error for t in asked_turns) and not [t for t in stored_turns(app) if t.role == "assistant"]
