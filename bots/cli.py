@@ -8,9 +8,10 @@ import json
 import logging
 import mimetypes
 import sys
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +20,7 @@ from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDo
 from core.service import ChatService
 
 if TYPE_CHECKING:
+    from finetune.dataset import BuildReport
     from finetune.retrain import RetrainConfig
 
 app = typer.Typer(help="Iris: a voice chat bot that learns from its users.", no_args_is_help=True)
@@ -26,6 +28,12 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 models_app = typer.Typer(help="The model versions the bots can serve.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+feedback_app = typer.Typer(help="Training data from people's ratings and corrections.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="FineTome extended with the feedback, for the next fine-tune.", no_args_is_help=True
+)
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(dataset_app, name="dataset")
 
 
 def _settings() -> Settings:
@@ -155,13 +163,20 @@ def db_upgrade() -> None:
 
 
 @app.command()
-def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def stats(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(metavar="FILE.png", help="Also draw ratings per model version over time.")
+    ] = None,
+) -> None:
     """Turns, voice share and ratings by model version."""
     from bots.app import open_store
 
     store = open_store(_settings())
     try:
         figures = store.stats()
+        if plot is not None:
+            draw_stats(store.engine, figures, plot)
     finally:
         store.engine.dispose()
     if as_json:
@@ -170,6 +185,15 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         typer.echo(json.dumps({**asdict(figures), "voice_share": figures.voice_share}))
         return
     typer.echo(format_stats(figures))
+
+
+def draw_stats(engine: Any, figures: Stats, path: Path) -> None:
+    """The picture behind ``iris stats --plot`` (needs the data extra: matplotlib)."""
+    from finetune.plots import plot_stats
+    from storage.queries import activity
+
+    plot_stats(figures, activity(engine), path)
+    typer.echo(f"picture: {path}", err=True)
 
 
 def format_stats(figures: Stats) -> str:
@@ -400,6 +424,203 @@ def run(platform: Annotated[Platform, typer.Argument()] = Platform.all) -> None:
     from bots.serve import serve
 
     asyncio.run(serve(settings, wanted))
+
+
+# --- review, feedback export, dataset build ---------------------------------------
+
+
+class ReviewStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    all = "all"
+
+
+@app.command()
+def review(
+    list_: Annotated[bool, typer.Option("--list", help="Print the corrections and stop.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list, --approve or --reject: JSON.")] = False,
+    approve: Annotated[int | None, typer.Option(metavar="ID", help="Approve correction ID.")] = None,
+    reject: Annotated[int | None, typer.Option(metavar="ID", help="Reject correction ID.")] = None,
+    text: Annotated[str | None, typer.Option(help="With --approve: the answer as it should read.")] = None,
+    status: Annotated[ReviewStatus, typer.Option(help="With --list: which ones.")] = ReviewStatus.pending,
+    reviewer: Annotated[str | None, typer.Option(help="Stored as who reviewed (default console:USER).")] = None,
+) -> None:
+    """Review corrections: one by one in the terminal, or --list / --approve ID / --reject ID."""
+    from bots.app import open_store
+    from bots.review import ReviewDesk, ReviewError
+    from core.domain import CorrectionStatus
+
+    if sum([list_, approve is not None, reject is not None]) > 1:
+        raise typer.BadParameter("use one of --list, --approve ID and --reject ID")
+    if text is not None and approve is None:
+        raise typer.BadParameter("--text goes with --approve ID")
+    store = open_store(_settings())
+    desk = ReviewDesk(store, reviewer or f"console:{getpass.getuser()}")
+    try:
+        if list_:
+            wanted = None if status is ReviewStatus.all else CorrectionStatus(status.value)
+            found = desk.corrections(wanted)
+            if as_json:
+                typer.echo(json.dumps([desk.as_json(c) for c in found], ensure_ascii=False, indent=2))
+            else:
+                typer.echo("\n\n".join(desk.show(c) for c in found) or f"No {status.value} corrections.")
+        elif approve is not None or reject is not None:
+            chosen = approve if approve is not None else reject
+            assert chosen is not None
+            decided, note = desk.decide(chosen, approve is not None, text)
+            typer.echo(json.dumps(desk.as_json(decided), ensure_ascii=False) if as_json else note)
+        else:
+            desk.run(_prompt, lambda line: typer.echo(line, nl=False))
+    except ReviewError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.engine.dispose()
+
+
+def _prompt(label: str) -> str | None:
+    try:
+        return input(label)
+    except EOFError:
+        return None
+
+
+def _moment(value: str | None, *, end: bool = False) -> datetime | None:
+    """An ISO date or time (UTC unless it says otherwise); a bare date as --until includes that day."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date like 2026-01-31 or 2026-01-31T18:00") from None
+    if end and len(value) == 10:
+        moment += timedelta(days=1)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Consent(StrEnum):
+    opt_out = "opt-out"
+    opt_in = "opt-in"
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option(help="Folder for sft.jsonl, kto.jsonl, dpo.jsonl, manifest.json.")],
+    since: Annotated[str | None, typer.Option(help="Feedback given from this date or time on.")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Feedback given until this date (inclusive) or time.")
+    ] = None,
+    scrub: Annotated[bool | None, typer.Option(help="Mask e-mail addresses and phone numbers.")] = None,
+    consent: Annotated[
+        Consent | None, typer.Option(help="opt-out or opt-in (default: IRIS_FEEDBACK_CONSENT).")
+    ] = None,
+) -> None:
+    """Export ratings and approved corrections as SFT (FineTome's shape), KTO and DPO files."""
+    from bots.app import database_url
+    from finetune.feedback import export_feedback
+
+    settings = _settings()
+    manifest = export_feedback(
+        database_url(settings),
+        out,
+        since=_moment(since),
+        until=_moment(until, end=True),
+        scrub=settings.feedback_scrub if scrub is None else scrub,
+        consent=(consent.value if consent else settings.feedback_consent),
+        context_turns=settings.feedback_context_turns,
+    )
+    counts = manifest.counts
+    typer.echo(
+        f"{out}: {counts['sft']} SFT ({counts['sft_from_corrections']} corrections, "
+        f"{counts['sft_from_ratings']} liked replies), {counts['kto']} KTO "
+        f"({counts['kto_up']} up, {counts['kto_down']} down), {counts['dpo']} DPO"
+    )
+    left_out = ", ".join(f"{name} {n}" for name, n in manifest.excluded.items() if n)
+    typer.echo(f"left out: {left_out or 'nothing'} · content {manifest.content_hash[:12]}")
+
+
+class Answer(StrEnum):
+    yes = "yes"
+    no = "no"
+    unset = "unset"
+
+
+@feedback_app.command("consent")
+def feedback_consent(platform: str, user_id: str, answer: Answer) -> None:
+    """Record whether a person agrees that their words become training data (unset: the setting decides)."""
+    from bots.app import open_store
+    from storage.queries import set_consent
+
+    store = open_store(_settings())
+    try:
+        value = {Answer.yes: True, Answer.no: False, Answer.unset: None}[answer]
+        set_consent(store.engine, Person(platform, user_id), value)
+    finally:
+        store.engine.dispose()
+    typer.echo(f"{platform}:{user_id} consent {answer.value}")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    out: Annotated[Path, typer.Option(help="Folder for train/eval JSONL, report.json and hf/.")],
+    finetome: Annotated[
+        str | None, typer.Option(help="sample, a Hub name (mlabonne/FineTome-100k) or a parquet/JSONL path.")
+    ] = None,
+    feedback: Annotated[
+        Path | None, typer.Option(help="An `iris feedback export` folder (default: export from the database).")
+    ] = None,
+    no_feedback: Annotated[bool, typer.Option("--no-feedback", help="FineTome only.")] = False,
+    sample_size: Annotated[int | None, typer.Option(help="FineTome rows to draw (0: all).")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Minimum FineTome score.")] = None,
+    oversample: Annotated[float | None, typer.Option(help="Copies of each feedback example.")] = None,
+    person_cap: Annotated[
+        int | None, typer.Option(help="Most feedback examples per person (0: no cap).")
+    ] = None,
+    eval_fraction: Annotated[float | None, typer.Option(help="Share of feedback held out.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Extend FineTome with the feedback: clean, deduplicate, hold out, balance, save."""
+    from bots.app import database_url
+    from finetune.dataset import BuildConfig, FineTomeUnavailable, build_dataset
+
+    settings = _settings()
+    config = BuildConfig(
+        sample_size=settings.dataset_sample_size if sample_size is None else (sample_size or None),
+        min_score=settings.dataset_min_score if min_score is None else min_score,
+        min_chars=settings.dataset_min_chars,
+        max_chars=settings.dataset_max_chars,
+        near_duplicate=settings.dataset_near_duplicate,
+        feedback_oversample=settings.dataset_feedback_oversample if oversample is None else oversample,
+        person_cap=settings.dataset_person_cap if person_cap is None else person_cap,
+        eval_fraction=settings.dataset_eval_fraction if eval_fraction is None else eval_fraction,
+        eval_finetome=settings.dataset_eval_finetome,
+        seed=settings.dataset_seed if seed is None else seed,
+        scrub=settings.feedback_scrub,
+        consent=settings.feedback_consent,
+    )
+    source = finetome or settings.dataset_finetome
+    try:
+        report = build_dataset(
+            source,
+            out,
+            database_url=None if no_feedback or feedback else database_url(settings),
+            feedback_dir=None if no_feedback else feedback,
+            config=config,
+        )
+    except (FineTomeUnavailable, FileNotFoundError) as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(format_build_report(report))
+
+
+def format_build_report(report: BuildReport) -> str:
+    lines = [f"FineTome: {report.finetome} · feedback: {report.feedback or '-'}"]
+    for step in report.steps:
+        counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in step.counts.items())
+        lines.append(f"  {step.name.replace('_', ' '):<18} {counts}")
+    lines.append("splits: " + ", ".join(f"{name} {n}" for name, n in report.splits.items()))
+    return "\n".join(lines)
 
 
 def main() -> None:
