@@ -53,7 +53,8 @@ PRIVATE_OTHER = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE
 class ChatOrderedProcessor(BaseUpdateProcessor):
     """Many chats at once, but the messages of one chat in the order they came.
 
-    Button presses never wait, so a rating is stored while a reply is still streaming.
+    Button presses and commands never wait, so a rating is stored and /help is
+    answered while a reply is still streaming in the same chat.
     """
 
     def __init__(self, max_concurrent_updates: int = 256) -> None:
@@ -62,7 +63,8 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         self._users: Counter[int] = Counter()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[object]) -> None:
-        chat = update.effective_chat if isinstance(update, Update) and update.message else None
+        message = update.message if isinstance(update, Update) else None
+        chat = message.chat if message is not None and not (message.text or "").startswith("/") else None
         if chat is None:
             await coroutine
             return

@@ -8,6 +8,7 @@ buttons on its last piece.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from bots.telegram_bot.outbox import Outbox, Target
 from core.domain import Notice, NoticeKind, ReplyDelta, ReplyDone, ServiceEvent, Transcribed
 
 MESSAGE_LIMIT = MessageLimit.MAX_TEXT_LENGTH
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,26 +42,43 @@ class ReplyStream:
         self.shown: list[_Shown] = []
 
     async def render(self, events: AsyncIterator[ServiceEvent]) -> ReplyDone | None:
-        """Show every event; return the finished reply, or None when there was none."""
+        """Show every event; return the finished reply, or None when there was none.
+
+        If the chat cannot be written to (the person blocked the bot, Telegram is
+        down), the events are still read to the end so that the service finishes
+        and stores the reply; only the showing stops.
+        """
         done: ReplyDone | None = None
+        failed = False
         async with self.outbox.typing(self.target) as stop_typing:
             async for event in events:
-                if isinstance(event, Transcribed):
-                    await self.outbox.send(self.target, transcript_text(event.text))
-                elif isinstance(event, ReplyDelta):
-                    if self.pacer.due(event.text):
-                        await self._show(event.text)
-                        self.pacer.sent(event.text)
-                elif isinstance(event, ReplyDone):
-                    stop_typing()
-                    await self._show(event.text, rating_keyboard(event.turn_id))
+                if isinstance(event, ReplyDone):
                     done = event
-                elif event.kind is not NoticeKind.DUPLICATE:
+                if isinstance(event, ReplyDone | Notice):
                     stop_typing()
-                    await self._notice(event)
+                if failed:
+                    continue
+                try:
+                    await self._render(event)
+                except Exception:
+                    log.exception("could not show a reply in Telegram chat %s", self.target.chat_id)
+                    failed = True
+                    stop_typing()
         return done
 
-    async def _show(self, text: str, buttons: InlineKeyboardMarkup | None = None) -> None:
+    async def _render(self, event: ServiceEvent) -> None:
+        if isinstance(event, Transcribed):
+            await self.outbox.send(self.target, transcript_text(event.text))
+        elif isinstance(event, ReplyDelta):
+            if self.pacer.due(event.text) and await self._show(event.text):
+                self.pacer.sent(event.text)
+        elif isinstance(event, ReplyDone):
+            await self._show(event.text, rating_keyboard(event.turn_id))
+        elif event.kind is not NoticeKind.DUPLICATE:
+            await self.outbox.send(self.target, plain_text(event.text))
+
+    async def _show(self, text: str, buttons: InlineKeyboardMarkup | None = None) -> bool:
+        """Bring the messages up to ``text``; return whether there was anything to show."""
         pieces = split_message(text, MESSAGE_LIMIT)
         for index, piece in enumerate(pieces):
             markup = buttons if index == len(pieces) - 1 else None
@@ -70,12 +90,10 @@ class ReplyStream:
             else:
                 message_id = await self.outbox.send(self._continuation(index), reply_text(piece), markup)
                 self.shown.append(_Shown(message_id, piece))
+        return bool(pieces)
 
     def _continuation(self, index: int) -> Target:
         # Only the first piece answers the person's message; the rest follow it.
         if index == 0:
             return self.target
         return Target(self.target.chat_id, self.target.thread_id)
-
-    async def _notice(self, notice: Notice) -> None:
-        await self.outbox.send(self.target, plain_text(notice.text))

@@ -11,6 +11,7 @@ any method answer with a 429 (flood control) or a 502 (a network drop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -82,6 +83,7 @@ class Failure:
     method: str
     status: int
     retry_after: int | None
+    description: str
     times: int
     skip: int
     when: Callable[[dict[str, Any]], bool] | None
@@ -258,7 +260,7 @@ class FakeBotApi:
                     f"Too Many Requests: retry after {failure.retry_after}",
                     {"retry_after": failure.retry_after},
                 )
-            raise ApiError(failure.status, "Bad Gateway")
+            raise ApiError(failure.status, failure.description)
 
     # --- what a test does -----------------------------------------------------------
 
@@ -268,12 +270,13 @@ class FakeBotApi:
         *,
         retry_after: int | None = None,
         status: int = 429,
+        description: str = "Bad Gateway",
         times: int = 1,
         skip: int = 0,
         when: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` (after ``skip`` good ones) with an error."""
-        self._failures.append(Failure(method, status, retry_after, times, skip, when))
+        self._failures.append(Failure(method, status, retry_after, description, times, skip, when))
 
     def add_file(self, data: bytes, path: str) -> tuple[str, int]:
         file_id = f"file-{next(self._file_ids)}"
@@ -374,9 +377,12 @@ class FakeBotApi:
         """Wait until ``condition()`` is truthy (checked after every call the bot makes); return it."""
 
         async def check() -> Any:
-            async with self._changed:
-                await self._changed.wait_for(condition)
-            return condition()
+            # Also looked at every 0.2 s, for conditions on things other than calls (the database).
+            while not (result := condition()):
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.2)
+            return result
 
         return await asyncio.wait_for(check(), timeout)
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecatio
 async def test_flood_control_in_the_middle_of_streaming_is_waited_out(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
-    await start_bot(max_reply_tokens=64)
+    await start_bot()
     fake_api.fail("editMessageText", retry_after=1)  # the first edit of the growing reply
     fake_api.send_text(private_chat(ADA), ADA, "Tell me about the Eiffel Tower.")
     reply = await wait_for_reply(fake_api, ADA["id"])
@@ -38,6 +38,17 @@ async def test_flood_control_in_the_middle_of_streaming_is_waited_out(
     (stored,) = query(app, "SELECT text FROM turns WHERE role = 'assistant'")
     assert reply.text == stored[0]
     assert len(fake_api.chat(ADA["id"])) == 1
+
+
+async def test_a_reply_the_chat_refuses_is_still_stored(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    fake_api.fail("sendMessage", status=403, description="Forbidden: bot was blocked by the user", times=99)
+    fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")
+    stored = "SELECT count(*) FROM turns WHERE role = 'assistant' AND text LIKE '%Paris%'"
+    await fake_api.wait_for(lambda: query(app, stored) == [(1,)])
+    assert fake_api.chat(ADA["id"]) == [] and fake_api.calls_to("sendMessage")
 
 
 async def test_a_network_drop_while_polling_is_retried(start_bot: StartBot, fake_api: FakeBotApi) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bots.app import App
 from core.access import REFUSAL
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
-from tests.telegram.fake_bot_api import FakeBotApi, Sent, private_chat, user
+from tests.telegram.fake_bot_api import Call, FakeBotApi, Sent, private_chat, user
 from tests.telegram.scenario import button, turn_of, wait_for_reply, wait_for_text
 
 ADA = user(1, "Ada")
@@ -146,3 +147,29 @@ async def test_stats_are_for_admins(start_bot: StartBot, fake_api: FakeBotApi, a
     stats = await wait_for_text(fake_api, ADMIN_ID, "Active model")
     assert "Messages: 1 (0% voice) from 1 people" in stats.text
     assert "1 replies, 1 👍, 0 👎 (100% 👍)" in stats.text
+
+
+async def test_a_rating_and_a_command_are_answered_while_another_reply_streams(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    first = await answered(fake_api)
+    fake_api.send_text(private_chat(ADA), ADA, "Write a long story about a dragon who learns to sing.")
+    await fake_api.wait_for(lambda: len(fake_api.chat(ADA["id"])) == 2)  # the second reply has begun
+    fake_api.press(ADA, first, button(first, "👍"))
+    fake_api.send_text(private_chat(ADA), ADA, "/help")
+    second = await wait_for_reply(fake_api, ADA["id"], count=2)
+
+    def position(found: Callable[[Call], bool]) -> int:
+        return next(i for i, call in enumerate(fake_api.calls) if found(call))
+
+    finished = position(
+        lambda c: (
+            c.method == "editMessageText"
+            and c.params["message_id"] == second.message_id
+            and "reply_markup" in c.params
+        )
+    )
+    assert position(lambda c: c.method == "answerCallbackQuery") < finished
+    assert position(lambda c: c.method == "sendMessage" and "/reset" in c.params["text"]) < finished
+    assert query(app, "SELECT value FROM ratings WHERE turn_id = ?", turn_of(first)) == [(1,)]
