@@ -192,7 +192,14 @@ def draw_stats(engine: Any, figures: Stats, path: Path) -> None:
     from finetune.plots import plot_stats
     from storage.queries import activity
 
-    plot_stats(figures, activity(engine), path)
+    try:
+        plot_stats(figures, activity(engine), path)
+    except ModuleNotFoundError as error:
+        typer.echo(f"{error.name} is missing: install the data extra (pip install -e '.[data]')", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        typer.echo(f"could not write {path}: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"picture: {path}", err=True)
 
 
@@ -610,6 +617,9 @@ def dataset_build(
         )
     except (FineTomeUnavailable, FileNotFoundError) as error:
         typer.echo(str(error), err=True)
+        raise typer.Exit(1) from None
+    except ModuleNotFoundError as error:
+        typer.echo(f"{error.name} is missing: install the data extra (pip install -e '.[data]')", err=True)
         raise typer.Exit(1) from None
     typer.echo(format_build_report(report))
 

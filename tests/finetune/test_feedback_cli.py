@@ -115,17 +115,10 @@ def test_stats_plot_draws_the_rating_picture(env: dict[str, str], tmp_path: Path
 
 
 def test_an_unreachable_hub_is_explained(env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
     offline = {**env, "HF_HUB_OFFLINE": "1"}
-    result = iris(
-        offline,
-        "dataset",
-        "build",
-        "--finetome",
-        "mlabonne/FineTome-100k",
-        "--out",
-        str(tmp_path),
-        "--no-feedback",
-    )
+    hub = "mlabonne/FineTome-100k"
+    result = iris(offline, "dataset", "build", "--finetome", hub, "--out", str(tmp_path), "--no-feedback")
     assert result.returncode == 1
     assert "could not load 'mlabonne/FineTome-100k'" in result.stderr and "'sample'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -133,3 +126,7 @@ def test_an_unreachable_hub_is_explained(env: dict[str, str], tmp_path: Path) ->
         env, "dataset", "build", "--finetome", str(tmp_path / "nope.parquet"), "--out", str(tmp_path)
     )
     assert missing.returncode == 1 and "no such file" in missing.stderr
+    (tmp_path / "taken").write_text("a file where the picture's folder should be")
+    unwritable = iris(env, "stats", "--plot", str(tmp_path / "taken" / "stats.png"))
+    assert unwritable.returncode == 1 and "could not write" in unwritable.stderr
+    assert "Traceback" not in missing.stderr + unwritable.stderr
