@@ -143,7 +143,8 @@ def export_feedback(
     change, a correction's approval); naive datetimes are UTC and ``until`` is
     exclusive. ``consent`` is ``"opt-out"`` (everyone who did not say no) or
     ``"opt-in"`` (only people who said yes). ``context_turns`` bounds the
-    earlier turns kept before the question.
+    earlier turns kept before the question. Like every ``iris`` command, it
+    first brings the database schema up to date (Alembic, idempotent).
     """
     from storage import queries
     from storage.database import make_engine
