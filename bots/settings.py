@@ -26,8 +26,9 @@ IdList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
+    # env_ignore_empty: `IRIS_SEED=` as copied from .env.example means "the default".
     model_config = SettingsConfigDict(
-        env_prefix="IRIS_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="IRIS_", env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
     )
 
     # --- where things live ---

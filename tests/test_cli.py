@@ -148,3 +148,15 @@ def test_importing_iris_loads_no_model_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_env_example_as_copied_is_a_valid_configuration(tmp_path: Path) -> None:
+    """People start from `cp .env.example .env`; every empty value must mean the default."""
+    from bots.settings import Settings
+
+    env_file = tmp_path / ".env"
+    env_file.write_text((Path(__file__).parents[1] / ".env.example").read_text())
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.seed is None and settings.database_url is None
+    assert settings.configured_platforms == []
+    assert settings.telegram_base_url == "https://api.telegram.org/bot"
