@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 # Telegram holds a getUpdates call open this long when there is nothing to deliver.
 POLL_TIMEOUT_S = 30
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 APOLOGY = "Sorry, something went wrong on my side. Please try again."
 
 AUDIO = filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.Document.AUDIO
@@ -144,7 +146,8 @@ async def _initialize(application: Application) -> None:  # type: ignore[type-ar
         try:
             await application.initialize()
             return
-        except InvalidToken:
+        except InvalidToken as error:
+            log.error("Telegram refused TELEGRAM_BOT_TOKEN (%s); check it with @BotFather", error)
             raise
         except NetworkError as error:
             log.warning("cannot reach Telegram (%s); retrying in %.0f s", error, delay)
@@ -155,6 +158,18 @@ async def _initialize(application: Application) -> None:  # type: ignore[type-ar
 def _log_polling_error(error: TelegramError) -> None:
     # PTB retries by itself (backing off to 30 s); one line, not a traceback per retry.
     log.warning("polling Telegram failed (%s); retrying", error)
+
+
+def _webhook_secret(settings: Settings) -> str:
+    """The configured secret, checked the way Telegram checks it, or a random one for this start."""
+    configured = settings.telegram_webhook_secret
+    secret = configured.get_secret_value() if configured else ""
+    if not secret:
+        return secrets.token_urlsafe(32)
+    # Telegram would refuse setWebhook, and PTB would retry that forever.
+    if not SECRET_PATTERN.fullmatch(secret):
+        raise ValueError("TELEGRAM_WEBHOOK_SECRET may only hold A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
+    return secret
 
 
 async def _start_updates(application: Application, settings: Settings) -> None:  # type: ignore[type-arg]
@@ -170,15 +185,14 @@ async def _start_updates(application: Application, settings: Settings) -> None: 
         )
         log.info("Telegram bot @%s is polling", application.bot.username)
         return
-    configured = settings.telegram_webhook_secret
-    secret = configured.get_secret_value() if configured and configured.get_secret_value() else ""
+    secret = _webhook_secret(settings)
     path = settings.telegram_webhook_path or urlsplit(url).path
     await updater.start_webhook(
         listen=settings.telegram_webhook_listen,
         port=settings.telegram_webhook_port,
         url_path=path.strip("/"),
         webhook_url=url,
-        secret_token=secret or secrets.token_urlsafe(32),
+        secret_token=secret,
         allowed_updates=ALLOWED_UPDATES,
         bootstrap_retries=-1,
     )

@@ -142,3 +142,15 @@ async def test_webhook_mode_registers_and_checks_its_secret(start_bot: StartBot,
     reply = await wait_for_reply(fake_api, ADA["id"])
     await fake_api.settle()
     assert "Paris" in reply.text and len(fake_api.chat(ADA["id"])) == 1
+
+
+async def test_a_webhook_secret_telegram_would_refuse_stops_the_start(
+    start_bot: StartBot, fake_api: FakeBotApi
+) -> None:
+    with pytest.raises(ValueError, match="TELEGRAM_WEBHOOK_SECRET"):
+        await start_bot(
+            telegram_webhook_url="https://bot.example.com/hook",
+            telegram_webhook_secret="not allowed!",
+            telegram_webhook_port=_free_port(),
+        )
+    assert fake_api.webhook is None
