@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from core.domain import (
@@ -145,8 +146,11 @@ class ChatService:
             user_text, transcribe_ms = heard.text, heard.ms
             yield Transcribed(user_text, heard.seconds)
 
-        async for event in self._reply(receipt, user_text, started, transcribe_ms):
-            yield event
+        # aclosing: if the adapter stops listening, the reply generator (and the
+        # model thread behind it) is closed now, in order, not by the garbage collector.
+        async with aclosing(self._reply(receipt, user_text, started, transcribe_ms)) as events:
+            async for event in events:
+                yield event
 
     def _check_input(self, message: IncomingMessage) -> Notice | None:
         if message.audio is not None:
@@ -237,9 +241,10 @@ class ChatService:
                     budget,
                 )
                 began = time.perf_counter()
-                async for delta in self._stream(messages, options):
-                    text += delta
-                    yield ReplyDelta(text, delta)
+                async with aclosing(self._stream(messages, options)) as pieces:
+                    async for delta in pieces:
+                        text += delta
+                        yield ReplyDelta(text, delta)
                 generate_ms = (time.perf_counter() - began) * 1000
                 model = self.generator.model_name
                 tokens = await asyncio.to_thread(self.generator.count_tokens, text)

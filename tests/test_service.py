@@ -289,3 +289,30 @@ async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> No
 async def test_retrain_without_a_retrainer_says_so(app: App) -> None:
     outcome = await app.service.retrain()
     assert not outcome.ok and "not set up" in outcome.summary
+
+
+async def test_an_adapter_that_stops_listening_frees_the_model(app: App) -> None:
+    gated = GatedGenerator()
+    service = ChatService(app.store, app.transcriber, gated, app.service.config)
+    replies = service.handle(text_message("Tell me a story"))
+    assert isinstance(await anext(replies), ReplyDelta)
+    gated.gate.set()
+    await replies.aclose()  # e.g. the chat was deleted mid-reply
+    done = (await collect(service, text_message("Hello")))[-1]
+    assert isinstance(done, ReplyDone) and service.waiting_for_model == 0
+    assert [error for _, _, error in user_turns(app.store)] == [None, None]
+
+
+async def test_a_cancelled_adapter_task_frees_the_model_cleanly(app: App) -> None:
+    gated = GatedGenerator()
+    service = ChatService(app.store, app.transcriber, gated, app.service.config)
+    listening = asyncio.create_task(collect(service, text_message("Tell me a story")))
+    while not gated.started:
+        await asyncio.sleep(0.01)
+    listening.cancel()  # e.g. the bot shutting down mid-reply
+    gated.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await listening
+    done = (await collect(service, text_message("Hello")))[-1]
+    assert isinstance(done, ReplyDone) and service.waiting_for_model == 0
+    assert [error for _, _, error in user_turns(app.store)] == [None, None]
