@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -101,7 +101,7 @@ class ChatService:
 
     # --- messages -------------------------------------------------------------
 
-    async def handle(self, message: IncomingMessage) -> AsyncIterator[ServiceEvent]:
+    async def handle(self, message: IncomingMessage) -> AsyncGenerator[ServiceEvent, None]:
         """Store the person's turn, then yield the transcript, the reply and its receipt.
 
         Never raises for bad input or a failing model: the person gets a
@@ -218,7 +218,7 @@ class ChatService:
         user_text: str,
         started: float,
         transcribe_ms: float | None,
-    ) -> AsyncIterator[ServiceEvent]:
+    ) -> AsyncGenerator[ServiceEvent, None]:
         turn_id = receipt.turn_id
         options = self.config.generation
         try:
@@ -285,7 +285,7 @@ class ChatService:
             return
         yield ReplyDone(reply_id, text, model, timings)
 
-    async def _stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncIterator[str]:
+    async def _stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         """Run the blocking generator in a worker thread; pass its pieces to the loop."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | _Finished] = asyncio.Queue()
