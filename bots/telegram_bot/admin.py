@@ -1,6 +1,8 @@
-"""Admin commands: /stats, and /review of the suggested answers waiting for approval."""
+"""Admin commands: /stats, /review of the suggested answers waiting for approval, /retrain."""
 
 from __future__ import annotations
+
+import logging
 
 from telegram import Update
 from telegram.ext import ContextTypes
@@ -8,7 +10,11 @@ from telegram.ext import ContextTypes
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
 from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.outbox import Target
 from core.domain import Correction, Stats
+from core.service import RetrainBusy
+
+log = logging.getLogger(__name__)
 
 ADMINS_ONLY = "That command is for admins."
 REVIEW_PAGE = 10
@@ -102,3 +108,28 @@ class Admin:
             shown = getattr(message, "text", None) or f"Correction #{press.correction_id}"
             text = f"{shown}\n\n{verdict} by {reviewer.full_name}"
             await outbox.edit(message.chat.id, message.message_id, plain_text(text))
+
+    async def on_retrain(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Start a retrain in its own process; its result is posted to this chat when it ends.
+
+        A run takes minutes, so the command answers at once and the result
+        arrives as a new message.
+        """
+        if not await self._allowed(update) or update.effective_message is None:
+            return
+        target = self.adapter.target(update.effective_message)
+        await self.adapter.outbox.send(
+            target, plain_text("Retraining on the reviewed feedback; I will post the result here.")
+        )
+        context.application.create_task(self._retrain_and_report(target), update=update)
+
+    async def _retrain_and_report(self, target: Target) -> None:
+        try:
+            outcome = await self.adapter.service.retrain()
+            text = outcome.summary
+        except RetrainBusy:
+            text = "A retrain is already running; its result will be posted when it ends."
+        except Exception:
+            log.exception("the retrain could not be run")
+            text = "The retrain could not be run; the active model is unchanged. The log has the details."
+        await self.adapter.outbox.send(target, plain_text(text))

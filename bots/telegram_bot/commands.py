@@ -30,7 +30,8 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /reset – start a new conversation
 /forget – delete everything stored about you
 /cancel – stop suggesting a better answer
-/stats, /review – for admins: figures, and the suggested answers waiting for review"""
+/stats, /review – for admins: figures, and the suggested answers waiting for review
+/retrain – for admins: train a new model on the reviewed feedback"""
 
 FORGET_ASK = (
     "This deletes everything I have stored about you: your messages, my replies to them, "
