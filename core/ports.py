@@ -136,6 +136,10 @@ class ConversationStore(Protocol):
 
     def forget(self, person: Person) -> ForgetReport: ...
 
+    def set_consent(self, person: Person, consent: bool | None) -> None:
+        """Whether the person's feedback may train future models (None: the deployment's default)."""
+        ...
+
     def stats(self) -> Stats: ...
 
 

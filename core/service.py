@@ -347,6 +347,10 @@ class ChatService:
         """Delete everything stored about a person: their turns, ratings and corrections."""
         return await asyncio.to_thread(self.store.forget, person)
 
+    async def set_consent(self, person: Person, consent: bool) -> None:
+        """Record whether the person's conversations may be used to train future versions."""
+        await asyncio.to_thread(self.store.set_consent, person, consent)
+
     # --- admin --------------------------------------------------------------------
 
     async def stats(self) -> Stats:

@@ -25,6 +25,7 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
+from storage import queries
 from storage.database import session_factory
 from storage.mapping import to_correction, to_model_version, to_turn
 from storage.tables import (
@@ -326,6 +327,9 @@ class SqlStore:
             session.execute(delete(ConversationRow).where(ConversationRow.owner_id == row.id))
             session.delete(row)
             return report
+
+    def set_consent(self, person: Person, consent: bool | None) -> None:
+        queries.set_consent(self.engine, person, consent)
 
     @staticmethod
     def _count(session: Session, table: Any, condition: Any) -> int:

@@ -197,3 +197,17 @@ def test_the_registry_keeps_exactly_one_active_model(store: SqlStore) -> None:
     assert [m.name for m in store.list_models() if m.active] == ["tuned"]
     with pytest.raises(NotFound):
         store.activate_model("missing")
+
+
+def test_consent_is_recorded_even_before_the_first_message(store: SqlStore) -> None:
+    from sqlalchemy import select
+
+    from storage.tables import PersonRow
+
+    store.set_consent(BOB, False)
+    ask(store, BOB, "hello")
+    store.set_consent(ALICE, True)
+    store.set_consent(ALICE, None)
+    with store.engine.connect() as connection:
+        rows = dict(connection.execute(select(PersonRow.user_id, PersonRow.consent)).all())
+    assert rows == {"200": False, "100": None}

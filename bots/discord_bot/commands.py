@@ -1,11 +1,11 @@
-"""The slash commands: /help, /reset, /forget, and /stats, /review and /retrain for admins."""
+"""The slash commands: /help, /reset, /forget, /consent, and /stats, /review and /retrain for admins."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -38,7 +38,11 @@ HELP = """\
 • I show what I heard, then my answer. Rate it with 👍 / 👎, or press ✏️ to write a better answer \
 (an admin reviews it before I learn from it).
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
+• `/consent yes` lets your rated conversations teach future versions of me; `/consent no` keeps them out.
 • Admins: `/stats`, `/review` and `/retrain`."""
+
+CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
+CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
 
 RESET_IN_CHAINS = "Here each reply chain is its own conversation: send a new message to start afresh."
 
@@ -67,6 +71,11 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
             ephemeral=True,
         )
 
+    @tree.command(name="consent", description="Whether your rated conversations may train future versions")
+    @app_commands.describe(answer="yes: they may teach future versions; no: keep them out")
+    async def consent_command(interaction: Interaction, answer: Literal["yes", "no"]) -> None:
+        await guarded(interaction, _consent(bot, interaction, answer == "yes"))
+
     @tree.command(name="stats", description="Usage and ratings by model version (admins)")
     async def stats_command(interaction: Interaction) -> None:
         await guarded(interaction, _stats(bot, interaction))
@@ -92,6 +101,15 @@ async def _reset(bot: IrisClient, interaction: Interaction) -> None:
     shared = bot.settings.shared_group_history and interaction.guild_id is not None
     had = await bot.service.reset(ChatRef(PLATFORM, chat_id, thread_id), person_of(interaction.user), shared)
     await tell(interaction, "Started a new conversation." if had else "There was nothing to reset; just write.")
+
+
+async def _consent(bot: IrisClient, interaction: Interaction, consent: bool) -> None:
+    if not allowed(interaction):
+        await tell(interaction, REFUSAL)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    await bot.service.set_consent(person_of(interaction.user), consent)
+    await tell(interaction, CONSENT_YES if consent else CONSENT_NO)
 
 
 async def _stats(bot: IrisClient, interaction: Interaction) -> None:

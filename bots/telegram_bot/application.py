@@ -114,6 +114,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("help", commands.on_help),
             CommandHandler("reset", commands.on_reset),
             CommandHandler("forget", commands.on_forget),
+            CommandHandler("consent", commands.on_consent),
             CommandHandler("cancel", feedback.on_cancel),
             CommandHandler("stats", admin.on_stats),
             CommandHandler("review", admin.on_review),

@@ -30,6 +30,7 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /reset – start a new conversation
 /forget – delete everything stored about you
 /cancel – stop suggesting a better answer
+/consent yes|no – whether your rated conversations may train future versions of me
 /stats, /review – for admins: figures, and the suggested answers waiting for review
 /retrain – for admins: train a new model on the reviewed feedback"""
 
@@ -44,7 +45,16 @@ MENU = [
     BotCommand("reset", "Start a new conversation"),
     BotCommand("forget", "Delete everything stored about you"),
     BotCommand("cancel", "Stop suggesting a better answer"),
+    BotCommand("consent", "yes or no: may your rated conversations train future versions?"),
 ]
+
+CONSENT_ANSWERS = {"yes": True, "no": False}
+CONSENT_ASK = (
+    "Send /consent yes to let your rated conversations teach future versions of me, "
+    "or /consent no to keep them out."
+)
+CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
+CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
 
 
 def _amount(count: int, noun: str) -> str:
@@ -78,6 +88,17 @@ class Commands:
             await self._reply(update, "New conversation: I've put our earlier messages aside.")
         else:
             await self._reply(update, "We haven't talked yet here, so there was nothing to reset.")
+
+    async def on_consent(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or not await self.adapter.admitted(update):
+            return
+        answer = CONSENT_ANSWERS.get(" ".join(context.args or []).strip().lower())
+        if answer is None:
+            await self._reply(update, CONSENT_ASK)
+            return
+        await self.adapter.service.set_consent(person_of(user), answer)
+        await self._reply(update, CONSENT_YES if answer else CONSENT_NO)
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Ask first. Not behind the allowlist: anyone may have their data deleted."""

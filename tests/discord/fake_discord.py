@@ -464,14 +464,21 @@ class FakeDiscord:
         return self.interactions[int(payload["id"])]
 
     async def command(
-        self, name: str, user: Json, *, channel_id: int | None = None, dm: bool = False
+        self,
+        name: str,
+        user: Json,
+        *,
+        channel_id: int | None = None,
+        dm: bool = False,
+        options: dict[str, str] | None = None,
     ) -> Interaction:
-        """A person runs a slash command the bot published."""
+        """A person runs a slash command the bot published, with string options if it takes any."""
         published = next((c for c in self.commands if c["name"] == name), None)
         if published is None:
             raise AssertionError(f"the bot did not publish /{name}: {[c['name'] for c in self.commands]}")
         channel = self.dm_channel(user) if dm else (channel_id or self.channel_id)
-        data = {"id": published["id"], "name": name, "type": 1, "options": []}
+        given = [{"name": key, "type": 3, "value": value} for key, value in (options or {}).items()]
+        data = {"id": published["id"], "name": name, "type": 1, "options": given}
         payload = self._interaction(2, user, channel, data, None)
         await self.dispatch("INTERACTION_CREATE", payload)
         return self.interactions[int(payload["id"])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from bots.app import App
 from core.access import REFUSAL
@@ -101,6 +102,15 @@ async def test_a_stranger_cannot_rate_or_correct(
     assert app.store.stats().people == 1
 
 
+def consent_of(app: App, person: dict[str, Any]) -> bool | None:
+    from sqlalchemy import select
+
+    from storage.tables import PersonRow
+
+    with app.store.engine.connect() as connection:
+        return connection.scalar(select(PersonRow.consent).where(PersonRow.user_id == str(person["id"])))
+
+
 async def test_help_reset_and_forget_with_confirmation(
     fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
@@ -109,7 +119,20 @@ async def test_help_reset_and_forget_with_confirmation(
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
         [help_text] = await shown(fake, await fake.command("help", person))
         assert "/forget" in help_text and "👍" in help_text
-        assert {c["name"] for c in fake.commands} == {"help", "reset", "forget", "stats", "review", "retrain"}
+        assert {c["name"] for c in fake.commands} == {
+            "help",
+            "reset",
+            "forget",
+            "consent",
+            "stats",
+            "review",
+            "retrain",
+        }
+        said_no = await shown(fake, await fake.command("consent", person, options={"answer": "no"}))
+        assert said_no == ["Understood: your conversations will not be used to train future versions of me."]
+        assert consent_of(app, person) is False
+        await shown(fake, await fake.command("consent", person, options={"answer": "yes"}))
+        assert consent_of(app, person) is True
 
         first = await fake.post(person, "What is the capital of France?", mention_bot=True)
         await finished_reply(fake, first)

@@ -206,3 +206,15 @@ async def test_retrain_is_for_admins_runs_once_and_posts_its_result(
     retrainer.release.set()
     result = await wait_for_text(fake_api, ADMIN_ID, "Promoted iris-tuned-1")
     assert "NLL 2.10 → 1.40" in result.text and retrainer.runs == 1
+
+
+async def test_consent_is_asked_for_and_recorded(start_bot: StartBot, fake_api: FakeBotApi, app: App) -> None:
+    await start_bot()
+    fake_api.send_text(private_chat(ADA), ADA, "/consent")
+    await wait_for_text(fake_api, ADA["id"], "Send /consent yes")
+    fake_api.send_text(private_chat(ADA), ADA, "/consent no")
+    await wait_for_text(fake_api, ADA["id"], "will not be used to train")
+    assert query(app, "SELECT consent FROM people WHERE user_id = ?", str(ADA["id"])) == [(0,)]
+    fake_api.send_text(private_chat(ADA), ADA, "/consent YES")
+    await wait_for_text(fake_api, ADA["id"], "may now help train")
+    assert query(app, "SELECT consent FROM people WHERE user_id = ?", str(ADA["id"])) == [(1,)]
