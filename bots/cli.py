@@ -351,6 +351,7 @@ def retrain_config(
         finetome=settings.dataset_finetome,
         build=build,
         dataset=dataset,
+        threads=settings.retrain_threads,
         force=force,
         dry_run=dry_run,
         resume=resume,

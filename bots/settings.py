@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     retrain_max_seq_length: int | None = None
     retrain_save_steps: int | None = None
     retrain_quant: Literal["auto", "f16", "q8_0", "q4_k_m"] | None = None
+    retrain_threads: int | None = None  # torch's CPU threads; empty: torch decides
     # A chat /retrain is stopped after this many minutes (the run can be resumed).
     retrain_timeout_minutes: float = 180.0
     # The gate: the candidate's FineTome NLL may exceed the active model's by this fraction at most,
@@ -135,6 +136,7 @@ class Settings(BaseSettings):
         "retrain_max_seq_length",
         "retrain_save_steps",
         "retrain_quant",
+        "retrain_threads",
         mode="before",
     )
     @classmethod

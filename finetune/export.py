@@ -10,6 +10,7 @@ from the network, so it is not used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -124,40 +125,49 @@ def convert_to_gguf(
 
 
 def quantize(source: Path, target: Path, quant: str, *, log_file: Path | None = None) -> Path:
-    """``source`` re-quantized to ``quant`` with llama.cpp; f16 is the converter's output as it is."""
+    """``source`` re-quantized to ``quant`` with llama.cpp, atomically; f16 is the converter's own output."""
     if quant not in QUANTS:
         raise ValueError(f"unknown GGUF type {quant!r}; use one of {', '.join(QUANTS)}")
     if quant == "f16":
         if source != target:
             source.replace(target)
         return target
-    from core.generation import requantize
+    import llama_cpp
 
-    target.unlink(missing_ok=True)
-    try:
-        with _stderr_to(log_file):
-            return requantize(source, target, quant)
-    except RuntimeError as error:
-        raise ExportError(str(error)) from error
+    from core.generation import QUANT_FTYPES
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[quant]
+    params.nthread = os.cpu_count() or 1
+    partial = target.with_name(target.name + ".partial")
+    with _stderr_to(log_file):
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+    if status != 0 or not partial.exists():
+        partial.unlink(missing_ok=True)
+        raise ExportError(f"llama_model_quantize to {quant} failed with status {status}")
+    partial.replace(target)
+    return target
 
 
 @contextmanager
 def _stderr_to(path: Path | None) -> Iterator[None]:
-    """Send the process's stderr (file descriptor 2) to ``path`` for a while.
+    """Send stderr to ``path`` for a while, both Python's and the process's (file descriptor 2).
 
-    llama.cpp's quantizer logs a line per tensor from C, past Python's
-    ``sys.stderr``; the lines belong in the run's export log, not the terminal.
+    llama.cpp's quantizer logs a line per tensor, through llama-cpp-python's
+    log callback (Python's ``sys.stderr``) or straight from C; the lines belong
+    in the run's export log, not the terminal.
     """
     if path is None:
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    with path.open("a") as log_handle:
+    with path.open("a") as log_handle, contextlib.redirect_stderr(log_handle):
         os.dup2(log_handle.fileno(), 2)
         try:
             yield
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
 

@@ -290,6 +290,7 @@ def sft_arguments(
         max_steps=profile.max_steps,
         warmup_steps=profile.warmup_steps,
         # Unsloth applies its own checkpointing through get_peft_model; TRL's would wrap it twice.
+        # Said either way: TRL's default is on, which costs a 135M CPU run a fifth of its speed.
         gradient_checkpointing=bool(profile.gradient_checkpointing) and backend == "trl",
         packing=False,
     )

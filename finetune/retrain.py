@@ -60,6 +60,7 @@ class RetrainConfig:
     finetome: str = "sample"
     build: Any = None  # finetune.dataset.BuildConfig; None: its defaults
     dataset: Path | None = None  # an already built dataset folder, used as it is
+    threads: int | None = None  # torch CPU threads; None: torch decides
     force: bool = False
     dry_run: bool = False
     resume: bool = False
@@ -252,6 +253,7 @@ class Pipeline:
             self.run.dir / "train",
             base_cache=self.config.base_cache,
             resume=True,  # a fresh run has no checkpoints; a resumed one continues from its last
+            threads=self.config.threads,
             progress=self.progress,
         )
         gc.collect()
@@ -428,6 +430,8 @@ def _failed(run: Run, error: Exception) -> RetrainResult:
 def _finish(pipeline: Pipeline, status: Status, reason: str | None, error: str | None) -> RetrainResult:
     run = pipeline.run
     run.finish(status, error)
+    if run.done("report"):
+        write_report(run)  # again, now that the run's final status is known
     text = summary(run)
     if reason:
         text = f"{text}\n{reason}"
@@ -513,6 +517,7 @@ def plot_losses(losses: dict[str, list[tuple[int, float]]], path: Path, title: s
 
     matplotlib.use("Agg")  # no display on a server, and none needed for a file
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     offset = 0
@@ -520,6 +525,7 @@ def plot_losses(losses: dict[str, list[tuple[int, float]]], path: Path, title: s
         steps = [offset + step for step, _ in points]
         axes.plot(steps, [loss for _, loss in points], marker="." if len(points) < 40 else None, label=stage)
         offset = steps[-1]
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     axes.set_title(f"{title}: training loss")
