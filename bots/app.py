@@ -16,6 +16,7 @@ from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
 from core.ports import Generation
 from core.service import ChatService, ServiceConfig
 from core.transcription import WhisperConfig, WhisperTranscriber
+from finetune.launcher import RetrainLauncher
 from storage.database import make_engine, sqlite_url
 from storage.migrate import upgrade
 from storage.repository import SqlStore
@@ -38,6 +39,11 @@ class App:
 
     def close(self) -> None:
         self.store.engine.dispose()
+
+
+def retrain_dir(settings: Settings) -> Path:
+    """Where retrain runs keep their datasets, checkpoints, GGUFs, reports and logs."""
+    return settings.retrain_dir or settings.data_dir / "retrain"
 
 
 def database_url(settings: Settings) -> str:
@@ -112,6 +118,9 @@ def build_app(settings: Settings | None = None) -> App:
             history_turns=settings.history_turns,
             max_audio_seconds=settings.max_audio_seconds,
             max_audio_bytes=settings.max_file_bytes,
+        ),
+        retrainer=RetrainLauncher(
+            log_dir=retrain_dir(settings) / "logs", timeout=settings.retrain_timeout_minutes * 60
         ),
     )
     return App(settings, store, service, transcriber, generator)
