@@ -184,6 +184,8 @@ def stats(
 
         typer.echo(json.dumps({**asdict(figures), "voice_share": figures.voice_share}))
         return
+    from bots.render import format_stats
+
     typer.echo(format_stats(figures))
 
 
@@ -201,22 +203,6 @@ def draw_stats(engine: Any, figures: Stats, path: Path) -> None:
         typer.echo(f"could not write {path}: {error.strerror or error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"picture: {path}", err=True)
-
-
-def format_stats(figures: Stats) -> str:
-    lines = [
-        f"people {figures.people} · conversations {figures.conversations} · "
-        f"messages {figures.user_turns} ({figures.voice_share:.0%} voice) · replies {figures.replies}",
-        f"corrections: {figures.corrections_pending} pending, {figures.corrections_approved} approved, "
-        f"{figures.corrections_rejected} rejected",
-        f"active model: {figures.active_model or '-'}",
-        f"{'model':40} {'replies':>8} {'👍':>5} {'👎':>5} {'👍 share':>9}",
-    ]
-    for row in figures.by_model:
-        rated = row.up + row.down
-        share = f"{row.up / rated:.0%}" if rated else "-"
-        lines.append(f"{row.model:40} {row.replies:>8} {row.up:>5} {row.down:>5} {share:>9}")
-    return "\n".join(lines)
 
 
 @models_app.command("list")

@@ -6,6 +6,8 @@ import re
 import time
 from collections.abc import Callable
 
+from core.domain import Stats
+
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
 
@@ -57,3 +59,20 @@ class EditPacer:
     def sent(self, text: str) -> None:
         self._last_at = self.clock()
         self._last_text = text.strip()
+
+
+def format_stats(stats: Stats) -> str:
+    """The figures admins see (``iris stats``, /stats), as plain lines every platform shows well."""
+    lines = [
+        f"Messages: {stats.user_turns} ({stats.voice_share:.0%} voice) from {stats.people} people "
+        f"in {stats.conversations} conversations",
+        f"Replies: {stats.replies}",
+        f"Corrections: {stats.corrections_pending} waiting for review, {stats.corrections_approved} approved, "
+        f"{stats.corrections_rejected} rejected",
+        f"Active model: {stats.active_model or '-'}",
+    ]
+    for row in stats.by_model:
+        rated = row.up + row.down
+        share = f" ({row.up / rated:.0%} 👍)" if rated else ""
+        lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
+    return "\n".join(lines)

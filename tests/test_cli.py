@@ -84,7 +84,7 @@ def test_ask_text_then_rate_and_correct_then_stats(env: dict[str, str]) -> None:
     assert stats["user_turns"] == 1 and stats["corrections_pending"] == 1
     assert stats["by_model"] == [{"model": "smollm2-135m-instruct-f16", "replies": 1, "up": 0, "down": 1}]
     table = iris(env, "stats").stdout
-    assert "smollm2-135m-instruct-f16" in table and "0%" in table
+    assert "• smollm2-135m-instruct-f16: 1 replies, 0 👍, 1 👎 (0% 👍)" in table
 
 
 def test_ask_refuses_bad_audio_with_exit_status_1(env: dict[str, str], tmp_path: Path) -> None:

@@ -22,9 +22,9 @@ from bots.discord_bot.components import (
 )
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.replies import MESSAGE_LIMIT
-from bots.render import split_message
+from bots.render import format_stats, split_message
 from core.access import REFUSAL
-from core.domain import ChatRef, Stats
+from core.domain import ChatRef
 from core.service import RetrainBusy
 
 if TYPE_CHECKING:
@@ -133,22 +133,6 @@ async def _review(bot: IrisClient, interaction: Interaction) -> None:
     await tell(interaction, f"{len(pending)} waiting for review; the oldest {len(shown)}:")
     for correction in shown:
         await tell(interaction, correction_card(correction), view=review_view(correction.id))
-
-
-def format_stats(figures: Stats) -> str:
-    lines = [
-        f"people {figures.people} · conversations {figures.conversations} · messages {figures.user_turns} "
-        f"({figures.voice_share:.0%} voice) · replies {figures.replies}",
-        f"corrections: {figures.corrections_pending} pending, {figures.corrections_approved} approved, "
-        f"{figures.corrections_rejected} rejected",
-        f"active model: {figures.active_model or '-'}",
-        "```",
-        f"{'model':32} {'replies':>7} {'up':>4} {'down':>4}",
-    ]
-    for row in figures.by_model[:20]:
-        lines.append(f"{row.model[:32]:32} {row.replies:>7} {row.up:>4} {row.down:>4}")
-    lines.append("```")
-    return "\n".join(lines)
 
 
 async def _retrain(bot: IrisClient, interaction: Interaction) -> None:

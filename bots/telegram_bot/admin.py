@@ -7,11 +7,12 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bots.render import format_stats
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.outbox import Target
-from core.domain import Correction, Stats
+from core.domain import Correction
 from core.service import RetrainBusy
 
 log = logging.getLogger(__name__)
@@ -19,22 +20,6 @@ log = logging.getLogger(__name__)
 ADMINS_ONLY = "That command is for admins."
 REVIEW_PAGE = 10
 FIELD_CHARS = 900  # four fields of a correction stay well under the 4,096-character message limit
-
-
-def format_stats(stats: Stats) -> str:
-    lines = [
-        f"Messages: {stats.user_turns} ({stats.voice_share:.0%} voice) from {stats.people} people "
-        f"in {stats.conversations} conversations",
-        f"Replies: {stats.replies}",
-        f"Corrections: {stats.corrections_pending} waiting for review, {stats.corrections_approved} approved, "
-        f"{stats.corrections_rejected} rejected",
-        f"Active model: {stats.active_model or '-'}",
-    ]
-    for row in stats.by_model:
-        rated = row.up + row.down
-        share = f" ({row.up / rated:.0%} 👍)" if rated else ""
-        lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
-    return "\n".join(lines)
 
 
 def _clip(text: str | None) -> str:

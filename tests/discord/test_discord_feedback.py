@@ -185,7 +185,7 @@ async def test_stats_and_review_are_for_admins_and_review_approves_a_correction(
         await shown(fake, await fake.submit(opened, "William Shakespeare wrote Hamlet."))
 
         [stats] = await shown(fake, await fake.command("stats", admin))
-        assert "replies 1" in stats and "1 pending" in stats
+        assert "Replies: 1" in stats and "1 waiting for review" in stats
 
         review = await fake.command("review", admin)
         heading, card = await shown(fake, review, count=2)
