@@ -73,7 +73,7 @@ def test_merge_convert_quantize_gives_a_gguf_that_answers(
     assert header["general.architecture"] == "llama" and header["general.name"] == "iris-test"
     assert header["general.file_type"] == 7  # LLAMA_FTYPE_MOSTLY_Q8_0
     assert "convert_hf_to_gguf" in lines[0] and "quantizing to Q8_0" in lines[1]
-    assert "llama_model_quantize" in (tmp_path / "convert.log").read_text()  # llama.cpp's lines went to the log
+    assert "Model successfully exported" in (tmp_path / "convert.log").read_text()
     assert check_answers(gguf, "What is the capital of France?")
     # The same model as the served one, up to Q8_0 rounding: it finds a right answer as likely.
     # (Not its greedy words: this 135M model is torn between "The capital…" and French, and
