@@ -120,7 +120,11 @@ def build_app(settings: Settings | None = None) -> App:
             max_audio_bytes=settings.max_file_bytes,
         ),
         retrainer=RetrainLauncher(
-            log_dir=retrain_dir(settings) / "logs", timeout=settings.retrain_timeout_minutes * 60
+            log_dir=retrain_dir(settings) / "logs",
+            # The run is another process: hand it this app's data and database
+            # even where they came from code rather than the environment.
+            env={"IRIS_DATA_DIR": str(settings.data_dir.resolve()), "DATABASE_URL": database_url(settings)},
+            timeout=settings.retrain_timeout_minutes * 60,
         ),
     )
     return App(settings, store, service, transcriber, generator)

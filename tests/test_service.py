@@ -26,10 +26,11 @@ from core.domain import (
     ServiceEvent,
     Transcribed,
 )
-from core.ports import Generation, RetrainOutcome
+from core.ports import Generation
 from core.service import ChatService, RetrainBusy, UnknownReply
 from storage.repository import SqlStore
 from tests.conftest import make_settings, voice
+from tests.fakes import HeldRetrainer
 
 ALICE = Person("test", "alice", "Alice")
 CHAT = ChatRef("test", "chat-1")
@@ -261,19 +262,8 @@ async def test_waiting_conversations_are_served_round_robin(app: App) -> None:
     assert gated.started == ["a1", "a2", "b1", "a3"]
 
 
-class RecordingRetrainer:
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.profiles: list[str | None] = []
-
-    def retrain(self, profile: str | None = None) -> RetrainOutcome:
-        self.profiles.append(profile)
-        self.gate.wait(timeout=30)
-        return RetrainOutcome(True, True, "tuned-1", "promoted tuned-1")
-
-
 async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> None:
-    retrainer = RecordingRetrainer()
+    retrainer = HeldRetrainer()
     service = ChatService(app.store, app.transcriber, app.generator, app.service.config, retrainer)
     running = asyncio.create_task(service.retrain("cpu-tiny"))
     while not retrainer.profiles:
@@ -281,13 +271,14 @@ async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> No
     with pytest.raises(RetrainBusy):
         await service.retrain()
     assert isinstance((await collect(service, text_message("Hello")))[-1], ReplyDone)
-    retrainer.gate.set()
+    retrainer.release.set()
     outcome = await running
-    assert outcome.promoted and outcome.model == "tuned-1" and retrainer.profiles == ["cpu-tiny"]
+    assert outcome.promoted and outcome.model == "iris-ft-1" and retrainer.profiles == ["cpu-tiny"]
 
 
 async def test_retrain_without_a_retrainer_says_so(app: App) -> None:
-    outcome = await app.service.retrain()
+    service = ChatService(app.store, app.transcriber, app.generator, app.service.config)
+    outcome = await service.retrain()
     assert not outcome.ok and "not set up" in outcome.summary
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 from bots.app import App
 from core.access import REFUSAL
 from core.domain import CorrectionStatus
-from core.ports import RetrainOutcome
 from core.service import ChatService
 from tests.discord.conftest import (
     discord_settings,
@@ -21,6 +19,7 @@ from tests.discord.conftest import (
     turn_of,
 )
 from tests.discord.fake_discord import EPHEMERAL, FakeDiscord, custom_ids
+from tests.fakes import HeldRetrainer
 
 
 async def test_thumbs_up_is_stored_and_a_second_press_changes_it(
@@ -203,19 +202,6 @@ async def test_stats_and_review_are_for_admins_and_review_approves_a_correction(
     [correction] = app.store.corrections(CorrectionStatus.APPROVED)
     assert correction.reviewer == f"discord:{admin['id']}"
     assert app.store.corrections(CorrectionStatus.PENDING) == []
-
-
-class HeldRetrainer:
-    """A ``Retrainer`` whose run lasts until the test releases it."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.runs = 0
-
-    def retrain(self, profile: str | None = None) -> RetrainOutcome:
-        self.runs += 1
-        self.release.wait(30)
-        return RetrainOutcome(True, True, "iris-ft-1", "Promoted iris-ft-1: held-out loss 2.10 → 1.95.")
 
 
 async def test_retrain_is_for_admins_runs_once_at_a_time_and_posts_its_result(

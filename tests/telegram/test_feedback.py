@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from bots.app import App
 from core.access import REFUSAL
-from core.ports import RetrainOutcome
+from tests.fakes import HeldRetrainer
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
 from tests.telegram.fake_bot_api import Call, FakeBotApi, Sent, private_chat, user
 from tests.telegram.scenario import button, turn_of, wait_for_reply, wait_for_text
@@ -177,19 +176,6 @@ async def test_a_rating_and_a_command_are_answered_while_another_reply_streams(
     assert query(app, "SELECT value FROM ratings WHERE turn_id = ?", turn_of(first)) == [(1,)]
 
 
-class HeldRetrainer:
-    """Stands in for the retrain process: holds until released, then reports a promotion."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.runs = 0
-
-    def retrain(self, profile: str | None = None) -> RetrainOutcome:
-        self.runs += 1
-        self.release.wait(timeout=30)
-        return RetrainOutcome(True, True, "iris-tuned-1", "Promoted iris-tuned-1: feedback NLL 2.10 → 1.40.")
-
-
 async def test_retrain_is_for_admins_runs_once_and_posts_its_result(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
@@ -204,8 +190,8 @@ async def test_retrain_is_for_admins_runs_once_and_posts_its_result(
     fake_api.send_text(private_chat(ADMIN), ADMIN, "/retrain")
     await wait_for_text(fake_api, ADMIN_ID, "already running")
     retrainer.release.set()
-    result = await wait_for_text(fake_api, ADMIN_ID, "Promoted iris-tuned-1")
-    assert "NLL 2.10 → 1.40" in result.text and retrainer.runs == 1
+    result = await wait_for_text(fake_api, ADMIN_ID, "Promoted iris-ft-1")
+    assert result.text == HeldRetrainer.SUMMARY and retrainer.runs == 1
 
 
 async def test_consent_is_asked_for_and_recorded(start_bot: StartBot, fake_api: FakeBotApi, app: App) -> None:
