@@ -214,6 +214,8 @@ class Pipeline:
 
     @property
     def dataset_dir(self) -> Path:
+        if self.run.done("dataset"):  # a resumed run keeps the dataset it started with
+            return Path(self.run.result("dataset")["dir"])
         return self.config.dataset if self.config.dataset is not None else self.run.dir / "dataset"
 
     def step_dataset(self) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
 def _last_user_text(prompt: Any) -> str:
     messages = _as_messages(prompt, "user")
     users = [m["content"] for m in messages if m["role"] == "user"]
-    return users[-1].strip() if users else ""
+    return " ".join(users[-1].casefold().split()) if users else ""
 
 
 @dataclass
