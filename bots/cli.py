@@ -8,6 +8,7 @@ import json
 import logging
 import mimetypes
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -20,7 +21,7 @@ from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDo
 from core.service import ChatService
 
 if TYPE_CHECKING:
-    from finetune.dataset import BuildReport
+    from finetune.dataset import BuildConfig, BuildReport
     from finetune.retrain import RetrainConfig
 
 app = typer.Typer(help="Iris: a voice chat bot that learns from its users.", no_args_is_help=True)
@@ -289,8 +290,7 @@ def retrain_config(
     dataset: Path | None = None,
 ) -> RetrainConfig:
     """The retrain settings as the pipeline takes them: the profile with the IRIS_RETRAIN_* overrides."""
-    from bots.app import database_url
-    from finetune.dataset import BuildConfig
+    from bots.app import database_url, retrain_dir
     from finetune.gate import GateConfig
     from finetune.profiles import auto_profile_name, get_profile
     from finetune.retrain import RetrainConfig
@@ -307,21 +307,7 @@ def retrain_config(
         save_steps=settings.retrain_save_steps,
         quant=settings.retrain_quant,
     )
-    build = BuildConfig(
-        sample_size=settings.dataset_sample_size,
-        min_score=settings.dataset_min_score,
-        min_chars=settings.dataset_min_chars,
-        max_chars=settings.dataset_max_chars,
-        near_duplicate=settings.dataset_near_duplicate,
-        feedback_oversample=settings.dataset_feedback_oversample,
-        person_cap=settings.dataset_person_cap,
-        eval_fraction=settings.dataset_eval_fraction,
-        eval_finetome=settings.dataset_eval_finetome,
-        seed=settings.dataset_seed,
-        scrub=settings.feedback_scrub,
-        consent=settings.feedback_consent,
-        progress=False,  # one progress line per step is printed instead
-    )
+    build = build_config(settings, progress=False)  # one progress line per step is printed instead
     gate = GateConfig(
         finetome_tolerance=settings.gate_finetome_tolerance,
         min_feedback_gain=settings.gate_min_feedback_gain,
@@ -330,7 +316,7 @@ def retrain_config(
     )
     return RetrainConfig(
         database_url=database_url(settings),
-        work_dir=settings.retrain_dir or settings.data_dir / "retrain",
+        work_dir=retrain_dir(settings),
         base_cache=settings.retrain_base_cache or settings.data_dir / "models" / "hf",
         profile=chosen,
         gate=gate,
@@ -555,6 +541,28 @@ def feedback_consent(platform: str, user_id: str, answer: Answer) -> None:
     typer.echo(f"{platform}:{user_id} consent {answer.value}")
 
 
+def build_config(settings: Settings, **given: Any) -> BuildConfig:
+    """The dataset build knobs from the IRIS_DATASET_* settings; ``given`` values that are not None win."""
+    from finetune.dataset import BuildConfig
+
+    values: dict[str, Any] = {
+        "sample_size": settings.dataset_sample_size,
+        "min_score": settings.dataset_min_score,
+        "min_chars": settings.dataset_min_chars,
+        "max_chars": settings.dataset_max_chars,
+        "near_duplicate": settings.dataset_near_duplicate,
+        "feedback_oversample": settings.dataset_feedback_oversample,
+        "person_cap": settings.dataset_person_cap,
+        "eval_fraction": settings.dataset_eval_fraction,
+        "eval_finetome": settings.dataset_eval_finetome,
+        "seed": settings.dataset_seed,
+        "scrub": settings.feedback_scrub,
+        "consent": settings.feedback_consent,
+    }
+    values.update({name: value for name, value in given.items() if value is not None})
+    return BuildConfig(**values)
+
+
 @dataset_app.command("build")
 def dataset_build(
     out: Annotated[Path, typer.Option(help="Folder for train/eval JSONL, report.json and hf/.")],
@@ -576,23 +584,19 @@ def dataset_build(
 ) -> None:
     """Extend FineTome with the feedback: clean, deduplicate, hold out, balance, save."""
     from bots.app import database_url
-    from finetune.dataset import BuildConfig, FineTomeUnavailable, build_dataset
+    from finetune.dataset import FineTomeUnavailable, build_dataset
 
     settings = _settings()
-    config = BuildConfig(
-        sample_size=settings.dataset_sample_size if sample_size is None else (sample_size or None),
-        min_score=settings.dataset_min_score if min_score is None else min_score,
-        min_chars=settings.dataset_min_chars,
-        max_chars=settings.dataset_max_chars,
-        near_duplicate=settings.dataset_near_duplicate,
-        feedback_oversample=settings.dataset_feedback_oversample if oversample is None else oversample,
-        person_cap=settings.dataset_person_cap if person_cap is None else person_cap,
-        eval_fraction=settings.dataset_eval_fraction if eval_fraction is None else eval_fraction,
-        eval_finetome=settings.dataset_eval_finetome,
-        seed=settings.dataset_seed if seed is None else seed,
-        scrub=settings.feedback_scrub,
-        consent=settings.feedback_consent,
+    config = build_config(
+        settings,
+        min_score=min_score,
+        feedback_oversample=oversample,
+        person_cap=person_cap,
+        eval_fraction=eval_fraction,
+        seed=seed,
     )
+    if sample_size is not None:
+        config = replace(config, sample_size=sample_size or None)  # 0: every row
     source = finetome or settings.dataset_finetome
     try:
         report = build_dataset(
