@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import logging
 import mimetypes
 import sys
 from dataclasses import replace
@@ -38,10 +37,10 @@ app.add_typer(dataset_app, name="dataset")
 
 
 def _settings() -> Settings:
+    from bots.logs import configure_logging
+
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     return settings
 
 

@@ -1,0 +1,44 @@
+"""Logging set-up that never writes a secret.
+
+HTTP client libraries log request URLs, and a Telegram bot's token is part of
+every Bot API URL; a filter on the handler masks each configured secret,
+whichever library logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import IO
+
+from bots.settings import Settings
+
+MASK = "********"
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [secret for secret in secrets if secret]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, MASK)
+            record.msg, record.args = message, None
+        return True
+
+
+def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None:
+    """Log at ``IRIS_LOG_LEVEL`` to stderr (or ``stream``) with every token masked."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    secrets = [
+        value.get_secret_value()
+        for value in (settings.telegram_bot_token, settings.discord_bot_token, settings.telegram_webhook_secret)
+        if value is not None
+    ]
+    handler.addFilter(RedactSecrets(secrets))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    # One line per HTTP request is noise at INFO; warnings still come through.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
