@@ -307,3 +307,27 @@ async def test_a_cancelled_adapter_task_frees_the_model_cleanly(app: App) -> Non
     done = (await collect(service, text_message("Hello")))[-1]
     assert isinstance(done, ReplyDone) and service.waiting_for_model == 0
     assert [error for _, _, error in user_turns(app.store)] == [None, None]
+
+
+async def test_a_locked_database_gets_a_clear_answer(app: App, tmp_path: Path) -> None:
+    """Another writer holds SQLite's lock past the busy timeout: the person is told, nothing crashes."""
+    import sqlite3
+
+    from storage.database import make_engine
+
+    path = Path(app.settings.data_dir) / "iris.db"
+    impatient = SqlStore(
+        make_engine(f"sqlite:///{path}", connect_args={"timeout": 0.2, "check_same_thread": False})
+    )
+    service = ChatService(impatient, app.transcriber, app.generator, app.service.config)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        events = await collect(service, text_message("Hello?"))
+    finally:
+        holder.rollback()
+        holder.close()
+        impatient.engine.dispose()
+    assert len(events) == 1 and isinstance(events[0], Notice) and events[0].kind is NoticeKind.STORE_FAILED
+    assert "could not save your message" in events[0].text
+    assert isinstance((await collect(app.service, text_message("Hello?")))[-1], ReplyDone)  # and it recovers
