@@ -27,8 +27,32 @@ log = logging.getLogger(__name__)
 BUNDLED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# llama.cpp's log levels (enum ggml_log_level) in Python's terms; INFO is a line
+# per tensor while loading or quantizing, so it goes to DEBUG.
+_LLAMA_LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
+_log_callback: Any = None  # kept referenced: llama.cpp calls it from C
+
 # llama.cpp's file types (enum llama_ftype) for the re-exports of the bundled model.
 QUANT_FTYPES = {"f16": 1, "q8_0": 7, "q4_k_m": 15}
+
+
+def route_llama_log() -> None:
+    """Send llama.cpp's own log to Python logging (``llama.cpp``) instead of raw stderr."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    llama_log = logging.getLogger("llama.cpp")
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+    def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        llama_log.log(_LLAMA_LOG_LEVELS.get(level, logging.DEBUG), text.decode(errors="replace").rstrip())
+
+    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+    _log_callback = forward
 
 
 def bundled_gguf_path() -> Path:
@@ -49,7 +73,7 @@ def requantize(source: Path, target: Path, quant: str) -> Path:
         return target
     import llama_cpp
 
-    # llama.cpp prints a line per tensor to stderr while it works (once per file).
+    route_llama_log()
     log.warning("re-exporting %s as %s to %s (first start only)", source.name, quant, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".partial-{os.getpid()}")
@@ -135,6 +159,7 @@ class LlamaGenerator:
             if self._llm is None or self._loaded is None or self._loaded.gguf_path != wanted.gguf_path:
                 from llama_cpp import Llama
 
+                route_llama_log()
                 log.info("loading %s from %s", wanted.name, wanted.gguf_path)
                 llm = Llama(
                     model_path=wanted.gguf_path,
