@@ -160,3 +160,19 @@ def test_env_example_as_copied_is_a_valid_configuration(tmp_path: Path) -> None:
     assert settings.seed is None and settings.database_url is None
     assert settings.configured_platforms == []
     assert settings.telegram_base_url == "https://api.telegram.org/bot"
+
+
+def test_env_example_documents_every_setting() -> None:
+    import re
+
+    from bots.settings import Settings
+
+    listed = set(
+        re.findall(r"^#?\s*([A-Z_]+)=", (Path(__file__).parents[1] / ".env.example").read_text(), re.M)
+    )
+    undocumented = []
+    for name, field in Settings.model_fields.items():
+        names = {f"IRIS_{name.upper()}", *getattr(field.validation_alias, "choices", [])}
+        if not names & listed:
+            undocumented.append(name)
+    assert undocumented == []
