@@ -1,7 +1,8 @@
 """The composition root: the one place that builds Iris from its settings.
 
-It is the only module in ``bots`` allowed to import ``storage``; the platform
-adapters see nothing but ``core`` and the settings.
+Only it and the command line (``bots.cli``, which administers the database and
+the model registry) import ``storage``; the platform adapters see nothing but
+``core``, the settings and ``bots.render`` (an import-linter contract).
 """
 
 from __future__ import annotations
