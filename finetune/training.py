@@ -493,44 +493,32 @@ def _train_trl(
     tokenizer = AutoTokenizer.from_pretrained(base)
     dtype = torch.bfloat16 if precision.bf16 else torch.float16 if precision.fp16 else torch.float32
     model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    stages: list[StageResult] = []
-    for stage in profile.stages:
-        stage_dir = output_dir / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        finished = _finished_stage(stage_dir) if resume else None
-        if finished is not None:
-            progress(f"{stage}: finished in an earlier attempt ({finished.steps} steps)")
-            model = _with_adapter(model, stage_dir / "adapter")
-            stages.append(finished)
-            continue
-        callback = _progress_callback(stage, progress)
-        if stage == "sft":
-            rows = data.sft_rows()
-            if not rows:
-                raise ValueError("no training rows with a reply to learn from")
-            trainer = SFTTrainer(
-                model=model,
-                args=make_config(SFTConfig, sft_arguments(profile, stage_dir, precision)),
-                train_dataset=_dataset(rows),
-                processing_class=tokenizer,
-                peft_config=None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile)),
-                callbacks=[callback],
-            )
-        else:
-            rows, trainer_or_reason = _preference_trainer(
-                stage, profile, model, tokenizer, data, stage_dir, precision
-            )
-            if isinstance(trainer_or_reason, str):
-                progress(f"{stage}: skipped ({trainer_or_reason})")
-                stages.append(StageResult(stage, len(rows), 0, 0.0, skipped=trainer_or_reason))
-                continue
-            trainer = trainer_or_reason
-            trainer.add_callback(callback)
-        progress(
-            f"{stage}: {len(rows)} rows, {trainer.args.max_steps if trainer.args.max_steps > 0 else '?'} steps"
+
+    def make_sft(model: Any, stage_dir: Path, callback: Any) -> tuple[Any, int]:
+        rows = data.sft_rows()
+        if not rows:
+            raise ValueError("no training rows with a reply to learn from")
+        trainer = SFTTrainer(
+            model=model,
+            args=make_config(SFTConfig, sft_arguments(profile, stage_dir, precision)),
+            train_dataset=_dataset(rows),
+            processing_class=tokenizer,
+            peft_config=None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile)),
+            callbacks=[callback],
         )
-        stages.append(_run_stage(stage, trainer, stage_dir, len(rows), resume, progress))
-        model = trainer.model
+        return trainer, len(rows)
+
+    stages = _run_stages(
+        profile,
+        data,
+        output_dir,
+        model,
+        tokenizer,
+        precision,
+        resume=resume,
+        progress=progress,
+        make_sft=make_sft,
+    )
     adapter = _final_adapter(output_dir, stages)
     return TrainResult("trl", precision.name, adapter, base, stages)
 
@@ -549,6 +537,57 @@ def _final_adapter(output_dir: Path, stages: list[StageResult]) -> Path:
     if not trained:
         raise ValueError("no stage trained anything")
     return output_dir / trained[-1].name / "adapter"
+
+
+def _run_stages(
+    profile: Profile,
+    data: TrainingData,
+    output_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    precision: Any,
+    *,
+    resume: bool,
+    progress: Progress,
+    make_sft: Callable[[Any, Path, Any], tuple[Any, int]],
+    before_preference: Callable[[str], None] | None = None,
+) -> list[StageResult]:
+    """Run the profile's stages in order on either backend; ``make_sft`` builds the backend's SFT trainer.
+
+    A stage finished in an earlier attempt is loaded, not trained again; a
+    preference stage with nothing to learn from is skipped with its reason.
+    """
+    stages: list[StageResult] = []
+    for stage in profile.stages:
+        stage_dir = output_dir / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        finished = _finished_stage(stage_dir) if resume else None
+        if finished is not None:
+            progress(f"{stage}: finished in an earlier attempt ({finished.steps} steps)")
+            model = _with_adapter(model, stage_dir / "adapter")
+            stages.append(finished)
+            continue
+        callback = _progress_callback(stage, progress)
+        if stage == "sft":
+            trainer, rows = make_sft(model, stage_dir, callback)
+        else:
+            if before_preference is not None:
+                before_preference(stage)
+            row_list, trainer_or_reason = _preference_trainer(
+                stage, profile, model, tokenizer, data, stage_dir, precision
+            )
+            if isinstance(trainer_or_reason, str):
+                progress(f"{stage}: skipped ({trainer_or_reason})")
+                stages.append(StageResult(stage, len(row_list), 0, 0.0, skipped=trainer_or_reason))
+                continue
+            trainer = trainer_or_reason
+            trainer.add_callback(callback)
+            rows = len(row_list)
+        steps = trainer.args.max_steps if trainer.args.max_steps > 0 else "?"
+        progress(f"{stage}: {rows} rows, {steps} steps")
+        stages.append(_run_stage(stage, trainer, stage_dir, rows, resume, progress))
+        model = trainer.model
+    return stages
 
 
 def _preference_trainer(
@@ -648,50 +687,43 @@ def _train_unsloth(
     model, tokenizer = FastLanguageModel.from_pretrained(**unsloth_model_arguments(profile, base))
     if profile.chat_template:
         tokenizer = get_chat_template(tokenizer, chat_template=profile.chat_template)
-    stages: list[StageResult] = []
-    for stage in profile.stages:
-        stage_dir = output_dir / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        finished = _finished_stage(stage_dir) if resume else None
-        if finished is not None:
-            model = _with_adapter(model, stage_dir / "adapter")
-            stages.append(finished)
-            continue
-        callback = _progress_callback(stage, progress)
-        if stage == "sft":
-            model = FastLanguageModel.get_peft_model(model, **unsloth_peft_arguments(profile))
-            dataset = standardize_sharegpt(_dataset([{"conversations": r["conversations"]} for r in data.sft]))
-            dataset = dataset.map(
-                lambda batch: {
-                    "text": [tokenizer.apply_chat_template(c, tokenize=False) for c in batch["conversations"]]
-                },
-                batched=True,
+
+    def make_sft(model: Any, stage_dir: Path, callback: Any) -> tuple[Any, int]:
+        model = FastLanguageModel.get_peft_model(model, **unsloth_peft_arguments(profile))
+        dataset = standardize_sharegpt(_dataset([{"conversations": r["conversations"]} for r in data.sft]))
+        dataset = dataset.map(
+            lambda batch: {
+                "text": [tokenizer.apply_chat_template(c, tokenize=False) for c in batch["conversations"]]
+            },
+            batched=True,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            processing_class=tokenizer,
+            train_dataset=dataset,
+            args=make_config(SFTConfig, sft_arguments(profile, stage_dir, precision, backend="unsloth")),
+            callbacks=[callback],
+        )
+        if profile.instruction_part and profile.response_part:
+            trainer = train_on_responses_only(
+                trainer, instruction_part=profile.instruction_part, response_part=profile.response_part
             )
-            trainer = SFTTrainer(
-                model=model,
-                processing_class=tokenizer,
-                train_dataset=dataset,
-                args=make_config(SFTConfig, sft_arguments(profile, stage_dir, precision, backend="unsloth")),
-                callbacks=[callback],
-            )
-            if profile.instruction_part and profile.response_part:
-                trainer = train_on_responses_only(
-                    trainer, instruction_part=profile.instruction_part, response_part=profile.response_part
-                )
-            rows = len(dataset)
-        else:
-            if stage == "dpo":
-                PatchDPOTrainer()
-            row_list, trainer_or_reason = _preference_trainer(
-                stage, profile, model, tokenizer, data, stage_dir, precision
-            )
-            if isinstance(trainer_or_reason, str):
-                progress(f"{stage}: skipped ({trainer_or_reason})")
-                stages.append(StageResult(stage, len(row_list), 0, 0.0, skipped=trainer_or_reason))
-                continue
-            trainer = trainer_or_reason
-            trainer.add_callback(callback)
-            rows = len(row_list)
-        stages.append(_run_stage(stage, trainer, stage_dir, rows, resume, progress))
-        model = trainer.model
+        return trainer, len(dataset)
+
+    def before_preference(stage: str) -> None:
+        if stage == "dpo":
+            PatchDPOTrainer()
+
+    stages = _run_stages(
+        profile,
+        data,
+        output_dir,
+        model,
+        tokenizer,
+        precision,
+        resume=resume,
+        progress=progress,
+        make_sft=make_sft,
+        before_preference=before_preference,
+    )
     return TrainResult("unsloth", precision.name, _final_adapter(output_dir, stages), base, stages)
