@@ -8,6 +8,8 @@ the model registry) import ``storage``; the platform adapters see nothing but
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,15 @@ class App:
         self.store.engine.dispose()
 
 
+def load_settings() -> Settings:
+    """The settings from the environment and ``.env``, with logging set up by them."""
+    from bots.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    return settings
+
+
 def retrain_dir(settings: Settings) -> Path:
     """Where retrain runs keep their datasets, checkpoints, GGUFs, reports and logs."""
     return settings.retrain_dir or settings.data_dir / "retrain"
@@ -69,6 +80,16 @@ def configured_model(settings: Settings) -> ModelVersion:
     if not path.exists():
         raise FileNotFoundError(f"IRIS_LLM_MODEL={spec}: no such GGUF file")
     return ModelVersion(id=0, name=path.stem, gguf_path=str(path.resolve()))
+
+
+@contextmanager
+def opened_store(settings: Settings) -> Iterator[SqlStore]:
+    """The store for one command: migrated when opened, its connections closed at the end."""
+    store = open_store(settings)
+    try:
+        yield store
+    finally:
+        store.engine.dispose()
 
 
 def ensure_served_model(store: SqlStore, settings: Settings) -> ModelVersion:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bots.cli import retrain_config
+from bots.cli_models import retrain_config
 from finetune.profiles import (
     ALL_PROJECTIONS,
     PROFILES,

@@ -1,0 +1,182 @@
+"""``iris models`` and ``iris retrain``: the versions the bots can serve, and making a new one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bots.app import load_settings
+from bots.settings import Settings
+
+if TYPE_CHECKING:
+    from finetune.retrain import RetrainConfig
+
+models_app = typer.Typer(help="The model versions the bots can serve.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The registered model versions; * marks the one the bots serve."""
+    from bots.app import ensure_served_model, opened_store
+
+    settings = load_settings()
+    with opened_store(settings) as store:
+        ensure_served_model(store, settings)
+        for version in store.list_models():
+            typer.echo(f"{'*' if version.active else ' '} {version.name:40} {version.gguf_path}")
+            if version.metrics:
+                typer.echo(f"    {format_model_metrics(version.metrics)}")
+
+
+def format_model_metrics(metrics: dict[str, object]) -> str:
+    """One line of a retrained version's gate figures (held-out NLL, candidate vs the model it replaced)."""
+    gate = metrics.get("gate")
+    if not isinstance(gate, dict):
+        return ""
+
+    def pair(split: str) -> str:
+        figures = gate.get(split) or {}
+        before, after = figures.get("active"), figures.get("candidate")
+        if after is None:
+            return "-"
+        return f"{before:.3f} → {after:.3f}" if before is not None else f"{after:.3f}"
+
+    verdict = "passed" if gate.get("passed") else "refused"
+    if metrics.get("forced"):
+        verdict += " (forced)"
+    training = metrics.get("training") if isinstance(metrics.get("training"), dict) else {}
+    steps = training.get("steps") if isinstance(training, dict) else None
+    line = f"gate {verdict} · feedback NLL {pair('feedback_nll')} · FineTome NLL {pair('finetome_nll')}"
+    return line + (f" · {steps} steps" if steps else "")
+
+
+@models_app.command("activate")
+def models_activate(name: str) -> None:
+    """Serve NAME from the next reply on (running bots switch without a restart)."""
+    from bots.app import opened_store
+    from storage.repository import NotFound
+
+    with opened_store(load_settings()) as store:
+        try:
+            version = store.activate_model(name)
+        except NotFound as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"active: {version.name}")
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Serve again the version that was active before the current one (running bots switch at once)."""
+    from bots.app import opened_store
+    from storage.repository import NotFound
+
+    with opened_store(load_settings()) as store:
+        try:
+            current = store.active_model()
+            version = store.rollback_model()
+        except NotFound as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"active: {version.name} (was {current.name if current else '-'})")
+
+
+def retrain_config(
+    settings: Settings,
+    profile: str | None = None,
+    *,
+    resume: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    dataset: Path | None = None,
+) -> RetrainConfig:
+    """The retrain settings as the pipeline takes them: the profile with the IRIS_RETRAIN_* overrides."""
+    from bots.app import database_url, retrain_dir
+    from bots.cli_feedback import build_config
+    from finetune.gate import GateConfig
+    from finetune.profiles import auto_profile_name, get_profile
+    from finetune.retrain import RetrainConfig
+
+    name = profile or settings.retrain_profile
+    chosen = get_profile(auto_profile_name() if name == "auto" else name).with_overrides(
+        backend=settings.retrain_backend,
+        base_model=settings.retrain_base_model,
+        objective=settings.retrain_objective,
+        max_steps=settings.retrain_max_steps,
+        learning_rate=settings.retrain_learning_rate,
+        batch_size=settings.retrain_batch_size,
+        max_seq_length=settings.retrain_max_seq_length,
+        save_steps=settings.retrain_save_steps,
+        quant=settings.retrain_quant,
+    )
+    build = build_config(settings, progress=False)  # one progress line per step is printed instead
+    gate = GateConfig(
+        finetome_tolerance=settings.gate_finetome_tolerance,
+        min_feedback_gain=settings.gate_min_feedback_gain,
+        max_rows=settings.gate_max_rows,
+        context_tokens=settings.gate_context_tokens,
+    )
+    return RetrainConfig(
+        database_url=database_url(settings),
+        work_dir=retrain_dir(settings),
+        base_cache=settings.retrain_base_cache or settings.data_dir / "models" / "hf",
+        profile=chosen,
+        gate=gate,
+        finetome=settings.dataset_finetome,
+        build=build,
+        dataset=dataset,
+        threads=settings.retrain_threads,
+        force=force,
+        dry_run=dry_run,
+        resume=resume,
+    )
+
+
+def retrain(
+    profile: Annotated[
+        str | None, typer.Option(help="llama-3.2-1b, llama-3.2-3b or cpu-tiny (default: IRIS_RETRAIN_PROFILE).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the last killed or failed run.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Build the dataset and show the plan; train nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate refuses (it must answer).")] = False,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Train on this built dataset folder (iris dataset build) as it is.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Progress on stderr, JSON on stdout.")] = False,
+) -> None:
+    """Train on the feedback, export a GGUF, and promote it if it beats the active model."""
+    from bots.app import ensure_served_model, opened_store
+    from finetune.retrain import NothingToResume, RetrainBusy
+    from finetune.retrain import retrain as run_retrain
+
+    settings = load_settings()
+
+    def say(line: str) -> None:
+        typer.echo(line, err=as_json)
+
+    def refuse(status: str, message: str) -> None:
+        if as_json:
+            typer.echo(json.dumps({"status": status, "name": None, "message": message}))
+        else:
+            typer.echo(message, err=True)
+        raise typer.Exit(2)
+
+    try:
+        config = retrain_config(settings, profile, resume=resume, dry_run=dry_run, force=force, dataset=dataset)
+    except (KeyError, ValueError) as error:
+        refuse("not-started", str(error).strip("'\""))
+    with opened_store(settings) as store:
+        try:
+            ensure_served_model(store, settings)  # the gate compares with what the bots serve
+            outcome = run_retrain(config, store, say)
+        except (RetrainBusy, NothingToResume) as error:
+            refuse("busy" if isinstance(error, RetrainBusy) else "nothing-to-resume", str(error))
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(), ensure_ascii=False, default=str))
+    else:
+        typer.echo(outcome.message)
+    if outcome.status == "failed":
+        raise typer.Exit(1)
