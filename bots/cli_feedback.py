@@ -194,7 +194,8 @@ def dataset_build(
 ) -> None:
     """Extend FineTome with the feedback: clean, deduplicate, hold out, balance, save."""
     from bots.app import database_url
-    from finetune.dataset import FineTomeUnavailable, build_dataset
+    from finetune.dataset import build_dataset
+    from finetune.finetome import FineTomeUnavailable
 
     settings = load_settings()
     config = build_config(

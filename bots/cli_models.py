@@ -149,8 +149,9 @@ def retrain(
 ) -> None:
     """Train on the feedback, export a GGUF, and promote it if it beats the active model."""
     from bots.app import ensure_served_model, opened_store
-    from finetune.retrain import NothingToResume, RetrainBusy
+    from finetune.retrain import NothingToResume
     from finetune.retrain import retrain as run_retrain
+    from finetune.runs import RetrainBusy
 
     settings = load_settings()
 

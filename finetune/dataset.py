@@ -37,7 +37,7 @@ import math
 import random
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,17 +45,13 @@ from typing import Any, TypeVar
 
 from finetune.duplicates import NearDuplicates, exact_key, normalize
 from finetune.feedback import SOURCE, read_jsonl, write_jsonl
+from finetune.finetome import FineTomeSource, load_finetome
 from finetune.quality import REASONS, QualityRules, problem
 
-HUB_FINETOME = "mlabonne/FineTome-100k"
 ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 SPLITS = ("train", "eval_feedback", "eval_finetome")
 
 T = TypeVar("T")
-
-
-class FineTomeUnavailable(RuntimeError):
-    """The FineTome source could not be read; the message says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -211,61 +207,6 @@ def build_dataset(
 
 
 # --- loading --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FineTomeSource:
-    """FineTome rows that can be filtered by score and drawn by index without loading them all."""
-
-    size: int
-    scores: list[float | None]
-    rows: Callable[[list[int]], list[dict[str, Any]]]
-
-
-def load_finetome(source: str) -> FineTomeSource:
-    """Open FineTome: ``sample`` (shipped), a local parquet/JSONL file or folder, or a Hub dataset name."""
-    from finetune.data import FINETOME_SAMPLE
-
-    path = FINETOME_SAMPLE if source == "sample" else Path(source).expanduser()
-    if path.exists():
-        rows = _read_local(path)
-        return FineTomeSource(len(rows), [row.get("score") for row in rows], lambda ids: [rows[i] for i in ids])
-    if path.suffix in (".jsonl", ".json", ".parquet") or source.startswith((".", "/", "~")):
-        raise FineTomeUnavailable(f"{source}: no such file")
-    return _load_hub(source)
-
-
-def _read_local(path: Path) -> list[dict[str, Any]]:
-    files = (
-        sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet"))
-        if path.is_dir()
-        else [path]
-    )
-    if not files:
-        raise FineTomeUnavailable(f"{path}: no .parquet or .jsonl files in this folder")
-    rows: list[dict[str, Any]] = []
-    for file in files:
-        if file.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            rows.extend(pq.read_table(file).to_pylist())
-        else:
-            rows.extend(read_jsonl(file))
-    return rows
-
-
-def _load_hub(name: str) -> FineTomeSource:
-    import datasets
-
-    try:
-        table = datasets.load_dataset(name, split="train")
-    except Exception as error:  # the Hub client raises many kinds when offline
-        raise FineTomeUnavailable(
-            f"could not load {name!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
-            "Without network, pass a local parquet/JSONL path, or 'sample' for the one shipped with Iris."
-        ) from error
-    scores = table["score"] if "score" in table.column_names else [None] * len(table)
-    return FineTomeSource(len(table), list(scores), lambda ids: table.select(ids).to_list())
 
 
 def _sample_finetome(build: _Build, source: FineTomeSource) -> list[dict[str, Any]]:

@@ -401,7 +401,10 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSONL file; with ``missing_ok`` a missing file is an empty list."""
+    if missing_ok and not path.exists():
+        return []
     with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]
 

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finetune.training import prompt_and_answer, read_jsonl
+from finetune.feedback import read_jsonl
+from finetune.training import prompt_and_answer
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -242,7 +243,7 @@ def score_model(
 
 def score_file(gguf: str | Path, jsonl: str | Path, config: GateConfig | None = None) -> Score | None:
     """Mean answer NLL of one GGUF on one FineTome-shaped JSONL file."""
-    return score_model(gguf, read_jsonl(Path(jsonl)), [], config).feedback
+    return score_model(gguf, read_jsonl(Path(jsonl), missing_ok=True), [], config).feedback
 
 
 # --- the decision -----------------------------------------------------------------------------
@@ -296,7 +297,10 @@ def evaluate(
     """Run the whole gate: load and answer, then score candidate and active model on both held-out splits."""
     config = config or GateConfig()
     probe_answer = check_answers(candidate, config.probe, config.probe_tokens)
-    feedback_rows, finetome_rows = read_jsonl(eval_feedback), read_jsonl(eval_finetome)
+    feedback_rows, finetome_rows = (
+        read_jsonl(eval_feedback, missing_ok=True),
+        read_jsonl(eval_finetome, missing_ok=True),
+    )
     cand_scores = score_model(candidate, feedback_rows, finetome_rows, config)
     try:
         act_scores = score_model(active, feedback_rows, finetome_rows, config) if active else None

@@ -14,34 +14,27 @@ failed, refused or killed run leaves the bots serving what they served.
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from core.ports import ModelRegistry
+from finetune.feedback import read_jsonl
 from finetune.gate import GateConfig, GateFailure, check_answers, evaluate
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
-from finetune.training import TrainingData, read_jsonl
+from finetune.report import sources, summary, write_report
+from finetune.runs import Progress, Run, Status, exclusive
+from finetune.training import TrainingData
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-Status = Literal["running", "promoted", "refused", "failed", "dry-run"]
 
 STEPS = ("dataset", "train", "merge", "export", "validate", "evaluate", "register", "promote", "report")
-
-
-class RetrainBusy(RuntimeError):
-    """Another retrain holds the lock."""
 
 
 class NothingToResume(RuntimeError):
@@ -88,100 +81,6 @@ class RetrainResult:
             "error": self.error,
             "metrics": self.metrics,
         }
-
-
-# --- the run's folder and state --------------------------------------------------------
-
-
-class Run:
-    """A run's folder and ``state.json``: what finished, with its results and timings."""
-
-    def __init__(self, directory: Path, state: dict[str, Any]) -> None:
-        self.dir = directory
-        self.state = state
-
-    @classmethod
-    def create(cls, work_dir: Path, profile: Profile, *, dry_run: bool) -> Run:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        name = f"{profile.name}-{stamp}" + ("-dry-run" if dry_run else "")
-        directory = work_dir / "runs" / name
-        suffix = 1
-        while directory.exists():
-            suffix += 1
-            directory = work_dir / "runs" / f"{name}-{suffix}"
-        directory.mkdir(parents=True)
-        state = {
-            "name": directory.name,
-            "status": "dry-run" if dry_run else "running",
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
-            "profile": profile.to_dict(),
-            "steps": {},
-            "attempts": 1,
-        }
-        run = cls(directory, state)
-        run.save()
-        return run
-
-    @classmethod
-    def load(cls, directory: Path) -> Run:
-        return cls(directory, json.loads((directory / "state.json").read_text()))
-
-    @classmethod
-    def unfinished(cls, work_dir: Path) -> Run | None:
-        """The newest run that was killed or failed, if any."""
-        runs = []
-        for state_file in (work_dir / "runs").glob("*/state.json"):
-            try:
-                run = cls.load(state_file.parent)
-            except (OSError, ValueError):
-                continue
-            if run.state.get("status") in ("running", "failed"):
-                runs.append(run)
-        return max(runs, key=lambda run: run.state["started"], default=None)
-
-    @property
-    def name(self) -> str:
-        return str(self.state["name"])
-
-    @property
-    def profile(self) -> Profile:
-        return Profile.from_dict(self.state["profile"])
-
-    def done(self, step: str) -> bool:
-        return step in self.state["steps"]
-
-    def result(self, step: str) -> dict[str, Any]:
-        return dict(self.state["steps"][step]["result"])
-
-    def record(self, step: str, result: dict[str, Any], seconds: float) -> None:
-        self.state["steps"][step] = {"result": result, "seconds": round(seconds, 2)}
-        self.save()
-
-    def finish(self, status: Status, error: str | None = None) -> None:
-        self.state["status"] = status
-        self.state["error"] = error
-        self.state["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-        self.save()
-
-    def save(self) -> None:
-        partial = self.dir / "state.json.partial"
-        partial.write_text(json.dumps(self.state, indent=1, ensure_ascii=False, default=str))
-        partial.replace(self.dir / "state.json")  # a kill mid-write keeps the previous state
-
-
-@contextmanager
-def exclusive(work_dir: Path) -> Iterator[None]:
-    """One retrain at a time per retrain folder (the CLI and a chat /retrain share it)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with (work_dir / "retrain.lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RetrainBusy("another retrain is running; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --- the pipeline -----------------------------------------------------------------------------
@@ -243,7 +142,7 @@ class Pipeline:
             self.dataset_dir / "train.jsonl",
             kto=feedback / "kto.jsonl",
             dpo=feedback / "dpo.jsonl",
-            held_out=read_jsonl(self.dataset_dir / "eval_feedback.jsonl"),
+            held_out=read_jsonl(self.dataset_dir / "eval_feedback.jsonl", missing_ok=True),
         )
 
     def step_train(self) -> dict[str, Any]:
@@ -368,8 +267,8 @@ def composition(dataset_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
         "dir": str(dataset_dir),
         "splits": splits,
         "train_sources": report.get("train_sources", {}),
-        "kto_rows": len(read_jsonl(feedback / "kto.jsonl")),
-        "dpo_rows": len(read_jsonl(feedback / "dpo.jsonl")),
+        "kto_rows": len(read_jsonl(feedback / "kto.jsonl", missing_ok=True)),
+        "dpo_rows": len(read_jsonl(feedback / "dpo.jsonl", missing_ok=True)),
         "build_steps": {step["name"]: step["counts"] for step in report.get("steps", [])},
     }
 
@@ -472,7 +371,7 @@ def _dry_run(pipeline: Pipeline) -> RetrainResult:
         f"dry run {run.name}: nothing trained, the registry unchanged",
         f"profile {profile.name} on {profile.base_model} with {backend} ({plan['precision']}), "
         f"stages {' then '.join(profile.stages)}",
-        f"{rows} training rows ({_sources(plan['dataset'])}), {steps} steps at lr {profile.learning_rate:g}",
+        f"{rows} training rows ({sources(plan['dataset'])}), {steps} steps at lr {profile.learning_rate:g}",
         f"held out: {plan['dataset']['splits']['eval_feedback']} feedback, "
         f"{plan['dataset']['splits']['eval_finetome']} FineTome rows; "
         f"KTO rows {plan['kto_rows']}, DPO rows {plan['dpo_rows']}",
@@ -480,121 +379,3 @@ def _dry_run(pipeline: Pipeline) -> RetrainResult:
     ]
     pipeline.progress("\n".join(lines))
     return RetrainResult("dry-run", run.name, run.dir, "\n".join(lines), metrics={"plan": plan})
-
-
-def _sources(dataset: dict[str, Any]) -> str:
-    sources = dataset.get("train_sources") or {}
-    feedback = sum(n for source, n in sources.items() if source.startswith("iris-feedback"))
-    return f"{feedback} from feedback, {sum(sources.values()) - feedback} from FineTome"
-
-
-# --- the report ------------------------------------------------------------------------------------
-
-
-def write_report(run: Run) -> dict[str, Path]:
-    """``report.json``, ``report.md`` and ``loss.png`` in the run's folder, next to its GGUF."""
-    files = {"json": run.dir / "report.json", "markdown": run.dir / "report.md"}
-    report = {"name": run.name, "status": run.state.get("status"), **run.state}
-    files["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str))
-    losses = loss_points(run)
-    if losses:
-        files["loss_curve"] = plot_losses(losses, run.dir / "loss.png", run.name)
-    files["markdown"].write_text(summary(run, markdown=True) + "\n")
-    return files
-
-
-def loss_points(run: Run) -> dict[str, list[tuple[int, float]]]:
-    """Training loss by stage and step."""
-    if not run.done("train"):
-        return {}
-    return {
-        stage["name"]: [(int(step), float(loss)) for step, loss in stage["losses"]]
-        for stage in run.result("train")["stages"]
-        if stage["losses"]
-    }
-
-
-def plot_losses(losses: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on a server, and none needed for a file
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
-    offset = 0
-    for stage, points in losses.items():
-        steps = [offset + step for step, _ in points]
-        axes.plot(steps, [loss for _, loss in points], marker="." if len(points) < 40 else None, label=stage)
-        offset = steps[-1]
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("step")
-    axes.set_ylabel("training loss")
-    axes.set_title(f"{title}: training loss")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
-def summary(run: Run, *, markdown: bool = False) -> str:
-    """What the run did, in a few lines: outcome, data, training, gate figures, timings, files."""
-    state = run.state
-    lines = [f"retrain {run.name}: {_outcome_words(run)}"]
-    if run.done("dataset"):
-        data = run.result("dataset")
-        splits = data["splits"]
-        lines.append(
-            f"dataset: {splits['train']} training rows ({_sources(data)}); held out "
-            f"{splits['eval_feedback']} feedback and {splits['eval_finetome']} FineTome rows; "
-            f"KTO {data['kto_rows']}, DPO {data['dpo_rows']} rows exported"
-        )
-    if run.done("train"):
-        trained = run.result("train")
-        for stage in trained["stages"]:
-            if stage.get("skipped"):
-                lines.append(f"{stage['name']}: skipped ({stage['skipped']})")
-                continue
-            pace = f", {stage['seconds_per_step']:.2f} s/step" if stage.get("seconds_per_step") else ""
-            resumed = f", resumed from {stage['resumed_from']}" if stage.get("resumed_from") else ""
-            last = f", last loss {stage['losses'][-1][1]:.4f}" if stage["losses"] else ""
-            lines.append(
-                f"{stage['name']}: {stage['steps']} steps on {stage['rows']} rows with {trained['backend']} "
-                f"({trained['precision']}) in {stage['seconds']:.1f} s{pace}{resumed}{last}"
-            )
-    if run.done("validate"):
-        probe = run.result("validate")
-        lines.append(f"answers {probe['question']!r} with {probe['answer']!r}")
-    if run.done("evaluate"):
-        gate = run.result("evaluate")
-        lines.append(
-            f"gate ({'passed' if gate['passed'] else 'failed'}, vs {gate['compared_with'] or 'nothing'}):"
-        )
-        lines.extend(f"  {reason}" for reason in gate["reasons"])
-    timings = [f"{step} {entry['seconds']:.1f} s" for step, entry in state["steps"].items()]
-    if timings:
-        lines.append("timings: " + " · ".join(timings))
-    if run.done("export"):
-        lines.append(f"model: {run.result('export')['gguf']}")
-    lines.append(f"report: {run.dir / 'report.md'}" + (f", {run.dir / 'loss.png'}" if loss_points(run) else ""))
-    if markdown:
-        body = "\n".join(
-            f"- {line}" if not line.startswith("  ") else f"  - {line.strip()}" for line in lines[1:]
-        )
-        image = "\n\n![training loss](loss.png)" if loss_points(run) else ""
-        return f"# {lines[0]}\n\n{body}{image}"
-    return "\n".join(lines)
-
-
-def _outcome_words(run: Run) -> str:
-    status = run.state.get("status")
-    if run.done("promote"):
-        promote = run.result("promote")
-        if promote["promoted"]:
-            return "promoted (forced past the gate)" if promote["forced"] else "promoted: the bots now serve it"
-        return "refused by the gate: the active model stays"
-    if status == "refused":
-        return f"refused: {run.state.get('error')}"
-    return str(status)

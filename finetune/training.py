@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.feedback import read_jsonl
 from finetune.profiles import (
     BUNDLED,
     Precision,
@@ -52,12 +53,8 @@ class BackendUnavailable(RuntimeError):
 # --- data ---------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL file; a missing file is an empty list."""
-    if not path.exists():
-        return []
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+def _rows(path: Path | None) -> list[dict[str, Any]]:
+    return read_jsonl(path, missing_ok=True) if path else []
 
 
 def chat_messages(row: dict[str, Any]) -> list[dict[str, str]]:
@@ -128,9 +125,9 @@ class TrainingData:
             pair = prompt_and_answer(row)
             if pair:
                 held.add(_last_user_text(pair[0]))
-        kto_rows = [r for r in read_jsonl(kto) if _last_user_text(r["prompt"]) not in held] if kto else []
-        dpo_rows = [r for r in read_jsonl(dpo) if _last_user_text(r["prompt"]) not in held] if dpo else []
-        return cls(sft=read_jsonl(train), kto=kto_rows, dpo=dpo_rows)
+        kto_rows = [r for r in _rows(kto) if _last_user_text(r["prompt"]) not in held]
+        dpo_rows = [r for r in _rows(dpo) if _last_user_text(r["prompt"]) not in held]
+        return cls(sft=read_jsonl(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows)
 
     def sft_rows(self) -> list[dict[str, Any]]:
         return [pc for row in self.sft if (pc := to_prompt_completion(row)) is not None]

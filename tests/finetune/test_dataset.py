@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from finetune.data import FINETOME_SAMPLE
-from finetune.dataset import BuildConfig, BuildReport, FineTomeUnavailable, build_dataset
+from finetune.dataset import BuildConfig, BuildReport, build_dataset
 from finetune.duplicates import exact_key, normalize
 from finetune.feedback import SOURCE, Manifest, export_feedback, read_jsonl
+from finetune.finetome import FineTomeUnavailable
 from tests.finetune.conftest import CAROL_MARKER, DAVE_MARKER, Seeded
 
 datasets = pytest.importorskip("datasets")

@@ -21,7 +21,7 @@ import pytest
 from bots.app import build_app
 from core.domain import Person
 from finetune.launcher import RetrainLauncher
-from finetune.retrain import Run
+from finetune.runs import Run
 from tests.conftest import make_settings
 from tests.finetune.test_retrain import ask, shared_base_cache
 

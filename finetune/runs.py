@@ -1,0 +1,111 @@
+"""A retrain run on disk: its folder, its ``state.json``, and the lock that allows one run at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from finetune.profiles import Profile
+
+Progress = Callable[[str], None]
+Status = Literal["running", "promoted", "refused", "failed", "dry-run"]
+
+
+class RetrainBusy(RuntimeError):
+    """Another retrain holds the lock."""
+
+
+class Run:
+    """A run's folder and ``state.json``: what finished, with its results and timings."""
+
+    def __init__(self, directory: Path, state: dict[str, Any]) -> None:
+        self.dir = directory
+        self.state = state
+
+    @classmethod
+    def create(cls, work_dir: Path, profile: Profile, *, dry_run: bool) -> Run:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        name = f"{profile.name}-{stamp}" + ("-dry-run" if dry_run else "")
+        directory = work_dir / "runs" / name
+        suffix = 1
+        while directory.exists():
+            suffix += 1
+            directory = work_dir / "runs" / f"{name}-{suffix}"
+        directory.mkdir(parents=True)
+        state = {
+            "name": directory.name,
+            "status": "dry-run" if dry_run else "running",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "profile": profile.to_dict(),
+            "steps": {},
+            "attempts": 1,
+        }
+        run = cls(directory, state)
+        run.save()
+        return run
+
+    @classmethod
+    def load(cls, directory: Path) -> Run:
+        return cls(directory, json.loads((directory / "state.json").read_text()))
+
+    @classmethod
+    def unfinished(cls, work_dir: Path) -> Run | None:
+        """The newest run that was killed or failed, if any."""
+        runs = []
+        for state_file in (work_dir / "runs").glob("*/state.json"):
+            try:
+                run = cls.load(state_file.parent)
+            except (OSError, ValueError):
+                continue
+            if run.state.get("status") in ("running", "failed"):
+                runs.append(run)
+        return max(runs, key=lambda run: run.state["started"], default=None)
+
+    @property
+    def name(self) -> str:
+        return str(self.state["name"])
+
+    @property
+    def profile(self) -> Profile:
+        return Profile.from_dict(self.state["profile"])
+
+    def done(self, step: str) -> bool:
+        return step in self.state["steps"]
+
+    def result(self, step: str) -> dict[str, Any]:
+        return dict(self.state["steps"][step]["result"])
+
+    def record(self, step: str, result: dict[str, Any], seconds: float) -> None:
+        self.state["steps"][step] = {"result": result, "seconds": round(seconds, 2)}
+        self.save()
+
+    def finish(self, status: Status, error: str | None = None) -> None:
+        self.state["status"] = status
+        self.state["error"] = error
+        self.state["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.save()
+
+    def save(self) -> None:
+        partial = self.dir / "state.json.partial"
+        partial.write_text(json.dumps(self.state, indent=1, ensure_ascii=False, default=str))
+        partial.replace(self.dir / "state.json")  # a kill mid-write keeps the previous state
+
+
+@contextmanager
+def exclusive(work_dir: Path) -> Iterator[None]:
+    """One retrain at a time per retrain folder (the CLI and a chat /retrain share it)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with (work_dir / "retrain.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RetrainBusy("another retrain is running; wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
