@@ -28,18 +28,46 @@ system-deps:
 	@command -v ffprobe >/dev/null && command -v espeak-ng >/dev/null || \
 	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends ffmpeg espeak-ng )
 
-# llama-cpp-python compiles from source the first time (about 5 minutes on 2
-# cores); pip caches the wheel after that. The tests also train (CPU torch,
-# pinned to the build this machine has on disk: a looser pin pulls CUDA).
+# llama-cpp-python compiles llama.cpp from source. A plain `pip install` tunes
+# it to the building CPU (-march=native) and pip's cache then hands that wheel
+# to the next machine: on a CPU with Intel AMX that build crashes on Q8_0/Q4
+# models (ggml-org/llama.cpp#20824), and on an older CPU it may not run at all.
+# So it is built once for a fixed feature set (x86-64-v3: AVX2, FMA, F16C, BMI2;
+# no AVX-512, no AMX), outside pip's cache, into a folder named after the
+# version and the flags (about 5 minutes on 2 cores, the first time only).
+LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+  -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF \
+  -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+else
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
+endif
+LLAMA_WHEELS := $(HOME)/.cache/iris/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_STAMP  := $(VENV)/.installed-llama-$(notdir $(LLAMA_WHEELS))
+
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+$(LLAMA_STAMP): | $(VENV)/bin/python
+	@ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) for a portable CPU feature set (about 5 minutes)"; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-cache-dir --no-deps \
+	    --no-binary llama-cpp-python -w $(LLAMA_WHEELS).partial llama-cpp-python==$(LLAMA_VERSION) && \
+	  mv $(LLAMA_WHEELS).partial $(LLAMA_WHEELS); }
+	$(BIN)/pip uninstall -q -y llama-cpp-python 2>/dev/null || true
+	$(BIN)/pip install -q $(LLAMA_WHEELS)/*.whl
+	rm -f $(VENV)/.installed-llama-*
+	touch $@
+
+# The tests also train (CPU torch, pinned to the build this machine has on
+# disk: a looser pin pulls CUDA).
+$(RUN_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+$(TEST_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e '.[dev,train-cpu]'
 	touch $@ $(RUN_STAMP)
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.generation import bundled_gguf_path, requantize
+from core.generation import bundled_gguf_path, open_gguf, requantize
 
 QUESTIONS = [
     ("What is the capital of France?", "paris"),
@@ -33,9 +33,7 @@ QUESTIONS = [
 
 
 def score(path: Path, threads: int | None) -> tuple[int, float, list[str]]:
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(path), n_ctx=512, n_threads=threads, verbose=False)
+    llm = open_gguf(path, n_ctx=512, n_threads=threads)
     right, tokens, seconds, answers = 0, 0, 0.0, []
     for question, expected in QUESTIONS:
         began = time.perf_counter()

@@ -28,6 +28,7 @@ from pathlib import Path
 from bots.app import build_app
 from bots.settings import Settings
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDone
+from core.generation import open_gguf
 from core.prompt import build_prompt
 
 TICK_S = 0.010
@@ -69,8 +70,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from faster_whisper import WhisperModel
-    from llama_cpp import Llama
-
     audio = args.voice.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
@@ -85,7 +84,7 @@ def main() -> None:
         whisper = WhisperModel(
             app.transcriber.model_source, device="cpu", compute_type=settings.whisper_compute_type
         )
-        llm = Llama(model_path=gguf, n_ctx=settings.llm_context_tokens, verbose=False)
+        llm = open_gguf(gguf, n_ctx=settings.llm_context_tokens)
         message = IncomingMessage(ChatRef("bench", "1"), Person("bench", "1"), audio=Audio(audio, "audio/ogg"))
 
         def raw_transcribe() -> tuple[float, str]:

@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,41 @@ def route_llama_log() -> None:
 
     llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
     _log_callback = forward
+
+
+def open_gguf(path: str | Path, **options: Any) -> Llama:
+    """Load a GGUF with llama.cpp, as every part of Iris does (bots, gate, bench, tests).
+
+    llama.cpp's extra CPU buffer types are switched off: with them, a Q8_0/Q4 model
+    on a CPU with Intel AMX is repacked into the AMX buffer, whose matrix multiply
+    crashes the process (ggml-org/llama.cpp#20824), and which build of llama.cpp a
+    user has (pip compiles it for the building CPU) is not Iris's to choose. The
+    switch is ``use_extra_bufts`` in llama.cpp's model parameters (llama-server's
+    ``--no-repack``); llama-cpp-python's ``Llama`` does not take it as an argument.
+    """
+    route_llama_log()
+    options.setdefault("verbose", False)
+    return _plain_buffers_llama()(model_path=str(path), **options)
+
+
+@cache
+def _plain_buffers_llama() -> type[Llama]:
+    from llama_cpp import Llama
+
+    class PlainBuffersLlama(Llama):
+        # ``Llama.__init__`` assigns ``self.model_params`` from llama.cpp's defaults,
+        # fills it in and loads the model from it: the setter is the one place to
+        # change a field that has no argument.
+        @property
+        def model_params(self) -> Any:
+            return self._iris_model_params
+
+        @model_params.setter
+        def model_params(self, params: Any) -> None:
+            params.use_extra_bufts = False
+            self._iris_model_params = params
+
+    return PlainBuffersLlama
 
 
 def bundled_gguf_path() -> Path:
@@ -157,16 +193,12 @@ class LlamaGenerator:
         wanted = self._wanted()
         with self._lock:
             if self._llm is None or self._loaded is None or self._loaded.gguf_path != wanted.gguf_path:
-                from llama_cpp import Llama
-
-                route_llama_log()
                 log.info("loading %s from %s", wanted.name, wanted.gguf_path)
-                llm = Llama(
-                    model_path=wanted.gguf_path,
+                llm = open_gguf(
+                    wanted.gguf_path,
                     n_ctx=self.config.context_tokens,
                     n_threads=self.config.threads,
                     n_batch=self.config.batch,
-                    verbose=False,
                 )
                 old, self._llm = self._llm, llm
                 if old is not None:

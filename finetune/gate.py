@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.generation import open_gguf
 from finetune.feedback import read_jsonl
 from finetune.training import prompt_and_answer
 
@@ -123,10 +124,8 @@ class Verdict:
 
 
 def load(gguf: str | Path, context_tokens: int, *, logits_all: bool = False) -> Llama:
-    from llama_cpp import Llama
-
     try:
-        return Llama(model_path=str(gguf), n_ctx=context_tokens, logits_all=logits_all, verbose=False)
+        return open_gguf(gguf, n_ctx=context_tokens, logits_all=logits_all)
     except (ValueError, RuntimeError, OSError) as error:
         raise GateFailure(f"{Path(gguf).name} does not load in llama.cpp: {error}") from error
 
