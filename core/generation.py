@@ -34,7 +34,7 @@ _LLAMA_LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 _log_callback: Any = None  # kept referenced: llama.cpp calls it from C
 
 # llama.cpp's file types (enum llama_ftype) for the re-exports of the bundled model.
-QUANT_FTYPES = {"f16": 1, "q8_0": 7, "q4_k_m": 15}
+QUANT_FTYPES = {"f16": 1, "q8_0": 7, "q4_0": 2, "q4_k_m": 15}
 
 
 def route_llama_log() -> None:
@@ -104,7 +104,7 @@ def bundled_gguf_path() -> Path:
 
 
 def requantize(source: Path, target: Path, quant: str) -> Path:
-    """Write ``source`` re-quantized to ``quant`` (f16, q8_0, q4_k_m) at ``target``, once."""
+    """Write ``source`` re-quantized to ``quant`` (f16, q8_0, q4_0, q4_k_m) at ``target``, once."""
     if target.exists():
         return target
     import llama_cpp
