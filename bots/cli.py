@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
 import mimetypes
 import sys
 from enum import StrEnum
@@ -18,8 +19,10 @@ from typing import Annotated, Any
 import typer
 
 from bots.app import load_settings
+from bots.cli_errors import explain
 from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
+from bots.logs import redact
 from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDone, Stats, Transcribed
 from core.service import ChatService
 
@@ -54,7 +57,10 @@ def chat(chat_id: Annotated[str, typer.Option("--chat", help="Conversation to co
 @app.command()
 def ask(
     text: Annotated[str | None, typer.Argument(help="The message; leave out with --voice.")] = None,
-    voice: Annotated[Path | None, typer.Option(help="An audio file to send instead of text.")] = None,
+    voice: Annotated[
+        Path | None,
+        typer.Option(help="An audio file to send instead of text.", exists=True, dir_okay=False, readable=True),
+    ] = None,
     chat_id: Annotated[str, typer.Option("--chat", help="Conversation to continue.")] = "ask",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -222,3 +228,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:
+        # The last stop before a traceback would reach a person: one line on stderr,
+        # the traceback only in the log (IRIS_LOG_LEVEL=DEBUG).
+        logging.getLogger("iris").debug("the command failed", exc_info=True)
+        sys.exit(f"iris: {redact(explain(error))}")

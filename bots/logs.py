@@ -13,6 +13,15 @@ from typing import IO
 from bots.settings import Settings
 
 MASK = "********"
+_configured_secrets: list[str] = []  # those of the settings that configured logging last
+
+
+def redact(text: str, secrets: list[str] | None = None) -> str:
+    """``text`` with every secret (by default the configured settings' ones) masked."""
+    for secret in _configured_secrets if secrets is None else secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
 
 
 class RedactSecrets(logging.Filter):
@@ -23,9 +32,7 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, MASK)
-            record.msg, record.args = message, None
+            record.msg, record.args = redact(message, self.secrets), None
         return True
 
 
@@ -39,6 +46,7 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None
         if value is not None
     ]
     handler.addFilter(RedactSecrets(secrets))
+    _configured_secrets[:] = secrets
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
     # One line per HTTP request is noise at INFO; warnings still come through.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
