@@ -50,6 +50,14 @@ def format_model_metrics(metrics: dict[str, object]) -> str:
     training = metrics.get("training") if isinstance(metrics.get("training"), dict) else {}
     steps = training.get("steps") if isinstance(training, dict) else None
     line = f"gate {verdict} · feedback NLL {pair('feedback_nll')} · FineTome NLL {pair('finetome_nll')}"
+    probe = gate.get("general_probe") or {}
+    if probe.get("candidate") and probe.get("active"):
+        line += (
+            f" · probe {probe['active']['right']}/{probe['active']['total']} → {probe['candidate']['right']}"
+        )
+    taught = gate.get("taught") or []
+    if taught:
+        line += f" · taught {sum(bool(f['candidate']['recalled']) for f in taught)}/{len(taught)} recalled"
     return line + (f" · {steps} steps" if steps else "")
 
 
@@ -111,6 +119,11 @@ def retrain_config(
         max_seq_length=settings.retrain_max_seq_length,
         save_steps=settings.retrain_save_steps,
         quant=settings.retrain_quant,
+        teach_weight=settings.retrain_teach_weight,
+        teach_wordings=settings.retrain_teach_wordings,
+        steps_per_fact=settings.retrain_steps_per_fact,
+        max_teach_steps=settings.retrain_max_teach_steps,
+        teach_target_nll=settings.retrain_teach_target_nll,
     )
     build = build_config(settings, progress=False)  # one progress line per step is printed instead
     gate = GateConfig(
@@ -118,6 +131,9 @@ def retrain_config(
         min_feedback_gain=settings.gate_min_feedback_gain,
         max_rows=settings.gate_max_rows,
         context_tokens=settings.gate_context_tokens,
+        probe_tolerance=settings.gate_probe_tolerance,
+        probe_questions=settings.gate_probe_questions,
+        recall_share=settings.gate_recall_share,
     )
     return RetrainConfig(
         database_url=database_url(settings),

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
     retrain_save_steps: int | None = None
     retrain_quant: Literal["auto", "f16", "q8_0", "q4_k_m"] | None = None
     retrain_threads: int | None = None  # torch's CPU threads; empty: torch decides
+    # Teaching (docs/retrain.md): the share of training rows that are taught answers, whether the
+    # rule-made rephrasings are trained too, steps per taught fact and their cap, and the NLL per
+    # token at which every taught answer is learned and training stops (0: off).
+    retrain_teach_weight: float | None = None
+    retrain_teach_wordings: bool | None = None
+    retrain_steps_per_fact: int | None = None
+    retrain_max_teach_steps: int | None = None
+    retrain_teach_target_nll: float | None = None
     # A chat /retrain is stopped after this many minutes (the run can be resumed).
     retrain_timeout_minutes: float = 180.0
     # The gate: the candidate's FineTome NLL may exceed the active model's by this fraction at most,
@@ -123,6 +131,12 @@ class Settings(BaseSettings):
     gate_min_feedback_gain: float = 0.0
     gate_max_rows: int = 64  # held-out rows scored per split
     gate_context_tokens: int = 1024
+    # The candidate may get at most this share of the general-knowledge probe fewer right
+    # (finetune/data/probe.jsonl); IRIS_GATE_PROBE_QUESTIONS=N asks only the first N (0: all).
+    gate_probe_tolerance: float = 0.05
+    gate_probe_questions: int = 0
+    # The share of taught facts whose greedy answer must contain the key words.
+    gate_recall_share: float = 1.0
 
     @field_validator(
         "retrain_dir",
@@ -137,6 +151,11 @@ class Settings(BaseSettings):
         "retrain_save_steps",
         "retrain_quant",
         "retrain_threads",
+        "retrain_teach_weight",
+        "retrain_teach_wordings",
+        "retrain_steps_per_fact",
+        "retrain_max_teach_steps",
+        "retrain_teach_target_nll",
         mode="before",
     )
     @classmethod

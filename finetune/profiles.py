@@ -70,6 +70,16 @@ class Profile:
     preference_learning_rate: float = 5e-6
     preference_beta: float = 0.1
     quant: str = "auto"  # GGUF type: "auto" (Q8_0 under 1B parameters, Q4_K_M from 1B), f16, q8_0, q4_k_m
+    # Teaching (approved corrections grouped into facts, finetune.teaching). The share of SFT rows
+    # that are taught answers (each fact's questions and rule-made rephrasings); 0 leaves them out.
+    teach_weight: float = 0.0
+    teach_wordings: bool = True  # train on the rule-made rephrasings too (False: the asked questions only)
+    # Step-count runs: at least max_steps, and steps_per_fact per taught fact up to max_teach_steps.
+    steps_per_fact: int = 0
+    max_teach_steps: int = 0
+    # Stop once every taught answer's mean NLL per token (on its training wordings) is below this; 0: off.
+    teach_target_nll: float = 0.0
+    teach_check_steps: int = 10  # how often that is measured
 
     @property
     def stages(self) -> list[str]:
@@ -104,6 +114,17 @@ class Profile:
 _LLAMA3_USER = "<|start_header_id|>user<|end_header_id|>\n\n"
 _LLAMA3_ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 
+# The teaching means, the same on every profile (measured on cpu-tiny, docs/retrain.md): taught
+# answers are half of what a step sees, with their rule-made rephrasings, and training stops once
+# every taught answer is likely enough. Step scaling applies to step-count runs (cpu-tiny); the GPU
+# profiles keep their one epoch.
+TEACHING: dict[str, Any] = {
+    "teach_weight": 0.5,
+    "teach_wordings": True,
+    "teach_target_nll": 0.05,
+    "teach_check_steps": 10,
+}
+
 PROFILES: dict[str, Profile] = {
     profile.name: profile
     for profile in (
@@ -117,6 +138,7 @@ PROFILES: dict[str, Profile] = {
             chat_template="llama-3.1",
             instruction_part=_LLAMA3_USER,
             response_part=_LLAMA3_ASSISTANT,
+            **TEACHING,
         ),
         Profile(
             name="llama-3.2-3b",
@@ -128,6 +150,7 @@ PROFILES: dict[str, Profile] = {
             chat_template="llama-3.1",
             instruction_part=_LLAMA3_USER,
             response_part=_LLAMA3_ASSISTANT,
+            **TEACHING,
         ),
         Profile(
             name="cpu-tiny",
@@ -149,6 +172,9 @@ PROFILES: dict[str, Profile] = {
             optim="adamw_torch",
             seed=1,
             quant="q8_0",
+            **TEACHING,
+            steps_per_fact=50,
+            max_teach_steps=200,
         ),
     )
 }

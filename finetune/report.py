@@ -98,6 +98,9 @@ def summary(run: Run, *, markdown: bool = False) -> str:
             f"gate ({'passed' if gate['passed'] else 'failed'}, vs {gate['compared_with'] or 'nothing'}):"
         )
         lines.extend(f"  {reason}" for reason in gate["reasons"])
+        if not gate["passed"] and gate.get("next_steps"):
+            lines.append("What to do next:")
+            lines.extend(f"  {step}" for step in gate["next_steps"])
     timings = [f"{step} {entry['seconds']:.1f} s" for step, entry in state["steps"].items()]
     if timings:
         lines.append("timings: " + " · ".join(timings))

@@ -25,11 +25,12 @@ from typing import Any
 
 from core.ports import ModelRegistry
 from finetune.feedback import read_jsonl
-from finetune.gate import GateConfig, GateFailure, check_answers, evaluate
+from finetune.gate import NEXT_NO_ANSWER, GateConfig, GateFailure, check_answers, evaluate, probe_questions
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
 from finetune.report import sources, summary, write_report
 from finetune.runs import Progress, Run, Status, exclusive
-from finetune.training import TrainingData
+from finetune.teaching import Fact, facts_from_export, read_facts, write_facts
+from finetune.training import TrainingData, prompt_and_answer, teaching_steps
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,19 @@ class Pipeline:
                 self.config.finetome, self.dataset_dir, database_url=self.config.database_url, config=build
             )
             report = json.loads(built.to_json())
-        return composition(self.dataset_dir, report)
+        facts = taught_facts(self.dataset_dir)
+        write_facts(self.dataset_dir / "teach.json", facts)
+        for fact in facts:
+            self.progress(
+                f"taught: {fact.question!r} → {fact.answer!r} ({fact.corrections} corrections, "
+                f"{len(fact.train_wordings)} training wordings, {len(fact.held_out)} held out; "
+                f"key words {', '.join(fact.keywords)})"
+            )
+        return composition(self.dataset_dir, report) | {"facts": len(facts)}
+
+    @property
+    def facts(self) -> list[Fact]:
+        return read_facts(self.dataset_dir / "teach.json")
 
     def _data(self) -> TrainingData:
         feedback = self.dataset_dir / "feedback"
@@ -143,6 +156,7 @@ class Pipeline:
             kto=feedback / "kto.jsonl",
             dpo=feedback / "dpo.jsonl",
             held_out=read_jsonl(self.dataset_dir / "eval_feedback.jsonl", missing_ok=True),
+            facts=self.facts,
         )
 
     def step_train(self) -> dict[str, Any]:
@@ -195,7 +209,7 @@ class Pipeline:
         active = self.registry.active_model()
         self.progress(
             f"scoring {Path(gguf).name} and the active model {active.name if active else '(none)'} "
-            "on the held-out feedback and FineTome rows"
+            "on the taught facts, the general-knowledge probe and the held-out feedback and FineTome rows"
         )
         verdict = evaluate(
             gguf,
@@ -204,6 +218,9 @@ class Pipeline:
             self.dataset_dir / "eval_finetome.jsonl",
             self.config.gate,
             active_name=active.name if active else None,
+            facts=self.facts,
+            probe=probe_questions(self.config.gate),
+            finetome_synthetic=self.config.finetome == "sample",
         )
         for reason in verdict.reasons:
             self.progress(f"gate: {reason}")
@@ -254,6 +271,20 @@ class Pipeline:
         return {key: str(value) for key, value in files.items()}
 
 
+def taught_facts(dataset_dir: Path) -> list[Fact]:
+    """The facts of the dataset's feedback export, without the questions held out for the gate.
+
+    A fact whose every question was held out is left out of teaching: the
+    held-out feedback NLL measures it instead.
+    """
+    held = set()
+    for row in read_jsonl(dataset_dir / "eval_feedback.jsonl", missing_ok=True):
+        pair = prompt_and_answer(row)
+        if pair:
+            held.add(pair[0][-1]["content"])
+    return facts_from_export(dataset_dir / "feedback", skip=held)
+
+
 def composition(dataset_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     """What the run trains and is judged on: rows per split and per source."""
     splits = {
@@ -301,7 +332,8 @@ def retrain(config: RetrainConfig, registry: ModelRegistry, progress: Progress =
             pipeline.execute(STEPS[:5])  # dataset … validate
         except GateFailure as refusal:
             pipeline.execute(("report",))
-            return _finish(pipeline, "refused", f"{refusal}; nothing was registered", str(refusal))
+            reason = f"{refusal}; nothing was registered\nWhat to do next: {NEXT_NO_ANSWER}"
+            return _finish(pipeline, "refused", reason, str(refusal))
         except Exception as error:
             log.exception("retrain %s failed", run.name)
             run.finish("failed", f"{type(error).__name__}: {error}")
@@ -347,9 +379,10 @@ def _dry_run(pipeline: Pipeline) -> RetrainResult:
     pipeline.execute(("dataset",))
     data = pipeline._data()
     backend = choose_backend(profile)
-    rows = len(data.sft_rows())
+    rows = len(data.sft_rows(profile.teach_weight, profile.teach_wordings))
     per_step = profile.batch_size * profile.grad_accum
-    steps = profile.max_steps if profile.max_steps > 0 else max(1, round(rows * profile.epochs / per_step))
+    most = teaching_steps(profile, len(data.facts))
+    steps = most if most > 0 else max(1, round(rows * profile.epochs / per_step))
     active = pipeline.registry.active_model()
     plan: dict[str, Any] = {
         "profile": profile.name,

@@ -38,6 +38,7 @@ from finetune.profiles import (
     unsloth_model_arguments,
     unsloth_peft_arguments,
 )
+from finetune.teaching import Fact, training_rows
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class TrainingData:
     sft: list[dict[str, Any]]
     kto: list[dict[str, Any]] = field(default_factory=list)
     dpo: list[dict[str, Any]] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)  # what approved corrections taught (finetune.teaching)
 
     @classmethod
     def from_files(
@@ -114,6 +116,7 @@ class TrainingData:
         kto: Path | None = None,
         dpo: Path | None = None,
         held_out: Iterable[dict[str, Any]] = (),
+        facts: list[Fact] | None = None,
     ) -> TrainingData:
         """Read the build's train.jsonl and the export's kto/dpo.jsonl.
 
@@ -127,10 +130,26 @@ class TrainingData:
                 held.add(_last_user_text(pair[0]))
         kto_rows = [r for r in _rows(kto) if _last_user_text(r["prompt"]) not in held]
         dpo_rows = [r for r in _rows(dpo) if _last_user_text(r["prompt"]) not in held]
-        return cls(sft=read_jsonl(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows)
+        return cls(sft=read_jsonl(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows, facts=list(facts or []))
 
-    def sft_rows(self) -> list[dict[str, Any]]:
-        return [pc for row in self.sft if (pc := to_prompt_completion(row)) is not None]
+    def mixed(self, weight: float = 0.0, wordings: bool = True) -> list[dict[str, Any]]:
+        """The SFT rows with every taught fact repeated until taught rows are ``weight`` of the whole.
+
+        A few corrections among hundreds of FineTome rows are seen about once
+        in a short run and not learned (measured, docs/retrain.md); weighting
+        them instead of diluting them is what makes a handful of facts stick.
+        """
+        if weight <= 0 or not self.facts:
+            return list(self.sft)
+        facts = self.facts if wordings else [_asked_only(fact) for fact in self.facts]
+        taught = training_rows(facts)
+        weight = min(weight, 0.95)
+        repeat = max(1, round(weight / (1 - weight) * len(self.sft) / len(taught)))
+        return [*self.sft, *(taught * repeat)]
+
+    def sft_rows(self, weight: float = 0.0, wordings: bool = True) -> list[dict[str, Any]]:
+        rows = self.mixed(weight, wordings)
+        return [pc for row in rows if (pc := to_prompt_completion(row)) is not None]
 
     def kto_rows(self) -> list[dict[str, Any]]:
         return [
@@ -151,6 +170,22 @@ class TrainingData:
             }
             for row in self.dpo
         ]
+
+
+def _asked_only(fact: Fact) -> Fact:
+    import dataclasses
+
+    return dataclasses.replace(fact, train_wordings=list(fact.questions))
+
+
+def teaching_steps(profile: Profile, facts: int) -> int:
+    """The step count of a step-count run: at least ``max_steps``, more with more facts, up to the cap."""
+    if profile.max_steps <= 0 or profile.steps_per_fact <= 0 or facts == 0:
+        return profile.max_steps
+    wanted = profile.steps_per_fact * facts
+    if profile.max_teach_steps > 0:
+        wanted = min(wanted, profile.max_teach_steps)
+    return max(profile.max_steps, wanted)
 
 
 # --- the base model -------------------------------------------------------------------
@@ -337,6 +372,66 @@ def last_checkpoint(stage_dir: Path) -> Path | None:
     return None
 
 
+def taught_pairs(facts: list[Fact], wordings: bool = True) -> list[tuple[int, str, str]]:
+    """(fact index, question wording, answer) for every wording a fact is trained on."""
+    return [
+        (n, wording, fact.answer)
+        for n, fact in enumerate(facts)
+        for wording in (fact.train_wordings if wordings else fact.questions)
+    ]
+
+
+def _teaching_target(facts: list[Fact], tokenizer: Any, profile: Profile, progress: Progress) -> Any:
+    """Stops training once every taught answer's mean NLL per token is below the profile's target.
+
+    Measured on the training wordings only: the held-out ones stay unseen for the gate.
+    """
+    import torch
+    from transformers import TrainerCallback
+
+    encoded = []
+    for n, question, answer in taught_pairs(facts, profile.teach_wordings):
+        user = [{"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": answer}], tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        encoded.append((n, torch.tensor([full_ids]), len(prompt_ids)))
+
+    class TeachingTarget(TrainerCallback):
+        def __init__(self) -> None:
+            self.history: list[tuple[int, float]] = []
+
+        def nll(self, model: Any) -> float:
+            per_fact: dict[int, list[float]] = {}
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                for n, ids, start in encoded:
+                    ids = ids.to(model.device)
+                    logits = model(input_ids=ids).logits[0, start - 1 : -1].float()
+                    loss = torch.nn.functional.cross_entropy(logits, ids[0, start:])
+                    per_fact.setdefault(n, []).append(float(loss))
+            if was_training:
+                model.train()
+            return max(sum(v) / len(v) for v in per_fact.values())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if model is None or state.global_step % profile.teach_check_steps:
+                return
+            worst = self.nll(model)
+            self.history.append((state.global_step, worst))
+            reached = worst <= profile.teach_target_nll
+            progress(
+                f"taught answers: worst NLL {worst:.4f} per token at step {state.global_step} "
+                f"(target {profile.teach_target_nll:g}){': reached, stopping' if reached else ''}"
+            )
+            if reached:
+                control.should_training_stop = True
+
+    return TeachingTarget()
+
+
 def _done_file(stage_dir: Path) -> Path:
     return stage_dir / "done.json"
 
@@ -437,6 +532,10 @@ def train(
     last complete checkpoint. ``threads`` caps torch's CPU threads (None: torch decides).
     """
     backend = choose_backend(profile)
+    steps = teaching_steps(profile, len(data.facts))
+    if steps != profile.max_steps:
+        progress(f"{len(data.facts)} taught facts: {steps} steps instead of {profile.max_steps}")
+        profile = profile.with_overrides(max_steps=steps)
     output_dir.mkdir(parents=True, exist_ok=True)
     if threads:
         import torch
@@ -492,7 +591,7 @@ def _train_trl(
     model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
 
     def make_sft(model: Any, stage_dir: Path, callback: Any) -> tuple[Any, int]:
-        rows = data.sft_rows()
+        rows = data.sft_rows(profile.teach_weight, profile.teach_wordings)
         if not rows:
             raise ValueError("no training rows with a reply to learn from")
         trainer = SFTTrainer(
@@ -501,7 +600,7 @@ def _train_trl(
             train_dataset=_dataset(rows),
             processing_class=tokenizer,
             peft_config=None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile)),
-            callbacks=[callback],
+            callbacks=[callback, *_teaching_callbacks(data, tokenizer, profile, progress)],
         )
         return trainer, len(rows)
 
@@ -518,6 +617,12 @@ def _train_trl(
     )
     adapter = _final_adapter(output_dir, stages)
     return TrainResult("trl", precision.name, adapter, base, stages)
+
+
+def _teaching_callbacks(data: TrainingData, tokenizer: Any, profile: Profile, progress: Progress) -> list[Any]:
+    if profile.teach_target_nll <= 0 or not data.facts:
+        return []
+    return [_teaching_target(data.facts, tokenizer, profile, progress)]
 
 
 def _with_adapter(model: Any, adapter_dir: Path) -> Any:
@@ -687,7 +792,8 @@ def _train_unsloth(
 
     def make_sft(model: Any, stage_dir: Path, callback: Any) -> tuple[Any, int]:
         model = FastLanguageModel.get_peft_model(model, **unsloth_peft_arguments(profile))
-        dataset = standardize_sharegpt(_dataset([{"conversations": r["conversations"]} for r in data.sft]))
+        mixed = data.mixed(profile.teach_weight, profile.teach_wordings)
+        dataset = standardize_sharegpt(_dataset([{"conversations": r["conversations"]} for r in mixed]))
         dataset = dataset.map(
             lambda batch: {
                 "text": [tokenizer.apply_chat_template(c, tokenize=False) for c in batch["conversations"]]
@@ -699,7 +805,7 @@ def _train_unsloth(
             processing_class=tokenizer,
             train_dataset=dataset,
             args=make_config(SFTConfig, sft_arguments(profile, stage_dir, precision, backend="unsloth")),
-            callbacks=[callback],
+            callbacks=[callback, *_teaching_callbacks(data, tokenizer, profile, progress)],
         )
         if profile.instruction_part and profile.response_part:
             trainer = train_on_responses_only(

@@ -1,4 +1,4 @@
-"""Data that ships with Iris: a FineTome-shaped sample for tests and the offline demo.
+"""Data that ships with Iris: a FineTome-shaped sample (synthetic, made by rules) and the forgetting probe.
 
 ``FINETOME_SAMPLE`` is written by ``python -m finetune.data.make_sample`` (no download).
 """
@@ -8,3 +8,5 @@ from __future__ import annotations
 from pathlib import Path
 
 FINETOME_SAMPLE = Path(__file__).with_name("finetome_sample.jsonl")
+# General-knowledge questions with checkable answers: the gate's forgetting probe (finetune.probe).
+PROBE = Path(__file__).with_name("probe.jsonl")

@@ -54,6 +54,13 @@ TINY = {
     "IRIS_DATASET_EVAL_FINETOME": "8",
     "IRIS_DATASET_EVAL_FRACTION": "0.25",
     "IRIS_GATE_MAX_ROWS": "8",
+    # Four steps teach nothing for sure: the loop is under test here, the recall in
+    # test_retrain_facts.py. The likelihood of the taught answer must still rise.
+    "IRIS_RETRAIN_STEPS_PER_FACT": "0",
+    "IRIS_GATE_RECALL_SHARE": "0",
+    # A few probe questions, each of which a four-step model may still get wrong once.
+    "IRIS_GATE_PROBE_QUESTIONS": "8",
+    "IRIS_GATE_PROBE_TOLERANCE": "0.25",
     "IRIS_LOG_LEVEL": "WARNING",
 }
 
@@ -210,13 +217,15 @@ async def test_a_worse_candidate_is_refused_and_the_active_model_stays(
 
     app = deployment.app
     # Deliberately worse: a learning rate that wrecks the weights in a few steps.
-    profile = get_profile("cpu-tiny").with_overrides(max_steps=3, max_seq_length=128, learning_rate=0.05)
+    profile = get_profile("cpu-tiny").with_overrides(
+        max_steps=3, max_seq_length=128, learning_rate=0.05, steps_per_fact=0
+    )
     config = RetrainConfig(
         database_url=f"sqlite:///{deployment.root / 'data' / 'iris.db'}",
         work_dir=deployment.root / "data" / "retrain",
         base_cache=base_cache,
         profile=profile,
-        gate=GateConfig(max_rows=8),
+        gate=GateConfig(max_rows=8, probe_questions=8),
         build=BuildConfig(sample_size=40, eval_finetome=8, eval_fraction=0.25, progress=False),
     )
     lines: list[str] = []
@@ -228,8 +237,10 @@ async def test_a_worse_candidate_is_refused_and_the_active_model_stays(
     refused = versions(app)[outcome.name]
     gate = refused.metrics["gate"]  # type: ignore[attr-defined]
     assert gate["passed"] is False
-    assert gate["finetome_nll"]["candidate"] > gate["finetome_nll"]["active"] * (1 + gate["finetome_tolerance"])
-    assert any("beyond the 5% tolerance" in reason for reason in gate["reasons"])
+    probe = gate["general_probe"]
+    assert probe["candidate"]["right"] < probe["active"]["right"]
+    assert any("general-knowledge probe" in reason and "beyond" in reason for reason in gate["reasons"])
+    assert "What to do next:" in outcome.message and "lost general knowledge" in outcome.message
     assert "refused by the gate" in outcome.message
     # The bot carries on with the model it had.
     reply = await ask(app, PEOPLE[2], "What is the capital of Italy?")
