@@ -24,6 +24,9 @@ transformers, so that the figures describe the file that will be served.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import time
@@ -67,7 +70,7 @@ class GateConfig:
     # The candidate may answer at most this share of the general-knowledge probe fewer right.
     probe_tolerance: float = 0.05
     probe_questions: int = 0  # the first N probe questions; 0: all of them
-    probe_answer_tokens: int = 40
+    probe_answer_tokens: int = 32
     # The share of taught facts whose greedy answer must contain the key words (1: every one).
     recall_share: float = 1.0
     fact_answer_tokens: int = 48
@@ -202,8 +205,13 @@ def answers(gguf: str | Path, questions: list[str], max_tokens: int = 48) -> lis
     try:
         replies = []
         for question in questions:
+            # One line is an answer: a small model's rambling after it costs time and proves nothing.
             reply: Any = llm.create_chat_completion(
-                messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0.0, seed=1
+                messages=[{"role": "user", "content": question}],
+                max_tokens=max_tokens,
+                temperature=0.0,
+                seed=1,
+                stop=["\n"],
             )
             replies.append(str(reply["choices"][0]["message"]["content"] or "").strip())
         return replies
@@ -307,6 +315,7 @@ def score_model(
     *,
     facts: Sequence[Fact] = (),
     probe: Sequence[ProbeQuestion] = (),
+    probe_cache: Path | None = None,
 ) -> ModelScores:
     """Score one GGUF on both held-out splits, every taught fact, and the general-knowledge probe."""
     config = config or GateConfig()
@@ -341,9 +350,34 @@ def score_model(
             )
     probe_score = None
     if probe:
-        replies_to_probe = answers(gguf, [q.question for q in probe], config.probe_answer_tokens)
-        probe_score = grade(probe, replies_to_probe)
+        probe_score = grade(probe, probe_answers(gguf, probe, config.probe_answer_tokens, probe_cache))
     return ModelScores(str(gguf), feedback, finetome, time.perf_counter() - began, tuple(taught), probe_score)
+
+
+def probe_answers(
+    gguf: str | Path, probe: Sequence[ProbeQuestion], max_tokens: int, cache: Path | None = None
+) -> list[str]:
+    """The model's answers to the probe, from ``cache`` when this very file was asked before.
+
+    A promoted candidate is the next run's active model: its answers are asked once, not every run.
+    """
+    questions = [q.question for q in probe]
+    stat = Path(gguf).stat()
+    key = hashlib.sha256(
+        json.dumps([str(Path(gguf).resolve()), stat.st_size, stat.st_mtime_ns, max_tokens, questions]).encode()
+    ).hexdigest()
+    known: dict[str, list[str]] = {}
+    if cache is not None and cache.exists():
+        with contextlib.suppress(ValueError, OSError):
+            known = json.loads(cache.read_text())
+    if key in known and len(known[key]) == len(questions):
+        return known[key]
+    replies = answers(gguf, questions, max_tokens)
+    if cache is not None:
+        known[key] = replies
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(known, ensure_ascii=False))
+    return replies
 
 
 def score_file(gguf: str | Path, jsonl: str | Path, config: GateConfig | None = None) -> Score | None:
@@ -526,6 +560,7 @@ def evaluate(
     active_name: str | None = None,
     facts: Sequence[Fact] = (),
     probe: Sequence[ProbeQuestion] = (),
+    probe_cache: Path | None = None,
     finetome_synthetic: bool = False,
 ) -> Verdict:
     """Run the whole gate: load and answer, then score candidate and active model the same way.
@@ -539,7 +574,9 @@ def evaluate(
         read_jsonl(eval_feedback, missing_ok=True),
         read_jsonl(eval_finetome, missing_ok=True),
     )
-    cand_scores = score_model(candidate, feedback_rows, finetome_rows, config, facts=facts, probe=probe)
+    cand_scores = score_model(
+        candidate, feedback_rows, finetome_rows, config, facts=facts, probe=probe, probe_cache=probe_cache
+    )
     try:
         act_scores = (
             score_model(active, feedback_rows, finetome_rows, config, facts=facts, probe=probe)

@@ -220,6 +220,7 @@ class Pipeline:
             active_name=active.name if active else None,
             facts=self.facts,
             probe=probe_questions(self.config.gate),
+            probe_cache=self.config.work_dir / "probe-answers.json",
             finetome_synthetic=self.config.finetome == "sample",
         )
         for reason in verdict.reasons:

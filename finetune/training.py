@@ -529,7 +529,7 @@ def train(
     """Train ``profile``'s stages on ``data`` into ``output_dir``; return the final adapter and losses.
 
     ``resume`` skips finished stages and continues an unfinished one from its
-    last complete checkpoint. ``threads`` caps torch's CPU threads (None: torch decides).
+    last complete checkpoint. ``threads`` caps torch's CPU threads (None: the free cores, ``free_cores``).
     """
     backend = choose_backend(profile)
     steps = teaching_steps(profile, len(data.facts))
@@ -537,14 +537,29 @@ def train(
         progress(f"{len(data.facts)} taught facts: {steps} steps instead of {profile.max_steps}")
         profile = profile.with_overrides(max_steps=steps)
     output_dir.mkdir(parents=True, exist_ok=True)
+    threads = threads or free_cores()
     if threads:
         import torch
 
-        # Measured here: on 2 cores shared with other work, 1 thread ran a step twice as fast as 2.
+        # Measured here: on 2 cores shared with other work, 1 thread ran a step twice as fast as 2,
+        # and 2 threads against a load of 6 took 35 s a step instead of ~2 (threads spin on each other).
+        progress(f"torch CPU threads: {threads}")
         torch.set_num_threads(threads)
     if backend == "unsloth":
         return _train_unsloth(profile, data, output_dir, resume=resume, progress=progress)
     return _train_trl(profile, data, output_dir, base_cache=base_cache, resume=resume, progress=progress)
+
+
+def free_cores() -> int | None:
+    """The CPU cores nothing else is using now (cores minus the 1-minute load), at least 1; None on a GPU.
+
+    A retrain shares its machine with the running bots (llama.cpp) and anything else;
+    torch's default of one thread per core then makes every step wait on the others.
+    """
+    if cuda_available() or not hasattr(os, "getloadavg"):
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
 def make_config(config_class: Any, arguments: dict[str, Any]) -> Any:
