@@ -93,6 +93,8 @@ class Turn:
     model_version: str | None = None
     timings: Timings = field(default_factory=Timings)
     error: str | None = None
+    # The chat it was said or shown in (platform and chat id; no thread).
+    chat: ChatRef | None = None
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,12 @@ class RetrainBusy(RuntimeError):
 
 
 class UnknownReply(LookupError):
-    """A rating or correction names a turn that is not one of the bot's replies."""
+    """A rating or correction names a turn that is not one of the bot's replies in that chat.
+
+    A reply shown in another chat is refused the same way as one that does not
+    exist: button data comes back from the client, and a forged press must
+    neither act on nor reveal a reply elsewhere.
+    """
 
 
 class ChatService:
@@ -319,23 +324,43 @@ class ChatService:
 
     # --- feedback -------------------------------------------------------------
 
-    async def rate(self, person: Person, turn_id: int, up: bool) -> RatingOutcome:
-        """Store 👍 (``up``) or 👎 from a person on one of the bot's replies."""
-        await self._reply_turn(turn_id)
+    async def rate(self, person: Person, turn_id: int, up: bool, where: ChatRef | None = None) -> RatingOutcome:
+        """Store 👍 (``up``) or 👎 from a person on one of the bot's replies.
+
+        Chat adapters pass ``where``, the chat the button was pressed in (as the
+        platform says, never from the button's data): a reply shown in another
+        chat raises ``UnknownReply`` and nothing is stored. Only trusted local
+        callers (the CLI, the console) leave it out.
+        """
+        await self.check_reply(turn_id, where)
         return await asyncio.to_thread(self.store.rate, person, turn_id, 1 if up else -1)
 
-    async def correct(self, person: Person, turn_id: int, text: str) -> int:
-        """Store a better answer for a reply; it waits for review before training uses it."""
+    async def correct(self, person: Person, turn_id: int, text: str, where: ChatRef | None = None) -> int:
+        """Store a better answer for a reply; it waits for review before training uses it.
+
+        ``where`` as for ``rate``.
+        """
         text = text.strip()
         if not text:
             raise ValueError("a correction needs some text")
-        await self._reply_turn(turn_id)
+        await self.check_reply(turn_id, where)
         return await asyncio.to_thread(self.store.add_correction, person, turn_id, text)
 
-    async def _reply_turn(self, turn_id: int) -> None:
+    async def check_reply(self, turn_id: int, where: ChatRef | None = None) -> None:
+        """Raise ``UnknownReply`` unless ``turn_id`` is a reply of the bot (shown in ``where``, if given)."""
         turn = await asyncio.to_thread(self.store.get_turn, turn_id)
         if turn is None or turn.role is not Role.ASSISTANT:
             raise UnknownReply(f"turn {turn_id} is not one of my replies")
+        if where is not None and (
+            turn.chat is None or (turn.chat.platform, turn.chat.chat_id) != (where.platform, where.chat_id)
+        ):
+            log.warning(
+                "refused feedback on reply %s from %s chat %s: the reply was shown elsewhere",
+                turn_id,
+                where.platform,
+                where.chat_id,
+            )
+            raise UnknownReply(f"turn {turn_id} is not one of my replies in this chat")
 
     # --- conversations and people -----------------------------------------------
 

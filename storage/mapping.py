@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core.domain import Correction, CorrectionStatus, ModelVersion, Person, Role, Timings, Turn
+from core.domain import ChatRef, Correction, CorrectionStatus, ModelVersion, Person, Role, Timings, Turn
 from storage.tables import CorrectionRow, ModelVersionRow, PersonRow, TurnRow
 
 
@@ -34,6 +34,7 @@ def to_turn(row: TurnRow) -> Turn:
             tokens=row.tokens,
         ),
         error=row.error,
+        chat=ChatRef(row.platform, row.chat_id),
     )
 
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
-from bots.discord_bot.people import may_use, person_of
+from bots.discord_bot.people import PLATFORM, channel_ids, may_use, person_of
 from core.access import REFUSAL
-from core.domain import Correction, RatingOutcome
+from core.domain import ChatRef, Correction, RatingOutcome
 from core.service import UnknownReply
 
 if TYPE_CHECKING:
@@ -47,6 +47,12 @@ def allowed(interaction: discord.Interaction[Any]) -> bool:
     """Whether the person pressing may use the bot here (the same allowlists as for messages)."""
     policy = bot_of(interaction).settings.access
     return may_use(policy, interaction.user, interaction.channel, interaction.channel_id)
+
+
+def pressed_in(interaction: discord.Interaction[Any]) -> ChatRef:
+    """The chat a button or form was used in, as Discord says (a custom id comes from the client)."""
+    chat_id, _thread = channel_ids(interaction.channel, interaction.channel_id)
+    return ChatRef(PLATFORM, chat_id)
 
 
 def is_admin(interaction: discord.Interaction[Any]) -> bool:
@@ -111,7 +117,9 @@ class RateButton(discord.ui.DynamicItem[Button], template=r"iris:rate:(?P<vote>u
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            outcome = await bot_of(interaction).service.rate(person_of(interaction.user), self.turn_id, self.up)
+            outcome = await bot_of(interaction).service.rate(
+                person_of(interaction.user), self.turn_id, self.up, pressed_in(interaction)
+            )
         except UnknownReply:
             await tell(interaction, GONE)
             return
@@ -168,7 +176,9 @@ class CorrectionModal(discord.ui.Modal):
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             service = bot_of(interaction).service
-            await service.correct(person_of(interaction.user), self.turn_id, self.answer.value)
+            await service.correct(
+                person_of(interaction.user), self.turn_id, self.answer.value, pressed_in(interaction)
+            )
         except UnknownReply:
             await tell(interaction, GONE)
             return

@@ -112,7 +112,7 @@ class Conversation:
             await outbox.send(target, plain_text(CORRECTION_NEEDS_TEXT))
             return
         try:
-            await self.adapter.service.correct(person_of(user), turn_id, text)
+            await self.adapter.service.correct(person_of(user), turn_id, text, chat_of(message))
         except UnknownReply:
             await outbox.send(target, plain_text(REPLY_GONE))
         else:

@@ -10,9 +10,9 @@ from telegram.ext import ContextTypes
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_fix, parse_rate, rating_keyboard
 from bots.telegram_bot.formatting import Rendered, plain_text
-from bots.telegram_bot.incoming import person_of
+from bots.telegram_bot.incoming import PLATFORM, person_of
 from bots.telegram_bot.outbox import Target
-from core.domain import RatingOutcome
+from core.domain import ChatRef, RatingOutcome
 from core.service import UnknownReply
 
 REPLY_GONE = "That reply is no longer stored."
@@ -29,10 +29,18 @@ def _rating_ack(outcome: RatingOutcome, up: bool) -> str:
 
 
 def _where(query: CallbackQuery) -> tuple[int, int] | None:
-    """The chat and message the pressed button sits under."""
+    """The chat and message the pressed button sits under.
+
+    Telegram fills these in from the message itself; only the callback data
+    comes from the client, so these (not the data) say where the press happened.
+    """
     if query.message is None:
         return None
     return query.message.chat.id, query.message.message_id
+
+
+def _chat(where: tuple[int, int]) -> ChatRef:
+    return ChatRef(PLATFORM, str(where[0]))
 
 
 class Feedback:
@@ -46,14 +54,19 @@ class Feedback:
         if query is None or press is None or not await self.adapter.admitted(update):
             return
         outbox = self.adapter.outbox
+        where = _where(query)
+        if where is None:
+            await outbox.answer(query.id, REPLY_GONE)
+            return
         try:
-            outcome = await self.adapter.service.rate(person_of(query.from_user), press.turn_id, press.up)
+            outcome = await self.adapter.service.rate(
+                person_of(query.from_user), press.turn_id, press.up, _chat(where)
+            )
         except UnknownReply:
             await outbox.answer(query.id, REPLY_GONE)
             return
         await outbox.answer(query.id, _rating_ack(outcome, press.up))
-        where = _where(query)
-        if outcome is not RatingOutcome.UNCHANGED and where is not None:
+        if outcome is not RatingOutcome.UNCHANGED:
             await outbox.edit_buttons(*where, rating_keyboard(press.turn_id, chosen=press.up))
 
     async def on_fix(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -63,7 +76,11 @@ class Feedback:
         if query is None or press is None or not await self.adapter.admitted(update):
             return
         where = _where(query)
-        if where is None:
+        try:
+            if where is None:
+                raise UnknownReply("the button's message is not available")
+            await self.adapter.service.check_reply(press.turn_id, _chat(where))
+        except UnknownReply:
             await self.adapter.outbox.answer(query.id, REPLY_GONE)
             return
         user = query.from_user

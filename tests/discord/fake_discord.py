@@ -440,11 +440,20 @@ class FakeDiscord:
             payload["message"] = message
         return payload
 
-    async def press(self, message_id: int, custom_id: str, user: Json) -> Interaction:
-        """A person presses a button on a message; the button must be on it, as in Discord."""
+    async def press(self, message_id: int, custom_id: str, user: Json, *, forged: bool = False) -> Interaction:
+        """A person presses a button on a message; the button must be on it, as in Discord.
+
+        ``forged``: the press arrives as if the message carried a button with this
+        custom id (discord.py drops a press whose custom id is not on the message,
+        so the forgery rewrites the message too); the channel stays the real one.
+        The bot must not take a custom id's word for where the press happened.
+        """
         message = self.messages[message_id]
         ids = [c.get("custom_id") for row in message["components"] for c in row.get("components", [])]
-        if custom_id not in ids:
+        if forged:
+            button = {"type": 2, "style": 2, "label": "forged", "custom_id": custom_id}
+            message = {**message, "components": [{"type": 1, "components": [button]}]}
+        elif custom_id not in ids:
             raise AssertionError(f"no button {custom_id!r} on message {message_id}: {ids}")
         data = {"custom_id": custom_id, "component_type": 2}
         payload = self._interaction(3, user, int(message["channel_id"]), data, message)

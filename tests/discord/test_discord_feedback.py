@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from bots.app import App
+from bots.discord_bot.components import ADMINS_ONLY, GONE
 from core.access import REFUSAL
-from core.domain import CorrectionStatus
+from core.domain import CorrectionStatus, Person
 from core.service import ChatService
 from tests.discord.conftest import (
     discord_settings,
@@ -226,3 +227,50 @@ async def test_retrain_is_for_admins_runs_once_at_a_time_and_posts_its_result(
     assert busy[0]["content"] == "A retrain is already running; I did not start another."
     assert posted[0]["content"] == "Promoted iris-ft-1: held-out loss 2.10 → 1.95."
     assert retrainer.runs == 1
+
+
+async def test_forged_presses_carrying_another_chats_reply_store_nothing(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    ada = fake.add_user("ada")
+    eve = fake.add_user("eve")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        ada_reply = await finished_reply(fake, await fake.post(ada, "What is the capital of France?", dm=True))
+        eve_reply = await finished_reply(fake, await fake.post(eve, "What is the capital of Spain?", dm=True))
+        ada_turn = turn_of(ada_reply)
+        correction_id = await service.correct(
+            Person("discord", ada["id"]), ada_turn, "Paris is the capital of France."
+        )
+        under_eve = int(eve_reply["id"])  # every forged press happens in Eve's DM, under her own reply
+
+        rated = await fake.press(under_eve, f"iris:rate:down:{ada_turn}", eve, forged=True)
+        assert await shown(fake, rated) == [GONE]
+        opened = await fake.press(under_eve, f"iris:fix:{ada_turn}", eve, forged=True)
+        await fake.wait_for(lambda: opened.modal, 30, "the correction form")
+        fixed = await fake.submit(opened, "Madrid is the capital of France.")
+        assert await shown(fake, fixed) == [GONE]
+        reviewed = await fake.press(under_eve, f"iris:review:approve:{correction_id}", eve, forged=True)
+        assert await shown(fake, reviewed) == [ADMINS_ONLY]
+        forgot = await fake.press(under_eve, f"iris:forget:yes:{ada['id']}", eve, forged=True)
+        assert "someone else" in (await shown(fake, forgot))[0]
+
+        # The same reply's own buttons, in the DM where it was shown, still work; so do a thread's.
+        own = await fake.press(int(ada_reply["id"]), f"iris:rate:up:{ada_turn}", ada)
+        assert await shown(fake, own) == ["Thanks for the 👍!"]
+        asked = await fake.post(eve, "Who wrote Hamlet?", channel_id=fake.thread_id, mention_bot=True)
+        in_thread = await finished_reply(fake, asked)
+        pressed = await fake.press(int(in_thread["id"]), f"iris:rate:up:{turn_of(in_thread)}", eve)
+        assert await shown(fake, pressed) == ["Thanks for the 👍!"]
+
+    assert stored_ratings(app) == [(ada_turn, ada["id"], 1), (turn_of(in_thread), eve["id"], 1)]
+    [correction] = app.store.corrections(None)
+    assert (correction.id, correction.status, correction.person.user_id) == (
+        correction_id,
+        CorrectionStatus.PENDING,
+        ada["id"],
+    )
+    assert {t.text for t in stored_turns(app) if t.role == "user"} == {
+        "What is the capital of France?",
+        "What is the capital of Spain?",
+        "Who wrote Hamlet?",
+    }

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bots.app import App
+from bots.telegram_bot.feedback import REPLY_GONE
 from core.access import REFUSAL
+from core.domain import Person
 from tests.fakes import HeldRetrainer
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
 from tests.telegram.fake_bot_api import Call, FakeBotApi, Sent, private_chat, user
@@ -204,3 +206,46 @@ async def test_consent_is_asked_for_and_recorded(start_bot: StartBot, fake_api: 
     fake_api.send_text(private_chat(ADA), ADA, "/consent YES")
     await wait_for_text(fake_api, ADA["id"], "may now help train")
     assert query(app, "SELECT consent FROM people WHERE user_id = ?", str(ADA["id"])) == [(1,)]
+
+
+async def test_forged_presses_carrying_another_chats_reply_store_nothing(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    eve = user(2, "Eve")
+    ada_reply = await answered(fake_api)
+    eve_reply = await answered(fake_api, eve)
+    ada_turn = turn_of(ada_reply)
+    correction_id = await app.service.correct(Person("telegram", str(ADA["id"])), ada_turn, "Paris, of course.")
+
+    def acks() -> list[str]:
+        return [call.params.get("text", "") for call in fake_api.calls_to("answerCallbackQuery")]
+
+    # A modified client: each press is under Eve's own reply, in her chat, with another reply's data.
+    forged = [
+        f"rate:{ada_turn}:down",
+        f"fix:{ada_turn}",
+        f"review:{correction_id}:approve",
+        f"forget:{ADA['id']}:yes",
+    ]
+    for data in forged:
+        fake_api.press(eve, eve_reply, data)
+    await fake_api.wait_for(lambda: len(acks()) == len(forged))
+    assert sorted(acks()) == sorted(
+        [
+            REPLY_GONE,
+            REPLY_GONE,
+            "Only admins can review suggested answers.",
+            "This button is for someone else.",
+        ]
+    )
+    await fake_api.settle(0.5)
+    assert not [m for m in fake_api.chat(eve["id"]) if "what should I have said" in m.text]
+    fake_api.send_text(private_chat(eve), eve, "Madrid is the capital of France.")  # not taken as a correction
+    await wait_for_reply(fake_api, eve["id"], 2)
+
+    fake_api.press(ADA, ada_reply, button(ada_reply, "👍"))  # the real button, in Ada's chat, still works
+    await fake_api.wait_for(lambda: len(acks()) == len(forged) + 1)
+    assert query(app, "SELECT turn_id, value FROM ratings") == [(ada_turn, 1)]
+    assert query(app, "SELECT id, status FROM corrections") == [(correction_id, "pending")]
+    assert query(app, "SELECT count(*) FROM people") == [(2,)]
