@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from core.ports import ModelRegistry
-from finetune.feedback import read_jsonl
+from finetune.duplicates import normalize
+from finetune.feedback import read_jsonl, write_jsonl
 from finetune.gate import NEXT_NO_ANSWER, GateConfig, GateFailure, check_answers, evaluate, probe_questions
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
 from finetune.report import sources, summary, write_report
@@ -34,6 +35,8 @@ from finetune.training import TrainingData, prompt_and_answer, teaching_steps
 
 log = logging.getLogger(__name__)
 
+
+UNTAUGHT = "eval_feedback_untaught.jsonl"  # held-out feedback asking no taught question
 
 STEPS = ("dataset", "train", "merge", "export", "validate", "evaluate", "register", "promote", "report")
 
@@ -145,6 +148,10 @@ class Pipeline:
             )
         return composition(self.dataset_dir, report) | {"facts": len(facts)}
 
+    def _held_out_feedback(self) -> Path:
+        untaught = self.dataset_dir / UNTAUGHT
+        return untaught if untaught.exists() else self.dataset_dir / "eval_feedback.jsonl"
+
     @property
     def facts(self) -> list[Fact]:
         return read_facts(self.dataset_dir / "teach.json")
@@ -155,7 +162,7 @@ class Pipeline:
             self.dataset_dir / "train.jsonl",
             kto=feedback / "kto.jsonl",
             dpo=feedback / "dpo.jsonl",
-            held_out=read_jsonl(self.dataset_dir / "eval_feedback.jsonl", missing_ok=True),
+            held_out=read_jsonl(self._held_out_feedback(), missing_ok=True),
             facts=self.facts,
         )
 
@@ -214,7 +221,7 @@ class Pipeline:
         verdict = evaluate(
             gguf,
             active.gguf_path if active else None,
-            self.dataset_dir / "eval_feedback.jsonl",
+            self._held_out_feedback(),
             self.dataset_dir / "eval_finetome.jsonl",
             self.config.gate,
             active_name=active.name if active else None,
@@ -273,17 +280,22 @@ class Pipeline:
 
 
 def taught_facts(dataset_dir: Path) -> list[Fact]:
-    """The facts of the dataset's feedback export, without the questions held out for the gate.
+    """Every approved correction of the dataset's feedback export, grouped into facts, and the
+    held-out feedback the gate may still use: the rows that ask no taught question.
 
-    A fact whose every question was held out is left out of teaching: the
-    held-out feedback NLL measures it instead.
+    Every correction is taught, also one whose question the build held out (with a
+    handful of questions, holding one out would leave that fact untaught); such a row
+    is no longer held out, so ``eval_feedback_untaught.jsonl`` leaves it out.
     """
-    held = set()
+    facts = facts_from_export(dataset_dir / "feedback")
+    taught = {normalize(q) for fact in facts for q in fact.questions}
+    untaught = []
     for row in read_jsonl(dataset_dir / "eval_feedback.jsonl", missing_ok=True):
         pair = prompt_and_answer(row)
-        if pair:
-            held.add(pair[0][-1]["content"])
-    return facts_from_export(dataset_dir / "feedback", skip=held)
+        if pair and normalize(pair[0][-1]["content"]) not in taught:
+            untaught.append(row)
+    write_jsonl(dataset_dir / UNTAUGHT, untaught)
+    return facts
 
 
 def composition(dataset_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
