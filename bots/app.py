@@ -19,6 +19,7 @@ from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
 from core.ports import Generation
 from core.service import ChatService, ServiceConfig
 from core.transcription import WhisperConfig, WhisperTranscriber
+from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
 from storage.database import make_engine, sqlite_url
 from storage.migrate import upgrade
@@ -148,5 +149,6 @@ def build_app(settings: Settings | None = None) -> App:
             env={"IRIS_DATA_DIR": str(settings.data_dir.resolve()), "DATABASE_URL": database_url(settings)},
             timeout=settings.retrain_timeout_minutes * 60,
         ),
+        copies=CopyEraser(settings.data_dir, retrain_dir(settings)),
     )
     return App(settings, store, service, transcriber, generator)

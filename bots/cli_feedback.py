@@ -110,9 +110,11 @@ def feedback_export(
 ) -> None:
     """Export ratings and approved corrections as SFT (FineTome's shape), KTO and DPO files."""
     from bots.app import database_url
+    from finetune.copies import record_copy
     from finetune.feedback import export_feedback
 
     settings = load_settings()
+    record_copy(settings.data_dir, out, "feedback export")  # first: /forget must find even a half-written one
     manifest = export_feedback(
         database_url(settings),
         out,
@@ -209,6 +211,10 @@ def dataset_build(
     if sample_size is not None:
         config = replace(config, sample_size=sample_size or None)  # 0: every row
     source = finetome or settings.dataset_finetome
+    if not no_feedback:
+        from finetune.copies import record_copy
+
+        record_copy(settings.data_dir, out, "dataset build")
     try:
         report = build_dataset(
             source,

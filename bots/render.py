@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable
 
-from core.domain import Stats
+from core.domain import ForgetReport, Stats
 
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
@@ -75,4 +75,36 @@ def format_stats(stats: Stats) -> str:
         rated = row.up + row.down
         share = f" ({row.up / rated:.0%} 👍)" if rated else ""
         lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
+    return "\n".join(lines)
+
+
+def _amount(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def format_forget(report: ForgetReport) -> str:
+    """What /forget did, in words the person can hold Iris to (every chat and the console say the same)."""
+    lines = [
+        f"Done: I deleted {_amount(report.turns, 'message')}, {_amount(report.ratings, 'rating')} and "
+        f"{_amount(report.corrections, 'suggested answer')}."
+    ]
+    copies = report.copies
+    if copies is not None and copies.files:
+        lines.append(
+            f"I also took your words out of {_amount(copies.files, 'training data file')} "
+            f"({_amount(copies.rows, 'example')} removed)."
+        )
+    if copies is not None and copies.models:
+        names = ", ".join(copies.models)
+        lines.append(
+            f"Model versions already trained with your words: {names}. A trained model cannot unlearn, "
+            "but no future training will use your words."
+        )
+    if copies is not None and copies.unreachable:
+        lines.append(
+            f"{_amount(len(copies.unreachable), 'file')} of training data could not be cleaned yet; "
+            "the bot's admins have been told."
+        )
+    if report.complete:
+        lines.append("Nothing about you is stored any more.")
     return "\n".join(lines)

@@ -166,11 +166,30 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class ErasedCopies:
+    """What /forget did outside the database: the files Iris wrote people's words to."""
+
+    files: int = 0  # files rewritten or deleted
+    rows: int = 0  # rows of training data dropped
+    models: tuple[str, ...] = ()  # model versions already trained on the person's words
+    unreachable: tuple[str, ...] = ()  # copies that could not be checked or rewritten
+
+
+@dataclass(frozen=True)
 class ForgetReport:
     turns: int
     ratings: int
     corrections: int
     conversations: int
+    # The person's own texts (messages, transcripts, corrections) as they were
+    # stored, so that copies outside the database can be found; never shown.
+    words: tuple[str, ...] = field(default=(), repr=False)
+    copies: ErasedCopies | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether nothing Iris knows of still holds the person's words."""
+        return self.copies is None or not (self.copies.models or self.copies.unreachable)
 
 
 # --- What the service yields while it handles a message -----------------------

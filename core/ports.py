@@ -18,6 +18,7 @@ from core.domain import (
     ChatRef,
     Correction,
     CorrectionStatus,
+    ErasedCopies,
     ForgetReport,
     ModelVersion,
     Person,
@@ -172,6 +173,12 @@ class RetrainOutcome:
     promoted: bool
     model: str | None
     summary: str
+
+
+class CopyEraser(Protocol):
+    def erase(self, person: Person, texts: Sequence[str]) -> ErasedCopies:
+        """Take a person's texts out of every copy outside the database (exports, datasets, runs)."""
+        ...
 
 
 class Retrainer(Protocol):

@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.domain import (
     ChatMessage,
     ChatRef,
     Correction,
     CorrectionStatus,
+    ErasedCopies,
     ForgetReport,
     IncomingMessage,
     Notice,
@@ -40,6 +41,7 @@ from core.ports import (
     AudioError,
     AudioTooLong,
     ConversationStore,
+    CopyEraser,
     Generation,
     ReplyGenerator,
     Retrainer,
@@ -89,12 +91,14 @@ class ChatService:
         generator: ReplyGenerator,
         config: ServiceConfig | None = None,
         retrainer: Retrainer | None = None,
+        copies: CopyEraser | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
         self.generator = generator
         self.config = config or ServiceConfig()
         self.retrainer = retrainer
+        self.copies = copies
         self._retraining = asyncio.Lock()
         self._model_queue = FairQueue()
         self._speech_queue = FairQueue()
@@ -369,8 +373,22 @@ class ChatService:
         return await asyncio.to_thread(self.store.reset, chat, person, shared_history)
 
     async def forget(self, person: Person) -> ForgetReport:
-        """Delete everything stored about a person: their turns, ratings and corrections."""
-        return await asyncio.to_thread(self.store.forget, person)
+        """Delete everything stored about a person: their turns, ratings and corrections,
+        then their words in every copy outside the database (exports, datasets, retrain runs).
+
+        The report names the model versions already trained on their words.
+        """
+        report = await asyncio.to_thread(self.store.forget, person)
+        if self.copies is not None:
+            try:
+                erased = await asyncio.to_thread(self.copies.erase, person, report.words)
+            except Exception:
+                log.exception(
+                    "could not remove a forgotten person's words from the copies outside the database"
+                )
+                erased = ErasedCopies(unreachable=("the training data folders",))
+            report = replace(report, copies=erased)
+        return report
 
     async def set_consent(self, person: Person, consent: bool) -> None:
         """Record whether the person's conversations may be used to train future versions."""

@@ -26,7 +26,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from storage import queries
-from storage.database import session_factory
+from storage.database import session_factory, truncate_journal
 from storage.mapping import to_correction, to_model_version, to_turn
 from storage.tables import (
     ConversationRow,
@@ -307,11 +307,16 @@ class SqlStore:
                 | (TurnRow.reply_to_id.in_(their_turns))
             )
             turn_ids = list(session.scalars(doomed_turns).all())
+            said = session.scalars(select(TurnRow.text).where(TurnRow.person_id == row.id)).all()
+            proposed = session.scalars(
+                select(CorrectionRow.text).where(CorrectionRow.person_id == row.id)
+            ).all()
             report = ForgetReport(
                 turns=len(turn_ids),
                 ratings=self._count(session, RatingRow, RatingRow.person_id == row.id),
                 corrections=self._count(session, CorrectionRow, CorrectionRow.person_id == row.id),
                 conversations=self._count(session, ConversationRow, ConversationRow.owner_id == row.id),
+                words=tuple(dict.fromkeys(text for text in [*said, *proposed] if text)),
             )
             # Explicit deletes in dependency order, so nothing depends on the
             # backend's ON DELETE CASCADE being switched on.
@@ -326,7 +331,8 @@ class SqlStore:
             session.execute(delete(TurnRow).where(TurnRow.id.in_(turn_ids)))
             session.execute(delete(ConversationRow).where(ConversationRow.owner_id == row.id))
             session.delete(row)
-            return report
+        truncate_journal(self.engine)
+        return report
 
     def set_consent(self, person: Person, consent: bool | None) -> None:
         queries.set_consent(self.engine, person, consent)

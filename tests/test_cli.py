@@ -119,7 +119,7 @@ def test_the_console_chat(env: dict[str, str]) -> None:
     assert "correction 1 saved" in out
     assert "cannot read /no/such/file.ogg" in out
     assert "(new conversation)" in out
-    assert "(deleted 4 turns, 1 ratings, 1 corrections)" in out
+    assert "(Done: I deleted 4 messages, 1 rating and 1 suggested answer." in out
 
 
 def test_run_without_tokens_opens_the_local_chat(env: dict[str, str]) -> None:

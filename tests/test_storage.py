@@ -178,6 +178,8 @@ def test_forget_deletes_everything_about_a_person_and_nothing_else(store: SqlSto
     report = store.forget(ALICE)
 
     assert report.turns == 4 and report.ratings == 1 and report.corrections == 1 and report.conversations == 1
+    # Her own words, for /forget to find their copies outside the database.
+    assert sorted(report.words) == ["alice in the group", "alice secret", "alice's better answer"]
     for turn_id in (alice_reply, shared_q, shared_reply):
         assert store.get_turn(turn_id) is None
     assert store.get_turn(bob_reply) is not None

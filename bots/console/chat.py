@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bots.render import format_forget
 from core.domain import (
     Audio,
     ChatRef,
@@ -88,9 +89,7 @@ class ConsoleChat:
         elif command == "/forget":
             report = await self.service.forget(self.person)
             self.last_reply = None
-            self.write(
-                f"(deleted {report.turns} turns, {report.ratings} ratings, {report.corrections} corrections)\n"
-            )
+            self.write(f"({format_forget(report)})\n")
         elif command.startswith("/"):
             self.write(f"unknown command {command}; /help lists them\n")
         else:

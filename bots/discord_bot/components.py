@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import discord
 
 from bots.discord_bot.people import PLATFORM, channel_ids, may_use, person_of
+from bots.render import format_forget
 from core.access import REFUSAL
 from core.domain import ChatRef, Correction, RatingOutcome
 from core.service import UnknownReply
@@ -303,13 +304,7 @@ class ForgetButton(discord.ui.DynamicItem[Button], template=r"iris:forget:(?P<an
             return
         await interaction.response.defer()
         report = await bot_of(interaction).service.forget(person_of(interaction.user))
-        await interaction.edit_original_response(
-            content=(
-                f"Done: I deleted {report.turns} conversation turns, {report.ratings} ratings and "
-                f"{report.corrections} corrections of yours."
-            ),
-            view=None,
-        )
+        await interaction.edit_original_response(content=format_forget(report), view=None)
 
 
 def forget_view(user_id: int) -> discord.ui.View:

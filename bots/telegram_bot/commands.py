@@ -5,6 +5,7 @@ from __future__ import annotations
 from telegram import BotCommand, Update
 from telegram.ext import ContextTypes
 
+from bots.render import format_forget
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import forget_keyboard, parse_forget
 from bots.telegram_bot.formatting import plain_text
@@ -55,10 +56,6 @@ CONSENT_ASK = (
 )
 CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
 CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
-
-
-def _amount(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 class Commands:
@@ -120,10 +117,7 @@ class Commands:
         if press.confirmed:
             report = await self.adapter.service.forget(person_of(query.from_user))
             self.adapter.corrections.drop_person(query.from_user.id)
-            text = (
-                f"Done: I deleted {_amount(report.turns, 'message')}, {_amount(report.ratings, 'rating')} and "
-                f"{_amount(report.corrections, 'suggested answer')}. Nothing about you is stored any more."
-            )
+            text = format_forget(report)
         else:
             text = "Kept everything; nothing was deleted."
         await outbox.answer(query.id, "Deleted." if press.confirmed else "Nothing deleted.")

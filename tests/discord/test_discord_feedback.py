@@ -161,7 +161,7 @@ async def test_help_reset_and_forget_with_confirmation(
         done = await fake.press(int(confirm["id"]), f"iris:forget:yes:{person['id']}", person)
         [report] = await shown(fake, done)
 
-    assert report == "Done: I deleted 4 conversation turns, 1 ratings and 0 corrections of yours."
+    assert report.startswith("Done: I deleted 4 messages, 1 rating and 0 suggested answers.")
     assert stored_turns(app) == [] and stored_ratings(app) == []
     assert fake.messages[int(confirm["id"])]["components"] == []  # the buttons are gone
 
