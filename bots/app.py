@@ -16,6 +16,7 @@ from pathlib import Path
 from bots.settings import Settings
 from core.domain import ModelVersion
 from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
+from core.limits import RateLimits
 from core.ports import Generation
 from core.service import ChatService, ServiceConfig
 from core.transcription import WhisperConfig, WhisperTranscriber
@@ -141,6 +142,11 @@ def build_app(settings: Settings | None = None) -> App:
             history_turns=settings.history_turns,
             max_audio_seconds=settings.max_audio_seconds,
             max_audio_bytes=settings.max_file_bytes,
+            limits=RateLimits(
+                messages_per_hour=settings.rate_limit_messages_per_hour,
+                voice_minutes_per_hour=settings.rate_limit_voice_minutes_per_hour,
+                exempt=frozenset(settings.admin_user_ids),
+            ),
         ),
         retrainer=RetrainLauncher(
             log_dir=retrain_dir(settings) / "logs",

@@ -228,6 +228,7 @@ class NoticeKind(enum.StrEnum):
     UNREADABLE_AUDIO = "unreadable_audio"
     MODEL_FAILED = "model_failed"
     STORE_FAILED = "store_failed"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from core.domain import (
     Transcribed,
     UserTurnReceipt,
 )
+from core.limits import Clock, RateLimiter, RateLimits
 from core.ports import (
     AudioError,
     AudioTooLong,
@@ -66,6 +67,7 @@ class ServiceConfig:
     max_audio_seconds: float = 300.0
     max_audio_bytes: int = 20 * 1024 * 1024
     max_text_chars: int = 8000
+    limits: RateLimits = field(default_factory=RateLimits)
 
 
 class RetrainBusy(RuntimeError):
@@ -92,6 +94,7 @@ class ChatService:
         config: ServiceConfig | None = None,
         retrainer: Retrainer | None = None,
         copies: CopyEraser | None = None,
+        clock: Clock = time.time,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -99,6 +102,7 @@ class ChatService:
         self.config = config or ServiceConfig()
         self.retrainer = retrainer
         self.copies = copies
+        self.limiter = RateLimiter(self.config.limits, clock)
         self._retraining = asyncio.Lock()
         self._model_queue = FairQueue()
         self._speech_queue = FairQueue()
@@ -121,6 +125,10 @@ class ChatService:
         if problem is not None and problem.kind is NoticeKind.EMPTY:
             yield problem
             return
+        refused = self.limiter.check_message(message.sender)
+        if refused is not None:  # refused before anything is stored
+            yield Notice(NoticeKind.RATE_LIMITED, refused.text(self.limiter.clock()))
+            return
         try:
             receipt = await asyncio.to_thread(
                 self.store.record_user_turn,
@@ -140,6 +148,7 @@ class ChatService:
         if receipt.duplicate:
             yield Notice(NoticeKind.DUPLICATE, "Already answered.", receipt.turn_id)
             return
+        self.limiter.note_message(message.sender)
         if problem is not None:
             await self._fail(receipt.turn_id, problem.text)
             yield Notice(problem.kind, problem.text, receipt.turn_id)
@@ -148,7 +157,7 @@ class ChatService:
         user_text = message.text or ""
         transcribe_ms: float | None = None
         if message.audio is not None:
-            heard = await self._transcribe(receipt, message.audio.data)
+            heard = await self._transcribe(receipt, message.sender, message.audio.data)
             if isinstance(heard, Notice):
                 yield heard
                 return
@@ -185,7 +194,7 @@ class ChatService:
         except Exception:
             log.exception("could not note why turn %s failed", turn_id)
 
-    async def _transcribe(self, receipt: UserTurnReceipt, audio: bytes) -> _Heard | Notice:
+    async def _transcribe(self, receipt: UserTurnReceipt, sender: Person, audio: bytes) -> _Heard | Notice:
         turn_id = receipt.turn_id
         limit = self.config.max_audio_seconds
         try:
@@ -193,6 +202,12 @@ class ChatService:
                 seconds = await asyncio.to_thread(self.transcriber.probe, audio)
                 if seconds > limit:
                     raise AudioTooLong(seconds, limit)
+                refused = self.limiter.check_voice(sender, seconds)
+                if refused is not None:
+                    text = refused.text(self.limiter.clock())
+                    await self._fail(turn_id, text, seconds)
+                    return Notice(NoticeKind.RATE_LIMITED, text, turn_id)
+                self.limiter.note_voice(sender, seconds)
                 began = time.perf_counter()
                 transcript = await asyncio.to_thread(self.transcriber.transcribe, audio)
                 ms = (time.perf_counter() - began) * 1000
