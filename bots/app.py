@@ -28,6 +28,9 @@ from storage.repository import SqlStore
 
 log = logging.getLogger(__name__)
 
+# Set for an `iris retrain` the bot starts: the bot, not the child, records it in the audit trail.
+AUDITED_BY_PARENT = "IRIS_AUDITED_BY_PARENT"
+
 
 @dataclass
 class App:
@@ -152,9 +155,15 @@ def build_app(settings: Settings | None = None) -> App:
             log_dir=retrain_dir(settings) / "logs",
             # The run is another process: hand it this app's data and database
             # even where they came from code rather than the environment.
-            env={"IRIS_DATA_DIR": str(settings.data_dir.resolve()), "DATABASE_URL": database_url(settings)},
+            env={
+                "IRIS_DATA_DIR": str(settings.data_dir.resolve()),
+                "DATABASE_URL": database_url(settings),
+                # The service writes this run's audit lines, with the admin who asked for it.
+                AUDITED_BY_PARENT: "1",
+            },
             timeout=settings.retrain_timeout_minutes * 60,
         ),
         copies=CopyEraser(settings.data_dir, retrain_dir(settings)),
+        audit=store,
     )
     return App(settings, store, service, transcriber, generator)

@@ -22,6 +22,7 @@ from bots.app import load_settings
 from bots.cli_errors import explain
 from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
+from bots.cli_trust import audit
 from bots.logs import redact
 from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDone, Stats, Transcribed
 from core.service import ChatService
@@ -34,6 +35,7 @@ app.add_typer(feedback_app, name="feedback")
 app.add_typer(dataset_app, name="dataset")
 app.command()(review)
 app.command()(retrain)
+app.command()(audit)
 
 
 def local_person() -> Person:

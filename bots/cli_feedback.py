@@ -50,7 +50,7 @@ def review(
     if text is not None and approve is None:
         raise typer.BadParameter("--text goes with --approve ID")
     with opened_store(load_settings()) as store:
-        desk = ReviewDesk(store, reviewer or f"console:{getpass.getuser()}")
+        desk = ReviewDesk(store, reviewer or f"console:{getpass.getuser()}", audit=store)
         try:
             if list_:
                 wanted = None if status is ReviewStatus.all else CorrectionStatus(status.value)
@@ -144,11 +144,14 @@ class Answer(StrEnum):
 def feedback_consent(platform: str, user_id: str, answer: Answer) -> None:
     """Record whether a person agrees that their words become training data (unset: the setting decides)."""
     from bots.app import opened_store
-    from core.domain import Person
+    from core.domain import AuditAction, Person
 
+    person = Person(platform, user_id)
+    consent = {Answer.yes: True, Answer.no: False, Answer.unset: None}[answer]
     with opened_store(load_settings()) as store:
-        store.set_consent(
-            Person(platform, user_id), {Answer.yes: True, Answer.no: False, Answer.unset: None}[answer]
+        store.set_consent(person, consent)
+        store.record_audit(
+            f"console:{getpass.getuser()}", AuditAction.CONSENT, person.actor, {"consent": consent}
         )
     typer.echo(f"{platform}:{user_id} consent {answer.value}")
 

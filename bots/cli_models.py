@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bots.app import load_settings
+from bots.app import AUDITED_BY_PARENT, load_settings
 from bots.settings import Settings
+from core.domain import AuditAction
+from core.ports import RetrainOutcome
+from core.service import retrain_entries
 
 if TYPE_CHECKING:
     from finetune.retrain import RetrainConfig
+
+
+def console_actor() -> str:
+    """Who the audit trail names for a command typed in a terminal."""
+    return f"console:{getpass.getuser()}"
+
 
 models_app = typer.Typer(help="The model versions the bots can serve.", no_args_is_help=True)
 
@@ -69,10 +80,13 @@ def models_activate(name: str) -> None:
 
     with opened_store(load_settings()) as store:
         try:
+            current = store.active_model()
             version = store.activate_model(name)
         except NotFound as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
+        was = current.name if current else None
+        store.record_audit(console_actor(), AuditAction.ACTIVATE, version.name, {"was": was})
     typer.echo(f"active: {version.name}")
 
 
@@ -89,6 +103,8 @@ def models_rollback() -> None:
         except NotFound as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
+        was = current.name if current else None
+        store.record_audit(console_actor(), AuditAction.ROLLBACK, version.name, {"was": was})
     typer.echo(f"active: {version.name} (was {current.name if current else '-'})")
 
 
@@ -185,12 +201,22 @@ def retrain(
         config = retrain_config(settings, profile, resume=resume, dry_run=dry_run, force=force, dataset=dataset)
     except (KeyError, ValueError) as error:
         refuse("not-started", str(error).strip("'\""))
+    # A run the bot started is recorded by the bot, with the admin who asked for it.
+    audited = not os.environ.get(AUDITED_BY_PARENT)
     with opened_store(settings) as store:
         try:
             ensure_served_model(store, settings)  # the gate compares with what the bots serve
+            if audited and not dry_run:
+                start = {"profile": profile, "resume": resume, "force": force}
+                store.record_audit(console_actor(), AuditAction.RETRAIN_START, profile, start)
             outcome = run_retrain(config, store, say)
         except (RetrainBusy, NothingToResume) as error:
             refuse("busy" if isinstance(error, RetrainBusy) else "nothing-to-resume", str(error))
+        if audited and not dry_run:
+            promoted = outcome.status == "promoted"
+            result = RetrainOutcome(outcome.status != "failed", promoted, outcome.name, outcome.message)
+            for action, target, details in retrain_entries(result):
+                store.record_audit(console_actor(), action, target, details)
     if as_json:
         typer.echo(json.dumps(outcome.to_json(), ensure_ascii=False, default=str))
     else:

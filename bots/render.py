@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable
 
-from core.domain import ForgetReport, Stats
+from core.domain import AuditEntry, ForgetReport, Stats
 
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
@@ -108,3 +108,20 @@ def format_forget(report: ForgetReport) -> str:
     if report.complete:
         lines.append("Nothing about you is stored any more.")
     return "\n".join(lines)
+
+
+def format_audit(entries: list[AuditEntry]) -> str:
+    """The audit trail, one line an entry: when (UTC), who, what, on what, and the details."""
+    if not entries:
+        return "The audit trail is empty."
+    return "\n".join(audit_line(entry) for entry in entries)
+
+
+def audit_line(entry: AuditEntry) -> str:
+    details = " ".join(f"{key}={value}" for key, value in entry.details.items() if key != "summary")
+    parts = [f"{entry.at:%Y-%m-%d %H:%M} UTC", entry.actor, entry.action.value]
+    if entry.target:
+        parts.append(entry.target)
+    if details:
+        parts.append(details)
+    return " · ".join(parts)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.domain import Correction, CorrectionStatus, Role, Turn
-from core.ports import ConversationStore
+from core.ports import AuditLog, ConversationStore
+from core.service import review_entry
 
 HELP = "[a]pprove  [e]dit, then approve  [r]eject  [s]kip  [q]uit"
 
@@ -37,10 +38,13 @@ class ReviewTally:
 class ReviewDesk:
     """Lists, shows and decides corrections as one reviewer."""
 
-    def __init__(self, store: ConversationStore, reviewer: str, context_turns: int = 6) -> None:
+    def __init__(
+        self, store: ConversationStore, reviewer: str, context_turns: int = 6, audit: AuditLog | None = None
+    ) -> None:
         self.store = store
         self.reviewer = reviewer
         self.context_turns = context_turns
+        self.audit = audit
 
     def corrections(self, status: CorrectionStatus | None = CorrectionStatus.PENDING) -> list[Correction]:
         return self.store.corrections(status)
@@ -66,6 +70,8 @@ class ReviewDesk:
         if approve and text is not None and not text.strip():
             raise ReviewError("the corrected answer is empty")
         after = self.store.review_correction(correction_id, approve, self.reviewer, text)
+        if self.audit is not None:
+            self.audit.record_audit(self.reviewer, *review_entry(after, edited=approve and bool(text)))
         note = f"correction {after.id} {after.status.value} by {after.reviewer}"
         if before.status is not CorrectionStatus.PENDING:
             note += f" (it was {before.status.value} by {before.reviewer or '?'})"

@@ -7,6 +7,7 @@ can pass them around without one changing what another sees.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,6 +30,17 @@ class Person:
     platform: str
     user_id: str
     display_name: str | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit trail names them: ``platform:user_id``."""
+        return f"{self.platform}:{self.user_id}"
+
+    @property
+    def pseudonym(self) -> str:
+        """How the audit trail names them once they used /forget (no id, but stable)."""
+        digest = hashlib.sha256(f"iris-audit:{self.platform}:{self.user_id}".encode()).hexdigest()
+        return f"forgotten:{digest[:16]}"
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,33 @@ class ForgetReport:
     def complete(self) -> bool:
         """Whether nothing Iris knows of still holds the person's words."""
         return self.copies is None or not (self.copies.models or self.copies.unreachable)
+
+
+class AuditAction(enum.StrEnum):
+    """What the audit trail records: every admin action, and a person's consent change or /forget."""
+
+    REVIEW_APPROVE = "review.approve"
+    REVIEW_EDIT = "review.edit"  # approved with the reviewer's own text
+    REVIEW_REJECT = "review.reject"
+    RETRAIN_START = "retrain.start"
+    RETRAIN_OUTCOME = "retrain.outcome"
+    PROMOTE = "model.promote"
+    ACTIVATE = "model.activate"
+    ROLLBACK = "model.rollback"
+    CONSENT = "consent"
+    FORGET = "forget"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit trail: who did what to what, when, with the details that matter."""
+
+    id: int
+    at: datetime
+    actor: str  # "telegram:123", "discord:456", "console:alice", or a pseudonym after /forget
+    action: AuditAction
+    target: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
 
 
 # --- What the service yields while it handles a message -----------------------

@@ -9,11 +9,14 @@ All methods here are blocking; the service calls them from worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from core.domain import (
+    AuditAction,
+    AuditEntry,
     ChatMessage,
     ChatRef,
     Correction,
@@ -142,6 +145,22 @@ class ConversationStore(Protocol):
         ...
 
     def stats(self) -> Stats: ...
+
+
+class AuditLog(Protocol):
+    def record_audit(
+        self,
+        actor: str,
+        action: AuditAction,
+        target: str | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        """Store one admin action with who did it and when (now)."""
+        ...
+
+    def audit_entries(self, since: datetime | None = None) -> list[AuditEntry]:
+        """The trail, oldest first; ``since`` is inclusive."""
+        ...
 
 
 class ModelRegistry(Protocol):

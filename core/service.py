@@ -15,8 +15,11 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from core.domain import (
+    AuditAction,
+    AuditEntry,
     ChatMessage,
     ChatRef,
     Correction,
@@ -41,6 +44,7 @@ from core.limits import Clock, RateLimiter, RateLimits
 from core.ports import (
     AudioError,
     AudioTooLong,
+    AuditLog,
     ConversationStore,
     CopyEraser,
     Generation,
@@ -95,6 +99,7 @@ class ChatService:
         retrainer: Retrainer | None = None,
         copies: CopyEraser | None = None,
         clock: Clock = time.time,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -103,6 +108,7 @@ class ChatService:
         self.retrainer = retrainer
         self.copies = copies
         self.limiter = RateLimiter(self.config.limits, clock)
+        self.audit = audit
         self._retraining = asyncio.Lock()
         self._model_queue = FairQueue()
         self._speech_queue = FairQueue()
@@ -403,11 +409,25 @@ class ChatService:
                 )
                 erased = ErasedCopies(unreachable=("the training data folders",))
             report = replace(report, copies=erased)
+        details: dict[str, object] = {
+            "turns": report.turns,
+            "ratings": report.ratings,
+            "corrections": report.corrections,
+        }
+        if report.copies is not None:
+            details |= {
+                "files": report.copies.files,
+                "rows": report.copies.rows,
+                "models": list(report.copies.models),
+                "unreachable": list(report.copies.unreachable),
+            }
+        await self._record(person.pseudonym, AuditAction.FORGET, None, details)
         return report
 
     async def set_consent(self, person: Person, consent: bool) -> None:
         """Record whether the person's conversations may be used to train future versions."""
         await asyncio.to_thread(self.store.set_consent, person, consent)
+        await self._record(person.actor, AuditAction.CONSENT, person.actor, {"consent": consent})
 
     # --- admin --------------------------------------------------------------------
 
@@ -420,20 +440,77 @@ class ChatService:
     async def review(
         self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
     ) -> Correction:
-        """Approve (optionally with edited text) or reject a pending correction."""
-        return await asyncio.to_thread(self.store.review_correction, correction_id, approve, reviewer, text)
+        """Approve (optionally with edited text) or reject a pending correction; the trail records it."""
+        decided = await asyncio.to_thread(self.store.review_correction, correction_id, approve, reviewer, text)
+        await self._record(reviewer, *review_entry(decided, edited=approve and bool((text or "").strip())))
+        return decided
 
-    async def retrain(self, profile: str | None = None) -> RetrainOutcome:
+    async def retrain(self, profile: str | None = None, actor: str = "unknown") -> RetrainOutcome:
         """Run a retrain in its own process; the bots keep answering meanwhile.
 
-        A promoted model is picked up by the generator between replies.
+        A promoted model is picked up by the generator between replies. The
+        trail records who started it, how it ended and what it promoted.
         """
         if self.retrainer is None:
             return RetrainOutcome(False, False, None, "Retraining is not set up on this deployment.")
         if self._retraining.locked():
             raise RetrainBusy("a retrain is already running")
         async with self._retraining:
-            return await asyncio.to_thread(self.retrainer.retrain, profile)
+            await self._record(actor, AuditAction.RETRAIN_START, profile, {"profile": profile})
+            try:
+                outcome = await asyncio.to_thread(self.retrainer.retrain, profile)
+            except Exception as error:
+                await self._record(
+                    actor, AuditAction.RETRAIN_OUTCOME, profile, {"ok": False, "error": type(error).__name__}
+                )
+                raise
+            for action, target, details in retrain_entries(outcome):
+                await self._record(actor, action, target, details)
+            return outcome
+
+    async def audit_trail(self, since: datetime | None = None) -> list[AuditEntry]:
+        """The audit trail, oldest first (admins only: adapters check before they call)."""
+        if self.audit is None:
+            return []
+        return await asyncio.to_thread(self.audit.audit_entries, since)
+
+    async def _record(
+        self, actor: str, action: AuditAction, target: str | None, details: dict[str, object]
+    ) -> None:
+        if self.audit is None:
+            return
+        try:
+            await asyncio.to_thread(self.audit.record_audit, actor, action, target, details)
+        except Exception:
+            log.exception("could not write %s by %s to the audit trail", action.value, actor)
+
+
+def review_entry(decided: Correction, *, edited: bool) -> tuple[AuditAction, str, dict[str, object]]:
+    """The audit line of a review decision (the chat's and ``iris review``'s)."""
+    if decided.status is CorrectionStatus.REJECTED:
+        action = AuditAction.REVIEW_REJECT
+    else:
+        action = AuditAction.REVIEW_EDIT if edited else AuditAction.REVIEW_APPROVE
+    return action, f"correction:{decided.id}", {"status": decided.status.value, "turn": decided.turn_id}
+
+
+def retrain_entries(outcome: RetrainOutcome) -> list[tuple[AuditAction, str | None, dict[str, object]]]:
+    """The audit lines of a finished retrain: its outcome, and the promotion if there was one."""
+    entries: list[tuple[AuditAction, str | None, dict[str, object]]] = [
+        (
+            AuditAction.RETRAIN_OUTCOME,
+            outcome.model,
+            {
+                "ok": outcome.ok,
+                "promoted": outcome.promoted,
+                "model": outcome.model,
+                "summary": outcome.summary,
+            },
+        )
+    ]
+    if outcome.promoted and outcome.model:
+        entries.append((AuditAction.PROMOTE, outcome.model, {"by": "retrain"}))
+    return entries
 
 
 @dataclass(frozen=True)

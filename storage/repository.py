@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, case, delete, func, select, update
@@ -11,6 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from core.domain import (
+    AuditAction,
+    AuditEntry,
     ChatRef,
     Correction,
     CorrectionStatus,
@@ -27,8 +30,9 @@ from core.domain import (
 )
 from storage import queries
 from storage.database import session_factory, truncate_journal
-from storage.mapping import to_correction, to_model_version, to_turn
+from storage.mapping import aware, to_correction, to_model_version, to_turn
 from storage.tables import (
+    AuditRow,
     ConversationRow,
     CorrectionRow,
     ModelVersionRow,
@@ -44,7 +48,7 @@ class NotFound(LookupError):
 
 
 class SqlStore:
-    """Implements ``core.ports.ConversationStore`` and ``core.ports.ModelRegistry``.
+    """Implements ``core.ports.ConversationStore``, ``core.ports.ModelRegistry`` and ``core.ports.AuditLog``.
 
     Every method runs in its own short transaction, so it is safe to call from
     several worker threads at once.
@@ -331,6 +335,14 @@ class SqlStore:
             session.execute(delete(TurnRow).where(TurnRow.id.in_(turn_ids)))
             session.execute(delete(ConversationRow).where(ConversationRow.owner_id == row.id))
             session.delete(row)
+            # The trail keeps what happened (their consent changes, their own admin
+            # actions), but no longer who it was.
+            session.execute(
+                update(AuditRow).where(AuditRow.actor == person.actor).values(actor=person.pseudonym)
+            )
+            session.execute(
+                update(AuditRow).where(AuditRow.target == person.actor).values(target=person.pseudonym)
+            )
         truncate_journal(self.engine)
         return report
 
@@ -444,3 +456,32 @@ class SqlStore:
         if previous is None:
             raise NotFound("no earlier active version to roll back to")
         return self.activate_model(previous)
+
+    # --- audit trail -------------------------------------------------------------------
+
+    def record_audit(
+        self,
+        actor: str,
+        action: AuditAction,
+        target: str | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
+        with self._session() as session:
+            session.add(AuditRow(actor=actor, action=action.value, target=target, details=dict(details or {})))
+
+    def audit_entries(self, since: datetime | None = None) -> list[AuditEntry]:
+        query = select(AuditRow).order_by(AuditRow.at, AuditRow.id)
+        if since is not None:
+            query = query.where(AuditRow.at >= (since.astimezone(UTC) if since.tzinfo else since))
+        with self._session() as session:
+            return [
+                AuditEntry(
+                    id=row.id,
+                    at=aware(row.at),
+                    actor=row.actor,
+                    action=AuditAction(row.action),
+                    target=row.target,
+                    details=dict(row.details or {}),
+                )
+                for row in session.scalars(query)
+            ]

@@ -22,7 +22,7 @@ from bots.discord_bot.components import (
 )
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.replies import MESSAGE_LIMIT
-from bots.render import format_stats, split_message
+from bots.render import format_audit, format_stats, split_message
 from core.access import REFUSAL
 from core.domain import ChatRef
 from core.service import RetrainBusy
@@ -39,7 +39,7 @@ HELP = """\
 (an admin reviews it before I learn from it).
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
 • `/consent yes` lets your rated conversations teach future versions of me; `/consent no` keeps them out.
-• Admins: `/stats`, `/review` and `/retrain`."""
+• Admins: `/stats`, `/review`, `/retrain` and `/audit`."""
 
 CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
 CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
@@ -48,6 +48,7 @@ RESET_IN_CHAINS = "Here each reply chain is its own conversation: send a new mes
 
 # How many pending corrections /review shows at once (each is its own message with buttons).
 REVIEW_PAGE = 5
+AUDIT_LINES = 30
 
 Interaction = discord.Interaction[Any]
 
@@ -83,6 +84,10 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     @tree.command(name="review", description="Approve or reject suggested answers (admins)")
     async def review_command(interaction: Interaction) -> None:
         await guarded(interaction, _review(bot, interaction))
+
+    @tree.command(name="audit", description="The latest admin actions, consent changes and /forgets (admins)")
+    async def audit_command(interaction: Interaction) -> None:
+        await guarded(interaction, _audit(bot, interaction))
 
     @tree.command(name="retrain", description="Fine-tune a new model on the reviewed feedback (admins)")
     async def retrain_command(interaction: Interaction) -> None:
@@ -146,12 +151,23 @@ async def _retrain(bot: IrisClient, interaction: Interaction) -> None:
     await tell(interaction, "Retraining started; I will post the result in this channel when it finishes.")
     # A run takes minutes to hours, longer than an interaction's 15-minute token lives,
     # so the result is posted to the channel rather than as a follow-up.
-    bot.keep(asyncio.create_task(_retrain_and_report(bot, channel), name="discord-retrain"))
+    actor = f"{PLATFORM}:{interaction.user.id}"
+    bot.keep(asyncio.create_task(_retrain_and_report(bot, channel, actor), name="discord-retrain"))
 
 
-async def _retrain_and_report(bot: IrisClient, channel: discord.abc.Messageable) -> None:
+async def _audit(bot: IrisClient, interaction: Interaction) -> None:
+    if not is_admin(interaction):
+        await tell(interaction, ADMINS_ONLY)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    entries = await bot.service.audit_trail()
+    for piece in split_message(format_audit(entries[-AUDIT_LINES:]), MESSAGE_LIMIT):
+        await tell(interaction, piece)
+
+
+async def _retrain_and_report(bot: IrisClient, channel: discord.abc.Messageable, actor: str) -> None:
     try:
-        outcome = await bot.service.retrain()
+        outcome = await bot.service.retrain(actor=actor)
         text = outcome.summary
     except RetrainBusy:
         text = "A retrain is already running; I did not start another."

@@ -7,7 +7,7 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bots.render import format_stats
+from bots.render import format_audit, format_stats, split_message
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
 from bots.telegram_bot.formatting import plain_text
@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 ADMINS_ONLY = "That command is for admins."
 REVIEW_PAGE = 10
+AUDIT_LINES = 30
+TEXT_LIMIT = 4096
 FIELD_CHARS = 900  # four fields of a correction stay well under the 4,096-character message limit
 
 
@@ -94,6 +96,15 @@ class Admin:
             text = f"{shown}\n\n{verdict} by {reviewer.full_name}"
             await outbox.edit(message.chat.id, message.message_id, plain_text(text))
 
+    async def on_audit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The latest lines of the audit trail; admins only, like everything it records."""
+        if not await self._allowed(update) or update.effective_message is None:
+            return
+        entries = await self.adapter.service.audit_trail()
+        target = self.adapter.target(update.effective_message)
+        for piece in split_message(format_audit(entries[-AUDIT_LINES:]), TEXT_LIMIT):
+            await self.adapter.outbox.send(target, plain_text(piece))
+
     async def on_retrain(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Start a retrain in its own process; its result is posted to this chat when it ends.
 
@@ -106,11 +117,12 @@ class Admin:
         await self.adapter.outbox.send(
             target, plain_text("Retraining on the reviewed feedback; I will post the result here.")
         )
-        context.application.create_task(self._retrain_and_report(target), update=update)
+        actor = f"telegram:{update.effective_user.id}" if update.effective_user else "telegram:?"
+        context.application.create_task(self._retrain_and_report(target, actor), update=update)
 
-    async def _retrain_and_report(self, target: Target) -> None:
+    async def _retrain_and_report(self, target: Target, actor: str) -> None:
         try:
-            outcome = await self.adapter.service.retrain()
+            outcome = await self.adapter.service.retrain(actor=actor)
             text = outcome.summary
         except RetrainBusy:
             text = "A retrain is already running; its result will be posted when it ends."

@@ -119,6 +119,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("stats", admin.on_stats),
             CommandHandler("review", admin.on_review),
             CommandHandler("retrain", admin.on_retrain),
+            CommandHandler("audit", admin.on_audit),
             CallbackQueryHandler(feedback.on_rate, pattern=RATE_PATTERN),
             CallbackQueryHandler(feedback.on_fix, pattern=FIX_PATTERN),
             CallbackQueryHandler(commands.on_forget_press, pattern=FORGET_PATTERN),

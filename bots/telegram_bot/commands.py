@@ -33,7 +33,8 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /cancel – stop suggesting a better answer
 /consent yes|no – whether your rated conversations may train future versions of me
 /stats, /review – for admins: figures, and the suggested answers waiting for review
-/retrain – for admins: train a new model on the reviewed feedback"""
+/retrain – for admins: train a new model on the reviewed feedback
+/audit – for admins: the latest admin actions, consent changes and deletions"""
 
 FORGET_ASK = (
     "This deletes everything I have stored about you: your messages, my replies to them, "

@@ -127,6 +127,7 @@ async def test_help_reset_and_forget_with_confirmation(
             "stats",
             "review",
             "retrain",
+            "audit",
         }
         said_no = await shown(fake, await fake.command("consent", person, options={"answer": "no"}))
         assert said_no == ["Understood: your conversations will not be used to train future versions of me."]
@@ -274,3 +275,15 @@ async def test_forged_presses_carrying_another_chats_reply_store_nothing(
         "What is the capital of Spain?",
         "Who wrote Hamlet?",
     }
+
+
+async def test_only_admins_can_read_the_audit_trail(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    person = fake.add_user("ada")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        await shown(fake, await fake.command("consent", person, options={"answer": "yes"}))
+        assert await shown(fake, await fake.command("audit", person)) == [ADMINS_ONLY]
+        [trail] = await shown(fake, await fake.command("audit", fake.owner))
+
+    assert f" · discord:{person['id']} · consent · discord:{person['id']} · consent=True" in trail

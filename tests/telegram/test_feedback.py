@@ -249,3 +249,17 @@ async def test_forged_presses_carrying_another_chats_reply_store_nothing(
     assert query(app, "SELECT turn_id, value FROM ratings") == [(ada_turn, 1)]
     assert query(app, "SELECT id, status FROM corrections") == [(correction_id, "pending")]
     assert query(app, "SELECT count(*) FROM people") == [(2,)]
+
+
+async def test_only_admins_can_read_the_audit_trail(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    await start_bot()
+    fake_api.send_text(private_chat(ADA), ADA, "/consent yes")
+    await wait_for_text(fake_api, ADA["id"], "may now help train")
+    fake_api.send_text(private_chat(ADA), ADA, "/audit")
+    await wait_for_text(fake_api, ADA["id"], "That command is for admins.")
+    fake_api.send_text(private_chat(ADMIN), ADMIN, "/audit")
+    trail = await wait_for_text(fake_api, ADMIN_ID, " · consent · ")
+    assert f" · telegram:{ADA['id']} · consent · telegram:{ADA['id']} · consent=True" in trail.text
+    assert not [m for m in fake_api.chat(ADA["id"]) if " · consent · " in m.text]
