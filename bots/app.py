@@ -145,6 +145,7 @@ def build_app(settings: Settings | None = None) -> App:
             history_turns=settings.history_turns,
             max_audio_seconds=settings.max_audio_seconds,
             max_audio_bytes=settings.max_file_bytes,
+            retention_days=settings.retention_days,
             limits=RateLimits(
                 messages_per_hour=settings.rate_limit_messages_per_hour,
                 voice_minutes_per_hour=settings.rate_limit_voice_minutes_per_hour,

@@ -22,7 +22,7 @@ from bots.app import load_settings
 from bots.cli_errors import explain
 from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
-from bots.cli_trust import audit
+from bots.cli_trust import audit, db_prune
 from bots.logs import redact
 from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDone, Stats, Transcribed
 from core.service import ChatService
@@ -36,6 +36,7 @@ app.add_typer(dataset_app, name="dataset")
 app.command()(review)
 app.command()(retrain)
 app.command()(audit)
+db_app.command("prune")(db_prune)
 
 
 def local_person() -> Person:

@@ -1,8 +1,10 @@
-"""``iris audit``: the audit trail of admin actions, consent changes and /forgets."""
+"""``iris audit`` and ``iris db prune``: the audit trail, and applying the retention period by hand."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import time
 from typing import Annotated
 
 import typer
@@ -10,6 +12,8 @@ import typer
 from bots.app import load_settings
 from bots.cli_feedback import _moment
 from bots.render import audit_line
+from core.domain import AuditAction
+from core.service import prune_details, retention_cutoff
 
 
 def audit(
@@ -18,7 +22,7 @@ def audit(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per entry, one per line.")] = False,
 ) -> None:
-    """The audit trail: reviews, retrains, promotions, (re)activations, consent changes and /forgets."""
+    """The audit trail: reviews, retrains, promotions, (re)activations, consent changes, /forget, prunes."""
     from bots.app import opened_store
 
     with opened_store(load_settings()) as store:
@@ -40,3 +44,29 @@ def audit(
         typer.echo(
             "The audit trail is empty." if since is None else f"Nothing in the audit trail since {since}."
         )
+
+
+def db_prune(
+    dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
+) -> None:
+    """Delete conversations older than IRIS_RETENTION_DAYS (consented ones with feedback stay, anonymous)."""
+    from bots.app import opened_store
+
+    settings = load_settings()
+    if settings.retention_days <= 0:
+        typer.echo("IRIS_RETENTION_DAYS is not set: conversations are kept until people use /forget.", err=True)
+        raise typer.Exit(2)
+    cutoff = retention_cutoff(time.time(), settings.retention_days)
+    with opened_store(settings) as store:
+        report = store.prune(cutoff, dry_run)
+        if not dry_run:
+            details = prune_details(report, settings.retention_days)
+            store.record_audit(f"console:{getpass.getuser()}", AuditAction.PRUNE, None, details)
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"Older than {settings.retention_days:g} days (before {report.cutoff:%Y-%m-%d %H:%M} UTC): {verb} "
+        f"{report.conversations} conversations, {report.turns} messages, {report.ratings} ratings, "
+        f"{report.corrections} corrections and {report.people} people; "
+        f"{'would keep' if dry_run else 'kept'} {report.kept_for_training} consented conversations "
+        "as training data without identity."
+    )

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     allowed_chat_ids: IdList = Field(default_factory=list)  # empty: every chat
     allowed_role_ids: IdList = Field(default_factory=list)  # Discord roles; a listed role admits too
     admin_user_ids: IdList = Field(default_factory=list)
+    # Conversations whose last message is older than this many days are deleted (daily, and by
+    # `iris db prune`); consented ones with feedback are kept as training data without identity. 0: keep.
+    retention_days: float = 0.0
     # Per person and sliding hour, admins exempt; 0: no limit. Over it, the person is told when to come back.
     rate_limit_messages_per_hour: int = 0
     rate_limit_voice_minutes_per_hour: float = 0.0

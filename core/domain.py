@@ -204,6 +204,20 @@ class ForgetReport:
         return self.copies is None or not (self.copies.models or self.copies.unreachable)
 
 
+@dataclass(frozen=True)
+class PruneReport:
+    """What retention removed (or, in a dry run, would remove) from the database."""
+
+    conversations: int
+    turns: int
+    ratings: int
+    corrections: int
+    people: int
+    kept_for_training: int  # old conversations kept without identity, their people having said yes
+    cutoff: datetime
+    dry_run: bool = False
+
+
 class AuditAction(enum.StrEnum):
     """What the audit trail records: every admin action, and a person's consent change or /forget."""
 
@@ -217,6 +231,7 @@ class AuditAction(enum.StrEnum):
     ROLLBACK = "model.rollback"
     CONSENT = "consent"
     FORGET = "forget"
+    PRUNE = "retention.prune"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from core.domain import (
     ForgetReport,
     ModelVersion,
     Person,
+    PruneReport,
     RatingOutcome,
     Stats,
     Timings,
@@ -145,6 +146,10 @@ class ConversationStore(Protocol):
         ...
 
     def stats(self) -> Stats: ...
+
+    def prune(self, cutoff: datetime, dry_run: bool = False) -> PruneReport:
+        """Delete conversations last active before ``cutoff`` (consented ones with feedback kept anonymous)."""
+        ...
 
 
 class AuditLog(Protocol):

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from core.domain import (
     AuditAction,
@@ -30,6 +30,7 @@ from core.domain import (
     Notice,
     NoticeKind,
     Person,
+    PruneReport,
     RatingOutcome,
     ReplyDelta,
     ReplyDone,
@@ -71,6 +72,7 @@ class ServiceConfig:
     max_audio_seconds: float = 300.0
     max_audio_bytes: int = 20 * 1024 * 1024
     max_text_chars: int = 8000
+    retention_days: float = 0.0  # 0: keep conversations until a person uses /forget
     limits: RateLimits = field(default_factory=RateLimits)
 
 
@@ -429,6 +431,34 @@ class ChatService:
         await asyncio.to_thread(self.store.set_consent, person, consent)
         await self._record(person.actor, AuditAction.CONSENT, person.actor, {"consent": consent})
 
+    async def prune(self, dry_run: bool = False, actor: str = "retention") -> PruneReport | None:
+        """Apply the retention period (``ServiceConfig.retention_days``) now; None when there is none."""
+        days = self.config.retention_days
+        if days <= 0:
+            return None
+        cutoff = retention_cutoff(self.limiter.clock(), days)
+        report = await asyncio.to_thread(self.store.prune, cutoff, dry_run)
+        if not dry_run:
+            await self._record(actor, AuditAction.PRUNE, None, prune_details(report, days))
+        return report
+
+    async def keep_pruning(self, interval_s: float = 24 * 3600) -> None:
+        """Apply retention now and then every ``interval_s`` until cancelled (the running bots' daily prune)."""
+        while True:
+            try:
+                report = await self.prune()
+                if report is not None:
+                    log.info(
+                        "retention: deleted %s conversations (%s turns), kept %s for training, %s people",
+                        report.conversations,
+                        report.turns,
+                        report.kept_for_training,
+                        report.people,
+                    )
+            except Exception:
+                log.exception("retention could not be applied; trying again in %s s", interval_s)
+            await asyncio.sleep(interval_s)
+
     # --- admin --------------------------------------------------------------------
 
     async def stats(self) -> Stats:
@@ -483,6 +513,25 @@ class ChatService:
             await asyncio.to_thread(self.audit.record_audit, actor, action, target, details)
         except Exception:
             log.exception("could not write %s by %s to the audit trail", action.value, actor)
+
+
+def retention_cutoff(now: float, days: float) -> datetime:
+    """The moment before which a conversation's last turn makes it old."""
+    return datetime.fromtimestamp(now, UTC) - timedelta(days=days)
+
+
+def prune_details(report: PruneReport, days: float) -> dict[str, object]:
+    """The audit line's details of a prune (counts only: no words, no people)."""
+    return {
+        "days": days,
+        "cutoff": report.cutoff.isoformat(timespec="seconds"),
+        "conversations": report.conversations,
+        "turns": report.turns,
+        "ratings": report.ratings,
+        "corrections": report.corrections,
+        "people": report.people,
+        "kept_for_training": report.kept_for_training,
+    }
 
 
 def review_entry(decided: Correction, *, edited: bool) -> tuple[AuditAction, str, dict[str, object]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from core.domain import (
     ModelStats,
     ModelVersion,
     Person,
+    PruneReport,
     RatingOutcome,
     Role,
     Stats,
@@ -28,7 +30,7 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
-from storage import queries
+from storage import queries, retention
 from storage.database import session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
 from storage.tables import (
@@ -343,6 +345,17 @@ class SqlStore:
             session.execute(
                 update(AuditRow).where(AuditRow.target == person.actor).values(target=person.pseudonym)
             )
+        truncate_journal(self.engine)
+        return report
+
+    def prune(self, cutoff: datetime, dry_run: bool = False) -> PruneReport:
+        """Apply retention to conversations whose last turn is before ``cutoff`` (see ``storage.retention``)."""
+        with self._sessions() as session:
+            report = retention.prune(session, cutoff.astimezone(UTC))
+            if dry_run:
+                session.rollback()
+                return replace(report, dry_run=True)
+            session.commit()
         truncate_journal(self.engine)
         return report
 
