@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -50,7 +51,8 @@ def db_prune(
     dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
 ) -> None:
     """Delete conversations older than IRIS_RETENTION_DAYS (consented ones with feedback stay, anonymous)."""
-    from bots.app import opened_store
+    from bots.app import opened_store, retrain_dir
+    from finetune.copies import CopyEraser
 
     settings = load_settings()
     if settings.retention_days <= 0:
@@ -59,6 +61,9 @@ def db_prune(
     cutoff = retention_cutoff(time.time(), settings.retention_days)
     with opened_store(settings) as store:
         report = store.prune(cutoff, dry_run)
+        if not dry_run and report.words:
+            eraser = CopyEraser(settings.data_dir, retrain_dir(settings))
+            report = replace(report, copies=eraser.erase(None, report.words))
         if not dry_run:
             details = prune_details(report, settings.retention_days)
             store.record_audit(f"console:{getpass.getuser()}", AuditAction.PRUNE, None, details)
@@ -70,3 +75,13 @@ def db_prune(
         f"{'would keep' if dry_run else 'kept'} {report.kept_for_training} consented conversations "
         "as training data without identity."
     )
+    if report.copies is not None:
+        typer.echo(
+            f"Also took their words out of {report.copies.files} files of training data "
+            f"({report.copies.rows} examples)"
+            + (
+                f"; could not reach: {', '.join(report.copies.unreachable)}"
+                if report.copies.unreachable
+                else "."
+            )
+        )

@@ -216,6 +216,9 @@ class PruneReport:
     kept_for_training: int  # old conversations kept without identity, their people having said yes
     cutoff: datetime
     dry_run: bool = False
+    # What people said in the deleted conversations, for their copies outside the database; never shown.
+    words: tuple[str, ...] = field(default=(), repr=False)
+    copies: ErasedCopies | None = None
 
 
 class AuditAction(enum.StrEnum):

@@ -200,8 +200,11 @@ class RetrainOutcome:
 
 
 class CopyEraser(Protocol):
-    def erase(self, person: Person, texts: Sequence[str]) -> ErasedCopies:
-        """Take a person's texts out of every copy outside the database (exports, datasets, runs)."""
+    def erase(self, person: Person | None, texts: Sequence[str]) -> ErasedCopies:
+        """Take texts out of every copy outside the database (exports, datasets, runs).
+
+        ``person``: whose they are (/forget), or None (retention: many people's).
+        """
         ...
 
 

@@ -438,8 +438,16 @@ class ChatService:
             return None
         cutoff = retention_cutoff(self.limiter.clock(), days)
         report = await asyncio.to_thread(self.store.prune, cutoff, dry_run)
-        if not dry_run:
-            await self._record(actor, AuditAction.PRUNE, None, prune_details(report, days))
+        if dry_run:
+            return report
+        if self.copies is not None and report.words:
+            try:
+                erased = await asyncio.to_thread(self.copies.erase, None, report.words)
+            except Exception:
+                log.exception("could not remove pruned conversations from the copies outside the database")
+                erased = ErasedCopies(unreachable=("the training data folders",))
+            report = replace(report, copies=erased)
+        await self._record(actor, AuditAction.PRUNE, None, prune_details(report, days))
         return report
 
     async def keep_pruning(self, interval_s: float = 24 * 3600) -> None:
@@ -531,6 +539,7 @@ def prune_details(report: PruneReport, days: float) -> dict[str, object]:
         "corrections": report.corrections,
         "people": report.people,
         "kept_for_training": report.kept_for_training,
+        "files": report.copies.files if report.copies else 0,
     }
 
 

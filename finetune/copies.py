@@ -176,8 +176,8 @@ class CopyEraser:
         listed = [Path(entry["path"]) for entry in listed_copies(self.data_dir)]
         return [self.data_dir, self.retrain_dir, *listed]
 
-    def erase(self, person: Person, texts: Sequence[str]) -> ErasedCopies:
-        words = Words(texts, [pseudonym(person.platform, person.user_id)])
+    def erase(self, person: Person | None, texts: Sequence[str]) -> ErasedCopies:
+        words = Words(texts, [pseudonym(person.platform, person.user_id)] if person is not None else [])
         if not words:
             return ErasedCopies()
         sweep = _Sweep(words)

@@ -49,6 +49,7 @@ def prune(session: Session, cutoff: datetime) -> PruneReport:
     with_feedback = _with_feedback(session, old)
     kept = [c for c in old if c in with_feedback and people[c] and people[c] <= consenting]
     doomed = [c for c in old if c not in set(kept)]
+    words = _words(session, doomed)
     report = _delete(session, doomed)
     _anonymise(session, kept, people)
     gone_people = _orphans(session, cutoff)
@@ -61,6 +62,7 @@ def prune(session: Session, cutoff: datetime) -> PruneReport:
         people=len(gone_people),
         kept_for_training=len(kept),
         cutoff=cutoff,
+        words=words,
     )
 
 
@@ -99,6 +101,18 @@ def _with_feedback(session: Session, conversations: list[int]) -> set[int]:
             )
         )
     return found
+
+
+def _words(session: Session, conversations: list[int]) -> tuple[str, ...]:
+    """What people said and proposed in these conversations, to find it in copies outside the database."""
+    if not conversations:
+        return ()
+    in_them = TurnRow.conversation_id.in_(conversations)
+    said = session.scalars(select(TurnRow.text).where(in_them, TurnRow.role == Role.USER.value)).all()
+    proposed = session.scalars(
+        select(CorrectionRow.text).join(TurnRow, TurnRow.id == CorrectionRow.turn_id).where(in_them)
+    ).all()
+    return tuple(dict.fromkeys(text for text in [*said, *proposed] if text))
 
 
 def _delete(session: Session, conversations: list[int]) -> dict[str, int]:

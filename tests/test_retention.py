@@ -153,10 +153,10 @@ async def _until(condition: object) -> None:
         await asyncio.sleep(0.05)
 
 
-def test_iris_db_prune_counts_first_then_deletes(app: App) -> None:
+def test_iris_db_prune_counts_first_then_deletes_also_from_exports(app: App, tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    talk(app.store, BEN, "Ben asked this long ago", now - timedelta(days=45))
-    talk(app.store, ADA, "Ada asked this recently", now - timedelta(days=1))
+    app.store.rate(BEN, talk(app.store, BEN, "Ben asked this long ago", now - timedelta(days=45)), 1)
+    app.store.rate(ADA, talk(app.store, ADA, "Ada asked this recently", now - timedelta(days=1)), 1)
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DISCORD_", "IRIS_", "DATABASE"))
     }
@@ -164,19 +164,25 @@ def test_iris_db_prune_counts_first_then_deletes(app: App) -> None:
 
     def iris(*args: str, days: str = "30") -> subprocess.CompletedProcess[str]:
         run_env = {**env, "IRIS_RETENTION_DAYS": days}
-        return subprocess.run(
-            [IRIS, "db", "prune", *args], env=run_env, capture_output=True, text=True, timeout=300
-        )
+        return subprocess.run([IRIS, *args], env=run_env, capture_output=True, text=True, timeout=300)
 
-    unset = iris(days="0")
+    exported = tmp_path / "exports" / "monday"
+    assert iris("feedback", "export", "--out", str(exported)).returncode == 0
+    assert "Ben asked this long ago" in (exported / "sft.jsonl").read_text()
+
+    unset = iris("db", "prune", days="0")
     assert unset.returncode == 2 and "IRIS_RETENTION_DAYS is not set" in unset.stderr
-    dry = iris("--dry-run")
+    dry = iris("db", "prune", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would delete 1 conversations, 2 messages, 0 ratings, 0 corrections and 1 people" in dry.stdout
+    assert "would delete 1 conversations, 2 messages, 1 ratings, 0 corrections and 1 people" in dry.stdout
     assert "Ben asked this long ago" in texts(app.store)
-    done = iris()
+    assert "Ben asked this long ago" in (exported / "sft.jsonl").read_text()  # a dry run touches no file
+    done = iris("db", "prune")
     assert done.returncode == 0, done.stderr
     assert "deleted 1 conversations, 2 messages" in done.stdout and "would" not in done.stdout
+    assert "Also took their words out of" in done.stdout
     assert texts(app.store) == {"Ada asked this recently", "An answer to Ada asked this recently"}
+    export = (exported / "sft.jsonl").read_text() + (exported / "kto.jsonl").read_text()
+    assert "Ben asked this long ago" not in export and "Ada asked this recently" in export
     [entry] = app.store.audit_entries()
     assert entry.action is AuditAction.PRUNE and entry.actor.startswith("console:")
