@@ -70,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from faster_whisper import WhisperModel
+
     audio = args.voice.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
