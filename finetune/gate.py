@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -70,7 +71,7 @@ class GateConfig:
     # The candidate may answer at most this share of the general-knowledge probe fewer right.
     probe_tolerance: float = 0.05
     probe_questions: int = 0  # the first N probe questions; 0: all of them
-    probe_answer_tokens: int = 32
+    probe_answer_tokens: int = 24
     # The share of taught facts whose greedy answer must contain the key words (1: every one).
     recall_share: float = 1.0
     fact_answer_tokens: int = 48
@@ -179,8 +180,13 @@ class Verdict:
 
 
 def load(gguf: str | Path, context_tokens: int, *, logits_all: bool = False) -> Llama:
+    from finetune.training import free_cores
+
+    # The free cores, as training takes: llama.cpp's default of half the cores leaves one idle
+    # on an idle 2-core machine, and more threads than free cores spin against other work.
+    threads = free_cores() or max(1, (os.cpu_count() or 2) // 2)
     try:
-        return open_gguf(gguf, n_ctx=context_tokens, logits_all=logits_all)
+        return open_gguf(gguf, n_ctx=context_tokens, logits_all=logits_all, n_threads=threads)
     except (ValueError, RuntimeError, OSError) as error:
         raise GateFailure(f"{Path(gguf).name} does not load in llama.cpp: {error}") from error
 

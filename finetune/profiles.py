@@ -115,11 +115,12 @@ _LLAMA3_USER = "<|start_header_id|>user<|end_header_id|>\n\n"
 _LLAMA3_ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 
 # The teaching means, the same on every profile (measured on cpu-tiny, docs/retrain.md): taught
-# answers are half of what a step sees, with their rule-made rephrasings, and training stops once
+# answers are a quarter of what a step sees (half made the 135M model answer "Tromsø" for the
+# capital of France after 20 steps), with their rule-made rephrasings, and training stops once
 # every taught answer is likely enough. Step scaling applies to step-count runs (cpu-tiny); the GPU
 # profiles keep their one epoch.
 TEACHING: dict[str, Any] = {
-    "teach_weight": 0.5,
+    "teach_weight": 0.25,
     "teach_wordings": True,
     "teach_target_nll": 0.05,
     "teach_check_steps": 10,
