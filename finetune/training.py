@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -551,7 +552,7 @@ def train(
 
 
 def free_cores() -> int | None:
-    """The CPU cores nothing else is using now (cores minus the 1-minute load), at least 1; None on a GPU.
+    """The CPU cores nothing else is using now (cores minus the load beyond one), at least 1; None on a GPU.
 
     A retrain shares its machine with the running bots (llama.cpp) and anything else;
     torch's default of one thread per core then makes every step wait on the others.
@@ -559,7 +560,10 @@ def free_cores() -> int | None:
     if cuda_available() or not hasattr(os, "getloadavg"):
         return None
     cores = os.cpu_count() or 1
-    return max(1, min(cores, round(cores - os.getloadavg()[0])))
+    # The 1-minute load lags and counts what started this run (a CLI, a bot answering): a load of
+    # up to one leaves every core to torch; beyond that, what is left, and at least one.
+    busy = max(0.0, os.getloadavg()[0] - 1.0)
+    return max(1, min(cores, cores - math.floor(busy + 0.5)))
 
 
 def make_config(config_class: Any, arguments: dict[str, Any]) -> Any:
