@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     retrain_max_seq_length: int | None = None
     retrain_save_steps: int | None = None
     retrain_quant: Literal["auto", "f16", "q8_0", "q4_k_m"] | None = None
-    retrain_threads: int | None = None  # torch's CPU threads; empty: torch decides
+    retrain_threads: int | None = None  # torch's CPU threads; empty: the cores free when a run starts
     # Teaching (docs/retrain.md): the share of training rows that are taught answers, whether the
     # rule-made rephrasings are trained too, steps per taught fact and their cap, and the NLL per
     # token at which every taught answer is learned and training stops (0: off).
