@@ -34,7 +34,7 @@ system-deps:
 # models (ggml-org/llama.cpp#20824), and on an older CPU it may not run at all.
 # So it is built once for a fixed feature set (x86-64-v3: AVX2, FMA, F16C, BMI2;
 # no AVX-512, no AMX), outside pip's cache, into a folder named after the
-# version and the flags (about 5 minutes on 2 cores, the first time only).
+# version and the flags (5 to 15 minutes on 2 cores, the first time only).
 LLAMA_VERSION := $(shell sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' pyproject.toml)
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
@@ -53,6 +53,7 @@ $(VENV)/bin/python:
 $(LLAMA_STAMP): | $(VENV)/bin/python
 	@ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || { \
 	  echo "building llama-cpp-python $(LLAMA_VERSION) for a portable CPU feature set (about 5 minutes)"; \
+	  rm -rf $(LLAMA_WHEELS) $(LLAMA_WHEELS).partial; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -q --no-cache-dir --no-deps \
 	    --no-binary llama-cpp-python -w $(LLAMA_WHEELS).partial llama-cpp-python==$(LLAMA_VERSION) && \
 	  mv $(LLAMA_WHEELS).partial $(LLAMA_WHEELS); }
