@@ -12,9 +12,9 @@ import typer
 
 from bots.app import AUDITED_BY_PARENT, load_settings
 from bots.settings import Settings
+from core.audit import retrain_entries
 from core.domain import AuditAction
 from core.ports import RetrainOutcome
-from core.service import retrain_entries
 
 if TYPE_CHECKING:
     from finetune.retrain import RetrainConfig

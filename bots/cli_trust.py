@@ -13,8 +13,8 @@ import typer
 from bots.app import load_settings
 from bots.cli_feedback import _moment
 from bots.render import audit_line
+from core.audit import prune_details, retention_cutoff
 from core.domain import AuditAction
-from core.service import prune_details, retention_cutoff
 
 
 def audit(

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from core.audit import review_entry
 from core.domain import Correction, CorrectionStatus, Role, Turn
 from core.ports import AuditLog, ConversationStore
-from core.service import review_entry
 
 HELP = "[a]pprove  [e]dit, then approve  [r]eject  [s]kip  [q]uit"
 

@@ -15,8 +15,9 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
+from core.audit import prune_details, retention_cutoff, retrain_entries, review_entry
 from core.domain import (
     AuditAction,
     AuditEntry,
@@ -403,14 +404,7 @@ class ChatService:
         """
         report = await asyncio.to_thread(self.store.forget, person)
         if self.copies is not None:
-            try:
-                erased = await asyncio.to_thread(self.copies.erase, person, report.words)
-            except Exception:
-                log.exception(
-                    "could not remove a forgotten person's words from the copies outside the database"
-                )
-                erased = ErasedCopies(unreachable=("the training data folders",))
-            report = replace(report, copies=erased)
+            report = replace(report, copies=await self._erase_copies(person, report.words))
         details: dict[str, object] = {
             "turns": report.turns,
             "ratings": report.ratings,
@@ -425,6 +419,15 @@ class ChatService:
             }
         await self._record(person.pseudonym, AuditAction.FORGET, None, details)
         return report
+
+    async def _erase_copies(self, person: Person | None, words: Sequence[str]) -> ErasedCopies:
+        """Remove ``words`` from the copies outside the database; a failure is reported, not raised."""
+        assert self.copies is not None
+        try:
+            return await asyncio.to_thread(self.copies.erase, person, words)
+        except Exception:
+            log.exception("could not remove words from the copies outside the database")
+            return ErasedCopies(unreachable=("the training data folders",))
 
     async def set_consent(self, person: Person, consent: bool) -> None:
         """Record whether the person's conversations may be used to train future versions."""
@@ -441,12 +444,7 @@ class ChatService:
         if dry_run:
             return report
         if self.copies is not None and report.words:
-            try:
-                erased = await asyncio.to_thread(self.copies.erase, None, report.words)
-            except Exception:
-                log.exception("could not remove pruned conversations from the copies outside the database")
-                erased = ErasedCopies(unreachable=("the training data folders",))
-            report = replace(report, copies=erased)
+            report = replace(report, copies=await self._erase_copies(None, report.words))
         await self._record(actor, AuditAction.PRUNE, None, prune_details(report, days))
         return report
 
@@ -521,54 +519,6 @@ class ChatService:
             await asyncio.to_thread(self.audit.record_audit, actor, action, target, details)
         except Exception:
             log.exception("could not write %s by %s to the audit trail", action.value, actor)
-
-
-def retention_cutoff(now: float, days: float) -> datetime:
-    """The moment before which a conversation's last turn makes it old."""
-    return datetime.fromtimestamp(now, UTC) - timedelta(days=days)
-
-
-def prune_details(report: PruneReport, days: float) -> dict[str, object]:
-    """The audit line's details of a prune (counts only: no words, no people)."""
-    return {
-        "days": days,
-        "cutoff": report.cutoff.isoformat(timespec="seconds"),
-        "conversations": report.conversations,
-        "turns": report.turns,
-        "ratings": report.ratings,
-        "corrections": report.corrections,
-        "people": report.people,
-        "kept_for_training": report.kept_for_training,
-        "files": report.copies.files if report.copies else 0,
-    }
-
-
-def review_entry(decided: Correction, *, edited: bool) -> tuple[AuditAction, str, dict[str, object]]:
-    """The audit line of a review decision (the chat's and ``iris review``'s)."""
-    if decided.status is CorrectionStatus.REJECTED:
-        action = AuditAction.REVIEW_REJECT
-    else:
-        action = AuditAction.REVIEW_EDIT if edited else AuditAction.REVIEW_APPROVE
-    return action, f"correction:{decided.id}", {"status": decided.status.value, "turn": decided.turn_id}
-
-
-def retrain_entries(outcome: RetrainOutcome) -> list[tuple[AuditAction, str | None, dict[str, object]]]:
-    """The audit lines of a finished retrain: its outcome, and the promotion if there was one."""
-    entries: list[tuple[AuditAction, str | None, dict[str, object]]] = [
-        (
-            AuditAction.RETRAIN_OUTCOME,
-            outcome.model,
-            {
-                "ok": outcome.ok,
-                "promoted": outcome.promoted,
-                "model": outcome.model,
-                "summary": outcome.summary,
-            },
-        )
-    ]
-    if outcome.promoted and outcome.model:
-        entries.append((AuditAction.PROMOTE, outcome.model, {"by": "retrain"}))
-    return entries
 
 
 @dataclass(frozen=True)
