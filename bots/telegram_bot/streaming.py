@@ -84,9 +84,13 @@ class ReplyStream:
             markup = buttons if index == len(pieces) - 1 else None
             if index < len(self.shown):
                 shown = self.shown[index]
-                if shown.text != piece or markup is not None:
+                if shown.text != piece:
                     await self.outbox.edit(self.target.chat_id, shown.message_id, reply_text(piece), markup)
                     shown.text = piece
+                elif markup is not None:
+                    # The text is already there: only the buttons change, and the
+                    # person's screen does not redraw the text.
+                    await self.outbox.edit_buttons(self.target.chat_id, shown.message_id, markup)
             else:
                 message_id = await self.outbox.send(self._continuation(index), reply_text(piece), markup)
                 self.shown.append(_Shown(message_id, piece))

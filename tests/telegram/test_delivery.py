@@ -90,6 +90,19 @@ async def test_a_reply_over_4096_characters_continues_in_further_messages(fake_a
     assert rated_replies(fake_api, ADA["id"]) == [shown[-1]]
 
 
+async def test_buttons_join_a_reply_already_fully_shown_without_redrawing_its_text(
+    fake_api: FakeBotApi,
+) -> None:
+    # The last piece streamed is the whole reply, so the finish only adds the buttons.
+    text = "Short answer. " * 60
+    await _render(fake_api, text)
+
+    (shown,) = fake_api.chat(ADA["id"])
+    assert shown.text == text.strip() and shown.buttons
+    assert all(earlier != later for earlier, later in zip(shown.texts, shown.texts[1:], strict=False))
+    assert [call.status for call in fake_api.calls_to("editMessageReplyMarkup")] == [200]
+
+
 async def test_markdown_is_formatted_and_markup_telegram_rejects_falls_back_to_plain_text(
     fake_api: FakeBotApi,
 ) -> None:
