@@ -365,14 +365,6 @@ def retrain(config: RetrainConfig, registry: ModelRegistry, progress: Progress =
         return _finish(pipeline, "promoted" if promoted else "refused", None, None)
 
 
-def _failed(run: Run, error: Exception) -> RetrainResult:
-    log.exception("retrain %s failed", run.name)
-    what = f"{type(error).__name__}: {error}"
-    run.finish("failed", what)
-    message = f"{run.name} failed: {error}. The active model is unchanged; `iris retrain --resume` continues."
-    return RetrainResult("failed", run.name, run.dir, message, error=what)
-
-
 def _finish(pipeline: Pipeline, status: Status, reason: str | None, error: str | None) -> RetrainResult:
     run = pipeline.run
     run.finish(status, error)

@@ -763,21 +763,6 @@ def _preference_trainer(
 # --- Unsloth --------------------------------------------------------------------------------
 
 
-def unsloth_text_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, str]]:
-    """FineTome rows as Unsloth's recipe wants them: one chat-templated ``text`` each.
-
-    This is what ``unsloth.chat_templates.standardize_sharegpt`` followed by
-    ``apply_chat_template`` gives; it is spelled out here so that the same rows
-    can be checked without a GPU.
-    """
-    texts = []
-    for row in rows:
-        messages = chat_messages(row)
-        if any(m["role"] == "assistant" for m in messages):
-            texts.append({"text": tokenizer.apply_chat_template(messages, tokenize=False)})
-    return texts
-
-
 def require_cuda() -> None:
     if not cuda_available():
         raise BackendUnavailable(
