@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 # How long a write waits for another writer before SQLite reports "database is locked".
@@ -43,6 +44,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def dialect_insert(session: Session, table: Any) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT for ``table`` in the session's dialect, which can say ``ON CONFLICT`` (an upsert).
+
+    Both dialects spell upserts alike (``on_conflict_do_update``/``_do_nothing``,
+    ``excluded``, ``returning``); SQLite needs 3.35 or later for ``RETURNING``.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no upsert for the {dialect} dialect: Iris stores to SQLite or PostgreSQL")
 
 
 def truncate_journal(engine: Engine) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, aliased
 
 from core.domain import CorrectionStatus, Person, Role
+from storage import people
 from storage.database import session_factory
 from storage.mapping import aware
 from storage.tables import CorrectionRow, PersonRow, RatingRow, TurnRow, utcnow
@@ -270,14 +271,7 @@ def set_consent(engine: Engine, person: Person, consent: bool | None) -> Speaker
     given first holds from their first message on.
     """
     with session_factory(engine).begin() as session:
-        row = session.scalars(
-            select(PersonRow).where(PersonRow.platform == person.platform, PersonRow.user_id == person.user_id)
-        ).one_or_none()
-        if row is None:
-            row = PersonRow(platform=person.platform, user_id=person.user_id, display_name=person.display_name)
-            session.add(row)
-        row.consent, row.consent_at = consent, utcnow()
-        session.flush()
+        row = people.upsert(session, person, consent=consent, consent_at=utcnow())
         return Speaker(row.id, Person(row.platform, row.user_id, row.display_name), row.consent)
 
 

@@ -30,8 +30,8 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
-from storage import queries, retention
-from storage.database import session_factory, truncate_journal
+from storage import people, queries, retention
+from storage.database import dialect_insert, session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
 from storage.tables import (
     AuditRow,
@@ -66,22 +66,6 @@ class SqlStore:
             yield session
 
     # --- people and conversations ------------------------------------------
-
-    def _person(self, session: Session, person: Person) -> PersonRow:
-        query = select(PersonRow).where(
-            PersonRow.platform == person.platform, PersonRow.user_id == person.user_id
-        )
-        row = session.scalars(query).one_or_none()
-        if row is None:
-            row = PersonRow(platform=person.platform, user_id=person.user_id, display_name=person.display_name)
-            try:
-                with session.begin_nested():  # another thread may create the same person
-                    session.add(row)
-            except IntegrityError:
-                row = session.scalars(query).one()
-        elif person.display_name and row.display_name != person.display_name:
-            row.display_name = person.display_name
-        return row
 
     def _open_conversation_query(self, chat: ChatRef, owner_id: int | None) -> Any:
         return select(ConversationRow).where(
@@ -124,11 +108,11 @@ class SqlStore:
                 return existing
         try:
             with self._session() as session:
-                person = self._person(session, sender)
-                conversation = self._conversation(session, chat, None if shared_history else person.id)
+                person_id = people.upsert(session, sender).id
+                conversation = self._conversation(session, chat, None if shared_history else person_id)
                 turn = TurnRow(
                     conversation_id=conversation.id,
-                    person_id=person.id,
+                    person_id=person_id,
                     role=Role.USER.value,
                     text=text,
                     from_voice=from_voice,
@@ -218,27 +202,30 @@ class SqlStore:
     def rate(self, person: Person, turn_id: int, value: int) -> RatingOutcome:
         if value not in (1, -1):
             raise ValueError("a rating is +1 or -1")
-        for _attempt in range(2):  # a double press can race its own first insert
-            try:
-                with self._session() as session:
-                    rater = self._person(session, person)
-                    row = session.scalars(
-                        select(RatingRow).where(RatingRow.turn_id == turn_id, RatingRow.person_id == rater.id)
-                    ).one_or_none()
-                    if row is None:
-                        session.add(RatingRow(turn_id=turn_id, person_id=rater.id, value=value))
-                        return RatingOutcome.CREATED
-                    if row.value == value:
-                        return RatingOutcome.UNCHANGED
-                    row.value, row.updated_at = value, utcnow()
-                    return RatingOutcome.CHANGED
-            except IntegrityError:
-                continue
-        raise RuntimeError("could not store the rating")
+        # A double press can race its own first insert, so neither statement
+        # reads first: the insert stands aside for a rating stored meanwhile,
+        # and the update changes only a different value.
+        with self._session() as session:
+            rater = people.upsert(session, person).id
+            insert = (
+                dialect_insert(session, RatingRow)
+                .values(turn_id=turn_id, person_id=rater, value=value)
+                .on_conflict_do_nothing(index_elements=[RatingRow.turn_id, RatingRow.person_id])
+            )
+            created = session.execute(insert.returning(RatingRow.id)).first()
+            if created:
+                return RatingOutcome.CREATED
+            changed = session.execute(
+                update(RatingRow)
+                .where(RatingRow.turn_id == turn_id, RatingRow.person_id == rater, RatingRow.value != value)
+                .values(value=value, updated_at=utcnow())
+                .returning(RatingRow.id)
+            ).first()
+            return RatingOutcome.CHANGED if changed else RatingOutcome.UNCHANGED
 
     def add_correction(self, person: Person, turn_id: int, text: str) -> int:
         with self._session() as session:
-            author = self._person(session, person)
+            author = people.upsert(session, person)
             row = CorrectionRow(turn_id=turn_id, person_id=author.id, text=text)
             session.add(row)
             session.flush()
@@ -277,11 +264,7 @@ class SqlStore:
         with self._session() as session:
             owner_id = None
             if not shared_history:
-                person = session.scalars(
-                    select(PersonRow).where(
-                        PersonRow.platform == sender.platform, PersonRow.user_id == sender.user_id
-                    )
-                ).one_or_none()
+                person = people.find(session, sender)
                 if person is None:
                     return False
                 owner_id = person.id
@@ -298,11 +281,7 @@ class SqlStore:
         """Delete the person, their private conversations, their turns in shared ones
         and the bot's replies to those turns, their ratings and corrections."""
         with self._session() as session:
-            row = session.scalars(
-                select(PersonRow).where(
-                    PersonRow.platform == person.platform, PersonRow.user_id == person.user_id
-                )
-            ).one_or_none()
+            row = people.find(session, person)
             if row is None:
                 return ForgetReport(0, 0, 0, 0)
             own_conversations = select(ConversationRow.id).where(ConversationRow.owner_id == row.id)
@@ -421,17 +400,18 @@ class SqlStore:
         activate: bool = False,
     ) -> ModelVersion:
         with self._session() as session:
-            row = session.scalars(select(ModelVersionRow).where(ModelVersionRow.name == name)).one_or_none()
-            if row is None:
-                row = ModelVersionRow(
-                    name=name, gguf_path=gguf_path, base_model=base_model, metrics=metrics or {}
-                )
-                session.add(row)
-            else:
-                row.gguf_path, row.base_model = gguf_path, base_model or row.base_model
-                if metrics is not None:
-                    row.metrics = metrics
-            session.flush()
+            insert = dialect_insert(session, ModelVersionRow).values(
+                name=name, gguf_path=gguf_path, base_model=base_model, metrics=metrics or {}
+            )
+            # Registering a name again re-points it; a missing base model or metrics keeps the stored ones.
+            base_model_given = func.nullif(insert.excluded.base_model, "")
+            changes: dict[str, Any] = {
+                "gguf_path": insert.excluded.gguf_path,
+                "base_model": func.coalesce(base_model_given, ModelVersionRow.base_model),
+            }
+            if metrics is not None:
+                changes["metrics"] = insert.excluded.metrics
+            session.execute(insert.on_conflict_do_update(index_elements=[ModelVersionRow.name], set_=changes))
         return self.activate_model(name) if activate else self._model(name)
 
     def activate_model(self, name: str) -> ModelVersion:

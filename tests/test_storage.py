@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from threading import Barrier
+from typing import TypeVar
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
 from core.domain import ChatRef, CorrectionStatus, Person, RatingOutcome, Role, Timings
 from storage.migrate import current, upgrade
+from storage.queries import speakers
 from storage.repository import NotFound, SqlStore
+from storage.tables import PersonRow, RatingRow
+
+T = TypeVar("T")
 
 ALICE = Person("telegram", "100", "Alice")
 BOB = Person("telegram", "200", "Bob")
@@ -202,10 +210,6 @@ def test_the_registry_keeps_exactly_one_active_model(store: SqlStore) -> None:
 
 
 def test_consent_is_recorded_even_before_the_first_message(store: SqlStore) -> None:
-    from sqlalchemy import select
-
-    from storage.tables import PersonRow
-
     store.set_consent(BOB, False)
     ask(store, BOB, "hello")
     store.set_consent(ALICE, True)
@@ -213,3 +217,93 @@ def test_consent_is_recorded_even_before_the_first_message(store: SqlStore) -> N
     with store.engine.connect() as connection:
         rows = dict(connection.execute(select(PersonRow.user_id, PersonRow.consent)).all())
     assert rows == {"200": False, "100": None}
+
+
+# --- upserts: INSERT … ON CONFLICT in each dialect -----------------------------------
+
+
+def at_once(works: list[Callable[[], T]]) -> list[T]:
+    """Run each of ``works`` in a thread of its own, all released together; their results in order."""
+    start = Barrier(len(works))
+
+    def run(work: Callable[[], T]) -> T:
+        start.wait()
+        return work()
+
+    with ThreadPoolExecutor(len(works)) as pool:
+        return list(pool.map(run, works))
+
+
+def people_rows(store: SqlStore, user_id: str) -> list[tuple[int, str | None]]:
+    """The stored rows (id, display name) of one Telegram or Discord user id."""
+    query = select(PersonRow.id, PersonRow.display_name).where(PersonRow.user_id == user_id)
+    with store.engine.connect() as connection:
+        return [(person_id, name) for person_id, name in connection.execute(query)]
+
+
+def ratings_of(store: SqlStore, reply: int) -> list[tuple[int, int]]:
+    query = select(RatingRow.person_id, RatingRow.value).where(RatingRow.turn_id == reply)
+    with store.engine.connect() as connection:
+        return [(person_id, value) for person_id, value in connection.execute(query)]
+
+
+def test_two_presses_at_once_by_someone_new_store_one_person_and_one_rating(store: SqlStore) -> None:
+    for round_ in range(5):  # a race lost once could still be won by chance
+        _, reply = ask(store, ALICE, f"q{round_}")
+        newcomer = Person("telegram", f"new-{round_}", "Newcomer")
+
+        outcomes = at_once([partial(store.rate, newcomer, reply, 1)] * 2)
+
+        assert set(outcomes) == {RatingOutcome.CREATED, RatingOutcome.UNCHANGED}
+        ((person_id, name),) = people_rows(store, newcomer.user_id)
+        assert name == "Newcomer"
+        assert ratings_of(store, reply) == [(person_id, 1)]
+
+
+def test_opposite_presses_at_once_leave_one_rating_with_the_later_value(store: SqlStore) -> None:
+    _, reply = ask(store, ALICE, "q")
+
+    outcomes = at_once([partial(store.rate, BOB, reply, 1), partial(store.rate, BOB, reply, -1)])
+
+    assert set(outcomes) == {RatingOutcome.CREATED, RatingOutcome.CHANGED}
+    later = (1, -1)[outcomes.index(RatingOutcome.CHANGED)]
+    ((_, value),) = ratings_of(store, reply)
+    assert value == later
+
+
+def test_people_met_at_once_in_several_threads_are_stored_once(store: SqlStore) -> None:
+    _, reply = ask(store, ALICE, "q")
+    carol = Person("discord", "300", "Carol")
+
+    ids = at_once([partial(store.add_correction, carol, reply, f"fix {n}") for n in range(4)])
+
+    assert len(set(ids)) == 4
+    assert {c.person for c in store.corrections()} == {carol}
+    assert len(people_rows(store, "300")) == 1
+
+
+def test_a_person_keeps_their_latest_name_and_their_consent(store: SqlStore) -> None:
+    _, reply = ask(store, ALICE, "q")
+    store.rate(Person("telegram", "200", "Bob"), reply, 1)
+    store.set_consent(Person("telegram", "200"), True)  # no name: the stored one stays
+    store.rate(Person("telegram", "200", "Robert"), reply, -1)
+    store.rate(Person("telegram", "200", ""), reply, -1)
+
+    ((bob_id, name),) = people_rows(store, "200")
+    assert name == "Robert"
+    speaker = speakers(store.engine, [bob_id])[bob_id]
+    assert speaker.consent is True and speaker.person.display_name == "Robert"
+
+
+def test_registering_a_model_again_repoints_it_and_keeps_what_was_not_given(store: SqlStore) -> None:
+    store.register_model("tuned", "/m/old.gguf", "SmolLM2", metrics={"nll": 1.2}, activate=True)
+    again = store.register_model("tuned", "/m/new.gguf")
+
+    assert (again.gguf_path, again.base_model, again.metrics, again.active) == (
+        "/m/new.gguf",
+        "SmolLM2",
+        {"nll": 1.2},
+        True,
+    )
+    assert store.register_model("tuned", "/m/new.gguf", metrics={"nll": 0.9}).metrics == {"nll": 0.9}
+    assert [m.name for m in store.list_models()] == ["tuned"]
