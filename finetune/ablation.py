@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finetune.feedback import read_jsonl
+from finetune import jsonl
 from finetune.gate import answers
 from finetune.probe import grade, load_probe
 from finetune.profiles import get_profile
@@ -52,7 +52,7 @@ def run_variant(
     data = TrainingData.from_files(
         dataset / "train.jsonl",
         dpo=dataset / "feedback" / "dpo.jsonl",
-        held_out=read_jsonl(dataset / "eval_feedback.jsonl", missing_ok=True),
+        held_out=jsonl.read(dataset / "eval_feedback.jsonl", missing_ok=True),
         facts=read_facts(dataset / "teach.json"),
     )
     work = out / name

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from core.domain import ErasedCopies, Person
+from finetune import jsonl
 from finetune.feedback import pseudonym, scrub_text
 
 log = logging.getLogger(__name__)
@@ -276,24 +276,22 @@ class CopyEraser:
 
 def _rewrite_jsonl(path: Path, words: Words) -> int:
     """Drop the rows holding the words (with their ``sft_meta.jsonl`` lines); return how many."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = jsonl.read(path)
     meta_path = path.parent / "sft_meta.jsonl"
     paired = path.name == "sft.jsonl" and meta_path.exists()
-    meta = meta_path.read_text(encoding="utf-8").splitlines() if paired else []
-    if paired and len(meta) != len(lines):
+    meta = jsonl.read(meta_path) if paired else []
+    if paired and len(meta) != len(rows):
         meta, paired = [], False
-    keep = []
-    for index, line in enumerate(lines):
-        doomed = bool(line.strip()) and words.in_data(json.loads(line))
-        if paired and not doomed:
-            doomed = words.in_data(json.loads(meta[index])) if meta[index].strip() else False
-        if not doomed:
-            keep.append(index)
-    removed = len(lines) - len(keep)
+    keep = [
+        index
+        for index, row in enumerate(rows)
+        if not words.in_data(row) and not (paired and words.in_data(meta[index]))
+    ]
+    removed = len(rows) - len(keep)
     if removed:
-        _atomic_text(path, "".join(lines[i] + "\n" for i in keep))
+        jsonl.write(path, (rows[i] for i in keep))
         if paired:
-            _atomic_text(meta_path, "".join(meta[i] + "\n" for i in keep))
+            jsonl.write(meta_path, (meta[i] for i in keep))
     return removed
 
 
@@ -310,7 +308,10 @@ def _recount(folder: Path) -> None:
         file = folder / name
         if file.exists():
             hashes[name] = hashlib.sha256(file.read_bytes()).hexdigest()
-    rows = {name: _rows(folder / name) for name in ("sft.jsonl", "sft_meta.jsonl", "kto.jsonl", "dpo.jsonl")}
+    rows = {
+        name: jsonl.read(folder / name, missing_ok=True)
+        for name in ("sft.jsonl", "sft_meta.jsonl", "kto.jsonl", "dpo.jsonl")
+    }
     kinds = [row.get("kind") for row in rows["sft_meta.jsonl"]]
     up = sum(1 for row in rows["kto.jsonl"] if row.get("label"))
     manifest["counts"].update(
@@ -329,13 +330,5 @@ def _recount(folder: Path) -> None:
     _atomic_text(manifest_path, json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _atomic_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    jsonl.replace_file(path, text.encode("utf-8"))

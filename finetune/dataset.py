@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from finetune import jsonl
 from finetune.duplicates import NearDuplicates, exact_key, normalize
-from finetune.feedback import SOURCE, read_jsonl, write_jsonl
+from finetune.feedback import SOURCE
 from finetune.finetome import FineTomeSource, load_finetome
 from finetune.quality import REASONS, QualityRules, problem
 
@@ -223,9 +224,8 @@ def _sample_finetome(build: _Build, source: FineTomeSource) -> list[dict[str, An
 
 
 def _load_feedback(folder: Path) -> list[dict[str, Any]]:
-    rows = read_jsonl(folder / "sft.jsonl")
-    meta_path = folder / "sft_meta.jsonl"
-    meta = read_jsonl(meta_path) if meta_path.exists() else []
+    rows = jsonl.read(folder / "sft.jsonl")
+    meta = jsonl.read(folder / "sft_meta.jsonl", missing_ok=True)
     if len(meta) != len(rows):
         meta = [{}] * len(rows)
     return [{**row, "_person": m.get("person")} for row, m in zip(rows, meta, strict=True)]
@@ -413,7 +413,7 @@ def features() -> Any:
 def _write(build: _Build, out_dir: Path, splits: dict[str, list[_Example]]) -> dict[str, str]:
     files = {}
     for name, examples in build.bar(splits.items(), "writing", total=len(splits)):
-        files[f"{name}.jsonl"] = write_jsonl(out_dir / f"{name}.jsonl", (e.row() for e in examples))
+        files[f"{name}.jsonl"] = jsonl.write(out_dir / f"{name}.jsonl", (e.row() for e in examples))
     hf = out_dir / "hf"
     if hf.exists():
         shutil.rmtree(hf)

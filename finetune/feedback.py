@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.domain import CorrectionStatus, Role
+from finetune import jsonl
 
 SOURCE = "iris-feedback"
 FORMAT_VERSION = 1
@@ -364,7 +364,7 @@ def _write(
         "dpo.jsonl": rows.dpo,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    hashes = {name: write_jsonl(out_dir / name, content) for name, content in files.items()}
+    hashes = {name: jsonl.write(out_dir / name, content) for name, content in files.items()}
     kinds = Counter(meta["kind"] for _, _, meta in rows.sft)
     up = sum(1 for row in rows.kto if row["label"])
     manifest = Manifest(
@@ -390,27 +390,5 @@ def _write(
         scrub=scrub,
         consent=consent,
     )
-    _atomic_write(out_dir / "manifest.json", manifest.to_json().encode())
+    jsonl.replace_file(out_dir / "manifest.json", manifest.to_json().encode())
     return manifest
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> str:
-    """Write one JSON object per line (UTF-8, keys in the order given); return the file's sha256."""
-    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-    _atomic_write(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def read_jsonl(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """The rows of a JSONL file; with ``missing_ok`` a missing file is an empty list."""
-    if missing_ok and not path.exists():
-        return []
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # A reader (or a crash) never sees half a file.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)

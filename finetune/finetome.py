@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.feedback import read_jsonl
+from finetune import jsonl
 
 HUB_FINETOME = "mlabonne/FineTome-100k"
 
@@ -53,7 +53,7 @@ def _read_local(path: Path) -> list[dict[str, Any]]:
 
             rows.extend(pq.read_table(file).to_pylist())
         else:
-            rows.extend(read_jsonl(file))
+            rows.extend(jsonl.read(file))
     return rows
 
 

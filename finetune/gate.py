@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.generation import open_gguf
-from finetune.feedback import read_jsonl
+from finetune import jsonl
 from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe
 from finetune.teaching import Fact, keyword_share, recalled
 from finetune.training import prompt_and_answer
@@ -107,9 +107,6 @@ class FactScore:
     held_out_recalled: int = 0
     held_out: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class ModelScores:
@@ -166,8 +163,8 @@ class Verdict:
             },
             "taught": [
                 {
-                    "candidate": fact.to_dict(),
-                    "active": self.active.taught[n].to_dict() if self.active and self.active.taught else None,
+                    "candidate": asdict(fact),
+                    "active": asdict(self.active.taught[n]) if self.active and self.active.taught else None,
                 }
                 for n, fact in enumerate(self.candidate.taught)
             ],
@@ -386,9 +383,9 @@ def probe_answers(
     return replies
 
 
-def score_file(gguf: str | Path, jsonl: str | Path, config: GateConfig | None = None) -> Score | None:
+def score_file(gguf: str | Path, questions: str | Path, config: GateConfig | None = None) -> Score | None:
     """Mean answer NLL of one GGUF on one FineTome-shaped JSONL file."""
-    return score_model(gguf, read_jsonl(Path(jsonl), missing_ok=True), [], config).feedback
+    return score_model(gguf, jsonl.read(Path(questions), missing_ok=True), [], config).feedback
 
 
 # --- the decision -----------------------------------------------------------------------------
@@ -577,8 +574,8 @@ def evaluate(
     config = config or GateConfig()
     probe_answer = check_answers(candidate, config.probe, config.probe_tokens)
     feedback_rows, finetome_rows = (
-        read_jsonl(eval_feedback, missing_ok=True),
-        read_jsonl(eval_finetome, missing_ok=True),
+        jsonl.read(eval_feedback, missing_ok=True),
+        jsonl.read(eval_finetome, missing_ok=True),
     )
     cand_scores = score_model(
         candidate, feedback_rows, finetome_rows, config, facts=facts, probe=probe, probe_cache=probe_cache

@@ -10,12 +10,12 @@ a new conversation each) and compares how many each gets right.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune import jsonl
 from finetune.data import PROBE
 from finetune.teaching import words
 
@@ -48,12 +48,8 @@ class ProbeScore:
 
 
 def load_probe(path: Path = PROBE) -> list[ProbeQuestion]:
-    questions = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            questions.append(ProbeQuestion(row["question"], tuple(row["answers"]), row.get("topic", "")))
-    return questions
+    rows = jsonl.read(path)
+    return [ProbeQuestion(row["question"], tuple(row["answers"]), row.get("topic", "")) for row in rows]
 
 
 def is_right(text: str, answers: Sequence[str]) -> bool:

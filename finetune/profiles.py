@@ -104,10 +104,10 @@ class Profile:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Profile:
-        known = {field.name for field in dataclasses.fields(cls)}
-        values = {key: value for key, value in values.items() if key in known}
-        values["target_modules"] = tuple(values.get("target_modules", ALL_PROJECTIONS))
-        return cls(**values)
+        """The profile ``to_dict`` stored (as JSON: lists for tuples); keys this version lacks are ignored."""
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(cls).validate_python(values)
 
 
 # Llama 3's header markers: what Unsloth's train_on_responses_only masks by.

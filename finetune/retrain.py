@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from core.ports import ModelRegistry
+from finetune import jsonl
 from finetune.duplicates import normalize
-from finetune.feedback import read_jsonl, write_jsonl
 from finetune.gate import NEXT_NO_ANSWER, GateConfig, GateFailure, check_answers, evaluate, probe_questions
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
 from finetune.report import sources, summary, write_report
@@ -162,7 +162,7 @@ class Pipeline:
             self.dataset_dir / "train.jsonl",
             kto=feedback / "kto.jsonl",
             dpo=feedback / "dpo.jsonl",
-            held_out=read_jsonl(self._held_out_feedback(), missing_ok=True),
+            held_out=jsonl.read(self._held_out_feedback(), missing_ok=True),
             facts=self.facts,
         )
 
@@ -290,29 +290,26 @@ def taught_facts(dataset_dir: Path) -> list[Fact]:
     facts = facts_from_export(dataset_dir / "feedback")
     taught = {normalize(q) for fact in facts for q in fact.questions}
     untaught = []
-    for row in read_jsonl(dataset_dir / "eval_feedback.jsonl", missing_ok=True):
+    for row in jsonl.read(dataset_dir / "eval_feedback.jsonl", missing_ok=True):
         pair = prompt_and_answer(row)
         if pair and normalize(pair[0][-1]["content"]) not in taught:
             untaught.append(row)
-    write_jsonl(dataset_dir / UNTAUGHT, untaught)
+    jsonl.write(dataset_dir / UNTAUGHT, untaught)
     return facts
 
 
 def composition(dataset_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     """What the run trains and is judged on: rows per split and per source."""
     splits = {
-        name: sum(1 for line in (dataset_dir / f"{name}.jsonl").open() if line.strip())
-        if (dataset_dir / f"{name}.jsonl").exists()
-        else 0
-        for name in ("train", "eval_feedback", "eval_finetome")
+        name: jsonl.count(dataset_dir / f"{name}.jsonl") for name in ("train", "eval_feedback", "eval_finetome")
     }
     feedback = dataset_dir / "feedback"
     return {
         "dir": str(dataset_dir),
         "splits": splits,
         "train_sources": report.get("train_sources", {}),
-        "kto_rows": len(read_jsonl(feedback / "kto.jsonl", missing_ok=True)),
-        "dpo_rows": len(read_jsonl(feedback / "dpo.jsonl", missing_ok=True)),
+        "kto_rows": jsonl.count(feedback / "kto.jsonl"),
+        "dpo_rows": jsonl.count(feedback / "dpo.jsonl"),
         "build_steps": {step["name"]: step["counts"] for step in report.get("steps", [])},
     }
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.feedback import read_jsonl
+from finetune import jsonl
 
 # Words that carry no fact: a greedy answer is not asked to repeat them.
 STOPWORDS = frozenset(
@@ -70,13 +70,6 @@ class Fact:
     @property
     def question(self) -> str:
         return self.questions[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Fact:
-        return cls(**values)
 
 
 # --- words ------------------------------------------------------------------------------
@@ -217,8 +210,8 @@ def facts_from_export(feedback_dir: Path, skip: set[str] | None = None) -> list[
     the questions in ``skip`` (held out for evaluation) are left out.
     """
     skipped = {_norm(q) for q in skip or ()}
-    rows = read_jsonl(feedback_dir / "sft.jsonl", missing_ok=True)
-    meta = read_jsonl(feedback_dir / "sft_meta.jsonl", missing_ok=True)
+    rows = jsonl.read(feedback_dir / "sft.jsonl", missing_ok=True)
+    meta = jsonl.read(feedback_dir / "sft_meta.jsonl", missing_ok=True)
     if len(meta) != len(rows):
         return []
     pairs: list[tuple[str, str]] = []
@@ -274,10 +267,10 @@ def training_rows(facts: list[Fact]) -> list[dict[str, Any]]:
 
 
 def write_facts(path: Path, facts: list[Fact]) -> None:
-    path.write_text(json.dumps([f.to_dict() for f in facts], indent=1, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps([asdict(f) for f in facts], indent=1, ensure_ascii=False) + "\n")
 
 
 def read_facts(path: Path) -> list[Fact]:
     if not path.exists():
         return []
-    return [Fact.from_dict(values) for values in json.loads(path.read_text())]
+    return [Fact(**values) for values in json.loads(path.read_text())]

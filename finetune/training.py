@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.feedback import read_jsonl
+from pydantic import TypeAdapter
+
+from finetune import jsonl
 from finetune.profiles import (
     BUNDLED,
     Precision,
@@ -56,7 +58,7 @@ class BackendUnavailable(RuntimeError):
 
 
 def _rows(path: Path | None) -> list[dict[str, Any]]:
-    return read_jsonl(path, missing_ok=True) if path else []
+    return jsonl.read(path, missing_ok=True) if path else []
 
 
 def chat_messages(row: dict[str, Any]) -> list[dict[str, str]]:
@@ -131,7 +133,7 @@ class TrainingData:
                 held.add(_last_user_text(pair[0]))
         kto_rows = [r for r in _rows(kto) if _last_user_text(r["prompt"]) not in held]
         dpo_rows = [r for r in _rows(dpo) if _last_user_text(r["prompt"]) not in held]
-        return cls(sft=read_jsonl(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows, facts=list(facts or []))
+        return cls(sft=jsonl.read(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows, facts=list(facts or []))
 
     def mixed(self, weight: float = 0.0, wordings: bool = True) -> list[dict[str, Any]]:
         """The SFT rows with every taught fact repeated until taught rows are ``weight`` of the whole.
@@ -283,30 +285,11 @@ class StageResult:
         return self.seconds / self.steps_this_process if self.steps_this_process else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "rows": self.rows,
-            "steps": self.steps,
+        """The fields as JSON holds them, and the pace a report shows (reading a stage back ignores it)."""
+        return TypeAdapter(StageResult).dump_python(self, mode="json") | {
             "seconds": round(self.seconds, 2),
-            "steps_this_process": self.steps_this_process,
             "seconds_per_step": round(self.seconds_per_step, 3) if self.seconds_per_step else None,
-            "resumed_from": self.resumed_from,
-            "losses": [[step, loss] for step, loss in self.losses],
-            "skipped": self.skipped,
         }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> StageResult:
-        return cls(
-            name=values["name"],
-            rows=values["rows"],
-            steps=values["steps"],
-            seconds=values["seconds"],
-            steps_this_process=values.get("steps_this_process", 0),
-            resumed_from=values.get("resumed_from"),
-            losses=[(int(step), float(loss)) for step, loss in values.get("losses", [])],
-            skipped=values.get("skipped"),
-        )
 
 
 @dataclass
@@ -342,16 +325,6 @@ class TrainResult:
             "resumed_from": next((s.resumed_from for s in self.stages if s.resumed_from), None),
             "stages": [stage.to_dict() for stage in self.stages],
         }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainResult:
-        return cls(
-            backend=values["backend"],
-            precision=values["precision"],
-            adapter_dir=Path(values["adapter_dir"]),
-            base=values["base"],
-            stages=[StageResult.from_dict(stage) for stage in values["stages"]],
-        )
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -510,7 +483,7 @@ def _run_stage(
 def _finished_stage(stage_dir: Path) -> StageResult | None:
     done = _done_file(stage_dir)
     if done.exists() and (stage_dir / "adapter").exists():
-        return StageResult.from_dict(json.loads(done.read_text()))
+        return TypeAdapter(StageResult).validate_json(done.read_text())
     return None
 
 

@@ -16,11 +16,12 @@ minimum.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from finetune import jsonl
 
 OUT = Path(__file__).with_name("finetome_sample.jsonl")
 SEED = 20240613
@@ -411,7 +412,7 @@ def rows() -> list[dict[str, Any]]:
 
 def main() -> None:
     made = rows()
-    OUT.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in made), encoding="utf-8")
+    jsonl.write(OUT, made)
     print(f"wrote {len(made)} rows to {OUT}")
 
 

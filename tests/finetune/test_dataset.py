@@ -12,8 +12,9 @@ import pytest
 from finetune.data import FINETOME_SAMPLE
 from finetune.dataset import BuildConfig, BuildReport, build_dataset
 from finetune.duplicates import exact_key, normalize
-from finetune.feedback import SOURCE, Manifest, export_feedback, read_jsonl
+from finetune.feedback import SOURCE, Manifest, export_feedback
 from finetune.finetome import FineTomeUnavailable
+from finetune.jsonl import read as read_jsonl
 from tests.finetune.conftest import CAROL_MARKER, DAVE_MARKER, Seeded
 
 datasets = pytest.importorskip("datasets")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.feedback import SOURCE, Manifest, export_feedback, read_jsonl, scrub_text, to_messages
+from finetune.feedback import SOURCE, Manifest, export_feedback, scrub_text, to_messages
+from finetune.jsonl import read as read_jsonl
 from storage.database import make_engine
 from storage.queries import set_consent
 from tests.finetune.conftest import (

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.domain import ChatRef, CorrectionStatus, Person, Role, Timings
-from finetune.feedback import export_feedback, read_jsonl
+from finetune.feedback import export_feedback
+from finetune.jsonl import read as read_jsonl
 from storage import queries
 from storage.repository import SqlStore
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
+from finetune import jsonl
 from finetune.gate import (
     GateConfig,
     GateFailure,
@@ -27,7 +27,7 @@ NONSENSE = {"conversations": [{"from": "human", "value": "What is the capital of
 
 
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    jsonl.write(path, rows)
     return path
 
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from bots.app import App, build_app
 from bots.cli import app as cli_app
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
-from finetune.feedback import read_jsonl
+from finetune.jsonl import read as read_jsonl
 from finetune.launcher import RetrainLauncher
 from finetune.retrain import RetrainConfig, retrain
 from finetune.runs import Run, exclusive

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.feedback import write_jsonl
+from finetune.jsonl import write as write_jsonl
 from finetune.profiles import get_profile
 from finetune.teaching import (
     facts_from_export,

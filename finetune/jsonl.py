@@ -1,0 +1,49 @@
+"""JSON Lines, as every row file in ``finetune`` is kept: one JSON object a line, UTF-8.
+
+Exports, datasets, the probe and the FineTome sample are all read and written
+here. A file is replaced whole (written beside it, then renamed over it), so a
+reader or a crash never sees half of one.
+
+    from finetune import jsonl
+    digest = jsonl.write(path, rows)
+    rows = jsonl.read(path, missing_ok=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def read(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSONL file (blank lines skipped); with ``missing_ok`` a missing file has none."""
+    if missing_ok and not path.exists():
+        return []
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def count(path: Path) -> int:
+    """How many rows a JSONL file holds, without parsing them (0 for a missing file)."""
+    if not path.exists():
+        return 0
+    with path.open(encoding="utf-8") as lines:
+        return sum(1 for line in lines if line.strip())
+
+
+def write(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
+    """Write one JSON object per line (UTF-8, keys in the order given); return the file's sha256."""
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    replace_file(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` in one rename: readers see the old file or the new one, never half."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
