@@ -286,7 +286,8 @@ class StageResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON holds them, and the pace a report shows (reading a stage back ignores it)."""
-        return TypeAdapter(StageResult).dump_python(self, mode="json") | {
+        fields: dict[str, Any] = TypeAdapter(StageResult).dump_python(self, mode="json")
+        return fields | {
             "seconds": round(self.seconds, 2),
             "seconds_per_step": round(self.seconds_per_step, 3) if self.seconds_per_step else None,
         }
@@ -372,7 +373,7 @@ def _teaching_target(facts: list[Fact], tokenizer: Any, profile: Profile, progre
         full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
         encoded.append((n, torch.tensor([full_ids]), len(prompt_ids)))
 
-    class TeachingTarget(TrainerCallback):
+    class TeachingTarget(TrainerCallback):  # type: ignore[misc]  # transformers is Any here (pyproject)
         def __init__(self) -> None:
             self.history: list[tuple[int, float]] = []
 
@@ -413,7 +414,7 @@ def _done_file(stage_dir: Path) -> Path:
 def _progress_callback(stage: str, progress: Progress) -> Any:
     from transformers import TrainerCallback
 
-    class StepProgress(TrainerCallback):
+    class StepProgress(TrainerCallback):  # type: ignore[misc]  # transformers is Any here (pyproject)
         """One line a logged step: the stage, the step, the loss and the time a step takes."""
 
         def __init__(self) -> None:
@@ -573,7 +574,7 @@ def _train_trl(
     import torch
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]  # lazy module
+    from trl import SFTConfig, SFTTrainer
 
     precision = detect_precision()
     base = prepare_base(profile.base_model, base_cache, progress)
@@ -704,7 +705,7 @@ def _preference_trainer(
     peft_config = None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile))
     arguments = preference_arguments(profile, stage_dir, precision)
     if stage == "kto":
-        from trl import KTOConfig, KTOTrainer  # type: ignore[attr-defined]  # lazy module
+        from trl import KTOConfig, KTOTrainer
 
         rows = data.kto_rows()
         labels = {row["label"] for row in rows}
@@ -713,7 +714,7 @@ def _preference_trainer(
         config: Any = make_config(KTOConfig, arguments)
         trainer_class: Any = KTOTrainer
     else:
-        from trl import DPOConfig, DPOTrainer  # type: ignore[attr-defined]  # lazy module
+        from trl import DPOConfig, DPOTrainer
 
         rows = data.dpo_rows()
         if not rows:
@@ -757,7 +758,7 @@ def _train_unsloth(
     import unsloth  # noqa: F401
 
     # isort: split
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]  # lazy module
+    from trl import SFTConfig, SFTTrainer
     from unsloth import FastLanguageModel, PatchDPOTrainer
     from unsloth.chat_templates import get_chat_template, standardize_sharegpt, train_on_responses_only
 
