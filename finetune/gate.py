@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from core.generation import open_gguf
 from finetune import jsonl
 from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe
+from finetune.rows import Message
 from finetune.teaching import Fact, keyword_share, recalled
 from finetune.training import prompt_and_answer
 
@@ -256,7 +257,7 @@ class _Scorer:
             return ""
         return str(self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore"))
 
-    def tokens(self, context: list[dict[str, str]], reply: str) -> tuple[list[int], list[int]]:
+    def tokens(self, context: list[Message], reply: str) -> tuple[list[int], list[int]]:
         """The prompt's tokens and the answer's (with the template's end-of-turn marks)."""
         messages: Any = context
         prompt = str(self.prompt_format(messages=messages).prompt)
@@ -267,7 +268,7 @@ class _Scorer:
         answer_ids: list[int] = self.llm.tokenize(answer_text.encode(), add_bos=False, special=True)
         return prompt_ids, answer_ids[: self.config.max_answer_tokens]
 
-    def nll(self, context: list[dict[str, str]], reply: str) -> tuple[float, int]:
+    def nll(self, context: list[Message], reply: str) -> tuple[float, int]:
         """Summed NLL of the answer tokens, and how many there were."""
         import numpy as np
 

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from finetune.profiles import (
     unsloth_model_arguments,
     unsloth_peft_arguments,
 )
+from finetune.rows import DpoExample, KtoExample, Message, PromptCompletion
 from finetune.teaching import Fact, training_rows
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,9 @@ def _rows(path: Path | None) -> list[dict[str, Any]]:
     return jsonl.read(path, missing_ok=True) if path else []
 
 
-def chat_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+def chat_messages(row: Mapping[str, Any]) -> list[Message]:
     """A FineTome row's ``conversations`` as role/content messages."""
-    messages = []
+    messages: list[Message] = []
     for turn in row.get("conversations") or []:
         role = ROLES.get(str(turn.get("from", turn.get("role", ""))).lower())
         content = turn.get("value", turn.get("content"))
@@ -72,7 +73,7 @@ def chat_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
-def prompt_and_answer(row: dict[str, Any]) -> tuple[list[dict[str, str]], str] | None:
+def prompt_and_answer(row: Mapping[str, Any]) -> tuple[list[Message], str] | None:
     """The context up to the last reply, and that reply; None for a row without one."""
     messages = chat_messages(row)
     while messages and messages[-1]["role"] != "assistant":
@@ -82,7 +83,7 @@ def prompt_and_answer(row: dict[str, Any]) -> tuple[list[dict[str, str]], str] |
     return messages[:-1], messages[-1]["content"]
 
 
-def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any] | None:
+def to_prompt_completion(row: Mapping[str, Any]) -> PromptCompletion | None:
     """A FineTome row as TRL's conversational prompt-completion row (loss on the completion only)."""
     pair = prompt_and_answer(row)
     if pair is None:
@@ -91,7 +92,7 @@ def to_prompt_completion(row: dict[str, Any]) -> dict[str, Any] | None:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
 
 
-def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
+def _as_messages(value: Any, role: str) -> list[Message]:
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     return [{"role": ROLES.get(m.get("role", role), role), "content": m["content"]} for m in value]
@@ -150,11 +151,11 @@ class TrainingData:
         repeat = max(1, round(weight / (1 - weight) * len(self.sft) / len(taught)))
         return [*self.sft, *(taught * repeat)]
 
-    def sft_rows(self, weight: float = 0.0, wordings: bool = True) -> list[dict[str, Any]]:
+    def sft_rows(self, weight: float = 0.0, wordings: bool = True) -> list[PromptCompletion]:
         rows = self.mixed(weight, wordings)
         return [pc for row in rows if (pc := to_prompt_completion(row)) is not None]
 
-    def kto_rows(self) -> list[dict[str, Any]]:
+    def kto_rows(self) -> list[KtoExample]:
         return [
             {
                 "prompt": _as_messages(row["prompt"], "user"),
@@ -164,7 +165,7 @@ class TrainingData:
             for row in self.kto
         ]
 
-    def dpo_rows(self) -> list[dict[str, Any]]:
+    def dpo_rows(self) -> list[DpoExample]:
         return [
             {
                 "prompt": _as_messages(row["prompt"], "user"),
@@ -556,7 +557,7 @@ def make_config(config_class: Any, arguments: dict[str, Any]) -> Any:
     return config_class(**arguments)
 
 
-def _dataset(rows: list[dict[str, Any]]) -> Any:
+def _dataset(rows: Sequence[Mapping[str, object]]) -> Any:
     from datasets import Dataset
 
     return Dataset.from_list(rows)
@@ -693,7 +694,7 @@ def _preference_trainer(
     data: TrainingData,
     stage_dir: Path,
     precision: Precision,
-) -> tuple[list[dict[str, Any]], Any]:
+) -> tuple[Sequence[Mapping[str, object]], Any]:
     """The KTO or DPO trainer for the adapter trained so far, or the reason to skip the stage.
 
     With a PEFT model and no reference model, TRL copies the current adapter as
@@ -704,12 +705,12 @@ def _preference_trainer(
 
     peft_config = None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile))
     arguments = preference_arguments(profile, stage_dir, precision)
+    rows: list[KtoExample] | list[DpoExample]
     if stage == "kto":
         from trl import KTOConfig, KTOTrainer
 
         rows = data.kto_rows()
-        labels = {row["label"] for row in rows}
-        if len(rows) < 2 or len(labels) < 2:
+        if len(rows) < 2 or len({row["label"] for row in rows}) < 2:
             return rows, "KTO needs both 👍 and 👎 examples; there are not enough yet"
         config: Any = make_config(KTOConfig, arguments)
         trainer_class: Any = KTOTrainer
