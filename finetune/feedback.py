@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
+
 from core.domain import CorrectionStatus, Role
 from finetune import jsonl
 
@@ -93,25 +95,20 @@ def to_conversations(messages: Sequence[Message]) -> list[Message]:
 # --- scrubbing ------------------------------------------------------------------------
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# Either an international number (+ and 7-15 digits) or three or more groups of
-# 2-4 digits joined by spaces, dots, dashes or brackets (555-123-4567, 06 12 34 56 78).
-# A plain run of digits stays: it is far more often a number than a phone.
-PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d\s().-]{5,}\d|\(?\d{2,4}\)?(?:[\s.-]\(?\d{2,4}\)?){2,5})(?![\w@])")
+# Phone numbers are found by libphonenumber's matcher: international ones (+44 20 …) from any
+# country, national ones as written in PHONE_REGION. POSSIBLE (the right length for a number
+# there) rather than VALID (an assigned range): a scrub had better mask a made-up number than
+# miss a real one. Dates, years, prices and short numbers stay.
+PHONE_REGION = "US"
 
 
 def scrub_text(text: str) -> str:
     """Mask e-mail addresses as ``[email]`` and phone numbers as ``[phone]``."""
     text = EMAIL.sub("[email]", text)
-    return PHONE.sub(_phone, text)
-
-
-DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{4}")
-
-
-def _phone(match: re.Match[str]) -> str:
-    found = match.group()
-    digits = sum(ch.isdigit() for ch in found)
-    return "[phone]" if 7 <= digits <= 15 and not DATE.fullmatch(found) else found
+    found = phonenumbers.PhoneNumberMatcher(text, PHONE_REGION, leniency=phonenumbers.Leniency.POSSIBLE)
+    for match in reversed(list(found)):  # from the end, so earlier offsets still hold
+        text = text[: match.start] + "[phone]" + text[match.end :]
+    return text
 
 
 # --- the export -------------------------------------------------------------------------

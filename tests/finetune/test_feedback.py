@@ -238,9 +238,27 @@ def test_scrub_masks_email_addresses_and_phone_numbers(seeded: Seeded, tmp_path:
         ("call +1 (555) 123-4567 today", "call [phone] today"),
         ("call 555-123-4567", "call [phone]"),
         ("06 12 34 56 78", "[phone]"),
+        # International numbers from anywhere, as people write them.
+        ("+44 20 7946 0958", "[phone]"),
+        ("in Paris: +33 6 12 34 56 78.", "in Paris: [phone]."),
+        ("Berlin office +49 30 12345678, Mumbai +91 98765 43210", "Berlin office [phone], Mumbai [phone]"),
+        ("text me at +1-202-555-0143!", "text me at [phone]!"),
+        # National ones in the default region's formats.
+        ("(650) 253-0000 or 650.253.0000", "[phone] or [phone]"),
+        ("my number is 4155552671", "my number is [phone]"),
+        ("toll free: 1 800 555 0199", "toll free: [phone]"),
+        # Numbers that are not phones stay.
         ("17 × 23 = 391, in 2024, pi is 3.14159265", "17 × 23 = 391, in 2024, pi is 3.14159265"),
         ("the answer is 83810205", "the answer is 83810205"),
         ("dates like 2024-05-01 and 01.05.2024 stay", "dates like 2024-05-01 and 01.05.2024 stay"),
+        ("between 12/25/2023 and 2023-12-31, at 10:30", "between 12/25/2023 and 2023-12-31, at 10:30"),
+        ("In 1969, 600 million people watched", "In 1969, 600 million people watched"),
+        ("It costs $1,299.99, or 1299 dollars", "It costs $1,299.99, or 1299 dollars"),
+        ("The app speaks 37 languages", "The app speaks 37 languages"),
+        (
+            "a population of 67,390,000 (ISBN 978-3-16-148410-0)",
+            "a population of 67,390,000 (ISBN 978-3-16-148410-0)",
+        ),
     ],
 )
 def test_scrub_text(text: str, expected: str) -> None:
