@@ -46,6 +46,7 @@ class App:
         self.generator.load()
 
     def close(self) -> None:
+        self.generator.close()
         self.store.engine.dispose()
 
 
@@ -126,7 +127,11 @@ def build_app(settings: Settings | None = None) -> App:
     generator = LlamaGenerator(
         registry=store,
         fallback=model,
-        config=LlamaConfig(context_tokens=settings.llm_context_tokens, threads=settings.llm_threads),
+        config=LlamaConfig(
+            context_tokens=settings.llm_context_tokens,
+            threads=settings.llm_threads,
+            parallel=settings.llm_parallel,
+        ),
     )
     service = ChatService(
         store,
@@ -146,6 +151,8 @@ def build_app(settings: Settings | None = None) -> App:
             max_audio_seconds=settings.max_audio_seconds,
             max_audio_bytes=settings.max_file_bytes,
             retention_days=settings.retention_days,
+            parallel_replies=settings.llm_parallel,
+            max_queued_per_person=settings.max_queued_per_person,
             limits=RateLimits(
                 messages_per_hour=settings.rate_limit_messages_per_hour,
                 voice_minutes_per_hour=settings.rate_limit_voice_minutes_per_hour,

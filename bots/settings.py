@@ -49,8 +49,13 @@ class Settings(BaseSettings):
     # --- replies (llama.cpp) ---
     llm_model: str = "bundled"  # "bundled", a .gguf path, or "owner/repo:file.gguf" on the Hub
     llm_bundled_quant: Literal["f16", "q8_0", "q4_1"] = "f16"
-    llm_context_tokens: int = 2048
+    llm_context_tokens: int = 2048  # per reply being written
     llm_threads: int | None = None
+    # Replies decoded together in one llama.cpp context (continuous batching); each
+    # holds llm_context_tokens of KV cache. Beyond it, replies wait round-robin per person.
+    llm_parallel: int = Field(default=4, ge=1, le=64)
+    # Messages of one person being answered or waiting; past it they are asked to wait.
+    max_queued_per_person: int = Field(default=3, ge=1)
     # Empty: the system prompt the model was trained with (from its chat template).
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_reply_tokens: int = 256

@@ -261,6 +261,19 @@ class Transcribed:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The reply waits for the model: ``ahead`` replies will be written first."""
+
+    ahead: int
+
+    def text(self) -> str:
+        if self.ahead == 0:
+            return "⏳ Many people are asking right now: yours is next."
+        noun = "reply" if self.ahead == 1 else "replies"
+        return f"⏳ Many people are asking right now: {self.ahead} {noun} ahead of yours."
+
+
+@dataclass(frozen=True)
 class ReplyDelta:
     """The reply so far (``text``) and what was just added (``delta``)."""
 
@@ -286,6 +299,7 @@ class NoticeKind(enum.StrEnum):
     MODEL_FAILED = "model_failed"
     STORE_FAILED = "store_failed"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_WAITING = "too_many_waiting"
 
 
 @dataclass(frozen=True)
@@ -300,4 +314,4 @@ class Notice:
     turn_id: int | None = None
 
 
-ServiceEvent = Transcribed | ReplyDelta | ReplyDone | Notice
+ServiceEvent = Transcribed | Queued | ReplyDelta | ReplyDone | Notice

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.batching import BatchedDecoder, Job, chat_tokens
 from core.domain import ChatMessage, ModelVersion
 from core.ports import Generation, ModelRegistry
 
@@ -150,13 +152,24 @@ def hub_gguf(spec: str) -> Path:
 
 @dataclass(frozen=True)
 class LlamaConfig:
-    context_tokens: int = 2048
-    threads: int | None = None  # None: llama.cpp decides
+    context_tokens: int = 2048  # per reply being written
+    threads: int | None = None  # None: llama-cpp-python's default (half the cores; all of them for batches)
     batch: int = 512
+    parallel: int = 4  # replies decoded together (core.batching)
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None
 
 
 class LlamaGenerator:
-    """One llama.cpp model instance; the service lets one request use it at a time."""
+    """One llama.cpp model, writing up to ``config.parallel`` replies together.
+
+    ``stream`` may be called from several threads at once: each call is one job
+    of the model's ``BatchedDecoder``. A newly promoted model gets a decoder of
+    its own; the old one finishes the replies it is writing, then is freed.
+    """
 
     def __init__(
         self,
@@ -170,6 +183,7 @@ class LlamaGenerator:
         self.fallback = fallback
         self.config = config or LlamaConfig()
         self._llm: Llama | None = None
+        self._decoder: BatchedDecoder | None = None
         self._loaded: ModelVersion | None = None
         self._lock = threading.Lock()
 
@@ -190,21 +204,34 @@ class LlamaGenerator:
 
     def load(self) -> Llama:
         """Return the active model, loading it (or swapping to a newly promoted one) first."""
+        return self._current()[0]
+
+    def _current(self) -> tuple[Llama, BatchedDecoder]:
         wanted = self._wanted()
         with self._lock:
-            if self._llm is None or self._loaded is None or self._loaded.gguf_path != wanted.gguf_path:
+            if (
+                self._llm is None
+                or self._decoder is None
+                or self._loaded is None
+                or (self._loaded.gguf_path != wanted.gguf_path)
+            ):
                 log.info("loading %s from %s", wanted.name, wanted.gguf_path)
-                llm = open_gguf(
-                    wanted.gguf_path,
-                    n_ctx=self.config.context_tokens,
-                    n_threads=self.config.threads,
-                    n_batch=self.config.batch,
-                )
-                old, self._llm = self._llm, llm
-                if old is not None:
-                    old.close()
+                # The model's own context only tokenizes; replies use the decoder's.
+                llm = open_gguf(wanted.gguf_path, n_ctx=64, n_threads=self.config.threads)
+                config = self.config
+                decoder = BatchedDecoder(llm, config.parallel, config.context_tokens, config.batch)
+                old = (self._llm, self._decoder)
+                self._llm, self._decoder = llm, decoder
+                if old[0] is not None and old[1] is not None:
+                    threading.Thread(target=_retire, args=old, name="llama-retire", daemon=True).start()
             self._loaded = wanted
-            return self._llm
+            return self._llm, self._decoder
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llm is not None and self._decoder is not None:
+                _retire(self._llm, self._decoder)
+            self._llm = self._decoder = None
 
     def count_tokens(self, text: str) -> int:
         # The loaded model's tokenizer, without asking the registry each time:
@@ -213,18 +240,20 @@ class LlamaGenerator:
         return len(llm.tokenize(text.encode(), add_bos=False, special=False))
 
     def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
-        llm = self.load()
-        chunks: Iterator[Any] = llm.create_chat_completion(  # type: ignore[assignment]
-            messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
-            stream=True,
-            max_tokens=options.max_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k,
-            repeat_penalty=options.repeat_penalty,
-            seed=options.seed,
-        )
-        for chunk in chunks:
-            piece = chunk["choices"][0]["delta"].get("content")
-            if piece:
-                yield piece
+        llm, decoder = self._current()
+        tokens = chat_tokens(llm, [{"role": m.role, "content": m.content} for m in messages])
+        pieces: queue.SimpleQueue[str | _End] = queue.SimpleQueue()
+        job = Job(tokens, options, on_piece=pieces.put, on_end=lambda error: pieces.put(_End(error)))
+        decoder.submit(job)
+        try:
+            while not isinstance(item := pieces.get(), _End):
+                yield item
+            if item.error is not None:
+                raise item.error
+        finally:
+            job.cancelled = True  # the caller stopped listening: free the slot at the next token
+
+
+def _retire(llm: Llama, decoder: BatchedDecoder) -> None:
+    decoder.close()  # waits for the replies it is writing
+    llm.close()

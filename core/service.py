@@ -9,10 +9,13 @@ method here too, so that no adapter holds a business rule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -32,6 +35,7 @@ from core.domain import (
     NoticeKind,
     Person,
     PruneReport,
+    Queued,
     RatingOutcome,
     ReplyDelta,
     ReplyDone,
@@ -40,6 +44,7 @@ from core.domain import (
     Stats,
     Timings,
     Transcribed,
+    Turn,
     UserTurnReceipt,
 )
 from core.limits import Clock, RateLimiter, RateLimits
@@ -75,6 +80,9 @@ class ServiceConfig:
     max_text_chars: int = 8000
     retention_days: float = 0.0  # 0: keep conversations until a person uses /forget
     limits: RateLimits = field(default_factory=RateLimits)
+    parallel_replies: int = 1  # how many replies the generator writes at once
+    queue_notice_s: float = 2.0  # a reply that waits longer shows its place in line
+    max_queued_per_person: int = 3  # messages of one person being answered or waiting
 
 
 class RetrainBusy(RuntimeError):
@@ -113,7 +121,9 @@ class ChatService:
         self.limiter = RateLimiter(self.config.limits, clock)
         self.audit = audit
         self._retraining = asyncio.Lock()
-        self._model_queue = FairQueue()
+        self._in_progress: Counter[str] = Counter()  # per person: messages being answered or waiting
+        self._model_queue = FairQueue(self.config.parallel_replies)
+        self._model_threads = ThreadPoolExecutor(self.config.parallel_replies, thread_name_prefix="reply")
         self._speech_queue = FairQueue()
 
     @property
@@ -138,6 +148,23 @@ class ChatService:
         if refused is not None:  # refused before anything is stored
             yield Notice(NoticeKind.RATE_LIMITED, refused.text(self.limiter.clock()))
             return
+        sender = message.sender.actor
+        if self._in_progress[sender] >= self.config.max_queued_per_person:
+            yield Notice(NoticeKind.TOO_MANY_WAITING, _too_many_waiting(self._in_progress[sender]))
+            return
+        self._in_progress[sender] += 1
+        try:
+            async with aclosing(self._handle(message, problem, started)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._in_progress[sender] -= 1
+            if not self._in_progress[sender]:
+                del self._in_progress[sender]
+
+    async def _handle(
+        self, message: IncomingMessage, problem: Notice | None, started: float
+    ) -> AsyncGenerator[ServiceEvent, None]:
         try:
             receipt = await asyncio.to_thread(
                 self.store.record_user_turn,
@@ -175,7 +202,7 @@ class ChatService:
 
         # aclosing: if the adapter stops listening, the reply generator (and the
         # model thread behind it) is closed now, in order, not by the garbage collector.
-        async with aclosing(self._reply(receipt, user_text, started, transcribe_ms)) as events:
+        async with aclosing(self._reply(receipt, message.sender, user_text, started, transcribe_ms)) as events:
             async for event in events:
                 yield event
 
@@ -207,7 +234,7 @@ class ChatService:
         turn_id = receipt.turn_id
         limit = self.config.max_audio_seconds
         try:
-            async with self._speech_queue.slot(receipt.conversation_id):
+            async with self._speech_queue.slot(sender.actor):
                 seconds = await asyncio.to_thread(self.transcriber.probe, audio)
                 if seconds > limit:
                     raise AudioTooLong(seconds, limit)
@@ -248,12 +275,12 @@ class ChatService:
     async def _reply(
         self,
         receipt: UserTurnReceipt,
+        sender: Person,
         user_text: str,
         started: float,
         transcribe_ms: float | None,
     ) -> AsyncGenerator[ServiceEvent, None]:
         turn_id = receipt.turn_id
-        options = self.config.generation
         try:
             history = await asyncio.to_thread(
                 self.store.history, receipt.conversation_id, turn_id, self.config.history_turns
@@ -261,26 +288,15 @@ class ChatService:
         except Exception:
             log.exception("could not read the history of turn %s", turn_id)
             history = []
-        text = ""
+        # The model writes in a task of its own: it never waits for the chat to
+        # show what it wrote (a flood wait or a slow network in one chat must not
+        # hold the model for every other chat); the chat shows the latest text.
+        draft = _Draft()
+        writer = asyncio.create_task(self._write(sender, history, user_text, draft))
         try:
-            async with self._model_queue.slot(receipt.conversation_id):
-                budget = self.generator.context_tokens - options.max_tokens
-                messages = await asyncio.to_thread(
-                    build_prompt,
-                    self.config.system_prompt,
-                    history,
-                    user_text,
-                    self.generator.count_tokens,
-                    budget,
-                )
-                began = time.perf_counter()
-                async with aclosing(self._stream(messages, options)) as pieces:
-                    async for delta in pieces:
-                        text += delta
-                        yield ReplyDelta(text, delta)
-                generate_ms = (time.perf_counter() - began) * 1000
-                model = self.generator.model_name
-                tokens = await asyncio.to_thread(self.generator.count_tokens, text)
+            async for event in self._follow(draft):
+                yield event
+            written = await writer
         except PromptTooLong:
             notice = "That message is too long for me to answer in one go; please shorten it."
             await self._fail(turn_id, notice)
@@ -292,7 +308,12 @@ class ChatService:
             await self._fail(turn_id, notice)
             yield Notice(NoticeKind.MODEL_FAILED, notice, turn_id)
             return
-        text = text.strip()
+        finally:
+            if not writer.done():  # the adapter stopped listening: stop the model too
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+        text = draft.text.strip()
         if not text:
             notice = "Sorry, I had nothing to say to that. Try asking another way."
             await self._fail(turn_id, notice)
@@ -300,13 +321,13 @@ class ChatService:
             return
         timings = Timings(
             transcribe_ms=transcribe_ms,
-            generate_ms=generate_ms,
+            generate_ms=written.generate_ms,
             total_ms=(time.perf_counter() - started) * 1000,
-            tokens=tokens,
+            tokens=written.tokens,
         )
         try:
             reply_id = await asyncio.to_thread(
-                self.store.record_reply, receipt.conversation_id, turn_id, text, model, timings
+                self.store.record_reply, receipt.conversation_id, turn_id, text, written.model, timings
             )
         except Exception:
             log.exception("could not store the reply to turn %s", turn_id)
@@ -316,7 +337,68 @@ class ChatService:
                 turn_id,
             )
             return
-        yield ReplyDone(reply_id, text, model, timings)
+        yield ReplyDone(reply_id, text, written.model, timings)
+
+    async def _write(self, sender: Person, history: Sequence[Turn], user_text: str, draft: _Draft) -> _Written:
+        """Wait for a place at the model, then write the whole reply into ``draft``.
+
+        Places go round-robin per person: in a busy group, one person's many
+        notes do not make everyone else wait behind all of them.
+        """
+        options = self.config.generation
+        try:
+            async with self._model_queue.slot(sender.actor, on_place=draft.queued):
+                draft.queued(None)
+                budget = self.generator.context_tokens - options.max_tokens
+                messages = await asyncio.to_thread(
+                    build_prompt,
+                    self.config.system_prompt,
+                    history,
+                    user_text,
+                    self.generator.count_tokens,
+                    budget,
+                )
+                began = time.perf_counter()
+                async with aclosing(self._stream(messages, options)) as pieces:
+                    async for piece in pieces:
+                        draft.add(piece)
+                generate_ms = (time.perf_counter() - began) * 1000
+                model = self.generator.model_name
+            tokens = await asyncio.to_thread(self.generator.count_tokens, draft.text)
+            return _Written(model, generate_ms, tokens)
+        finally:
+            draft.finish()
+
+    async def _follow(self, draft: _Draft) -> AsyncGenerator[ServiceEvent, None]:
+        """The draft as the chat should show it: its place in line, then the text as it grows.
+
+        Pieces written while the chat was busy showing earlier ones arrive
+        together, as one delta. A place in line is shown only once the wait has
+        lasted ``queue_notice_s``.
+        """
+        shown_text = ""
+        shown_place: int | None = None
+        notice_at = time.monotonic() + self.config.queue_notice_s
+        while True:
+            timeout = None
+            if draft.place is not None and shown_place is None and not draft.text:
+                timeout = max(0.0, notice_at - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(draft.changed.wait(), timeout)
+            draft.changed.clear()
+            if draft.text != shown_text:
+                yield ReplyDelta(draft.text, draft.text[len(shown_text) :])
+                shown_text = draft.text
+            elif (
+                draft.place is not None
+                and draft.place != shown_place
+                and time.monotonic() >= notice_at
+                and not draft.finished
+            ):
+                shown_place = draft.place
+                yield Queued(draft.place)
+            if draft.finished and draft.text == shown_text:
+                return
 
     async def _stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         """Run the blocking generator in a worker thread; pass its pieces to the loop."""
@@ -335,7 +417,9 @@ class ChatService:
             else:
                 loop.call_soon_threadsafe(pieces.put_nowait, _Finished(None))
 
-        worker = loop.run_in_executor(None, work)
+        # Threads of their own: a crowd of replies never fills the pool that
+        # storage calls (and so commands and button presses) use.
+        worker = loop.run_in_executor(self._model_threads, work)
         try:
             while True:
                 item = await pieces.get()
@@ -346,7 +430,7 @@ class ChatService:
                 yield item
         finally:
             # If the consumer went away, stop the model at its next piece, and
-            # keep the slot until the thread has really let go of the model.
+            # keep the place until the thread has really let go of the model.
             stop.set()
             await asyncio.shield(worker)
 
@@ -521,11 +605,45 @@ class ChatService:
             log.exception("could not write %s by %s to the audit trail", action.value, actor)
 
 
+def _too_many_waiting(count: int) -> str:
+    earlier = "your last message" if count == 1 else f"your last {count} messages"
+    return f"I am still answering {earlier}; please wait for the answer, then send this one again."
+
+
 @dataclass(frozen=True)
 class _Heard:
     text: str
     seconds: float
     ms: float
+
+
+@dataclass(frozen=True)
+class _Written:
+    model: str
+    generate_ms: float
+    tokens: int
+
+
+@dataclass(eq=False)
+class _Draft:
+    """A reply as the model writes it; the chat reads it at its own pace."""
+
+    text: str = ""
+    place: int | None = None  # while waiting for the model: how many replies come first
+    finished: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def queued(self, place: int | None) -> None:
+        self.place = place
+        self.changed.set()
+
+    def add(self, piece: str) -> None:
+        self.text += piece
+        self.changed.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.changed.set()
 
 
 @dataclass(frozen=True)

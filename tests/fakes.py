@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator, Sequence
 
-from core.ports import RetrainOutcome
+from core.domain import ChatMessage
+from core.ports import Generation, RetrainOutcome
 
 
 class HeldRetrainer:
@@ -25,3 +28,29 @@ class HeldRetrainer:
         if not self.release.wait(timeout=30):
             raise TimeoutError("the test never released the retrain")
         return RetrainOutcome(True, True, "iris-ft-1", self.SUMMARY)
+
+
+class ScriptedGenerator:
+    """A ``ReplyGenerator`` that streams a fixed reply in pieces, pausing between them.
+
+    For scenarios about rendering (splitting, pacing) where what the model says
+    must be known in advance.
+    """
+
+    model_name = "scripted"
+    context_tokens = 4096
+
+    def __init__(self, reply: str, pieces: int = 8, pause_s: float = 0.0) -> None:
+        self.reply = reply
+        self.pieces = pieces
+        self.pause_s = pause_s
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        size = -(-len(self.reply) // self.pieces)
+        for start in range(0, len(self.reply), size):
+            if self.pause_s:
+                time.sleep(self.pause_s)
+            yield self.reply[start : start + size]

@@ -33,6 +33,7 @@ from tests.conftest import make_settings, voice
 from tests.fakes import HeldRetrainer
 
 ALICE = Person("test", "alice", "Alice")
+BOB = Person("test", "bob", "Bob")
 CHAT = ChatRef("test", "chat-1")
 
 
@@ -40,8 +41,10 @@ def voice_message(name: str, message_id: str | None = None, person: Person = ALI
     return IncomingMessage(CHAT, person, audio=Audio(voice(name), "audio/ogg", name), message_id=message_id)
 
 
-def text_message(text: str, message_id: str | None = None, chat: ChatRef = CHAT) -> IncomingMessage:
-    return IncomingMessage(chat, ALICE, text=text, message_id=message_id)
+def text_message(
+    text: str, message_id: str | None = None, chat: ChatRef = CHAT, sender: Person = ALICE
+) -> IncomingMessage:
+    return IncomingMessage(chat, sender, text=text, message_id=message_id)
 
 
 async def collect(service: ChatService, message: IncomingMessage) -> list[ServiceEvent]:
@@ -245,21 +248,46 @@ async def test_the_event_loop_answers_ratings_while_a_reply_is_generated(app: Ap
     assert isinstance(rest[-1], ReplyDone) and rest[-1].text == "thinking done."
 
 
-async def test_waiting_conversations_are_served_round_robin(app: App) -> None:
+async def test_waiting_people_are_served_round_robin(app: App) -> None:
     gated = GatedGenerator()
-    service = ChatService(app.store, app.transcriber, gated, app.service.config)
+    one_at_a_time = replace(app.service.config, parallel_replies=1)
+    service = ChatService(app.store, app.transcriber, gated, one_at_a_time)
     chat_a, chat_b = ChatRef("test", "A"), ChatRef("test", "B")
     first = service.handle(text_message("a1", chat=chat_a))
     await anext(first)  # a1 holds the model
     tasks = []
-    for text, chat in [("a2", chat_a), ("a3", chat_a), ("b1", chat_b)]:
-        tasks.append(asyncio.create_task(collect(service, text_message(text, chat=chat))))
+    for text, chat, sender in [("a2", chat_a, ALICE), ("a3", chat_b, ALICE), ("b1", chat_a, BOB)]:
+        tasks.append(asyncio.create_task(collect(service, text_message(text, chat=chat, sender=sender))))
         while service.waiting_for_model < len(tasks):  # queued in this order
             await asyncio.sleep(0.01)
     gated.gate.set()
     [event async for event in first]
     await asyncio.gather(*tasks)
     assert gated.started == ["a1", "a2", "b1", "a3"]
+
+
+async def test_a_person_over_their_share_of_waiting_messages_is_asked_to_wait(app: App) -> None:
+    gated = GatedGenerator()
+    config = replace(app.service.config, parallel_replies=1, max_queued_per_person=2)
+    service = ChatService(app.store, app.transcriber, gated, config)
+    first = service.handle(text_message("one", chat=ChatRef("test", "A")))
+    await anext(first)  # being written
+    second = asyncio.create_task(collect(service, text_message("two", chat=ChatRef("test", "B"))))
+    while service.waiting_for_model < 1:
+        await asyncio.sleep(0.01)
+
+    (refused,) = await collect(service, text_message("three", chat=ChatRef("test", "C")))
+    assert isinstance(refused, Notice) and refused.kind is NoticeKind.TOO_MANY_WAITING
+    assert "your last 2 messages" in refused.text
+    bobs = asyncio.create_task(collect(service, text_message("mine", chat=ChatRef("test", "D"), sender=BOB)))
+    while service.waiting_for_model < 2:  # someone else is not refused: Bob waits his turn
+        await asyncio.sleep(0.01)
+    gated.gate.set()
+    [event async for event in first]
+    assert isinstance((await second)[-1], ReplyDone) and isinstance((await bobs)[-1], ReplyDone)
+    assert [text for text, _, _ in user_turns(app.store)] == ["one", "two", "mine"]  # "three" was not kept
+    after = await collect(service, text_message("three again", chat=ChatRef("test", "C")))
+    assert isinstance(after[-1], ReplyDone)  # once answered, the person may send again
 
 
 async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> None:

@@ -16,6 +16,7 @@ from core.domain import (
     Notice,
     NoticeKind,
     Person,
+    Queued,
     ReplyDelta,
     ReplyDone,
     Transcribed,
@@ -109,6 +110,8 @@ class ConsoleChat:
         async for event in self.service.handle(message):
             if isinstance(event, Transcribed):
                 self.write(f'🎤 "{event.text}"\n')
+            elif isinstance(event, Queued):
+                self.write(f"({event.text()})\n")
             elif isinstance(event, ReplyDelta):
                 if not streaming:
                     self.write("iris> ")

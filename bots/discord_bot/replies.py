@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 
@@ -9,7 +11,7 @@ import discord
 
 from bots.discord_bot.components import feedback_view
 from bots.render import EditPacer, split_message
-from core.domain import Notice, NoticeKind, ReplyDelta, ReplyDone, ServiceEvent, Transcribed
+from core.domain import Notice, NoticeKind, Queued, ReplyDelta, ReplyDone, ServiceEvent, Transcribed
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +43,27 @@ class ReplyStream:
         self.sent: list[discord.Message] = []
 
     async def play(self, events: AsyncIterator[ServiceEvent]) -> None:
-        await self._guard(self._typing())
-        async for event in events:
-            if isinstance(event, Transcribed):
-                await self._guard(self._transcript(event.text))
-            elif isinstance(event, ReplyDelta):
-                if self.pacer.due(event.text):
-                    self.pacer.sent(event.text)
-                    await self._guard(self._show(event.text))
-            elif isinstance(event, ReplyDone):
-                await self._guard(self._show(event.text, feedback_view(event.turn_id)))
-            elif isinstance(event, Notice) and event.kind is not NoticeKind.DUPLICATE:
-                await self._guard(self._notice(event.text))
+        typing = asyncio.create_task(self._keep_typing(), name=f"discord-typing:{self.source.id}")
+        try:
+            async for event in events:
+                if isinstance(event, ReplyDelta | ReplyDone | Notice):
+                    typing.cancel()
+                if isinstance(event, Transcribed):
+                    await self._guard(self._transcript(event.text))
+                elif isinstance(event, Queued):
+                    await self._guard(self._show(event.text()))
+                elif isinstance(event, ReplyDelta):
+                    if self.pacer.due(event.text):
+                        self.pacer.sent(event.text)
+                        await self._guard(self._show(event.text))
+                elif isinstance(event, ReplyDone):
+                    await self._guard(self._show(event.text, feedback_view(event.turn_id)))
+                elif isinstance(event, Notice) and event.kind is not NoticeKind.DUPLICATE:
+                    await self._guard(self._notice(event.text))
+        finally:
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
 
     async def _guard(self, step: Awaitable[object]) -> None:
         try:
@@ -60,9 +71,13 @@ class ReplyStream:
         except discord.HTTPException:
             log.warning("Discord refused part of the answer to message %s", self.source.id, exc_info=True)
 
-    async def _typing(self) -> None:
-        # One typing signal: it lasts until the bot's next message or 10 s.
-        await self.source.channel.typing()
+    async def _keep_typing(self) -> None:
+        # Discord shows "typing" for 10 s per signal; discord.py renews it while inside.
+        try:
+            async with self.source.channel.typing():
+                await asyncio.Event().wait()  # until the reply starts showing
+        except discord.HTTPException:
+            log.warning("Discord refused the typing signal in %s", self.source.channel.id, exc_info=True)
 
     async def _transcript(self, text: str) -> None:
         quoted = f"🎤 “{discord.utils.escape_markdown(text)}”"

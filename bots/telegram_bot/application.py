@@ -53,32 +53,34 @@ PRIVATE_OTHER = filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE
 
 
 class ChatOrderedProcessor(BaseUpdateProcessor):
-    """Many chats at once, but the messages of one chat in the order they came.
+    """Many chats and people at once, but one person's messages in a chat in the order they came.
 
+    In a group, each person's notes are answered in their order while other
+    people's are answered alongside (the service serves people round-robin).
     Button presses and commands never wait, so a rating is stored and /help is
     answered while a reply is still streaming in the same chat.
     """
 
     def __init__(self, max_concurrent_updates: int = 256) -> None:
         super().__init__(max_concurrent_updates)
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: Counter[int] = Counter()
+        self._locks: dict[tuple[int, int | None], asyncio.Lock] = {}
+        self._users: Counter[tuple[int, int | None]] = Counter()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[object]) -> None:
         message = update.message if isinstance(update, Update) else None
-        chat = message.chat if message is not None and not (message.text or "").startswith("/") else None
-        if chat is None:
+        if message is None or (message.text or "").startswith("/"):
             await coroutine
             return
-        lock = self._locks.setdefault(chat.id, asyncio.Lock())
-        self._users[chat.id] += 1
+        key = (message.chat.id, message.from_user.id if message.from_user else None)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
         try:
             async with lock:
                 await coroutine
         finally:
-            self._users[chat.id] -= 1
-            if not self._users[chat.id]:
-                del self._users[chat.id], self._locks[chat.id]
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
 
     async def initialize(self) -> None:
         pass

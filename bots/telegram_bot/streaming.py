@@ -1,6 +1,8 @@
 """Showing one run of ``ChatService.handle`` in a Telegram chat.
 
-The transcript comes first, quoted. The reply then grows in one message, edited
+The transcript comes first, quoted. While the reply waits for the model, its
+place in line is shown (and updated) in the message it will then grow in. The
+reply grows in one message, edited
 at most once per interval and only when its text changed; past Telegram's 4,096
 characters it continues in further messages. The finished reply gets the rating
 buttons on its last piece.
@@ -19,7 +21,7 @@ from bots.render import EditPacer, split_message
 from bots.telegram_bot.buttons import rating_keyboard
 from bots.telegram_bot.formatting import plain_text, reply_text, transcript_text
 from bots.telegram_bot.outbox import Outbox, Target
-from core.domain import Notice, NoticeKind, ReplyDelta, ReplyDone, ServiceEvent, Transcribed
+from core.domain import Notice, NoticeKind, Queued, ReplyDelta, ReplyDone, ServiceEvent, Transcribed
 
 MESSAGE_LIMIT = MessageLimit.MAX_TEXT_LENGTH
 
@@ -69,6 +71,8 @@ class ReplyStream:
     async def _render(self, event: ServiceEvent) -> None:
         if isinstance(event, Transcribed):
             await self.outbox.send(self.target, transcript_text(event.text))
+        elif isinstance(event, Queued):
+            await self._show_place(event.text())
         elif isinstance(event, ReplyDelta):
             if self.pacer.due(event.text) and await self._show(event.text):
                 self.pacer.sent(event.text)
@@ -95,6 +99,15 @@ class ReplyStream:
                 message_id = await self.outbox.send(self._continuation(index), reply_text(piece), markup)
                 self.shown.append(_Shown(message_id, piece))
         return bool(pieces)
+
+    async def _show_place(self, text: str) -> None:
+        """The place in line, in the message the reply will then grow in."""
+        if not self.shown:
+            message_id = await self.outbox.send(self.target, plain_text(text))
+            self.shown.append(_Shown(message_id, text))
+        elif self.shown[0].text != text:
+            await self.outbox.edit(self.target.chat_id, self.shown[0].message_id, plain_text(text))
+            self.shown[0].text = text
 
     def _continuation(self, index: int) -> Target:
         # Only the first piece answers the person's message; the rest follow it.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,7 @@ from bots.app import App
 from bots.discord_bot import build_client
 from bots.discord_bot.client import IrisClient
 from bots.settings import Settings
-from core.domain import ChatMessage
 from core.generation import LlamaGenerator
-from core.ports import Generation
 from core.service import ChatService
 from tests.conftest import make_settings
 from tests.discord.fake_discord import FakeDiscord, Interaction, Json, custom_ids
@@ -67,32 +64,6 @@ async def running(service: ChatService, settings: Settings, fake: FakeDiscord) -
         await client.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
-
-
-class ScriptedGenerator:
-    """A ``ReplyGenerator`` that streams a fixed reply in pieces, pausing between them.
-
-    For scenarios about rendering (splitting, pacing) where what the model says
-    must be known in advance.
-    """
-
-    model_name = "scripted"
-    context_tokens = 4096
-
-    def __init__(self, reply: str, pieces: int = 8, pause_s: float = 0.0) -> None:
-        self.reply = reply
-        self.pieces = pieces
-        self.pause_s = pause_s
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
-        size = -(-len(self.reply) // self.pieces)
-        for start in range(0, len(self.reply), size):
-            if self.pause_s:
-                time.sleep(self.pause_s)
-            yield self.reply[start : start + size]
 
 
 # --- what ends up stored ---------------------------------------------------------

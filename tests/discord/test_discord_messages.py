@@ -13,7 +13,6 @@ from core.ports import Generation
 from core.service import ChatService
 from tests.conftest import voice
 from tests.discord.conftest import (
-    ScriptedGenerator,
     discord_settings,
     finished_reply,
     first_answer,
@@ -22,6 +21,7 @@ from tests.discord.conftest import (
     turn_of,
 )
 from tests.discord.fake_discord import FakeDiscord, custom_ids
+from tests.fakes import ScriptedGenerator
 
 
 async def test_a_voice_message_gets_its_transcript_a_streamed_reply_and_buttons(

@@ -1,0 +1,150 @@
+"""Several replies decoded together in one llama.cpp context, on the bundled model.
+
+What a person would notice if batching went wrong is a reply to someone else's
+question, or a reply that never ends; what an operator would notice is that
+nothing got faster. The checks do not compare words (greedy text can flip
+between CPUs and between batch sizes): a reply must be likelier under its own
+prompt than under any other prompt of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.batching import BatchedDecoder, Job, chat_tokens
+from core.generation import open_gguf
+from core.ports import Generation
+
+QUESTIONS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "How do I boil an egg?",
+    "Name three planets of the solar system.",
+)
+GREEDY = Generation(max_tokens=32, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def llm(served_gguf: Path) -> Iterator[object]:
+    model = open_gguf(served_gguf, n_ctx=1024, logits_all=True)
+    yield model
+    model.close()
+
+
+def _prompt(llm: object, question: str) -> list[int]:
+    return chat_tokens(llm, [{"role": "user", "content": question}])  # type: ignore[arg-type]
+
+
+class Reply:
+    """One job's pieces, collected on the decoding thread."""
+
+    def __init__(self, tokens: list[int], options: Generation = GREEDY) -> None:
+        self.pieces: list[str] = []
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self.job = Job(tokens, options, self._piece, self._end)
+
+    def _piece(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self.started.set()
+
+    def _end(self, error: BaseException | None) -> None:
+        self.error = error
+        self.ended.set()
+
+    @property
+    def text(self) -> str:
+        assert self.ended.wait(120), "the reply never ended"
+        assert self.error is None, self.error
+        return "".join(self.pieces)
+
+
+def _mean_logprob(llm: object, prompt: list[int], reply: str) -> float:
+    """Mean log-probability per token of ``reply`` after ``prompt`` (teacher-forced)."""
+    import numpy as np
+
+    model = llm  # llama_cpp.Llama with logits_all
+    answer = model.tokenize(reply.encode(), add_bos=False, special=False)  # type: ignore[attr-defined]
+    model.reset()  # type: ignore[attr-defined]
+    model.eval(prompt + answer)  # type: ignore[attr-defined]
+    logits = np.asarray(model.scores[len(prompt) - 1 : len(prompt) + len(answer) - 1])  # type: ignore[attr-defined]
+    logits = logits - logits.max(axis=1, keepdims=True)
+    logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return float(np.mean([logprobs[k, token] for k, token in enumerate(answer)]))
+
+
+def test_replies_decoded_together_each_answer_their_own_question(llm: object) -> None:
+    prompts = [_prompt(llm, question) for question in QUESTIONS]
+    decoder = BatchedDecoder(llm, parallel=4, context_tokens=512, batch=256)  # type: ignore[arg-type]
+    try:
+        replies = [Reply(tokens) for tokens in prompts]
+        for reply in replies:
+            decoder.submit(reply.job)
+        texts = [reply.text for reply in replies]
+        together = decoder.stats.most_sequences
+    finally:
+        decoder.close()
+
+    assert together == 4  # all four were in one llama_decode at least once
+    for own, text in enumerate(texts):
+        assert text.strip(), f"no reply to {QUESTIONS[own]!r}"
+        fits = [_mean_logprob(llm, prompt, text) for prompt in prompts]
+        assert max(range(len(fits)), key=fits.__getitem__) == own, (QUESTIONS[own], text, fits)
+        assert all(math.isfinite(fit) for fit in fits)
+
+
+def test_more_replies_than_slots_wait_and_every_one_ends(llm: object) -> None:
+    decoder = BatchedDecoder(llm, parallel=2, context_tokens=512, batch=64)  # type: ignore[arg-type]
+    try:
+        short = Generation(max_tokens=8, temperature=0.0)
+        replies = [Reply(_prompt(llm, QUESTIONS[n % len(QUESTIONS)]), short) for n in range(5)]
+        for reply in replies:
+            decoder.submit(reply.job)
+        texts = [reply.text for reply in replies]
+        stats = decoder.stats
+    finally:
+        decoder.close()
+    assert all(text.strip() for text in texts)
+    assert stats.most_sequences == 2 and stats.replies == 5
+
+
+def test_a_cancelled_reply_frees_its_slot_for_the_next(llm: object) -> None:
+    decoder = BatchedDecoder(llm, parallel=1, context_tokens=512, batch=256)  # type: ignore[arg-type]
+    try:
+        long = Reply(_prompt(llm, "Tell me a long story about a dragon."), Generation(max_tokens=400))
+        decoder.submit(long.job)
+        assert long.started.wait(60)
+        long.job.cancelled = True
+        nxt = Reply(_prompt(llm, QUESTIONS[0]))
+        decoder.submit(nxt.job)
+        assert nxt.text.strip()
+        assert long.ended.is_set() and len(long.pieces) < 400
+    finally:
+        decoder.close()
+
+
+def test_a_follow_up_evaluates_only_its_new_tokens(llm: object) -> None:
+    decoder = BatchedDecoder(llm, parallel=2, context_tokens=1024, batch=256)  # type: ignore[arg-type]
+    try:
+        history = [{"role": "user", "content": "My name is Ada and I keep bees in Lyon."}]
+        first = Reply(chat_tokens(llm, history))  # type: ignore[arg-type]
+        decoder.submit(first.job)
+        history.append({"role": "assistant", "content": first.text.strip()})
+        other = Reply(_prompt(llm, QUESTIONS[1]))  # another chat uses the model in between
+        decoder.submit(other.job)
+        assert other.text
+        history.append({"role": "user", "content": "Where do I keep my bees?"})
+        follow_up = Reply(chat_tokens(llm, history))  # type: ignore[arg-type]
+        decoder.submit(follow_up.job)
+        assert follow_up.text.strip()
+    finally:
+        decoder.close()
+    first_prompt = len(first.job.tokens)
+    assert follow_up.job.reused >= first_prompt, (follow_up.job.reused, first_prompt)
+    assert other.job.reused < first_prompt  # it did not take the conversation's slot
