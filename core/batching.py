@@ -90,8 +90,12 @@ class BatchedDecoder:
         params.n_batch = params.n_ubatch = self.batch_size
         params.n_seq_max = parallel
         params.kv_unified = False  # each sequence its own context_tokens of KV cache
-        params.n_threads = llm.n_threads
-        params.n_threads_batch = llm.n_threads_batch
+        # Batches use as many threads as single tokens (llama-cpp-python: half the
+        # cores): whisper transcribes beside the decoder, and llama.cpp's threads
+        # wait for each other at every step, so a thread that loses its core to
+        # whisper stalls the batch (measured here: 4 replies 3.7 s with one thread,
+        # 14.8 s with two while another process ran).
+        params.n_threads = params.n_threads_batch = llm.n_threads
         self._ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context for batched decoding")

@@ -153,7 +153,7 @@ def hub_gguf(spec: str) -> Path:
 @dataclass(frozen=True)
 class LlamaConfig:
     context_tokens: int = 2048  # per reply being written
-    threads: int | None = None  # None: llama-cpp-python's default (half the cores; all of them for batches)
+    threads: int | None = None  # None: half the cores (llama-cpp-python's default), for batches too
     batch: int = 512
     parallel: int = 4  # replies decoded together (core.batching)
 
