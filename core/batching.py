@@ -137,8 +137,15 @@ class BatchedDecoder:
         import llama_cpp
 
         try:
-            while self._step():
-                pass
+            while True:
+                try:
+                    if not self._step():
+                        return
+                except Exception as error:  # the replies being written fail; the decoder goes on
+                    log.exception("batched decoding failed")
+                    for slot in self._busy():
+                        self._forget(slot)
+                        self._finish(slot, error)
         finally:
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._ctx)
@@ -165,13 +172,7 @@ class BatchedDecoder:
         self.stats.steps += 1
         self.stats.tokens += self._batch.n_tokens
         self.stats.most_sequences = max(self.stats.most_sequences, len({slot.seq for slot, _ in outputs}))
-        try:
-            self._decode()
-        except Exception as error:
-            for slot in busy:
-                self._forget(slot)
-                self._finish(slot, error)
-            return True
+        self._decode()
         for slot, index in outputs:
             self._sample(slot, index)
         return True

@@ -148,3 +148,17 @@ def test_a_follow_up_evaluates_only_its_new_tokens(llm: object) -> None:
     first_prompt = len(first.job.tokens)
     assert follow_up.job.reused >= first_prompt, (follow_up.job.reused, first_prompt)
     assert other.job.reused < first_prompt  # it did not take the conversation's slot
+
+
+def test_a_failing_decode_fails_its_reply_and_the_decoder_goes_on(llm: object) -> None:
+    decoder = BatchedDecoder(llm, parallel=2, context_tokens=512, batch=256)  # type: ignore[arg-type]
+    try:
+        broken = Reply([1, 10**7])  # a token id the model does not have: llama_decode refuses the batch
+        decoder.submit(broken.job)
+        assert broken.ended.wait(60)
+        assert isinstance(broken.error, RuntimeError)
+        after = Reply(_prompt(llm, QUESTIONS[0]))
+        decoder.submit(after.job)
+        assert after.text.strip()
+    finally:
+        decoder.close()
