@@ -11,11 +11,12 @@ import discord
 import yarl
 from discord import app_commands
 
+from bots.delivery import ReplyStream
 from bots.discord_bot.commands import add_commands
 from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY
 from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
 from bots.discord_bot.people import may_use
-from bots.discord_bot.replies import ReplyStream, reply_to
+from bots.discord_bot.replies import DiscordChat, reply_to
 from bots.settings import Settings
 from core.access import REFUSAL
 from core.service import ChatService
@@ -91,11 +92,13 @@ class IrisClient(discord.Client):
         if isinstance(incoming, Refusal):
             await reply_to(message, incoming.text)
             return
-        stream = ReplyStream(message, self.settings.discord_edit_interval_seconds)
-        await stream.play(self.service.handle(incoming))
+        chat = DiscordChat(message)
+        await ReplyStream(chat, self.settings.discord_edit_interval_seconds).render(
+            self.service.handle(incoming)
+        )
         if self.settings.discord_conversation == "reply_chain" and incoming.chat.thread_id is not None:
             root = int(incoming.chat.thread_id)
-            for sent in stream.sent:
+            for sent in chat.sent:
                 self.chains.remember(sent.id, root)
 
     async def _on_command_error(

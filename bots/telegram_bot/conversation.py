@@ -8,6 +8,7 @@ from telegram import Message, Update, User
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from bots.delivery import ReplyStream
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.incoming import (
@@ -20,7 +21,7 @@ from bots.telegram_bot.incoming import (
     without_mention,
 )
 from bots.telegram_bot.outbox import Target
-from bots.telegram_bot.streaming import ReplyStream
+from bots.telegram_bot.streaming import TelegramChat
 from core.domain import Audio, IncomingMessage
 from core.service import UnknownReply
 
@@ -56,7 +57,7 @@ class Conversation:
         incoming = await self._translate(message, user, target, context.bot.username)
         if incoming is None:
             return
-        stream = ReplyStream(self.adapter.outbox, target, self.adapter.edit_interval(message))
+        stream = ReplyStream(TelegramChat(self.adapter.outbox, target), self.adapter.edit_interval(message))
         await stream.render(self.adapter.service.handle(incoming))
 
     async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -11,9 +11,10 @@ import pytest
 from telegram import Bot
 
 from bots.app import App
+from bots.delivery import ReplyStream
 from bots.telegram_bot.outbox import Outbox, Target
-from bots.telegram_bot.streaming import ReplyStream
-from core.domain import ReplyDelta, ReplyDone, ServiceEvent, Timings
+from bots.telegram_bot.streaming import TelegramChat
+from core.domain import Notice, NoticeKind, Queued, ReplyDelta, ReplyDone, ServiceEvent, Timings
 from tests.telegram.conftest import StartBot, query
 from tests.telegram.fake_bot_api import TOKEN, FakeBotApi, private_chat, user
 from tests.telegram.scenario import rated_replies, wait_for_reply
@@ -69,7 +70,7 @@ async def _events(text: str, turn_id: int) -> AsyncIterator[ServiceEvent]:
 
 async def _render(fake_api: FakeBotApi, text: str, turn_id: int = 7) -> None:
     async with Bot(TOKEN, base_url=fake_api.base_url, base_file_url=fake_api.base_file_url) as bot:
-        stream = ReplyStream(Outbox(bot), Target(ADA["id"]), edit_interval_s=0.0)
+        stream = ReplyStream(TelegramChat(Outbox(bot), Target(ADA["id"])), edit_interval_s=0.0)
         done = await stream.render(_events(text, turn_id))
     assert done is not None and done.turn_id == turn_id
 
@@ -121,6 +122,22 @@ async def test_markdown_is_formatted_and_markup_telegram_rejects_falls_back_to_p
     plain = fake_api.chat(ADA["id"])[-1]
     assert plain.text == crossed and plain.html is None and plain.buttons
     assert any(call.status == 400 for call in fake_api.calls_to("sendMessage"))
+
+
+async def test_a_notice_takes_the_place_of_a_reply_that_broke_off(fake_api: FakeBotApi) -> None:
+    sorry = "Sorry, I could not come up with a reply just now. Please try again."
+
+    async def events() -> AsyncIterator[ServiceEvent]:
+        yield Queued(0)
+        yield ReplyDelta("The capital of", "The capital of")
+        yield Notice(NoticeKind.MODEL_FAILED, sorry, 3)
+
+    async with Bot(TOKEN, base_url=fake_api.base_url, base_file_url=fake_api.base_file_url) as bot:
+        stream = ReplyStream(TelegramChat(Outbox(bot), Target(ADA["id"])), edit_interval_s=0.0)
+        assert await stream.render(events()) is None
+
+    (shown,) = fake_api.chat(ADA["id"])  # the place in line, then the partial reply, then the notice
+    assert shown.texts == [Queued(0).text(), "The capital of", sorry] and not shown.buttons
 
 
 def _free_port() -> int:
