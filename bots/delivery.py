@@ -4,7 +4,8 @@ The transcript comes first, quoted. While the reply waits for the model, its pla
 is shown (and updated) in the message the reply then grows in, by edits at most once per
 interval; past the platform's limit it continues in further messages. The finished reply
 gets the rating buttons on its last piece. A notice takes the place of whatever was shown
-of the reply (a broken-off reply was not stored and cannot be rated).
+of the reply (a broken-off reply was not stored and cannot be rated), except when only
+saving a finished reply failed: then the reply stays and the notice follows it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ReplyStream(Generic[M]):
         self.pacer = EditPacer(edit_interval_s)
         self.messages: list[M] = []  # the reply's messages (the first showed the place in line, if any)
         self.texts: list[str] = []  # what each of them shows
+        self.written = ""  # the reply as far as the model wrote it
 
     async def render(self, events: AsyncIterator[ServiceEvent]) -> ReplyDone | None:
         """Show every event; return the finished reply, or None when there was none.
@@ -81,10 +83,15 @@ class ReplyStream(Generic[M]):
         elif isinstance(event, Queued):
             await self._update("note", event.text())
         elif isinstance(event, ReplyDelta):
+            self.written = event.text
             if self.pacer.due(event.text) and await self._update("reply", event.text):
                 self.pacer.sent(event.text)
         elif isinstance(event, ReplyDone):
             await self._update("reply", event.text, event.turn_id)
+        elif event.kind is NoticeKind.STORE_FAILED and self.written:
+            # The answer is complete, only saving it failed: it stays, whole, with the notice below.
+            await self._update("reply", self.written)
+            await self.chat.send("note", event.text, None, 0)
         elif event.kind is not NoticeKind.DUPLICATE:
             await self._update("note", event.text)
 

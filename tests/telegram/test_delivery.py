@@ -140,6 +140,25 @@ async def test_a_notice_takes_the_place_of_a_reply_that_broke_off(fake_api: Fake
     assert shown.texts == [Queued(0).text(), "The capital of", sorry] and not shown.buttons
 
 
+async def test_a_finished_reply_that_could_not_be_saved_stays_whole_with_the_notice_below(
+    fake_api: FakeBotApi,
+) -> None:
+    unsaved = "I answered, but could not save the answer, so it cannot be rated."
+
+    async def events() -> AsyncIterator[ServiceEvent]:
+        yield ReplyDelta("Paris is", "Paris is")
+        yield ReplyDelta("Paris is the capital of France.", " the capital of France.")
+        yield Notice(NoticeKind.STORE_FAILED, unsaved, 3)
+
+    async with Bot(TOKEN, base_url=fake_api.base_url, base_file_url=fake_api.base_file_url) as bot:
+        stream = ReplyStream(TelegramChat(Outbox(bot), Target(ADA["id"])), edit_interval_s=60.0)
+        assert await stream.render(events()) is None
+
+    reply, notice = fake_api.chat(ADA["id"])  # the paced-out last words are shown before the notice
+    assert reply.text == "Paris is the capital of France." and not reply.buttons
+    assert notice.text == unsaved
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
