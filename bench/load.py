@@ -1,0 +1,324 @@
+"""Iris under a crowd: many voice notes at once through the real service path (not a test).
+
+    .venv/bin/python bench/load.py [--counts 1,4,16,32] [--parallel 4] [--max-tokens 128]
+
+For each count N, N people send the same voice note at the same moment to one
+``ChatService`` (real faster-whisper, real llama.cpp, SQLite in a temporary
+directory), once with one reply at a time (``IRIS_LLM_PARALLEL=1``, how Iris
+served before batching) and once with ``--parallel`` replies decoded together,
+side by side in one run. While the notes are answered, a probe rates an earlier
+reply (👍) and reads the admin figures (/stats) every 250 ms, and a 10 ms
+ticker records how late the event loop wakes.
+
+Then the follow-up case: a conversation with about 1,500 tokens of history,
+while 3 other chats are being answered, asks again; its time to first token
+is compared with the same prompt sent cold (nothing of it evaluated before).
+
+Prints a Markdown table (README, "Serving a crowd").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from sqlalchemy import text as sql_text
+
+from bots.app import build_app
+from bots.settings import Settings
+from core.batching import BatchedDecoder, Job, chat_tokens
+from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDelta, ReplyDone
+from core.generation import open_gguf
+from core.ports import Generation
+
+PROBE_EVERY_S = 0.25
+TICK_S = 0.010
+
+
+@dataclass
+class Result:
+    parallel: int
+    count: int
+    wall_s: float
+    first_text_s: list[float]
+    answered: int
+    stored: int
+    rate_ms: list[float]
+    stats_ms: list[float]
+    worst_lag_ms: float
+    peak_rss_mb: float
+    gguf: str
+
+    @property
+    def per_minute(self) -> float:
+        return self.answered / self.wall_s * 60
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def crowd(settings: Settings, audio: bytes, count: int) -> Result:
+    app = build_app(settings)
+    try:
+        app.warm_up()
+        service = app.service
+        # One earlier reply to rate during the load, as a person would.
+        earlier_person = Person("bench", "earlier")
+        earlier = [
+            event
+            async for event in service.handle(
+                IncomingMessage(ChatRef("bench", "earlier"), earlier_person, text="Hello!")
+            )
+        ]
+        earlier_turn = next(e.turn_id for e in earlier if isinstance(e, ReplyDone))
+
+        done = asyncio.Event()
+        lags: list[float] = []
+        rate_ms: list[float] = []
+        stats_ms: list[float] = []
+
+        async def ticker() -> None:
+            while not done.is_set():
+                before = time.perf_counter()
+                await asyncio.sleep(TICK_S)
+                lags.append((time.perf_counter() - before - TICK_S) * 1000)
+
+        async def probe() -> None:
+            up = True
+            while not done.is_set():
+                began = time.perf_counter()
+                await service.rate(earlier_person, earlier_turn, up)
+                rate_ms.append((time.perf_counter() - began) * 1000)
+                began = time.perf_counter()
+                await service.stats()
+                stats_ms.append((time.perf_counter() - began) * 1000)
+                up = not up
+                await asyncio.sleep(PROBE_EVERY_S)
+
+        async def person(n: int) -> tuple[float | None, bool]:
+            message = IncomingMessage(
+                ChatRef("bench", f"chat{n}"), Person("bench", f"p{n}"), audio=Audio(audio, "audio/ogg")
+            )
+            first: float | None = None
+            answered = False
+            async for event in service.handle(message):
+                if isinstance(event, ReplyDelta) and first is None:
+                    first = time.perf_counter() - began
+                answered = answered or isinstance(event, ReplyDone)
+            return first, answered
+
+        helpers = [asyncio.create_task(ticker()), asyncio.create_task(probe())]
+        began = time.perf_counter()
+        outcomes = await asyncio.gather(*(person(n) for n in range(count)))
+        wall = time.perf_counter() - began
+        done.set()
+        await asyncio.gather(*helpers)
+        with app.store.engine.connect() as connection:
+            replies = "SELECT count(*) FROM turns WHERE role = 'assistant' AND text != ''"
+            stored = connection.execute(sql_text(replies)).scalar_one() - 1  # less the earlier one
+        return Result(
+            parallel=settings.llm_parallel,
+            count=count,
+            wall_s=wall,
+            first_text_s=[first for first, _ in outcomes if first is not None],
+            answered=sum(answered for _, answered in outcomes),
+            stored=stored,
+            rate_ms=rate_ms,
+            stats_ms=stats_ms,
+            worst_lag_ms=max(lags, default=0.0),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            gguf=app.generator.load().model_path,
+        )
+    finally:
+        app.close()
+
+
+@dataclass
+class TelegramResult:
+    parallel: int
+    count: int
+    wall_s: float
+    help_s: float
+    answered: int
+
+
+async def telegram_crowd(settings: Settings, audio: bytes, count: int) -> TelegramResult:
+    """N voice notes at once through the Telegram adapter and a fake Bot API; /help from a newcomer 2 s in."""
+    from bots.telegram_bot import build_application, running
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake Bot API
+    from tests.telegram.fake_bot_api import TOKEN, FakeBotApi, private_chat, user
+    from tests.telegram.scenario import rated_replies
+
+    api = FakeBotApi()
+    await api.start()
+    settings = settings.model_copy(
+        update={
+            "telegram_bot_token": SecretStr(TOKEN),
+            "telegram_base_url": api.base_url,
+            "telegram_base_file_url": api.base_file_url,
+        }
+    )
+    app = build_app(settings)
+    try:
+        app.warm_up()
+        people = [user(100 + n, f"P{n}") for n in range(count)]
+        newcomer = user(99, "New")
+        async with running(build_application(app.service, settings), settings):
+            began = time.perf_counter()
+            for person in people:
+                api.send_voice(private_chat(person), person, audio)
+            await asyncio.sleep(2)
+            asked = time.perf_counter()
+            api.send_text(private_chat(newcomer), newcomer, "/help")
+            await api.wait_for(lambda: api.chat(newcomer["id"]), timeout=600)
+            help_s = time.perf_counter() - asked
+            await api.wait_for(lambda: all(rated_replies(api, p["id"]) for p in people), timeout=1200)
+            wall = time.perf_counter() - began
+        answered = sum(len(rated_replies(api, p["id"])) for p in people)
+        return TelegramResult(settings.llm_parallel, count, wall, help_s, answered)
+    finally:
+        app.close()
+        await api.stop()
+
+
+def follow_up(gguf: str, parallel: int, context_tokens: int) -> tuple[float, float, int, int]:
+    """Time to first token of a follow-up with ~1,500 tokens of history, cold and with its slot kept."""
+    llm = open_gguf(gguf, n_ctx=64)
+    decoder = BatchedDecoder(llm, parallel, context_tokens, 512)
+    reply = Generation(max_tokens=24)
+    busy = Generation(max_tokens=200)
+    history: list[dict[str, str]] = []
+    topics = ["bees", "rivers", "bread", "trains", "maps", "owls", "tea", "bridges"]
+    for topic in topics * 3:
+        history.append(
+            {"role": "user", "content": f"Tell me one thing about {topic} and why it matters to people."}
+        )
+        history.append(
+            {"role": "assistant", "content": f"Here is something about {topic}: " + "it is old. " * 12}
+        )
+    history.append({"role": "user", "content": "Which of those did I ask about first?"})
+
+    def first_token(tokens: list[int], others: int) -> float:
+        background = [f"Write a long story about {topic}." for topic in topics[:others]]
+        ended: list[threading.Event] = []
+        for text in background:
+            event = threading.Event()
+            ended.append(event)
+            decoder.submit(
+                Job(
+                    chat_tokens(llm, [{"role": "user", "content": text}]),
+                    busy,
+                    lambda _: None,
+                    lambda _, e=event: e.set(),
+                )
+            )
+        time.sleep(0.5)  # the others are generating
+        got = threading.Event()
+        finished = threading.Event()
+        began = time.perf_counter()
+        decoder.submit(Job(tokens, reply, lambda _: got.set(), lambda _: finished.set()))
+        got.wait(120)
+        ttft = time.perf_counter() - began
+        finished.wait(120)
+        for event in ended:
+            event.wait(300)
+        return ttft
+
+    try:
+        cold_tokens = chat_tokens(llm, history)
+        cold = first_token(cold_tokens, others=3)
+        history.append({"role": "assistant", "content": "You asked about bees first."})
+        history.append({"role": "user", "content": "And which one came last?"})
+        warm_tokens = chat_tokens(llm, history)
+        warm = first_token(warm_tokens, others=3)
+        return cold, warm, len(cold_tokens), len(warm_tokens)
+    finally:
+        decoder.close()
+        llm.close()
+
+
+def bench_settings(tmp: str, name: str, parallel: int, max_tokens: int) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=Path(tmp),  # the models, exported once
+        database_url=f"sqlite:///{tmp}/{name}.db",
+        temperature=0.0,
+        max_reply_tokens=max_tokens,
+        llm_parallel=parallel,
+        rate_limit_messages_per_hour=0,
+    )
+
+
+def print_service_table(results: list[Result]) -> None:
+    one = {r.count: r for r in results if r.parallel == 1}
+    print()
+    print(
+        "| notes at once | replies decoded together | replies/min | × one at a time | first text p50 / p95 "
+        "| 👍 p95 | /stats p95 | worst loop lag | answered / stored | peak RSS |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        ratio = r.per_minute / one[r.count].per_minute
+        print(
+            f"| {r.count} | {r.parallel} | {r.per_minute:.1f} | {ratio:.2f} | "
+            f"{statistics.median(r.first_text_s):.1f} s / {pct(r.first_text_s, 0.95):.1f} s | "
+            f"{pct(r.rate_ms, 0.95):.0f} ms | {pct(r.stats_ms, 0.95):.0f} ms | {r.worst_lag_ms:.0f} ms | "
+            f"{r.answered}/{r.count} · {r.stored} | {r.peak_rss_mb:.0f} MB |"
+        )
+    print(flush=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--voice", type=Path, default=Path("tests/fixtures/short_story.ogg"))
+    parser.add_argument("--counts", default="1,4,16,32")
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--telegram-count", type=int, default=16)
+    args = parser.parse_args()
+    audio = args.voice.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        results: list[Result] = []
+        for count in [int(c) for c in args.counts.split(",")]:
+            for parallel in (1, args.parallel):
+                settings = bench_settings(tmp, f"p{parallel}-n{count}", parallel, args.max_tokens)
+                results.append(await crowd(settings, audio, count))
+                print(f"done: N={count} parallel={parallel} in {results[-1].wall_s:.1f} s", flush=True)
+        print_service_table(results)
+
+        cold, warm, cold_len, warm_len = follow_up(results[0].gguf, args.parallel, 2048)
+        print(
+            f"Follow-up with {cold_len} → {warm_len} tokens of history, 3 other chats being answered: "
+            f"time to first token cold {cold * 1000:.0f} ms, "
+            f"with the conversation's slot kept {warm * 1000:.0f} ms ({warm / cold:.0%} of cold).\n",
+            flush=True,
+        )
+
+        print("| through Telegram (fake Bot API) | decoded together | all answered in | /help sent 2 s in |")
+        print("| --- | --- | --- | --- |")
+        for parallel in (1, args.parallel):
+            settings = bench_settings(tmp, f"telegram-p{parallel}", parallel, args.max_tokens)
+            t = await telegram_crowd(settings, audio, args.telegram_count)
+            print(
+                f"| {t.count} voice notes | {t.parallel} | {t.wall_s:.1f} s ({t.answered}/{t.count}) "
+                f"| answered after {t.help_s * 1000:.0f} ms |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
