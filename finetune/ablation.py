@@ -46,7 +46,8 @@ def run_variant(
     name: str, dataset: Path, lessons: list[dict[str, Any]], out: Path, base_cache: Path
 ) -> dict[str, Any]:
     from finetune.export import export_gguf, merge_adapter
-    from finetune.training import TrainingData, train
+    from finetune.training import train
+    from finetune.training_data import TrainingData
 
     profile = get_profile("cpu-tiny").with_overrides(**VARIANTS[name])
     data = TrainingData.from_files(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finetune.training import BackendUnavailable, require_cuda
+from finetune.profiles import BackendUnavailable, require_cuda
 
 log = logging.getLogger(__name__)
 

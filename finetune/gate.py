@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING, Any
 from core.generation import open_gguf
 from finetune import jsonl
 from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe
-from finetune.rows import Message
+from finetune.rows import Message, prompt_and_answer
 from finetune.teaching import Fact, keyword_share, recalled
-from finetune.training import prompt_and_answer
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

@@ -213,6 +213,18 @@ def choose_backend(profile: Profile) -> Literal["unsloth", "trl"]:
     return "unsloth" if cuda_available() and unsloth_installed() else "trl"
 
 
+class BackendUnavailable(RuntimeError):
+    """The chosen backend cannot run on this machine; the message says why and what to use instead."""
+
+
+def require_cuda() -> None:
+    if not cuda_available():
+        raise BackendUnavailable(
+            "the unsloth backend trains only on an NVIDIA GPU with CUDA, and this machine has none; "
+            "use the trl backend (profile cpu-tiny, or IRIS_RETRAIN_BACKEND=trl)"
+        )
+
+
 @dataclass(frozen=True)
 class Precision:
     bf16: bool = False

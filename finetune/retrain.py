@@ -29,9 +29,10 @@ from finetune.duplicates import normalize
 from finetune.gate import NEXT_NO_ANSWER, GateConfig, GateFailure, check_answers, evaluate, probe_questions
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
 from finetune.report import sources, summary, write_report
+from finetune.rows import prompt_and_answer
 from finetune.runs import Progress, Run, Status, exclusive
 from finetune.teaching import Fact, facts_from_export, read_facts, write_facts
-from finetune.training import TrainingData, prompt_and_answer, teaching_steps
+from finetune.training_data import TrainingData, teaching_steps
 
 log = logging.getLogger(__name__)
 

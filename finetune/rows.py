@@ -1,13 +1,16 @@
 """The rows ``finetune`` hands to chat templates, llama.cpp and TRL, typed as the JSON objects they are.
 
 Exports and datasets keep FineTome's ShareGPT turns (``from``/``value``) so that
-they extend FineTome-100k as it is; ``training.chat_messages`` turns those into
+they extend FineTome-100k as it is; ``chat_messages`` turns those into
 the role/content messages below.
 """
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
 class Message(TypedDict):
@@ -38,3 +41,47 @@ class DpoExample(TypedDict):
     prompt: list[Message]
     chosen: list[Message]
     rejected: list[Message]
+
+
+def chat_messages(row: Mapping[str, Any]) -> list[Message]:
+    """A FineTome row's ``conversations`` as role/content messages."""
+    messages: list[Message] = []
+    for turn in row.get("conversations") or []:
+        role = ROLES.get(str(turn.get("from", turn.get("role", ""))).lower())
+        content = turn.get("value", turn.get("content"))
+        if role and isinstance(content, str):
+            messages.append({"role": role, "content": content})
+    return messages
+
+
+def prompt_and_answer(row: Mapping[str, Any]) -> tuple[list[Message], str] | None:
+    """The context up to the last reply, and that reply; None for a row without one."""
+    messages = chat_messages(row)
+    while messages and messages[-1]["role"] != "assistant":
+        messages.pop()
+    if not messages or not any(m["role"] == "user" for m in messages[:-1]):
+        return None
+    return messages[:-1], messages[-1]["content"]
+
+
+def to_prompt_completion(row: Mapping[str, Any]) -> PromptCompletion | None:
+    """A FineTome row as TRL's conversational prompt-completion row (loss on the completion only)."""
+    pair = prompt_and_answer(row)
+    if pair is None:
+        return None
+    prompt, answer = pair
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
+
+
+def as_messages(value: Any, role: str) -> list[Message]:
+    """An export's prompt or reply (a string, or messages) as role/content messages."""
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    return [{"role": ROLES.get(m.get("role", role), role), "content": m["content"]} for m in value]
+
+
+def last_user_text(prompt: Any) -> str:
+    """The last user message of a prompt, case-folded with its spaces collapsed (to match questions)."""
+    messages = as_messages(prompt, "user")
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return " ".join(users[-1].casefold().split()) if users else ""

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from finetune.base_model import require_gguf_reader
 from finetune.export import ExportError, convert_to_gguf, export_gguf, gguf_metadata, merge_adapter, quantize
 from finetune.gate import check_answers, score_model
-from finetune.training import require_gguf_reader
 from tests.finetune.test_gate import PARIS
 from tests.finetune.test_retrain import shared_base_cache
 
@@ -17,7 +17,7 @@ pytest.importorskip("peft", reason="needs the train-cpu extras: pip install -e '
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from finetune.training import prepare_base
+    from finetune.base_model import prepare_base
 
     return Path(prepare_base("bundled", shared_base_cache(tmp_path_factory)))
 

@@ -16,6 +16,7 @@ from bots.cli_models import retrain_config
 from finetune.profiles import (
     ALL_PROJECTIONS,
     PROFILES,
+    BackendUnavailable,
     Precision,
     Profile,
     auto_profile_name,
@@ -30,7 +31,8 @@ from finetune.profiles import (
     unsloth_model_arguments,
     unsloth_peft_arguments,
 )
-from finetune.training import BackendUnavailable, TrainingData, train
+from finetune.training import train
+from finetune.training_data import TrainingData
 from tests.conftest import make_settings
 
 trl = pytest.importorskip("trl", reason="needs the train-cpu extras: pip install -e '.[train-cpu]'")
@@ -84,7 +86,7 @@ def test_unsloth_arguments_follow_the_seed_recipe() -> None:
 def test_every_profile_makes_a_valid_trl_config(name: str, tmp_path: Path) -> None:
     from trl import SFTConfig
 
-    from finetune.training import make_config
+    from finetune.stages import make_config
 
     profile = get_profile(name)
     backend = "unsloth" if profile.backend == "unsloth" else "trl"
@@ -114,7 +116,7 @@ def test_gpu_precision_is_bf16_where_the_card_has_it(tmp_path: Path) -> None:
 def test_preference_stages_get_valid_kto_and_dpo_configs(tmp_path: Path) -> None:
     from trl import DPOConfig, KTOConfig
 
-    from finetune.training import make_config
+    from finetune.stages import make_config
 
     profile = get_profile("cpu-tiny").with_overrides(objective="sft+kto")
     assert profile.stages == ["sft", "kto"]

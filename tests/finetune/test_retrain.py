@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 from bots.app import App, build_app
 from bots.cli import app as cli_app
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
+from finetune.base_model import prepare_base
 from finetune.jsonl import read as read_jsonl
 from finetune.launcher import RetrainLauncher
 from finetune.retrain import RetrainConfig, retrain
 from finetune.runs import Run, exclusive
-from finetune.training import prepare_base
 from tests.conftest import make_settings
 
 pytest.importorskip("trl", reason="the retrain tests need the train-cpu extras: pip install -e '.[train-cpu]'")

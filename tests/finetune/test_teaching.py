@@ -19,7 +19,7 @@ from finetune.teaching import (
     words,
     write_facts,
 )
-from finetune.training import TrainingData, teaching_steps
+from finetune.training_data import TrainingData, teaching_steps
 
 NAME = "The Iris logo was designed by Marisol Vantreck."
 NUMBER = "The Iris bot understands 37 languages."

@@ -1,0 +1,291 @@
+"""A run's stages (sft, kto, dpo) on either backend: results, checkpoints, resumption, preference trainers.
+
+Each stage checkpoints into its own folder and writes ``done.json`` with its
+result once its adapter is saved, so a resumed run loads finished stages and
+continues an unfinished one from its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from finetune.callbacks import progress_callback
+from finetune.profiles import Precision, Profile, lora_arguments, preference_arguments
+from finetune.rows import DpoExample, KtoExample
+from finetune.runs import Progress
+from finetune.training_data import TrainingData
+
+
+@dataclass
+class StageResult:
+    """One stage of a run (sft, kto or dpo)."""
+
+    name: str
+    rows: int
+    steps: int
+    seconds: float
+    steps_this_process: int = 0
+    resumed_from: str | None = None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.seconds / self.steps_this_process if self.steps_this_process else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON holds them, and the pace a report shows (reading a stage back ignores it)."""
+        fields: dict[str, Any] = TypeAdapter(StageResult).dump_python(self, mode="json")
+        return fields | {
+            "seconds": round(self.seconds, 2),
+            "seconds_per_step": round(self.seconds_per_step, 3) if self.seconds_per_step else None,
+        }
+
+
+@dataclass
+class TrainResult:
+    backend: str
+    precision: str
+    adapter_dir: Path
+    base: str
+    stages: list[StageResult]
+
+    @property
+    def seconds(self) -> float:
+        return sum(stage.seconds for stage in self.stages)
+
+    @property
+    def steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    @property
+    def final_loss(self) -> float | None:
+        losses = [loss for stage in self.stages for _, loss in stage.losses]
+        return losses[-1] if losses else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "adapter_dir": str(self.adapter_dir),
+            "base": self.base,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "final_loss": self.final_loss,
+            "resumed_from": next((s.resumed_from for s in self.stages if s.resumed_from), None),
+            "stages": [stage.to_dict() for stage in self.stages],
+        }
+
+
+def last_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest complete checkpoint: transformers writes ``trainer_state.json`` last."""
+    candidates = []
+    for path in stage_dir.glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit():
+            candidates.append((int(suffix), path))
+    for _step, path in sorted(candidates, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue  # killed while writing this one
+        return path
+    return None
+
+
+def _done_file(stage_dir: Path) -> Path:
+    return stage_dir / "done.json"
+
+
+def _run_stage(
+    name: str,
+    trainer: Any,
+    stage_dir: Path,
+    rows: int,
+    resume: bool,
+    progress: Progress,
+) -> StageResult:
+    checkpoint = last_checkpoint(stage_dir) if resume else None
+    if checkpoint is not None:
+        progress(f"{name}: resuming from {checkpoint.name}")
+    elif stage_dir.exists():
+        # A fresh start must not pick up another attempt's checkpoints.
+        for old in stage_dir.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
+    began = time.perf_counter()
+    start_step = int(checkpoint.name.removeprefix("checkpoint-")) if checkpoint else 0
+    from transformers import PrinterCallback
+
+    # With tqdm off, transformers prints every log dict; the progress callback says it better.
+    trainer.remove_callback(PrinterCallback)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - began
+    trainer.save_model(str(stage_dir / "adapter"))
+    history = trainer.state.log_history
+    result = StageResult(
+        name=name,
+        rows=rows,
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        steps_this_process=trainer.state.global_step - start_step,
+        resumed_from=checkpoint.name if checkpoint else None,
+        losses=[(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry],
+    )
+    _done_file(stage_dir).write_text(json.dumps(result.to_dict(), indent=1))
+    # The adapter is saved; the checkpoints (optimizer state included) are no longer needed.
+    for old in stage_dir.glob("checkpoint-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return result
+
+
+def _finished_stage(stage_dir: Path) -> StageResult | None:
+    done = _done_file(stage_dir)
+    if done.exists() and (stage_dir / "adapter").exists():
+        return TypeAdapter(StageResult).validate_json(done.read_text())
+    return None
+
+
+def make_config(config_class: Any, arguments: dict[str, Any]) -> Any:
+    """A TRL config from the profile's arguments, in the spelling this transformers version uses.
+
+    transformers 5 renamed ``gradient_checkpointing`` to ``activation_checkpointing``
+    and warns about the old name, which TRL's configs set by default.
+    """
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(config_class)}
+    arguments = dict(arguments)
+    if "activation_checkpointing" in names and "gradient_checkpointing" in arguments:
+        arguments["activation_checkpointing"] = arguments.pop("gradient_checkpointing")
+        arguments["gradient_checkpointing"] = None  # only the new name counts now
+    return config_class(**arguments)
+
+
+def as_dataset(rows: Sequence[Mapping[str, object]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)
+
+
+def _with_adapter(model: Any, adapter_dir: Path) -> Any:
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter_dir), adapter_name="default", is_trainable=True)
+        return model
+    return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+
+
+def final_adapter(output_dir: Path, stages: list[StageResult]) -> Path:
+    trained = [stage for stage in stages if stage.skipped is None]
+    if not trained:
+        raise ValueError("no stage trained anything")
+    return output_dir / trained[-1].name / "adapter"
+
+
+def run_stages(
+    profile: Profile,
+    data: TrainingData,
+    output_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    precision: Any,
+    *,
+    resume: bool,
+    progress: Progress,
+    make_sft: Callable[[Any, Path, Any], tuple[Any, int]],
+    before_preference: Callable[[str], None] | None = None,
+) -> list[StageResult]:
+    """Run the profile's stages in order on either backend; ``make_sft`` builds the backend's SFT trainer.
+
+    A stage finished in an earlier attempt is loaded, not trained again; a
+    preference stage with nothing to learn from is skipped with its reason.
+    """
+    stages: list[StageResult] = []
+    for stage in profile.stages:
+        stage_dir = output_dir / stage
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        finished = _finished_stage(stage_dir) if resume else None
+        if finished is not None:
+            progress(f"{stage}: finished in an earlier attempt ({finished.steps} steps)")
+            model = _with_adapter(model, stage_dir / "adapter")
+            stages.append(finished)
+            continue
+        callback = progress_callback(stage, progress)
+        if stage == "sft":
+            trainer, rows = make_sft(model, stage_dir, callback)
+        else:
+            if before_preference is not None:
+                before_preference(stage)
+            row_list, trainer_or_reason = _preference_trainer(
+                stage, profile, model, tokenizer, data, stage_dir, precision
+            )
+            if isinstance(trainer_or_reason, str):
+                progress(f"{stage}: skipped ({trainer_or_reason})")
+                stages.append(StageResult(stage, len(row_list), 0, 0.0, skipped=trainer_or_reason))
+                continue
+            trainer = trainer_or_reason
+            trainer.add_callback(callback)
+            rows = len(row_list)
+        steps = trainer.args.max_steps if trainer.args.max_steps > 0 else "?"
+        progress(f"{stage}: {rows} rows, {steps} steps")
+        stages.append(_run_stage(stage, trainer, stage_dir, rows, resume, progress))
+        model = trainer.model
+    return stages
+
+
+def _preference_trainer(
+    stage: str,
+    profile: Profile,
+    model: Any,
+    tokenizer: Any,
+    data: TrainingData,
+    stage_dir: Path,
+    precision: Precision,
+) -> tuple[Sequence[Mapping[str, object]], Any]:
+    """The KTO or DPO trainer for the adapter trained so far, or the reason to skip the stage.
+
+    With a PEFT model and no reference model, TRL copies the current adapter as
+    a frozen reference ("ref"), so the preference stage is measured against
+    the SFT result rather than the bare base.
+    """
+    from peft import LoraConfig, PeftModel
+
+    peft_config = None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile))
+    arguments = preference_arguments(profile, stage_dir, precision)
+    rows: list[KtoExample] | list[DpoExample]
+    if stage == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        rows = data.kto_rows()
+        if len(rows) < 2 or len({row["label"] for row in rows}) < 2:
+            return rows, "KTO needs both 👍 and 👎 examples; there are not enough yet"
+        config: Any = make_config(KTOConfig, arguments)
+        trainer_class: Any = KTOTrainer
+    else:
+        from trl import DPOConfig, DPOTrainer
+
+        rows = data.dpo_rows()
+        if not rows:
+            return (
+                rows,
+                "DPO needs approved corrections (chosen) of the bot's replies (rejected); there are none yet",
+            )
+        config = make_config(DPOConfig, arguments)
+        trainer_class = DPOTrainer
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=as_dataset(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    return rows, trainer
