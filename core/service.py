@@ -128,7 +128,7 @@ class ChatService:
 
     @property
     def waiting_for_model(self) -> int:
-        """How many replies are queued behind the one being generated."""
+        """How many replies wait for a place at the model."""
         return self._model_queue.waiting
 
     # --- messages -------------------------------------------------------------
