@@ -189,32 +189,26 @@ def load(gguf: str | Path, context_tokens: int, *, logits_all: bool = False) -> 
 
 
 def answer(gguf: str | Path, question: str, max_tokens: int = 48) -> str:
-    """The model's greedy answer to ``question``, as the bots would give it."""
-    llm = load(gguf, 1024)
-    try:
-        reply: Any = llm.create_chat_completion(
-            messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0.0, seed=1
-        )
-        return str(reply["choices"][0]["message"]["content"] or "").strip()
-    except Exception as error:
-        raise GateFailure(f"{Path(gguf).name} failed to answer: {error}") from error
-    finally:
-        llm.close()
+    """The model's greedy answer to ``question``, as the bots would give it (all of it, not one line)."""
+    return answers(gguf, [question], max_tokens, first_line=False)[0]
 
 
-def answers(gguf: str | Path, questions: list[str], max_tokens: int = 48) -> list[str]:
-    """Greedy answers to ``questions``, each in a new conversation, from one loaded model."""
+def answers(gguf: str | Path, questions: list[str], max_tokens: int = 48, first_line: bool = True) -> list[str]:
+    """Greedy answers to ``questions``, each in a new conversation, from one loaded model.
+
+    With ``first_line`` an answer stops at its first line: a small model's rambling
+    after it costs time and proves nothing.
+    """
     llm = load(gguf, 1024)
     try:
         replies = []
         for question in questions:
-            # One line is an answer: a small model's rambling after it costs time and proves nothing.
             reply: Any = llm.create_chat_completion(
                 messages=[{"role": "user", "content": question}],
                 max_tokens=max_tokens,
                 temperature=0.0,
                 seed=1,
-                stop=["\n"],
+                stop=["\n"] if first_line else [],
             )
             replies.append(str(reply["choices"][0]["message"]["content"] or "").strip())
         return replies
