@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
@@ -24,7 +23,6 @@ from core.audit import prune_details, retention_cutoff, retrain_entries, review_
 from core.domain import (
     AuditAction,
     AuditEntry,
-    ChatMessage,
     ChatRef,
     Correction,
     CorrectionStatus,
@@ -35,9 +33,7 @@ from core.domain import (
     NoticeKind,
     Person,
     PruneReport,
-    Queued,
     RatingOutcome,
-    ReplyDelta,
     ReplyDone,
     Role,
     ServiceEvent,
@@ -47,6 +43,7 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
+from core.drafting import Draft, follow, stream_in_thread
 from core.limits import Clock, RateLimiter, RateLimits
 from core.ports import (
     AudioError,
@@ -291,10 +288,10 @@ class ChatService:
         # The model writes in a task of its own: it never waits for the chat to
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
-        draft = _Draft()
+        draft = Draft()
         writer = asyncio.create_task(self._write(sender, history, user_text, draft))
         try:
-            async for event in self._follow(draft):
+            async for event in follow(draft, self.config.queue_notice_s):
                 yield event
             written = await writer
         except PromptTooLong:
@@ -339,7 +336,7 @@ class ChatService:
             return
         yield ReplyDone(reply_id, text, written.model, timings)
 
-    async def _write(self, sender: Person, history: Sequence[Turn], user_text: str, draft: _Draft) -> _Written:
+    async def _write(self, sender: Person, history: Sequence[Turn], user_text: str, draft: Draft) -> _Written:
         """Wait for a place at the model, then write the whole reply into ``draft``.
 
         Places go round-robin per person: in a busy group, one person's many
@@ -359,7 +356,8 @@ class ChatService:
                     budget,
                 )
                 began = time.perf_counter()
-                async with aclosing(self._stream(messages, options)) as pieces:
+                pieces = stream_in_thread(self.generator, messages, options, self._model_threads)
+                async with aclosing(pieces):
                     async for piece in pieces:
                         draft.add(piece)
                 generate_ms = (time.perf_counter() - began) * 1000
@@ -368,71 +366,6 @@ class ChatService:
             return _Written(model, generate_ms, tokens)
         finally:
             draft.finish()
-
-    async def _follow(self, draft: _Draft) -> AsyncGenerator[ServiceEvent, None]:
-        """The draft as the chat should show it: its place in line, then the text as it grows.
-
-        Pieces written while the chat was busy showing earlier ones arrive
-        together, as one delta. A place in line is shown only once the wait has
-        lasted ``queue_notice_s``.
-        """
-        shown_text = ""
-        shown_place: int | None = None
-        notice_at = time.monotonic() + self.config.queue_notice_s
-        while True:
-            timeout = None
-            if draft.place is not None and shown_place is None and not draft.text:
-                timeout = max(0.0, notice_at - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(draft.changed.wait(), timeout)
-            draft.changed.clear()
-            if draft.text != shown_text:
-                yield ReplyDelta(draft.text, draft.text[len(shown_text) :])
-                shown_text = draft.text
-            elif (
-                draft.place is not None
-                and draft.place != shown_place
-                and time.monotonic() >= notice_at
-                and not draft.finished
-            ):
-                shown_place = draft.place
-                yield Queued(draft.place)
-            if draft.finished and draft.text == shown_text:
-                return
-
-    async def _stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
-        """Run the blocking generator in a worker thread; pass its pieces to the loop."""
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | _Finished] = asyncio.Queue()
-        stop = threading.Event()
-
-        def work() -> None:
-            try:
-                for piece in self.generator.stream(messages, options):
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
-            except BaseException as error:  # handed to the loop, re-raised there
-                loop.call_soon_threadsafe(pieces.put_nowait, _Finished(error))
-            else:
-                loop.call_soon_threadsafe(pieces.put_nowait, _Finished(None))
-
-        # Threads of their own: a crowd of replies never fills the pool that
-        # storage calls (and so commands and button presses) use.
-        worker = loop.run_in_executor(self._model_threads, work)
-        try:
-            while True:
-                item = await pieces.get()
-                if isinstance(item, _Finished):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                yield item
-        finally:
-            # If the consumer went away, stop the model at its next piece, and
-            # keep the place until the thread has really let go of the model.
-            stop.set()
-            await asyncio.shield(worker)
 
     # --- feedback -------------------------------------------------------------
 
@@ -622,30 +555,3 @@ class _Written:
     model: str
     generate_ms: float
     tokens: int
-
-
-@dataclass(eq=False)
-class _Draft:
-    """A reply as the model writes it; the chat reads it at its own pace."""
-
-    text: str = ""
-    place: int | None = None  # while waiting for the model: how many replies come first
-    finished: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def queued(self, place: int | None) -> None:
-        self.place = place
-        self.changed.set()
-
-    def add(self, piece: str) -> None:
-        self.text += piece
-        self.changed.set()
-
-    def finish(self) -> None:
-        self.finished = True
-        self.changed.set()
-
-
-@dataclass(frozen=True)
-class _Finished:
-    error: BaseException | None

@@ -1,0 +1,116 @@
+"""A reply being written: the model fills a ``Draft`` on its own; the chat follows it at its own pace.
+
+The service writes each reply in a task of its own (``ChatService._write``), so a
+chat that is slow to show text (a flood wait, a slow network) never holds the
+model; ``follow`` turns the draft into the events a chat shows, and
+``stream_in_thread`` runs a blocking ``ReplyGenerator`` off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from core.domain import ChatMessage, Queued, ReplyDelta, ServiceEvent
+from core.ports import Generation, ReplyGenerator
+
+
+@dataclass(eq=False)
+class Draft:
+    """A reply as the model writes it; the chat reads it at its own pace."""
+
+    text: str = ""
+    place: int | None = None  # while waiting for the model: how many replies come first
+    finished: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def queued(self, place: int | None) -> None:
+        self.place = place
+        self.changed.set()
+
+    def add(self, piece: str) -> None:
+        self.text += piece
+        self.changed.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self.changed.set()
+
+
+@dataclass(frozen=True)
+class _Finished:
+    error: BaseException | None
+
+
+async def follow(draft: Draft, notice_after_s: float) -> AsyncGenerator[ServiceEvent, None]:
+    """The draft as the chat should show it: its place in line, then the text as it grows.
+
+    Pieces written while the chat was busy showing earlier ones arrive
+    together, as one delta. A place in line is shown only once the wait has
+    lasted ``notice_after_s``.
+    """
+    shown_text = ""
+    shown_place: int | None = None
+    notice_at = time.monotonic() + notice_after_s
+    while True:
+        timeout = None
+        if draft.place is not None and shown_place is None and not draft.text:
+            timeout = max(0.0, notice_at - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(draft.changed.wait(), timeout)
+        draft.changed.clear()
+        if draft.text != shown_text:
+            yield ReplyDelta(draft.text, draft.text[len(shown_text) :])
+            shown_text = draft.text
+        elif (
+            draft.place is not None
+            and draft.place != shown_place
+            and time.monotonic() >= notice_at
+            and not draft.finished
+        ):
+            shown_place = draft.place
+            yield Queued(draft.place)
+        if draft.finished and draft.text == shown_text:
+            return
+
+
+async def stream_in_thread(
+    generator: ReplyGenerator, messages: Sequence[ChatMessage], options: Generation, threads: Executor
+) -> AsyncGenerator[str, None]:
+    """Run the blocking generator in a worker thread; pass its pieces to the loop."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str | _Finished] = asyncio.Queue()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for piece in generator.stream(messages, options):
+                if stop.is_set():
+                    break
+                loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        except BaseException as error:  # handed to the loop, re-raised there
+            loop.call_soon_threadsafe(pieces.put_nowait, _Finished(error))
+        else:
+            loop.call_soon_threadsafe(pieces.put_nowait, _Finished(None))
+
+    # Threads of their own: a crowd of replies never fills the pool that
+    # storage calls (and so commands and button presses) use.
+    worker = loop.run_in_executor(threads, work)
+    try:
+        while True:
+            item = await pieces.get()
+            if isinstance(item, _Finished):
+                if item.error is not None:
+                    raise item.error
+                return
+            yield item
+    finally:
+        # If the consumer went away, stop the model at its next piece, and
+        # keep the place until the thread has really let go of the model.
+        stop.set()
+        await asyncio.shield(worker)
