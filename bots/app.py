@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bots.settings import Settings
+from core.ab import ABServing
 from core.domain import ModelVersion
 from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
 from core.limits import RateLimits
@@ -23,6 +24,7 @@ from core.transcription import WhisperConfig, WhisperTranscriber
 from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
 from storage.database import make_engine, sqlite_url
+from storage.experiments import SqlExperiments
 from storage.migrate import upgrade
 from storage.repository import SqlStore
 
@@ -46,6 +48,8 @@ class App:
         self.generator.load()
 
     def close(self) -> None:
+        if self.service.ab is not None:
+            self.service.ab.close()
         self.generator.close()
         self.store.engine.dispose()
 
@@ -124,15 +128,12 @@ def build_app(settings: Settings | None = None) -> App:
             beam_size=settings.whisper_beam_size,
         )
     )
-    generator = LlamaGenerator(
-        registry=store,
-        fallback=model,
-        config=LlamaConfig(
-            context_tokens=settings.llm_context_tokens,
-            threads=settings.llm_threads,
-            parallel=settings.llm_parallel,
-        ),
+    llama = LlamaConfig(
+        context_tokens=settings.llm_context_tokens,
+        threads=settings.llm_threads,
+        parallel=settings.llm_parallel,
     )
+    generator = LlamaGenerator(registry=store, fallback=model, config=llama)
     service = ChatService(
         store,
         transcriber,
@@ -173,5 +174,7 @@ def build_app(settings: Settings | None = None) -> App:
         ),
         copies=CopyEraser(settings.data_dir, retrain_dir(settings)),
         audit=store,
+        # An A/B test's candidate is served by a second model, pinned to its version.
+        ab=ABServing(SqlExperiments(store.engine), store, lambda version: LlamaGenerator(None, version, llama)),
     )
     return App(settings, store, service, transcriber, generator)

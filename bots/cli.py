@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from bots.app import load_settings
+from bots.cli_ab import ab_app
 from bots.cli_errors import explain
 from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
@@ -31,6 +32,7 @@ app = typer.Typer(help="Iris: a voice chat bot that learns from its users.", no_
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+models_app.add_typer(ab_app, name="ab")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(dataset_app, name="dataset")
 app.command()(review)
@@ -186,11 +188,13 @@ def stats(
 
 def draw_stats(engine: Any, figures: Stats, path: Path) -> None:
     """The picture behind ``iris stats --plot`` (needs the data extra: matplotlib)."""
+    from core.ab import latest_report
     from finetune.plots import plot_stats
+    from storage.experiments import SqlExperiments
     from storage.queries import activity
 
     try:
-        plot_stats(figures, activity(engine), path)
+        plot_stats(figures, activity(engine), path, latest_report(SqlExperiments(engine)))
     except ModuleNotFoundError as error:
         typer.echo(f"{error.name} is missing: install the data extra (pip install -e '.[data]')", err=True)
         raise typer.Exit(1) from None

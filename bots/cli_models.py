@@ -72,6 +72,40 @@ def format_model_metrics(metrics: dict[str, object]) -> str:
     return line + (f" · {steps} steps" if steps else "")
 
 
+@models_app.command("add")
+def models_add(
+    name: str,
+    gguf: Annotated[Path, typer.Option(help="The GGUF file, e.g. exported by Unsloth on a rented GPU.")],
+    base_model: Annotated[
+        str | None, typer.Option(help="The Hugging Face model it was fine-tuned from (retrains start there).")
+    ] = None,
+) -> None:
+    """Register a GGUF trained elsewhere as an inactive version, once it has loaded and answered."""
+    from bots.app import opened_store
+    from finetune.gate import GateConfig, GateFailure, check_answers
+
+    path = gguf.expanduser().resolve()
+    if not path.is_file():
+        typer.echo(f"{gguf}: no such file", err=True)
+        raise typer.Exit(1)
+    question = GateConfig().probe
+    try:
+        reply = check_answers(path, question)
+    except GateFailure as error:
+        typer.echo(f"not added: {error}", err=True)
+        raise typer.Exit(1) from None
+    with opened_store(load_settings()) as store:
+        if any(version.name == name for version in store.list_models()):
+            typer.echo(f"a version named {name!r} exists already; pick another name", err=True)
+            raise typer.Exit(1)
+        store.register_model(name, str(path), base_model, {"added": {"question": question, "answer": reply}})
+        store.record_audit(
+            console_actor(), AuditAction.ADD, name, {"gguf": str(path), "base_model": base_model}
+        )
+    typer.echo(f"added {name} (inactive); it answered {question!r} with {reply!r}")
+    typer.echo(f"serve it with `iris models activate {name}` or test it with `iris models ab start {name}`")
+
+
 @models_app.command("activate")
 def models_activate(name: str) -> None:
     """Serve NAME from the next reply on (running bots switch without a restart)."""
@@ -116,6 +150,7 @@ def retrain_config(
     dry_run: bool = False,
     force: bool = False,
     dataset: Path | None = None,
+    ab_share: float | None = None,
 ) -> RetrainConfig:
     """The retrain settings as the pipeline takes them: the profile with the IRIS_RETRAIN_* overrides."""
     from bots.app import database_url, retrain_dir
@@ -164,6 +199,9 @@ def retrain_config(
         force=force,
         dry_run=dry_run,
         resume=resume,
+        ab_share=ab_share if ab_share is not None else settings.retrain_ab_share,
+        ab_min_ratings=settings.ab_min_ratings,
+        ab_margin=settings.ab_margin,
     )
 
 
@@ -177,13 +215,23 @@ def retrain(
     dataset: Annotated[
         Path | None, typer.Option(help="Train on this built dataset folder (iris dataset build) as it is.")
     ] = None,
+    ab: Annotated[
+        float | None,
+        typer.Option(
+            "--ab",
+            metavar="SHARE",
+            help="A candidate that passes goes to an A/B test on this share of conversations instead of "
+            "replacing the active model (default: IRIS_RETRAIN_AB_SHARE).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Progress on stderr, JSON on stdout.")] = False,
 ) -> None:
-    """Train on the feedback, export a GGUF, and promote it if it beats the active model."""
+    """Train on the feedback, export a GGUF, and promote it (or A/B test it) if it beats the active model."""
     from bots.app import ensure_served_model, opened_store
     from finetune.retrain import NothingToResume
     from finetune.retrain import retrain as run_retrain
     from finetune.runs import RetrainBusy
+    from storage.experiments import SqlExperiments
 
     settings = load_settings()
 
@@ -198,7 +246,9 @@ def retrain(
         raise typer.Exit(2)
 
     try:
-        config = retrain_config(settings, profile, resume=resume, dry_run=dry_run, force=force, dataset=dataset)
+        config = retrain_config(
+            settings, profile, resume=resume, dry_run=dry_run, force=force, dataset=dataset, ab_share=ab
+        )
     except (KeyError, ValueError) as error:
         refuse("not-started", str(error).strip("'\""))
     # A run the bot started is recorded by the bot, with the admin who asked for it.
@@ -209,7 +259,7 @@ def retrain(
             if audited and not dry_run:
                 start = {"profile": profile, "resume": resume, "force": force}
                 store.record_audit(console_actor(), AuditAction.RETRAIN_START, profile, start)
-            outcome = run_retrain(config, store, say)
+            outcome = run_retrain(config, store, say, SqlExperiments(store.engine), store)
         except (RetrainBusy, NothingToResume) as error:
             refuse("busy" if isinstance(error, RetrainBusy) else "nothing-to-resume", str(error))
         if audited and not dry_run:

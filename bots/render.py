@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from core.domain import AuditEntry, ForgetReport, Stats
+from core.experiments import ABReport, Decision
 
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
@@ -75,6 +76,50 @@ def format_stats(stats: Stats) -> str:
         rated = row.up + row.down
         share = f" ({row.up / rated:.0%} 👍)" if rated else ""
         lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
+    return "\n".join(lines)
+
+
+def format_ab(report: ABReport | None) -> str:
+    """An A/B test's figures (``iris models ab status``, /ab): per arm, the difference, the rule's decision."""
+    if report is None:
+        return "No A/B test has run yet. Start one with `iris models ab start CANDIDATE`."
+    experiment = report.experiment
+    state = "running" if experiment.running else f"ended: {experiment.decision} by {experiment.decided_by}"
+    lines = [
+        f"A/B test {experiment.id}: {experiment.candidate} to {experiment.share:.0%} of conversations "
+        f"against {experiment.control or 'the active version'} ({state})",
+    ]
+    for arm in (report.control, report.candidate):
+        counts = arm.counts
+        rated = f"{arm.rated_share:.0%}" if arm.rated_share is not None else "-"
+        up = "-"
+        if arm.up_share is not None and arm.interval is not None:
+            up = f"{arm.up_share:.0%} (95% {arm.interval.low:.0%}–{arm.interval.high:.0%})"
+        versions = ", ".join(counts.versions) or "-"
+        lines.append(
+            f"• {arm.arm.value} [{versions}]: {counts.conversations} conversations, {counts.replies} replies, "
+            f"{rated} rated; {arm.ratings}/{experiment.min_ratings} ratings, 👍 {up}"
+        )
+    comparison = report.comparison
+    if comparison is None:
+        lines.append("Difference: - (each arm needs a rating)")
+    else:
+        lines.append(
+            f"Difference (candidate − control): {comparison.difference:+.1%}, "
+            f"95% {comparison.newcombe.low:+.1%} to {comparison.newcombe.high:+.1%} (Newcombe)"
+            + (
+                f", {comparison.bootstrap.low:+.1%} to {comparison.bootstrap.high:+.1%} "
+                "(bootstrap over conversations)"
+                if comparison.bootstrap
+                else ""
+            )
+        )
+    rule = {
+        Decision.WAIT: f"wait: the rule decides at {experiment.min_ratings} ratings on both arms",
+        Decision.PROMOTE: f"promote: not worse than the control by more than {experiment.margin:.0%}",
+        Decision.ROLLBACK: f"roll back: it may be worse than the control by more than {experiment.margin:.0%}",
+    }[report.decision]
+    lines.append(f"Rule now: {rule}" if experiment.running else f"Rule at the end: {rule}")
     return "\n".join(lines)
 
 

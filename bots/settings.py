@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.access import AccessPolicy
+from core.experiments import DEFAULT_MARGIN, DEFAULT_MIN_RATINGS
 from core.service import DEFAULT_SYSTEM_PROMPT
 
 
@@ -148,6 +149,11 @@ class Settings(BaseSettings):
     gate_probe_questions: int = 0
     # The share of taught facts whose greedy answer must contain the key words.
     gate_recall_share: float = 1.0
+    # A/B tests (iris models ab start): promote when the candidate's 👍 share is, at 95 %, not worse
+    # than the active version's by more than the margin, once both arms have the ratings.
+    ab_margin: float = DEFAULT_MARGIN
+    retrain_ab_share: float | None = None  # set: a retrained candidate that passes the gate is A/B tested
+    ab_min_ratings: int = DEFAULT_MIN_RATINGS  # per arm; how it was chosen: docs/ab.md
 
     @field_validator(
         "retrain_dir",

@@ -231,7 +231,10 @@ class AuditAction(enum.StrEnum):
     RETRAIN_OUTCOME = "retrain.outcome"
     PROMOTE = "model.promote"
     ACTIVATE = "model.activate"
+    ADD = "model.add"
     ROLLBACK = "model.rollback"
+    AB_START = "ab.start"
+    AB_STOP = "ab.stop"  # details: the decision, promote or rollback
     CONSENT = "consent"
     FORGET = "forget"
     PRUNE = "retention.prune"

@@ -32,6 +32,7 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
+from core.experiments import Arm, ArmCounts, ArmRating, Decision, Experiment
 
 
 class AudioError(Exception):
@@ -119,7 +120,10 @@ class ConversationStore(Protocol):
         text: str,
         model_version: str,
         timings: Timings,
-    ) -> int: ...
+        experiment: tuple[int, Arm] | None = None,
+    ) -> int:
+        """Store a reply; ``experiment``: the A/B test and arm it was written in."""
+        ...
 
     def get_turn(self, turn_id: int) -> Turn | None: ...
 
@@ -187,6 +191,32 @@ class ModelRegistry(Protocol):
     def rollback_model(self) -> ModelVersion:
         """Activate the version that was active before the current one."""
         ...
+
+
+class Experiments(Protocol):
+    """A/B tests of model versions (``core.experiments``); one runs at a time across all processes."""
+
+    def running_experiment(self) -> Experiment | None: ...
+
+    def latest_experiment(self) -> Experiment | None:
+        """The running experiment, or else the one that ended last."""
+        ...
+
+    def start_experiment(
+        self, candidate: str, share: float, min_ratings: int, margin: float, started_by: str
+    ) -> Experiment:
+        """Start serving ``candidate`` to ``share`` of conversations; raise ValueError when it cannot."""
+        ...
+
+    def end_experiment(
+        self, experiment_id: int, decision: Decision, decided_by: str, report: dict[str, object]
+    ) -> Experiment | None:
+        """End it with a decision; None when it had ended already (another process decided first)."""
+        ...
+
+    def arm_counts(self, experiment_id: int) -> dict[Arm, ArmCounts]: ...
+
+    def arm_ratings(self, experiment_id: int) -> list[ArmRating]: ...
 
 
 @dataclass(frozen=True)

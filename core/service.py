@@ -19,6 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from core.ab import ABServing, Choice, decide_if_due, latest_report
 from core.audit import prune_details, retention_cutoff, retrain_entries, review_entry
 from core.domain import (
     AuditAction,
@@ -44,6 +45,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.drafting import Draft, follow, stream_in_thread
+from core.experiments import ABReport
 from core.limits import Clock, RateLimiter, RateLimits
 from core.ports import (
     AudioError,
@@ -108,6 +110,7 @@ class ChatService:
         copies: CopyEraser | None = None,
         clock: Clock = time.time,
         audit: AuditLog | None = None,
+        ab: ABServing | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -117,6 +120,7 @@ class ChatService:
         self.copies = copies
         self.limiter = RateLimiter(self.config.limits, clock)
         self.audit = audit
+        self.ab = ab  # A/B tests of model versions; None: the active version answers everyone
         self._retraining = asyncio.Lock()
         self._in_progress: Counter[str] = Counter()  # per person: messages being answered or waiting
         self._model_queue = FairQueue(self.config.parallel_replies)
@@ -285,11 +289,12 @@ class ChatService:
         except Exception:
             log.exception("could not read the history of turn %s", turn_id)
             history = []
+        choice = await self._choose_model(receipt.conversation_id)
         # The model writes in a task of its own: it never waits for the chat to
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
-        writer = asyncio.create_task(self._write(sender, history, user_text, draft))
+        writer = asyncio.create_task(self._write(sender, history, user_text, draft, choice.generator))
         try:
             async for event in follow(draft, self.config.queue_notice_s):
                 yield event
@@ -324,7 +329,13 @@ class ChatService:
         )
         try:
             reply_id = await asyncio.to_thread(
-                self.store.record_reply, receipt.conversation_id, turn_id, text, written.model, timings
+                self.store.record_reply,
+                receipt.conversation_id,
+                turn_id,
+                text,
+                written.model,
+                timings,
+                choice.experiment,
             )
         except Exception:
             log.exception("could not store the reply to turn %s", turn_id)
@@ -336,33 +347,46 @@ class ChatService:
             return
         yield ReplyDone(reply_id, text, written.model, timings)
 
-    async def _write(self, sender: Person, history: Sequence[Turn], user_text: str, draft: Draft) -> _Written:
+    async def _choose_model(self, conversation_id: int) -> Choice:
+        """The model that answers: the active one, or an A/B test's arm for this conversation."""
+        if self.ab is None:
+            return Choice(self.generator)
+        try:
+            return await asyncio.to_thread(self.ab.choose, conversation_id, self.generator)
+        except Exception:
+            log.exception("could not read the running experiment; the active model answers")
+            return Choice(self.generator)
+
+    async def _write(
+        self, sender: Person, history: Sequence[Turn], user_text: str, draft: Draft, generator: ReplyGenerator
+    ) -> _Written:
         """Wait for a place at the model, then write the whole reply into ``draft``.
 
         Places go round-robin per person: in a busy group, one person's many
-        notes do not make everyone else wait behind all of them.
+        notes do not make everyone else wait behind all of them. Both arms of
+        an A/B test share the places.
         """
         options = self.config.generation
         try:
             async with self._model_queue.slot(sender.actor, on_place=draft.queued):
                 draft.queued(None)
-                budget = self.generator.context_tokens - options.max_tokens
+                budget = generator.context_tokens - options.max_tokens
                 messages = await asyncio.to_thread(
                     build_prompt,
                     self.config.system_prompt,
                     history,
                     user_text,
-                    self.generator.count_tokens,
+                    generator.count_tokens,
                     budget,
                 )
                 began = time.perf_counter()
-                pieces = stream_in_thread(self.generator, messages, options, self._model_threads)
+                pieces = stream_in_thread(generator, messages, options, self._model_threads)
                 async with aclosing(pieces):
                     async for piece in pieces:
                         draft.add(piece)
                 generate_ms = (time.perf_counter() - began) * 1000
-                model = self.generator.model_name
-            tokens = await asyncio.to_thread(self.generator.count_tokens, draft.text)
+                model = generator.model_name
+            tokens = await asyncio.to_thread(generator.count_tokens, draft.text)
             return _Written(model, generate_ms, tokens)
         finally:
             draft.finish()
@@ -378,7 +402,18 @@ class ChatService:
         callers (the CLI, the console) leave it out.
         """
         await self.check_reply(turn_id, where)
-        return await asyncio.to_thread(self.store.rate, person, turn_id, 1 if up else -1)
+        outcome = await asyncio.to_thread(self.store.rate, person, turn_id, 1 if up else -1)
+        if self.ab is not None and outcome is not RatingOutcome.UNCHANGED:
+            await self._decide_experiment()
+        return outcome
+
+    async def _decide_experiment(self) -> None:
+        """End a running A/B test once both arms have the ratings it was started to wait for."""
+        assert self.ab is not None
+        try:
+            await asyncio.to_thread(decide_if_due, self.ab.experiments, self.ab.registry, self.audit)
+        except Exception:
+            log.exception("could not decide the running experiment; the next rating tries again")
 
     async def correct(self, person: Person, turn_id: int, text: str, where: ChatRef | None = None) -> int:
         """Store a better answer for a reply; it waits for review before training uses it.
@@ -486,6 +521,12 @@ class ChatService:
 
     async def stats(self) -> Stats:
         return await asyncio.to_thread(self.store.stats)
+
+    async def ab_status(self) -> ABReport | None:
+        """The running A/B test's figures, or else the last one's; None when there never was one."""
+        if self.ab is None:
+            return None
+        return await asyncio.to_thread(latest_report, self.ab.experiments)
 
     async def pending_corrections(self) -> list[Correction]:
         return await asyncio.to_thread(self.store.corrections, CorrectionStatus.PENDING)

@@ -77,7 +77,7 @@ class LaunchResult:
         message = str(self.report.get("message") or "")
         if not self.report:
             message = f"The retrain ended without a result (exit {self.returncode}); see {self.log_path}."
-        ok = status in ("promoted", "refused", "dry-run")
+        ok = status in ("promoted", "ab-test", "refused", "dry-run")
         return RetrainOutcome(ok, status == "promoted", name, message)
 
 

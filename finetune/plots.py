@@ -2,7 +2,9 @@
 
 Four panels: how each model version is rated (👍/👎 counts and share), its 👍
 share day by day, messages per day with the share sent as voice, and the
-corrections by review status. Drawn with matplotlib's object API (no pyplot
+corrections by review status; with an A/B test, a fifth row shows its arms side
+by side with their Wilson intervals, and the difference with its intervals
+against the margin. Drawn with matplotlib's object API (no pyplot
 state, no display needed).
 """
 
@@ -13,17 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from core.domain import Stats
+from core.experiments import ABReport
 from storage.queries import Activity
 
 UP, DOWN, VOICE, NEUTRAL = "#2e9d5b", "#d1495b", "#3f7cac", "#8d8d8d"
 
 
-def plot_stats(stats: Stats, activity: Activity, path: Path) -> Any:
+def plot_stats(stats: Stats, activity: Activity, path: Path, ab: ABReport | None = None) -> Any:
     """Draw the picture to ``path`` (PNG, or any format matplotlib knows by the suffix); return the Figure."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(13, 8.5), dpi=110, layout="constrained")
-    (ratings, share), (turns, corrections) = figure.subplots(2, 2)
+    figure = Figure(figsize=(13, 12.5 if ab else 8.5), dpi=110, layout="constrained")
+    rows = figure.subplots(3 if ab else 2, 2)
+    (ratings, share), (turns, corrections) = rows[0], rows[1]
+    if ab is not None:
+        _ab_arms(rows[2][0], ab)
+        _ab_difference(rows[2][1], ab)
     _ratings_per_model(ratings, stats)
     _share_over_time(share, activity, stats.active_model)
     _turns_over_time(turns, activity, stats)
@@ -105,6 +112,54 @@ def _corrections(axes: Any, stats: Stats) -> None:
     axes.bar_label(bars, [str(c) for c in counts])
     axes.set_ylabel("corrections")
     axes.set_ylim(0, max(counts) * 1.2 + 1)
+
+
+def _ab_arms(axes: Any, ab: ABReport) -> None:
+    experiment = ab.experiment
+    state = "running" if experiment.running else f"ended: {experiment.decision}"
+    axes.set_title(f"A/B test {experiment.id} ({state}): thumbs-up share per arm, 95% Wilson")
+    arms = [ab.control, ab.candidate]
+    if not any(arm.ratings for arm in arms):
+        _empty(axes, "no ratings in the A/B test yet")
+        return
+    for position, arm in enumerate(arms):
+        if arm.up_share is None or arm.interval is None:
+            continue
+        low, high = arm.up_share - arm.interval.low, arm.interval.high - arm.up_share
+        color = NEUTRAL if arm is ab.control else VOICE
+        axes.errorbar([position], [arm.up_share], yerr=[[low], [high]], fmt="o", capsize=8, color=color)
+        axes.text(
+            position + 0.08, arm.up_share, f"{arm.up_share:.0%} of {arm.ratings}", va="center", fontsize=9
+        )
+    names = [f"control\n{', '.join(ab.control.counts.versions) or '-'}", f"candidate\n{experiment.candidate}"]
+    axes.set_xticks([0, 1], names)
+    axes.set_xlim(-0.5, 1.5)
+    axes.set_ylim(-0.05, 1.05)
+    axes.yaxis.set_major_formatter(_percent())
+    axes.set_ylabel(f"thumbs up / rated (decides at {experiment.min_ratings} an arm)")
+
+
+def _ab_difference(axes: Any, ab: ABReport) -> None:
+    margin = ab.experiment.margin
+    axes.set_title(f"Candidate − control, 95% · rule now: {ab.decision.value}")
+    comparison = ab.comparison
+    if comparison is None:
+        _empty(axes, "each arm needs a rating")
+        return
+    intervals = [("Newcombe", comparison.newcombe), ("bootstrap over\nconversations", comparison.bootstrap)]
+    shown = [(name, interval) for name, interval in intervals if interval is not None]
+    for position, (_, interval) in enumerate(shown):
+        low, high = comparison.difference - interval.low, interval.high - comparison.difference
+        axes.errorbar(
+            [comparison.difference], [position], xerr=[[low], [high]], fmt="o", capsize=8, color=VOICE
+        )
+    axes.axvline(0, color=NEUTRAL, linewidth=1)
+    axes.axvline(-margin, color=DOWN, linestyle="--", linewidth=1, label=f"−margin ({margin:.0%})")
+    axes.set_yticks(list(range(len(shown))), [name for name, _ in shown])
+    axes.set_ylim(-0.7, len(shown) - 0.3)
+    axes.xaxis.set_major_formatter(_percent())
+    axes.set_xlabel("difference in thumbs-up share")
+    axes.legend(loc="lower right", fontsize=8)
 
 
 def _label(model: str, active: str | None) -> str:

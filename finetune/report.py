@@ -122,6 +122,14 @@ def _outcome_words(run: Run) -> str:
         promote = run.result("promote")
         if promote["promoted"]:
             return "promoted (forced past the gate)" if promote["forced"] else "promoted: the bots now serve it"
+        if promote.get("ab"):
+            ab = promote["ab"]
+            return (
+                f"in A/B test {ab['experiment']}: it answers {ab['share']:.0%} of conversations until "
+                f"both arms have {ab['min_ratings']} ratings; then the ratings decide"
+            )
+        if promote.get("ab_refused"):
+            return f"no A/B test ({promote['ab_refused']}): it stays registered, inactive"
         return "refused by the gate: the active model stays"
     if status == "refused":
         return f"refused: {run.state.get('error')}"

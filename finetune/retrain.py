@@ -4,6 +4,7 @@
     iris retrain --profile cpu-tiny --dry-run
     iris retrain --resume                 # continue the last unfinished run from its checkpoint
     iris retrain --force                  # promote even when the gate says no (it must still load and answer)
+    iris retrain --ab 0.2                 # a candidate that passes goes to an A/B test on 20 % of conversations
 
 Each run lives in its own folder (``<retrain dir>/runs/<name>/``) with a
 ``state.json`` that records every finished step, so a killed run continues
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.ports import ModelRegistry
+from core.ab import start as start_ab
+from core.ports import AuditLog, Experiments, ModelRegistry
 from finetune import jsonl
 from finetune.duplicates import normalize
 from finetune.gate import NEXT_NO_ANSWER, GateConfig, GateFailure, check_answers, evaluate, probe_questions
@@ -62,6 +64,11 @@ class RetrainConfig:
     force: bool = False
     dry_run: bool = False
     resume: bool = False
+    # A/B test instead of promotion: the candidate's share of conversations (None: promote at once),
+    # the ratings per arm before the rule decides, and its margin (core.experiments).
+    ab_share: float | None = None
+    ab_min_ratings: int = 0
+    ab_margin: float = 0.0
 
 
 @dataclass
@@ -94,9 +101,19 @@ class RetrainResult:
 class Pipeline:
     """Runs the steps of one run in order, skipping those a previous attempt finished."""
 
-    def __init__(self, config: RetrainConfig, registry: ModelRegistry, run: Run, progress: Progress) -> None:
+    def __init__(
+        self,
+        config: RetrainConfig,
+        registry: ModelRegistry,
+        run: Run,
+        progress: Progress,
+        experiments: Experiments | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
+        self.experiments = experiments
+        self.audit = audit
         self.run = run
         self.progress = progress
         self.profile = run.profile
@@ -261,6 +278,8 @@ class Pipeline:
 
     def step_promote(self) -> dict[str, Any]:
         gate = self.run.result("evaluate")
+        if self.config.ab_share is not None and (gate["passed"] or self.config.force):
+            return self._start_ab(self.config.ab_share)
         if gate["passed"] or self.config.force:
             previous = self.registry.active_model()
             metrics = self.metrics() | {"forced": not gate["passed"]}
@@ -274,6 +293,30 @@ class Pipeline:
             }
         self.progress(f"refused {self.run.name}: the active model stays")
         return {"promoted": False, "forced": False}
+
+    def _start_ab(self, share: float) -> dict[str, Any]:
+        """Serve the candidate to ``share`` of conversations; the people's ratings decide (core.ab)."""
+        if self.experiments is None:
+            raise RuntimeError("an A/B test needs the experiments store")
+        try:
+            experiment = start_ab(
+                self.experiments,
+                self.audit,
+                self.run.name,
+                share=share,
+                min_ratings=self.config.ab_min_ratings,
+                margin=self.config.ab_margin,
+                actor="retrain",
+            )
+        except ValueError as refused:
+            self.progress(f"no A/B test for {self.run.name}: {refused}; it stays registered, inactive")
+            return {"promoted": False, "forced": False, "ab": None, "ab_refused": str(refused)}
+        self.progress(
+            f"A/B test {experiment.id}: {self.run.name} answers {share:.0%} of conversations "
+            f"from the next reply; the rule decides at {experiment.min_ratings} ratings on both arms"
+        )
+        ab = {"experiment": experiment.id, "share": share, "min_ratings": experiment.min_ratings}
+        return {"promoted": False, "forced": False, "ab": ab}
 
     def step_report(self) -> dict[str, Any]:
         files = write_report(self.run)
@@ -318,7 +361,13 @@ def composition(dataset_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
 # --- the entry point -----------------------------------------------------------------------------
 
 
-def retrain(config: RetrainConfig, registry: ModelRegistry, progress: Progress = print) -> RetrainResult:
+def retrain(
+    config: RetrainConfig,
+    registry: ModelRegistry,
+    progress: Progress = print,
+    experiments: Experiments | None = None,
+    audit: AuditLog | None = None,
+) -> RetrainResult:
     """Run (or resume) one retrain; never raises for a failed step — the outcome says what happened.
 
     ``RetrainBusy`` and ``NothingToResume`` are raised before anything starts.
@@ -336,7 +385,7 @@ def retrain(config: RetrainConfig, registry: ModelRegistry, progress: Progress =
         else:
             run = Run.create(config.work_dir, config.profile, dry_run=config.dry_run)
             progress(f"retrain {run.name}: profile {config.profile.name}, objective {config.profile.objective}")
-        pipeline = Pipeline(config, registry, run, progress)
+        pipeline = Pipeline(config, registry, run, progress, experiments, audit)
         if config.dry_run:
             return _dry_run(pipeline)
         try:
@@ -359,8 +408,9 @@ def retrain(config: RetrainConfig, registry: ModelRegistry, progress: Progress =
             run.finish("failed", f"{type(error).__name__}: {error}")
             message = f"{run.name} failed: {error}. `iris retrain --resume` continues."
             return RetrainResult("failed", run.name, run.dir, message, error=f"{type(error).__name__}: {error}")
-        promoted = run.result("promote")["promoted"]
-        return _finish(pipeline, "promoted" if promoted else "refused", None, None)
+        promote = run.result("promote")
+        status: Status = "promoted" if promote["promoted"] else "ab-test" if promote.get("ab") else "refused"
+        return _finish(pipeline, status, None, None)
 
 
 def _finish(pipeline: Pipeline, status: Status, reason: str | None, error: str | None) -> RetrainResult:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from finetune.profiles import Profile
 
 Progress = Callable[[str], None]
-Status = Literal["running", "promoted", "refused", "failed", "dry-run"]
+Status = Literal["running", "promoted", "ab-test", "refused", "failed", "dry-run"]
 
 
 class RetrainBusy(RuntimeError):

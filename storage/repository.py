@@ -30,6 +30,7 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
+from core.experiments import Arm
 from storage import people, queries, retention
 from storage.database import dialect_insert, session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
@@ -171,7 +172,13 @@ class SqlStore:
             return [to_turn(row) for row in reversed(rows)]
 
     def record_reply(
-        self, conversation_id: int, reply_to_turn_id: int, text: str, model_version: str, timings: Timings
+        self,
+        conversation_id: int,
+        reply_to_turn_id: int,
+        text: str,
+        model_version: str,
+        timings: Timings,
+        experiment: tuple[int, Arm] | None = None,
     ) -> int:
         with self._session() as session:
             asked = session.get_one(TurnRow, reply_to_turn_id)
@@ -187,6 +194,8 @@ class SqlStore:
                 generate_ms=timings.generate_ms,
                 total_ms=timings.total_ms,
                 tokens=timings.tokens,
+                experiment_id=experiment[0] if experiment else None,
+                arm=experiment[1].value if experiment else None,
             )
             session.add(row)
             session.flush()

@@ -98,6 +98,9 @@ class TurnRow(Base):
     chat_id: Mapped[str] = mapped_column(String(128))
     platform_message_id: Mapped[str | None] = mapped_column(String(128))
     model_version: Mapped[str | None] = mapped_column(String(128), index=True)
+    # A reply written in an A/B test: which experiment, and on which arm ("control"/"candidate").
+    experiment_id: Mapped[int | None] = mapped_column(Id, index=True)
+    arm: Mapped[str | None] = mapped_column(String(16))
     transcribe_ms: Mapped[float | None] = mapped_column(Float)
     generate_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float | None] = mapped_column(Float)
@@ -142,6 +145,28 @@ class ModelVersionRow(Base):
     active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]
+
+
+class ExperimentRow(Base):
+    """An A/B test of a candidate model version against the active one (core.experiments)."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    candidate: Mapped[str] = mapped_column(String(128))
+    control: Mapped[str | None] = mapped_column(String(128))  # the version active when it started
+    share: Mapped[float] = mapped_column(Float)
+    min_ratings: Mapped[int]
+    margin: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_by: Mapped[str | None] = mapped_column(String(256))
+    # True while it runs, NULL once it ended: the unique constraint lets one run
+    # at a time (NULLs never collide), on SQLite and PostgreSQL alike.
+    running: Mapped[bool | None] = mapped_column(unique=True, default=True)
+    ended_at: Mapped[datetime | None]
+    decision: Mapped[str | None] = mapped_column(String(16))
+    decided_by: Mapped[str | None] = mapped_column(String(256))
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class AuditRow(Base):

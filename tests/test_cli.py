@@ -209,3 +209,40 @@ def test_a_bad_path_argument_or_database_gets_one_clear_line(
     # Our own errors are one line; usage errors keep click's short usage block.
     if result.stderr.startswith("iris: "):
         assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_models_add_then_an_ab_test_started_watched_and_promoted(
+    env: dict[str, str], models_dir: Path, tmp_path: Path
+) -> None:
+    from core.generation import bundled_model
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    refused = iris(env, "models", "add", "broken", "--gguf", str(broken))
+    assert refused.returncode == 1 and refused.stderr.startswith("not added:"), refused.stderr
+
+    q4 = bundled_model(models_dir, "q4_1").gguf_path
+    added = iris(env, "models", "add", "unsloth-run-7", "--gguf", q4, "--base-model", "HuggingFaceTB/SmolLM2")
+    assert added.returncode == 0, added.stderr
+    assert "added unsloth-run-7 (inactive)" in added.stdout
+    listed = iris(env, "models", "list").stdout
+    assert "* smollm2-135m-instruct-f16" in listed and "  unsloth-run-7" in listed
+    assert "broken" not in listed
+    assert iris(env, "models", "add", "unsloth-run-7", "--gguf", q4).returncode == 1  # names are unique
+
+    assert iris(env, "models", "ab", "stop", "--promote").returncode == 1  # none is running
+    started = iris(env, "models", "ab", "start", "unsloth-run-7", "--share", "0.3", "--min-ratings", "50")
+    assert started.returncode == 0, started.stderr
+    assert "30% of conversations" in started.stdout
+    assert iris(env, "models", "ab", "start", "unsloth-run-7").returncode == 1  # one at a time
+
+    status = json.loads(iris(env, "models", "ab", "status", "--json").stdout)
+    assert status["experiment"]["candidate"] == "unsloth-run-7"
+    assert status["experiment"]["min_ratings"] == 50 and status["decision"] == "wait"
+    assert "Rule now: wait" in iris(env, "models", "ab", "status").stdout
+
+    stopped = iris(env, "models", "ab", "stop", "--promote")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "active: unsloth-run-7" in stopped.stdout
+    trail = iris(env, "audit").stdout
+    assert "model.add" in trail and "ab.start" in trail and "ab.stop" in trail

@@ -1,4 +1,4 @@
-"""The slash commands: /help, /reset, /forget, /consent, and /stats, /review and /retrain for admins."""
+"""The slash commands: /help, /reset, /forget, /consent, and /stats, /ab, /review and /retrain for admins."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from bots.discord_bot.components import (
 )
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.replies import MESSAGE_LIMIT
-from bots.render import format_audit, format_stats, split_message
+from bots.render import format_ab, format_audit, format_stats, split_message
 from core.access import REFUSAL
 from core.domain import ChatRef
 from core.service import RetrainBusy
@@ -39,7 +39,7 @@ HELP = """\
 (an admin reviews it before I learn from it).
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
 • `/consent yes` lets your rated conversations teach future versions of me; `/consent no` keeps them out.
-• Admins: `/stats`, `/review`, `/retrain` and `/audit`."""
+• Admins: `/stats`, `/ab`, `/review`, `/retrain` and `/audit`."""
 
 CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
 CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
@@ -80,6 +80,10 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     @tree.command(name="stats", description="Usage and ratings by model version (admins)")
     async def stats_command(interaction: Interaction) -> None:
         await guarded(interaction, _stats(bot, interaction))
+
+    @tree.command(name="ab", description="The A/B test of a model version: ratings per arm (admins)")
+    async def ab_command(interaction: Interaction) -> None:
+        await guarded(interaction, _ab(bot, interaction))
 
     @tree.command(name="review", description="Approve or reject suggested answers (admins)")
     async def review_command(interaction: Interaction) -> None:
@@ -123,6 +127,14 @@ async def _stats(bot: IrisClient, interaction: Interaction) -> None:
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     await tell(interaction, format_stats(await bot.service.stats()))
+
+
+async def _ab(bot: IrisClient, interaction: Interaction) -> None:
+    if not is_admin(interaction):
+        await tell(interaction, ADMINS_ONLY)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    await tell(interaction, format_ab(await bot.service.ab_status()))
 
 
 async def _review(bot: IrisClient, interaction: Interaction) -> None:

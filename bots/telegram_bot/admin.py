@@ -1,4 +1,4 @@
-"""Admin commands: /stats, /review of the suggested answers waiting for approval, /retrain."""
+"""Admin commands: /stats, /ab, /review of the suggested answers waiting for approval, /retrain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bots.render import format_audit, format_stats, split_message
+from bots.render import format_ab, format_audit, format_stats, split_message
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
 from bots.telegram_bot.formatting import plain_text
@@ -57,6 +57,14 @@ class Admin:
         stats = await self.adapter.service.stats()
         target = self.adapter.target(update.effective_message)
         await self.adapter.outbox.send(target, plain_text(format_stats(stats)))
+
+    async def on_ab(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The running A/B test's figures (or the last one's), as ``iris models ab status`` shows them."""
+        if not await self._allowed(update) or update.effective_message is None:
+            return
+        report = await self.adapter.service.ab_status()
+        target = self.adapter.target(update.effective_message)
+        await self.adapter.outbox.send(target, plain_text(format_ab(report)))
 
     async def on_review(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """One message per pending correction, each with approve / reject buttons."""

@@ -119,6 +119,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("consent", commands.on_consent),
             CommandHandler("cancel", feedback.on_cancel),
             CommandHandler("stats", admin.on_stats),
+            CommandHandler("ab", admin.on_ab),
             CommandHandler("review", admin.on_review),
             CommandHandler("retrain", admin.on_retrain),
             CommandHandler("audit", admin.on_audit),

@@ -33,6 +33,7 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /cancel – stop suggesting a better answer
 /consent yes|no – whether your rated conversations may train future versions of me
 /stats, /review – for admins: figures, and the suggested answers waiting for review
+/ab – for admins: the A/B test of a model version, ratings per arm
 /retrain – for admins: train a new model on the reviewed feedback
 /audit – for admins: the latest admin actions, consent changes and deletions"""
 

@@ -125,6 +125,7 @@ async def test_help_reset_and_forget_with_confirmation(
             "forget",
             "consent",
             "stats",
+            "ab",
             "review",
             "retrain",
             "audit",
@@ -174,6 +175,9 @@ async def test_stats_and_review_are_for_admins_and_review_approves_a_correction(
     admin = fake.owner
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
         assert await shown(fake, await fake.command("stats", person)) == ["Only the bot's admins can do that."]
+        assert await shown(fake, await fake.command("ab", person)) == ["Only the bot's admins can do that."]
+        [no_test] = await shown(fake, await fake.command("ab", admin))
+        assert no_test.startswith("No A/B test has run yet")
         assert await shown(fake, await fake.command("review", person)) == ["Only the bot's admins can do that."]
         assert await shown(fake, await fake.command("review", admin)) == [
             "No corrections are waiting for review."

@@ -213,6 +213,37 @@ async def test_a_whole_retrain_promotes_and_the_running_bot_switches(
     assert again.model == seeded.served_name
 
 
+async def test_with_ab_a_passing_candidate_goes_to_an_ab_test_instead_of_replacing_the_model(
+    deployment: Deployment, seeded: Seeded
+) -> None:
+    from core.experiments import Arm, arm_for
+    from storage.experiments import SqlExperiments
+
+    app = deployment.app
+    result = deployment.launcher(IRIS_RETRAIN_AB_SHARE="0.5").run(profile="cpu-tiny")
+    outcome = result.outcome()
+    assert result.returncode == 0 and result.status == "ab-test", result.log_path.read_text()[-3000:]
+    assert outcome.ok and not outcome.promoted and "in A/B test" in outcome.summary
+    active = app.store.active_model()
+    assert active is not None and active.name == seeded.served_name  # not replaced
+    experiment = SqlExperiments(app.store.engine).running_experiment()
+    assert experiment is not None and experiment.candidate == outcome.model and experiment.share == 0.5
+    started = [e for e in app.store.audit_entries() if e.action.value == "ab.start"]
+    assert [(e.actor, e.target) for e in started] == [("retrain", outcome.model)]
+
+    # The running bot serves the candidate to the conversations on its arm from the next reply.
+    served: dict[Arm, str] = {}
+    for number in range(30):
+        person = Person("telegram", str(5000 + number))
+        reply = await ask(app, person, "What is the capital of Italy?")
+        turn = app.store.get_turn(reply.turn_id)
+        assert turn is not None
+        served.setdefault(arm_for(experiment, turn.conversation_id), reply.model)
+        if len(served) == 2:
+            break
+    assert served == {Arm.CONTROL: seeded.served_name, Arm.CANDIDATE: outcome.model}
+
+
 async def test_a_worse_candidate_is_refused_and_the_active_model_stays(
     deployment: Deployment, seeded: Seeded, base_cache: Path
 ) -> None:

@@ -1,0 +1,100 @@
+"""``iris models ab``: A/B tests of a candidate version against the active one, judged by ratings."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from bots.app import load_settings
+from bots.cli_models import console_actor
+from bots.render import format_ab
+from core.experiments import DEFAULT_SHARE, Decision
+
+ab_app = typer.Typer(help="A/B tests: serve a candidate to a share of conversations.", no_args_is_help=True)
+
+
+@ab_app.command("start")
+def ab_start(
+    candidate: str,
+    share: Annotated[float, typer.Option(help="Of conversations that get the candidate.")] = DEFAULT_SHARE,
+    min_ratings: Annotated[
+        int | None, typer.Option(help="Ratings per arm before the rule decides (default: IRIS_AB_MIN_RATINGS).")
+    ] = None,
+) -> None:
+    """Serve CANDIDATE to a share of conversations and the active version to the rest.
+
+    Running bots pick it up before their next reply. Once both arms have the
+    ratings, the candidate is promoted if it is not worse than the active version
+    by more than IRIS_AB_MARGIN (at 95 %); otherwise the active version stays.
+    """
+    from bots.app import opened_store
+    from core.ab import start
+    from storage.experiments import SqlExperiments
+
+    settings = load_settings()
+    with opened_store(settings) as store:
+        try:
+            experiment = start(
+                SqlExperiments(store.engine),
+                store,
+                candidate,
+                share=share,
+                min_ratings=min_ratings or settings.ab_min_ratings,
+                margin=settings.ab_margin,
+                actor=console_actor(),
+            )
+        except ValueError as error:
+            typer.echo(f"not started: {error}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(
+        f"A/B test {experiment.id} started: {candidate} for {share:.0%} of conversations, "
+        f"{experiment.control or 'the active version'} for the rest; "
+        f"decided at {experiment.min_ratings} ratings on both arms"
+    )
+
+
+@ab_app.command("status")
+def ab_status(
+    as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON.")] = False,
+) -> None:
+    """Per arm: conversations, replies, rated share, 👍 share with its interval; the difference; the rule."""
+    from bots.app import opened_store
+    from core.ab import latest_report
+    from storage.experiments import SqlExperiments
+
+    with opened_store(load_settings()) as store:
+        report = latest_report(SqlExperiments(store.engine))
+    if as_json:
+        typer.echo(json.dumps(report.to_json() if report else None, ensure_ascii=False))
+    else:
+        typer.echo(format_ab(report))
+
+
+@ab_app.command("stop")
+def ab_stop(
+    promote: Annotated[bool, typer.Option("--promote", help="Make the candidate the active version.")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Keep the active version.")] = False,
+) -> None:
+    """End the running A/B test now, whatever the figures say (the admin decides)."""
+    from bots.app import opened_store
+    from core.ab import conclude
+    from storage.experiments import SqlExperiments
+
+    if promote == rollback:
+        typer.echo("say --promote or --rollback", err=True)
+        raise typer.Exit(2)
+    with opened_store(load_settings()) as store:
+        experiments = SqlExperiments(store.engine)
+        running = experiments.running_experiment()
+        if running is None:
+            typer.echo("no A/B test is running", err=True)
+            raise typer.Exit(1)
+        decision = Decision.PROMOTE if promote else Decision.ROLLBACK
+        ended = conclude(experiments, store, store, running, decision, console_actor())
+        if ended is None:
+            typer.echo("it had just ended (the rule decided first)", err=True)
+            raise typer.Exit(1)
+        active = store.active_model()
+    typer.echo(f"A/B test {ended.id} stopped: {decision.value}; active: {active.name if active else '-'}")
