@@ -114,6 +114,35 @@ def test_stats_plot_draws_the_rating_picture(env: dict[str, str], tmp_path: Path
     assert all("up of" in share for share in shares)
 
 
+def test_stats_plot_shows_an_ab_tests_arms_side_by_side(env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from datetime import UTC, datetime
+
+    from core.experiments import Arm, ArmCounts, ArmRating, Experiment, report
+    from finetune.plots import plot_stats
+    from storage import queries
+    from storage.database import make_engine
+    from storage.repository import SqlStore
+
+    experiment = Experiment(7, "cpu-tiny-run", 0.5, 30, 0.1, datetime(2026, 12, 4, tzinfo=UTC), control="smol")
+    ratings = [ArmRating(n // 3, Arm.CONTROL, n % 3 != 0) for n in range(30)]  # 20 of 30 up
+    ratings += [ArmRating(100 + n // 3, Arm.CANDIDATE, n % 5 != 0) for n in range(30)]  # 24 of 30 up
+    counts = {Arm.CONTROL: ArmCounts(10, 40, 30, ("smol",)), Arm.CANDIDATE: ArmCounts(10, 40, 30, ("new",))}
+    ab = report(experiment, counts, ratings)
+    engine = make_engine(env["DATABASE_URL"])
+    figure = plot_stats(SqlStore(engine).stats(), queries.activity(engine), tmp_path / "ab.png", ab)
+    engine.dispose()
+    arms, difference = figure.axes[4], figure.axes[5]
+    assert arms.get_title().startswith("A/B test 7 (running)")
+    assert [text.get_text() for text in arms.texts] == ["67% of 30", "80% of 30"]
+    assert difference.get_title() == f"Candidate − control, 95% · rule now: {ab.decision.value}"
+    assert [label.get_text() for label in difference.get_yticklabels()] == [
+        "Newcombe",
+        "bootstrap over\nconversations",
+    ]
+    assert (tmp_path / "ab.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_an_unreachable_hub_is_explained(env: dict[str, str], tmp_path: Path) -> None:
     pytest.importorskip("datasets")
     offline = {**env, "HF_HUB_OFFLINE": "1"}
