@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -306,9 +305,6 @@ def _cluster_bootstrap(ratings: Sequence[ArmRating], seed: int) -> Interval | No
         ki = np.asarray(ctrl).astype(np.intp)
         return c_ups[ci].sum(axis=-1) / c_n[ci].sum(axis=-1) - k_ups[ki].sum(axis=-1) / k_n[ki].sum(axis=-1)
 
-    rng = np.random.default_rng(seed)
-    # scipy >= 1.15 calls the generator ``rng``; older releases ``random_state``.
-    rng_name = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
     result = stats.bootstrap(
         (np.arange(len(c_n), dtype=float), np.arange(len(k_n), dtype=float)),
         difference,
@@ -318,7 +314,7 @@ def _cluster_bootstrap(ratings: Sequence[ArmRating], seed: int) -> Interval | No
         n_resamples=BOOTSTRAP_RESAMPLES,
         method="percentile",
         confidence_level=CONFIDENCE,
-        **{rng_name: rng},
+        rng=np.random.default_rng(seed),
     )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):
