@@ -8,17 +8,20 @@ the model registry) import ``storage``; the platform adapters see nothing but
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from bots.settings import Settings
-from core.ab import ABServing
+from core.ab import ABServing, PinnedGenerator
 from core.domain import ModelVersion
 from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
 from core.limits import RateLimits
 from core.ports import Generation
+from core.remote import ServerConfig, ServerGenerator, ServerTranscriber
 from core.service import ChatService, ServiceConfig
 from core.transcription import WhisperConfig, WhisperTranscriber
 from finetune.copies import CopyEraser
@@ -39,8 +42,8 @@ class App:
     settings: Settings
     store: SqlStore
     service: ChatService
-    transcriber: WhisperTranscriber
-    generator: LlamaGenerator
+    transcriber: WhisperTranscriber | ServerTranscriber
+    generator: LlamaGenerator | ServerGenerator
 
     def warm_up(self) -> None:
         """Load both models now rather than on the first message (blocking)."""
@@ -114,26 +117,64 @@ def ensure_served_model(store: SqlStore, settings: Settings) -> ModelVersion:
     return model
 
 
-def build_app(settings: Settings | None = None) -> App:
-    settings = settings or Settings()
-    store = open_store(settings)
-    model = ensure_served_model(store, settings)
-    transcriber = WhisperTranscriber(
+def server_config(
+    settings: Settings, url: str, api_key: SecretStr | None, served_model: str | None
+) -> ServerConfig:
+    """How to reach an OpenAI-compatible server (IRIS_LLM_URL or IRIS_WHISPER_URL), with the shared limits."""
+    return ServerConfig(
+        url=url,
+        api_key=api_key.get_secret_value() if api_key else "none",
+        served_model=served_model,
+        connect_timeout_s=settings.server_connect_timeout_seconds,
+        read_timeout_s=settings.server_read_timeout_seconds,
+        retries=settings.server_retries,
+    )
+
+
+def build_transcriber(settings: Settings) -> WhisperTranscriber | ServerTranscriber:
+    language = None if settings.whisper_language == "auto" else settings.whisper_language
+    if settings.whisper_url:
+        config = server_config(
+            settings, settings.whisper_url, settings.whisper_api_key, settings.whisper_served_model
+        )
+        return ServerTranscriber(config, language)
+    return WhisperTranscriber(
         WhisperConfig(
             model=settings.whisper_model,
             device=settings.whisper_device,
             compute_type=settings.whisper_compute_type,
-            language=None if settings.whisper_language == "auto" else settings.whisper_language,
+            language=language,
             vad_filter=settings.whisper_vad,
             beam_size=settings.whisper_beam_size,
         )
     )
+
+
+def build_generators(
+    settings: Settings, store: SqlStore, model: ModelVersion
+) -> tuple[LlamaGenerator | ServerGenerator, Callable[[ModelVersion], PinnedGenerator]]:
+    """The generator that follows the registry, and how to make one pinned to a version (A/B arms)."""
+    if settings.llm_url:
+        config = server_config(settings, settings.llm_url, settings.llm_api_key, settings.llm_served_model)
+        context = settings.llm_context_tokens
+        return (
+            ServerGenerator(config, store, model, context),
+            lambda version: ServerGenerator(replace(config, served_model=None), None, version, context),
+        )
     llama = LlamaConfig(
         context_tokens=settings.llm_context_tokens,
         threads=settings.llm_threads,
         parallel=settings.llm_parallel,
     )
-    generator = LlamaGenerator(registry=store, fallback=model, config=llama)
+    return LlamaGenerator(store, model, llama), lambda version: LlamaGenerator(None, version, llama)
+
+
+def build_app(settings: Settings | None = None) -> App:
+    settings = settings or Settings()
+    store = open_store(settings)
+    model = ensure_served_model(store, settings)
+    transcriber = build_transcriber(settings)
+    generator, pinned = build_generators(settings, store, model)
     service = ChatService(
         store,
         transcriber,
@@ -175,6 +216,6 @@ def build_app(settings: Settings | None = None) -> App:
         copies=CopyEraser(settings.data_dir, retrain_dir(settings)),
         audit=store,
         # An A/B test's candidate is served by a second model, pinned to its version.
-        ab=ABServing(SqlExperiments(store.engine), store, lambda version: LlamaGenerator(None, version, llama)),
+        ab=ABServing(SqlExperiments(store.engine), store, pinned),
     )
     return App(settings, store, service, transcriber, generator)

@@ -13,7 +13,7 @@ import typer
 from bots.app import AUDITED_BY_PARENT, load_settings
 from bots.settings import Settings
 from core.audit import retrain_entries
-from core.domain import AuditAction
+from core.domain import AuditAction, ModelVersion
 from core.ports import RetrainOutcome
 
 if TYPE_CHECKING:
@@ -104,6 +104,48 @@ def models_add(
         )
     typer.echo(f"added {name} (inactive); it answered {question!r} with {reply!r}")
     typer.echo(f"serve it with `iris models activate {name}` or test it with `iris models ab start {name}`")
+
+
+@models_app.command("server-config")
+def models_server_config(
+    out: Annotated[Path, typer.Option(help="Where to write llama-cpp-python's server config (JSON).")],
+    host: Annotated[str, typer.Option(help="The address the server listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Its port; IRIS_LLM_URL is then http://HOST:PORT/v1.")] = 8080,
+) -> None:
+    """Every registered version as a model of `python -m llama_cpp.server --config_file OUT`, by its name.
+
+    Requests name the version they want, so a promotion, a rollback or an A/B arm
+    needs no restart; a version registered later needs this file written again and
+    the server restarted.
+    """
+    from bots.app import ensure_served_model, opened_store
+
+    settings = load_settings()
+    with opened_store(settings) as store:
+        ensure_served_model(store, settings)
+        versions = sorted(store.list_models(), key=lambda version: not version.active)  # the active one first
+    config = llama_server_config(versions, host, port, settings.llm_context_tokens, settings.llm_threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(config, indent=2))
+    typer.echo(f"{out}: {len(versions)} versions; start: python -m llama_cpp.server --config_file {out}")
+    typer.echo(f"then IRIS_LLM_URL=http://{host}:{port}/v1")
+
+
+def llama_server_config(
+    versions: list[ModelVersion], host: str, port: int, context_tokens: int, threads: int | None
+) -> dict[str, object]:
+    """llama-cpp-python's server settings: each version under its registry name, the first the default."""
+    models: list[dict[str, object]] = []
+    for version in versions:
+        model: dict[str, object] = {
+            "model": version.gguf_path,
+            "model_alias": version.name,
+            "n_ctx": context_tokens,
+        }
+        if threads:
+            model["n_threads"] = threads
+        models.append(model)
+    return {"host": host, "port": port, "models": models}
 
 
 @models_app.command("activate")

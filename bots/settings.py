@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
 
     # --- speech to text (faster-whisper) ---
+    # An OpenAI-compatible /v1/audio/transcriptions server instead of the embedded whisper (docs/deploy.md).
+    whisper_url: str | None = None
+    whisper_api_key: SecretStr | None = None
+    whisper_served_model: str | None = None  # the name the server knows its model by; empty: whisper-1
     whisper_model: str = "bundled"  # "bundled" (tiny.en), a size name, a Hub id or a local path
     whisper_language: str = "auto"  # "auto" or a code such as "en"
     whisper_device: str = "cpu"
@@ -48,6 +52,16 @@ class Settings(BaseSettings):
     max_file_mb: float = 20.0
 
     # --- replies (llama.cpp) ---
+    # An OpenAI-compatible server (llama-server, llama_cpp.server, vLLM, SGLang, Ollama) instead of
+    # the embedded llama.cpp; requests name the registry's version unless a served model is set.
+    llm_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_served_model: str | None = None
+    # Both servers: timeouts (the read timeout is also the longest pause in a stream) and retries
+    # with exponential backoff before the first token (the openai client's).
+    server_connect_timeout_seconds: float = 5.0
+    server_read_timeout_seconds: float = 60.0
+    server_retries: int = Field(default=2, ge=0, le=10)
     llm_model: str = "bundled"  # "bundled", a .gguf path, or "owner/repo:file.gguf" on the Hub
     llm_bundled_quant: Literal["f16", "q8_0", "q4_1"] = "f16"
     llm_context_tokens: int = 2048  # per reply being written

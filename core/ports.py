@@ -27,6 +27,7 @@ from core.domain import (
     Person,
     PruneReport,
     RatingOutcome,
+    Speech,
     Stats,
     Timings,
     Turn,
@@ -44,6 +45,13 @@ class AudioTooLong(AudioError):
         super().__init__(f"{seconds:.0f} s of audio is over the {limit:.0f} s limit")
         self.seconds = seconds
         self.limit = limit
+
+
+class ServerUnavailable(Exception):
+    """A server Iris depends on (models, transcription) is down, refusing or too slow.
+
+    ``str(error)`` names which and how, without addresses or keys: safe to show.
+    """
 
 
 @dataclass(frozen=True)
@@ -241,4 +249,38 @@ class CopyEraser(Protocol):
 class Retrainer(Protocol):
     def retrain(self, profile: str | None = None) -> RetrainOutcome:
         """Run a whole retrain in a separate process and wait for it (blocking)."""
+        ...
+
+
+class SynthesisFailed(Exception):
+    """Speech could not be made; ``str(error)`` is short and safe to log (no text of the reply)."""
+
+
+class Synthesizer(Protocol):
+    """Text to speech (``core.speech``): blocking, so the service runs it in a worker thread."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def words_per_second(self) -> float:
+        """About how fast it speaks, to choose whole sentences that fit a time limit."""
+        ...
+
+    def speak(self, text: str, max_seconds: float) -> Speech:
+        """Say ``text`` as OGG/Opus, cut at ``max_seconds``; raise SynthesisFailed."""
+        ...
+
+
+class VoicePreferences(Protocol):
+    """Who wants spoken replies, and what was spoken (``storage.repository.SqlStore``)."""
+
+    def voice_preference(self, person: Person) -> bool | None:
+        """The person's ``/voice on|off``; None: they never said (the deployment's mode decides)."""
+        ...
+
+    def set_voice_preference(self, person: Person, on: bool | None) -> None: ...
+
+    def record_speech(self, turn_id: int, seconds: float, speak_ms: float, audio: bytes | None) -> None:
+        """Note a reply's spoken length and synthesis time (and keep its audio, when given)."""
         ...

@@ -57,6 +57,7 @@ from core.ports import (
     ReplyGenerator,
     Retrainer,
     RetrainOutcome,
+    ServerUnavailable,
     Transcriber,
 )
 from core.prompt import PromptTooLong, build_prompt
@@ -256,6 +257,11 @@ class ChatService:
             text = f"I could not read that audio ({bad}). Voice notes, MP3, M4A, OGG and WAV files work."
             await self._fail(turn_id, text)
             return Notice(NoticeKind.UNREADABLE_AUDIO, text, turn_id)
+        except ServerUnavailable as down:
+            log.warning("turn %s not transcribed: %s", turn_id, down)
+            text = f"I cannot listen right now ({down}). Please send it again in a minute."
+            await self._fail(turn_id, text)
+            return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
         except Exception:
             log.exception("transcription failed for turn %s", turn_id)
             text = "Sorry, something went wrong while I listened to that. Please try again."
@@ -303,6 +309,12 @@ class ChatService:
             notice = "That message is too long for me to answer in one go; please shorten it."
             await self._fail(turn_id, notice)
             yield Notice(NoticeKind.TOO_LONG, notice, turn_id)
+            return
+        except ServerUnavailable as down:
+            log.warning("turn %s not answered: %s", turn_id, down)
+            notice = f"I cannot answer right now ({down}). Please try again in a minute."
+            await self._fail(turn_id, notice)
+            yield Notice(NoticeKind.MODEL_FAILED, notice, turn_id)
             return
         except Exception:
             log.exception("generation failed for turn %s", turn_id)

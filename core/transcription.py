@@ -76,32 +76,10 @@ class WhisperTranscriber:
             return self._model
 
     def probe(self, audio: bytes) -> float:
-        """Duration of the first audio stream, read from the container header without decoding.
-
-        PyAV (faster-whisper's own decoder) reads the header in about a
-        millisecond; pydub's ffprobe process took 88 ms a voice note here,
-        14% of the whole reply path (bench/pipeline.py).
-        """
-        import av
-
-        try:
-            with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
-                streams = [s for s in container.streams if s.type == "audio"]
-                if not streams:
-                    raise AudioError("no audio in the file")
-                stream = streams[0]
-                if stream.duration is not None and stream.time_base is not None:
-                    return float(stream.duration * stream.time_base)
-                if container.duration is not None:
-                    return container.duration / av.time_base
-        except av.FFmpegError as error:
-            raise AudioError("not an audio file") from error
-        # Some streams (raw Opus, some WebM) carry no duration: decoding is the
-        # only way to know, and the byte-size limit bounds the work.
-        return len(self._decode(audio)) / SAMPLE_RATE
+        return probe_seconds(audio)
 
     def transcribe(self, audio: bytes) -> Transcript:
-        samples = self._decode(audio)
+        samples = decode(audio)
         model = self.load()
         segments, info = model.transcribe(
             samples,
@@ -113,29 +91,55 @@ class WhisperTranscriber:
         text = " ".join(segment.text.strip() for segment in segments).strip()
         return Transcript(text=text, language=info.language, audio_seconds=info.duration)
 
-    @staticmethod
-    def _decode(audio: bytes) -> Any:
-        """16 kHz mono float32 samples.
 
-        Like ``faster_whisper.audio.decode_audio`` but without its
-        ``gc.collect()``, a full collection that holds the GIL and stalled the
-        bot's event loop by 30-55 ms per voice note here (bench/pipeline.py).
-        """
-        import av
-        import numpy as np
+def probe_seconds(audio: bytes) -> float:
+    """Duration of the first audio stream, read from the container header without decoding.
 
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        chunks: list[Any] = []
-        try:
-            with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
-                for frame in _valid_frames(container.decode(audio=0)):
-                    chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-                chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-        except (av.FFmpegError, IndexError) as error:  # IndexError: no audio stream
-            raise AudioError("the audio could not be decoded") from error
-        if not chunks:
-            raise AudioError("the file holds no sound")
-        return np.concatenate(chunks, axis=None).astype(np.float32) / 32768.0
+    PyAV (faster-whisper's own decoder) reads the header in about a
+    millisecond; pydub's ffprobe process took 88 ms a voice note here,
+    14% of the whole reply path (bench/pipeline.py).
+    """
+    import av
+
+    try:
+        with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
+            streams = [s for s in container.streams if s.type == "audio"]
+            if not streams:
+                raise AudioError("no audio in the file")
+            stream = streams[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / av.time_base
+    except av.FFmpegError as error:
+        raise AudioError("not an audio file") from error
+    # Some streams (raw Opus, some WebM) carry no duration: decoding is the
+    # only way to know, and the byte-size limit bounds the work.
+    return len(decode(audio)) / SAMPLE_RATE
+
+
+def decode(audio: bytes) -> Any:
+    """16 kHz mono float32 samples.
+
+    Like ``faster_whisper.audio.decode_audio`` but without its
+    ``gc.collect()``, a full collection that holds the GIL and stalled the
+    bot's event loop by 30-55 ms per voice note here (bench/pipeline.py).
+    """
+    import av
+    import numpy as np
+
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[Any] = []
+    try:
+        with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
+            for frame in _valid_frames(container.decode(audio=0)):
+                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+    except (av.FFmpegError, IndexError) as error:  # IndexError: no audio stream
+        raise AudioError("the audio could not be decoded") from error
+    if not chunks:
+        raise AudioError("the file holds no sound")
+    return np.concatenate(chunks, axis=None).astype(np.float32) / 32768.0
 
 
 def _valid_frames(frames: Iterator[Any]) -> Iterator[Any]:

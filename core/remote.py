@@ -1,0 +1,274 @@
+"""Replies and transcripts from OpenAI-compatible servers, behind the same ports as the embedded ones.
+
+``ServerGenerator`` streams chat completions from llama.cpp's ``llama-server``,
+llama-cpp-python's ``python -m llama_cpp.server``, vLLM, SGLang or Ollama;
+``ServerTranscriber`` posts to ``/v1/audio/transcriptions`` (faster-whisper-server,
+speaches, vLLM's whisper). Both go through the official ``openai`` client, whose
+retries (exponential backoff on connection errors, 408, 429 and 5xx) and
+connect/read timeouts are settings. The ports are blocking, so these use the
+client's blocking flavour from the service's worker threads.
+
+Model versions: a request names the registry's active version (or the version an
+A/B arm pins) as its ``model``, so the server must serve every version under its
+registry name (``iris models server-config`` writes llama-cpp-python's config for
+it); a name the server does not list is refused here rather than answered by the
+server's default model, since every reply records the version that wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.domain import ChatMessage, ModelVersion
+from core.ports import Generation, ModelRegistry, ServerUnavailable, Transcript
+from core.transcription import decode, probe_seconds
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    url: str  # the OpenAI base URL, e.g. http://127.0.0.1:8080/v1
+    api_key: str = "none"  # servers on a private network often take any key
+    served_model: str | None = None  # a fixed model name; None: the registry's version name
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0  # also the longest pause between two streamed pieces
+    retries: int = 2  # before the first token; a stream cut mid-reply is not retried
+
+
+def openai_client(config: ServerConfig) -> OpenAI:
+    from openai import OpenAI, Timeout
+
+    timeout = Timeout(config.read_timeout_s, connect=config.connect_timeout_s)
+    return OpenAI(base_url=config.url, api_key=config.api_key, timeout=timeout, max_retries=config.retries)
+
+
+def _unavailable(what: str, error: Exception) -> ServerUnavailable:
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        reason = "timed out"
+    elif isinstance(error, openai.APIConnectionError):
+        reason = "is not reachable"
+    elif isinstance(error, openai.APIStatusError):
+        reason = f"answered {error.status_code}"
+    else:
+        reason = f"failed ({type(error).__name__})"
+    return ServerUnavailable(f"the {what} server {reason}")
+
+
+class ServerGenerator:
+    """``ReplyGenerator`` on an OpenAI-compatible chat completions server."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: ModelRegistry | None,
+        fallback: ModelVersion | None = None,
+        context_tokens: int = 2048,
+    ) -> None:
+        if registry is None and fallback is None and config.served_model is None:
+            raise ValueError("a server generator needs a model registry, a model or a served model name")
+        self.config = config
+        self.registry = registry
+        self.fallback = fallback
+        self._context_tokens = context_tokens
+        self._client: OpenAI | None = None
+        self._served: set[str] = set()  # names the server listed
+        self._counter: _TokenCounter | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> OpenAI:
+        with self._lock:
+            if self._client is None:
+                self._client = openai_client(self.config)
+            return self._client
+
+    @property
+    def model_name(self) -> str:
+        return self.config.served_model or self._wanted().name
+
+    @property
+    def context_tokens(self) -> int:
+        return self._context_tokens
+
+    def _wanted(self) -> ModelVersion:
+        active = self.registry.active_model() if self.registry else None
+        wanted = active or self.fallback
+        if wanted is None:
+            raise RuntimeError("no model is active; run `iris models activate NAME`")
+        return wanted
+
+    def _check_served(self, name: str) -> None:
+        """Refuse a name the server does not list: it would answer with its default model instead."""
+        if name in self._served:
+            return
+        try:
+            listed = {model.id for model in self.client.models.list()}
+        except Exception as error:
+            raise _unavailable("model", error) from error
+        self._served = listed
+        if name not in listed:
+            served = ", ".join(sorted(listed)) or "nothing"
+            raise ServerUnavailable(
+                f"the model server does not serve {name!r} (it serves {served}); "
+                "add it to the server's models (iris models server-config)"
+            )
+
+    def load(self) -> None:
+        """Check at start that the server serves the model; a server still down is only logged."""
+        try:
+            self._check_served(self.model_name)
+        except ServerUnavailable as down:
+            log.warning("%s; replies wait for it", down)
+
+    def count_tokens(self, text: str) -> int:
+        counter = self._counter
+        if counter is None:
+            counter = self._counter = _TokenCounter(self.config, self.fallback)
+        return counter.count(self.model_name, text)
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        name = self.model_name
+        self._check_served(name)
+        extra: dict[str, Any] = {"top_k": options.top_k, "repeat_penalty": options.repeat_penalty}
+        payload: Any = [{"role": m.role, "content": m.content} for m in messages]
+        try:
+            chunks = self.client.chat.completions.create(
+                model=name,
+                messages=payload,
+                stream=True,
+                max_tokens=options.max_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                seed=options.seed,
+                extra_body=extra,
+            )
+        except Exception as error:
+            raise _unavailable("model", error) from error
+        try:
+            for chunk in chunks:
+                piece = chunk.choices[0].delta.content if chunk.choices else None
+                if piece:
+                    yield piece
+        except Exception as error:
+            raise _unavailable("model", error) from error
+        finally:
+            chunks.close()  # the caller stopped listening or the reply ended: free the server's slot
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class _TokenCounter:
+    """Counts tokens with the server's own tokenizer endpoint, or the version's GGUF vocabulary.
+
+    llama-cpp-python's server has ``/extras/tokenize/count``, llama.cpp's ``llama-server``
+    ``/tokenize``; vLLM and others have neither, and then the local GGUF's vocabulary
+    counts (loaded with ``vocab_only``: no weights).
+    """
+
+    def __init__(self, config: ServerConfig, local: ModelVersion | None) -> None:
+        import httpx
+
+        root = config.url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {config.api_key}"}
+        timeout = httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s)
+        self._http = httpx.Client(base_url=root, headers=headers, timeout=timeout)
+        self._local = local
+        self._way: str | None = None
+        self._vocab: Any = None
+
+    def count(self, model: str, text: str) -> int:
+        import httpx
+
+        ways = [self._way] if self._way else ["extras", "tokenize", "local"]
+        for way in ways:
+            try:
+                if way == "extras":
+                    response = self._http.post("/extras/tokenize/count", json={"input": text, "model": model})
+                    response.raise_for_status()
+                    count = int(response.json()["count"])
+                elif way == "tokenize":
+                    response = self._http.post("/tokenize", json={"content": text})
+                    response.raise_for_status()
+                    count = len(response.json()["tokens"])
+                else:
+                    count = self._local_count(text)
+            except httpx.HTTPStatusError as error:
+                if error.response.status_code in (404, 405):
+                    continue  # this server has no such endpoint: the next way
+                raise _unavailable("model", error) from error
+            except httpx.TransportError as error:
+                raise ServerUnavailable("the model server is not reachable") from error
+            self._way = way
+            return count
+        raise RuntimeError("no way to count tokens")
+
+    def _local_count(self, text: str) -> int:
+        if self._local is None:
+            raise RuntimeError(
+                "the model server has no tokenizer endpoint and no local GGUF is configured to count tokens"
+            )
+        if self._vocab is None:
+            from core.generation import open_gguf
+
+            self._vocab = open_gguf(self._local.gguf_path, vocab_only=True, n_ctx=64)
+        return len(self._vocab.tokenize(text.encode(), add_bos=False, special=False))
+
+
+class ServerTranscriber:
+    """``Transcriber`` on an OpenAI-compatible ``/v1/audio/transcriptions`` server.
+
+    The duration is read here (``probe``, with PyAV, before anything is sent), so the
+    limits on length and on voice minutes hold as with the embedded whisper.
+    """
+
+    def __init__(self, config: ServerConfig, language: str | None = None) -> None:
+        self.config = config
+        self.language = language
+        self._client: OpenAI | None = None
+        self._lock = threading.Lock()
+
+    def probe(self, audio: bytes) -> float:
+        return probe_seconds(audio)
+
+    def _client_now(self) -> OpenAI:
+        with self._lock:
+            if self._client is None:
+                self._client = openai_client(self.config)
+            return self._client
+
+    def load(self) -> None:
+        """Nothing to load: transcription servers have no common health endpoint to check."""
+        self._client_now()
+
+    def transcribe(self, audio: bytes) -> Transcript:
+        seconds = self.probe(audio)  # raises AudioError for what is not audio
+        client = self._client_now()
+        from openai import omit
+
+        decode(audio)  # undecodable audio is the person's to hear about, not the server's
+        try:
+            result = client.audio.transcriptions.create(
+                model=self.config.served_model or "whisper-1",
+                file=("voice.ogg", audio),
+                response_format="verbose_json",
+                language=self.language or omit,
+            )
+        except Exception as error:
+            raise _unavailable("transcription", error) from error
+        language = getattr(result, "language", None)
+        duration = getattr(result, "duration", None)
+        return Transcript(result.text.strip(), language, float(duration) if duration else seconds)
