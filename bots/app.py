@@ -23,6 +23,7 @@ from core.limits import RateLimits
 from core.ports import Generation
 from core.remote import ServerConfig, ServerGenerator, ServerTranscriber
 from core.service import ChatService, ServiceConfig
+from core.speaking import ReplySpeaker, SpeechConfig, VoiceMode
 from core.transcription import WhisperConfig, WhisperTranscriber
 from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
@@ -30,6 +31,7 @@ from storage.database import make_engine, sqlite_url
 from storage.experiments import SqlExperiments
 from storage.migrate import upgrade
 from storage.repository import SqlStore
+from storage.voices import SqlVoicePreferences
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class App:
         if self.service.ab is not None:
             self.service.ab.close()
         self.generator.close()
+        if self.service.speaker is not None:
+            self.service.speaker.close()
         self.store.engine.dispose()
 
 
@@ -217,5 +221,21 @@ def build_app(settings: Settings | None = None) -> App:
         audit=store,
         # An A/B test's candidate is served by a second model, pinned to its version.
         ab=ABServing(SqlExperiments(store.engine), store, pinned),
+        speaker=build_speaker(settings, store),
     )
     return App(settings, store, service, transcriber, generator)
+
+
+def build_speaker(settings: Settings, store: SqlStore) -> ReplySpeaker:
+    """Spoken replies: the engine the settings name, speaking off the event loop."""
+    from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
+
+    synthesizer: EspeakSynthesizer | PiperSynthesizer = EspeakSynthesizer(voice=settings.tts_espeak_voice)
+    if settings.tts_engine == "piper":
+        python = settings.tts_piper_python
+        model = settings.tts_piper_model or find_piper_voice(python) or python.parent / "missing-voice.onnx"
+        synthesizer = PiperSynthesizer(python, model)
+    config = SpeechConfig(
+        VoiceMode(settings.reply_voice), settings.max_spoken_seconds, settings.keep_spoken_audio
+    )
+    return ReplySpeaker(synthesizer, SqlVoicePreferences(store.engine), config)

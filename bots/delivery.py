@@ -16,7 +16,17 @@ from collections.abc import AsyncIterator
 from typing import Generic, Literal, Protocol, TypeVar
 
 from bots.render import EditPacer, split_message
-from core.domain import Notice, NoticeKind, Queued, ReplyDelta, ReplyDone, ServiceEvent, Transcribed
+from core.domain import (
+    Notice,
+    NoticeKind,
+    Queued,
+    ReplyDelta,
+    ReplyDone,
+    ServiceEvent,
+    Speech,
+    Spoken,
+    Transcribed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,7 @@ class Chat(Protocol[M]):
     async def add_buttons(self, message: M, turn_id: int) -> M: ...  # the text stays as it is
     async def delete(self, message: M) -> None: ...
     async def keep_typing(self) -> None: ...  # shows "typing…" until cancelled
+    async def send_voice(self, speech: Speech) -> None: ...  # the reply spoken, as a voice note
 
 
 class ReplyStream(Generic[M]):
@@ -88,6 +99,10 @@ class ReplyStream(Generic[M]):
                 self.pacer.sent(event.text)
         elif isinstance(event, ReplyDone):
             await self._update("reply", event.text, event.turn_id)
+        elif isinstance(event, Spoken):
+            await self.chat.send_voice(event.speech)
+        elif event.kind is NoticeKind.SPEECH_FAILED:  # the reply is whole above: the note goes below it
+            await self.chat.send("note", event.text, None, 0)
         elif event.kind is NoticeKind.STORE_FAILED and self.written:
             # The answer is complete, only saving it failed: it stays, whole, with the notice below.
             await self._update("reply", self.written)

@@ -170,3 +170,23 @@ def audit_line(entry: AuditEntry) -> str:
     if details:
         parts.append(details)
     return " · ".join(parts)
+
+
+# /voice on|off, the same words in every chat.
+VOICE_CHOICES = {"on": True, "off": False}
+VOICE_ASK = "Send /voice on to get my replies as voice notes too, or /voice off for text only."
+VOICE_ON = "From now on my replies come as text and as a voice note. /voice off stops the voice notes."
+VOICE_OFF = "From now on I answer in text only. /voice on brings the voice notes back."
+VOICE_UNAVAILABLE = "Spoken replies are not set up on this bot."
+
+
+def voice_choice(argument: str) -> bool | None:
+    """``True``/``False`` for /voice on|off (also yes/no), None for anything else."""
+    word = argument.strip().lower()
+    return VOICE_CHOICES.get({"yes": "on", "no": "off"}.get(word, word))
+
+
+def format_voice_choice(on: bool, available: bool) -> str:
+    if not available:
+        return VOICE_UNAVAILABLE
+    return VOICE_ON if on else VOICE_OFF

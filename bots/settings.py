@@ -194,6 +194,20 @@ class Settings(BaseSettings):
         # .env.example leaves these as `NAME=` to mean "the profile's value".
         return None if isinstance(value, str) and not value.strip() else value
 
+    # --- spoken replies (text to speech; README: Spoken replies) ---
+    # Which replies are also sent as a voice note, for people who have not said /voice on|off:
+    # "mirror" answers a voice note with one, "always" every message, "off" none.
+    reply_voice: Literal["off", "mirror", "always"] = "mirror"
+    # "espeak" (espeak-ng, a Debian package) or "piper" (GPL, its own environment: make piper).
+    tts_engine: Literal["espeak", "piper"] = "espeak"
+    tts_espeak_voice: str = "en-us"
+    tts_piper_python: Path = Path(".venv-piper/bin/python")
+    tts_piper_model: Path | None = None  # empty: the voice `make piper` installs (en_US joe, medium)
+    # Longer replies are spoken in part (whole sentences); the text reply is always complete.
+    max_spoken_seconds: float = Field(default=60.0, gt=0, le=600)
+    # Keep each spoken reply's OGG in the database with the reply (deleted with it); off: only its timings.
+    keep_spoken_audio: bool = False
+
     # --- Telegram ---
     telegram_bot_token: SecretStr | None = Field(default=None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
     telegram_base_url: str = Field(

@@ -73,6 +73,8 @@ class IncomingMessage:
     # In a group each person has their own history unless the adapter says
     # the chat shares one.
     shared_history: bool = False
+    # A spoken reply: None follows IRIS_REPLY_VOICE and the person's /voice; True or False decides.
+    speak: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Timings:
     generate_ms: float | None = None
     total_ms: float | None = None
     tokens: int | None = None
+    speak_ms: float | None = None  # synthesizing the spoken reply, when there was one
+    spoken_seconds: float | None = None  # how long the spoken reply lasts
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,7 @@ class NoticeKind(enum.StrEnum):
     STORE_FAILED = "store_failed"
     RATE_LIMITED = "rate_limited"
     TOO_MANY_WAITING = "too_many_waiting"
+    SPEECH_FAILED = "speech_failed"  # after a finished reply: the text stays, the voice is missing
 
 
 @dataclass(frozen=True)
@@ -317,4 +322,23 @@ class Notice:
     turn_id: int | None = None
 
 
-ServiceEvent = Transcribed | Queued | ReplyDelta | ReplyDone | Notice
+@dataclass(frozen=True)
+class Speech:
+    """Spoken words as a voice note: OGG/Opus, 48 kHz, mono."""
+
+    ogg: bytes = field(repr=False)
+    seconds: float
+    waveform: bytes = field(repr=False)  # at most 256 bytes of loudness, 0-255, for Discord
+    truncated: bool = False  # cut at IRIS_MAX_SPOKEN_SECONDS (the text reply is complete)
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """The finished reply, spoken; it follows its ``ReplyDone``."""
+
+    turn_id: int
+    speech: Speech
+    speak_ms: float
+
+
+ServiceEvent = Transcribed | Queued | ReplyDelta | ReplyDone | Notice | Spoken

@@ -62,6 +62,7 @@ from core.ports import (
 )
 from core.prompt import PromptTooLong, build_prompt
 from core.scheduling import FairQueue
+from core.speaking import ReplySpeaker
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class ChatService:
         clock: Clock = time.time,
         audit: AuditLog | None = None,
         ab: ABServing | None = None,
+        speaker: ReplySpeaker | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -127,6 +129,7 @@ class ChatService:
         self._model_queue = FairQueue(self.config.parallel_replies)
         self._model_threads = ThreadPoolExecutor(self.config.parallel_replies, thread_name_prefix="reply")
         self._speech_queue = FairQueue()
+        self.speaker = speaker  # spoken replies (core.speaking); None: text only
 
     @property
     def waiting_for_model(self) -> int:
@@ -202,11 +205,18 @@ class ChatService:
             user_text, transcribe_ms = heard.text, heard.ms
             yield Transcribed(user_text, heard.seconds)
 
+        speak = self.speaker is not None and await self.speaker.wanted(message)
+        done: ReplyDone | None = None
         # aclosing: if the adapter stops listening, the reply generator (and the
         # model thread behind it) is closed now, in order, not by the garbage collector.
         async with aclosing(self._reply(receipt, message.sender, user_text, started, transcribe_ms)) as events:
             async for event in events:
                 yield event
+                done = event if isinstance(event, ReplyDone) else done
+        if speak and done is not None and self.speaker is not None:  # the text is shown whole first
+            spoken = await self.speaker.speak(done.turn_id, done.text)
+            if spoken is not None:
+                yield spoken
 
     def _check_input(self, message: IncomingMessage) -> Notice | None:
         if message.audio is not None:
@@ -492,6 +502,13 @@ class ChatService:
         except Exception:
             log.exception("could not remove words from the copies outside the database")
             return ErasedCopies(unreachable=("the training data folders",))
+
+    async def set_voice(self, person: Person, on: bool | None) -> bool:
+        """Record ``/voice on|off`` (None: back to the deployment's mode); False when speech is not set up."""
+        if self.speaker is None:
+            return False
+        await self.speaker.set_preference(person, on)
+        return True
 
     async def set_consent(self, person: Person, consent: bool) -> None:
         """Record whether the person's conversations may be used to train future versions."""

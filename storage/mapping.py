@@ -32,6 +32,8 @@ def to_turn(row: TurnRow) -> Turn:
             generate_ms=row.generate_ms,
             total_ms=row.total_ms,
             tokens=row.tokens,
+            speak_ms=row.speak_ms,
+            spoken_seconds=row.spoken_seconds,
         ),
         error=row.error,
         chat=ChatRef(row.platform, row.chat_id),

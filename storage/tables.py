@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -56,6 +57,8 @@ class PersonRow(Base):
     # said, and the IRIS_FEEDBACK_CONSENT setting (opt-in/opt-out) decides.
     consent: Mapped[bool | None]
     consent_at: Mapped[datetime | None]
+    # /voice on|off: whether their replies are spoken; NULL: IRIS_REPLY_VOICE decides.
+    reply_voice: Mapped[bool | None]
 
 
 class ConversationRow(Base):
@@ -105,6 +108,10 @@ class TurnRow(Base):
     generate_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float | None] = mapped_column(Float)
     tokens: Mapped[int | None]
+    speak_ms: Mapped[float | None] = mapped_column(Float)  # synthesizing the spoken reply
+    spoken_seconds: Mapped[float | None] = mapped_column(Float)
+    # The spoken reply itself, only with IRIS_KEEP_SPOKEN_AUDIO; not loaded unless asked for.
+    spoken_audio: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -65,6 +65,7 @@ def make_settings(tmp_path: Path, served_gguf: Path, **overrides: Any) -> Settin
         "temperature": 0.0,
         "seed": 1,
         "max_reply_tokens": 48,
+        "reply_voice": "off",  # text only, unless a test of spoken replies asks for them
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

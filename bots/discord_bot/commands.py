@@ -1,4 +1,4 @@
-"""The slash commands: /help, /reset, /forget, /consent, and /stats, /ab, /review and /retrain for admins."""
+"""The slash commands: /help, /reset, /forget, /consent, /voice; /stats, /ab, /review, /retrain (admins)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from bots.discord_bot.components import (
 )
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.replies import MESSAGE_LIMIT
-from bots.render import format_ab, format_audit, format_stats, split_message
+from bots.render import format_ab, format_audit, format_stats, format_voice_choice, split_message
 from core.access import REFUSAL
 from core.domain import ChatRef
 from core.service import RetrainBusy
@@ -39,6 +39,7 @@ HELP = """\
 (an admin reviews it before I learn from it).
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
 • `/consent yes` lets your rated conversations teach future versions of me; `/consent no` keeps them out.
+• `/voice on` sends my replies as voice messages too; `/voice off` keeps them to text.
 • Admins: `/stats`, `/ab`, `/review`, `/retrain` and `/audit`."""
 
 CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
@@ -76,6 +77,11 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     @app_commands.describe(answer="yes: they may teach future versions; no: keep them out")
     async def consent_command(interaction: Interaction, answer: Literal["yes", "no"]) -> None:
         await guarded(interaction, _consent(bot, interaction, answer == "yes"))
+
+    @tree.command(name="voice", description="My replies as voice messages too (on), or text only (off)")
+    @app_commands.describe(answer="on: a voice message with each reply; off: text only")
+    async def voice_command(interaction: Interaction, answer: Literal["on", "off"]) -> None:
+        await guarded(interaction, _voice(bot, interaction, answer == "on"))
 
     @tree.command(name="stats", description="Usage and ratings by model version (admins)")
     async def stats_command(interaction: Interaction) -> None:
@@ -119,6 +125,15 @@ async def _consent(bot: IrisClient, interaction: Interaction, consent: bool) -> 
     await interaction.response.defer(ephemeral=True, thinking=True)
     await bot.service.set_consent(person_of(interaction.user), consent)
     await tell(interaction, CONSENT_YES if consent else CONSENT_NO)
+
+
+async def _voice(bot: IrisClient, interaction: Interaction, on: bool) -> None:
+    if not allowed(interaction):
+        await tell(interaction, REFUSAL)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    available = await bot.service.set_voice(person_of(interaction.user), on)
+    await tell(interaction, format_voice_choice(on, available))
 
 
 async def _stats(bot: IrisClient, interaction: Interaction) -> None:

@@ -11,6 +11,8 @@ import discord
 
 from bots.delivery import Style
 from bots.discord_bot.components import feedback_view
+from bots.discord_bot.voice import send_voice_message
+from core.domain import Speech
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class DiscordChat:
                 await asyncio.Event().wait()
         except discord.HTTPException:
             log.warning("Discord refused the typing signal in %s", self.source.channel.id, exc_info=True)
+
+    async def send_voice(self, speech: Speech) -> None:
+        self.sent.append(await send_voice_message(self.source, speech))
 
 
 def _content(style: Style, text: str) -> str:

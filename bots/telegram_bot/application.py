@@ -117,6 +117,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("reset", commands.on_reset),
             CommandHandler("forget", commands.on_forget),
             CommandHandler("consent", commands.on_consent),
+            CommandHandler("voice", commands.on_voice),
             CommandHandler("cancel", feedback.on_cancel),
             CommandHandler("stats", admin.on_stats),
             CommandHandler("ab", admin.on_ab),

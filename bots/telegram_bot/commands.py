@@ -1,11 +1,11 @@
-"""The commands anyone may use: /start, /help, /reset and /forget (with its confirmation)."""
+"""The commands anyone may use: /start, /help, /reset, /consent, /voice and /forget (with its confirmation)."""
 
 from __future__ import annotations
 
 from telegram import BotCommand, Update
 from telegram.ext import ContextTypes
 
-from bots.render import format_forget
+from bots.render import VOICE_ASK, format_forget, format_voice_choice, voice_choice
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import forget_keyboard, parse_forget
 from bots.telegram_bot.formatting import plain_text
@@ -32,6 +32,7 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /forget – delete everything stored about you
 /cancel – stop suggesting a better answer
 /consent yes|no – whether your rated conversations may train future versions of me
+/voice on|off – my replies as voice notes too, or text only
 /stats, /review – for admins: figures, and the suggested answers waiting for review
 /ab – for admins: the A/B test of a model version, ratings per arm
 /retrain – for admins: train a new model on the reviewed feedback
@@ -49,6 +50,7 @@ MENU = [
     BotCommand("forget", "Delete everything stored about you"),
     BotCommand("cancel", "Stop suggesting a better answer"),
     BotCommand("consent", "yes or no: may your rated conversations train future versions?"),
+    BotCommand("voice", "on or off: my replies as voice notes too"),
 ]
 
 CONSENT_ANSWERS = {"yes": True, "no": False}
@@ -98,6 +100,17 @@ class Commands:
             return
         await self.adapter.service.set_consent(person_of(user), answer)
         await self._reply(update, CONSENT_YES if answer else CONSENT_NO)
+
+    async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or not await self.adapter.admitted(update):
+            return
+        answer = voice_choice(" ".join(context.args or []))
+        if answer is None:
+            await self._reply(update, VOICE_ASK)
+            return
+        available = await self.adapter.service.set_voice(person_of(user), answer)
+        await self._reply(update, format_voice_choice(answer, available))
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Ask first. Not behind the allowlist: anyone may have their data deleted."""

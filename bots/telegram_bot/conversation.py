@@ -57,7 +57,8 @@ class Conversation:
         incoming = await self._translate(message, user, target, context.bot.username)
         if incoming is None:
             return
-        stream = ReplyStream(TelegramChat(self.adapter.outbox, target), self.adapter.edit_interval(message))
+        chat = TelegramChat(self.adapter.outbox, target, voice_reply_to=message.message_id)
+        stream = ReplyStream(chat, self.adapter.edit_interval(message))
         await stream.render(self.adapter.service.handle(incoming))
 
     async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

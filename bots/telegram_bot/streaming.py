@@ -15,6 +15,8 @@ from bots.delivery import Style
 from bots.telegram_bot.buttons import rating_keyboard
 from bots.telegram_bot.formatting import plain_text, reply_text, transcript_text
 from bots.telegram_bot.outbox import Outbox, Target
+from bots.telegram_bot.voice import send_voice
+from core.domain import Speech
 
 _FORMATS = {"transcript": transcript_text, "reply": reply_text, "note": plain_text}
 
@@ -26,6 +28,7 @@ class TelegramChat:
     outbox: Outbox
     target: Target
     limit: int = MessageLimit.MAX_TEXT_LENGTH
+    voice_reply_to: int | None = None  # the person's message: a voice note answers it even in private
 
     async def send(self, style: Style, text: str, turn_id: int | None, index: int) -> int:
         target = self.target if index == 0 else Target(self.target.chat_id, self.target.thread_id)
@@ -46,6 +49,10 @@ class TelegramChat:
     async def keep_typing(self) -> None:
         async with self.outbox.typing(self.target):
             await asyncio.Event().wait()
+
+    async def send_voice(self, speech: Speech) -> None:
+        target = self.target
+        await send_voice(self.outbox, Target(target.chat_id, target.thread_id, self.voice_reply_to), speech)
 
 
 def _buttons(turn_id: int | None) -> InlineKeyboardMarkup | None:

@@ -10,6 +10,7 @@ answer a request with a 429, or drop the gateway connection.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
@@ -98,6 +99,7 @@ class FakeDiscord:
         self.interactions: dict[int, Interaction] = {}
         self.commands: list[Json] = []
         self.files: dict[str, bytes] = {}
+        self.refuse_voice_messages = False  # as a channel where voice messages are not allowed
         self.downloads: list[str] = []
         self.requests: list[Request] = []
         self.rate_limits: list[RateLimit] = []
@@ -635,16 +637,63 @@ class FakeDiscord:
         parent = int(reference["message_id"]) if reference.get("message_id") else None
         if parent is not None and parent not in self.messages and reference.get("fail_if_not_exists", True):
             return _json({"message": "Unknown message", "code": 10008}, status=400)
+        attachments = await self._uploads(request, body, channel_id)
+        flags = body.get("flags") or 0
+        if flags & VOICE_MESSAGE and (refused := self._voice_refusal(body, attachments)) is not None:
+            return refused
         message = self._message(
             channel_id,
             self.bot_user,
             body.get("content") or "",
             components=body.get("components"),
             reference=parent if parent in self.messages else None,
-            flags=body.get("flags", 0),
+            flags=flags,
+            attachments=attachments,
         )
         await self.deliver(message)
         return _json(message)
+
+    async def _uploads(self, request: web.Request, body: Json, channel_id: int) -> list[Json]:
+        """The files of a multipart message, kept on the CDN, described as Discord describes attachments."""
+        if not request.content_type.startswith("multipart/"):
+            return []
+        form = await request.post()
+        attachments: list[Json] = []
+        for described in body.get("attachments") or []:
+            upload = form.get(f"files[{described['id']}]")
+            if not isinstance(upload, web.FileField):
+                continue
+            data = upload.file.read()
+            attachment = self.attachment(
+                data,
+                filename=described.get("filename") or upload.filename,
+                content_type=_audio_type(upload.content_type, upload.filename),
+                voice=False,
+                channel_id=channel_id,
+            )
+            for key in ("duration_secs", "waveform"):
+                if key in described:
+                    attachment[key] = described[key]
+            attachments.append(attachment)
+        return attachments
+
+    def _voice_refusal(self, body: Json, attachments: list[Json]) -> web.Response | None:
+        """What Discord answers a voice message it will not post (codes from its API reference)."""
+        if self.refuse_voice_messages:
+            return _json({"message": "Cannot send voice messages in this channel", "code": 50173}, status=403)
+        if body.get("content") or body.get("embeds"):
+            return _json({"message": "Voice messages do not support additional content", "code": 50159}, 400)
+        if len(attachments) != 1:
+            return _json({"message": "Voice messages must have a single audio attachment", "code": 50160}, 400)
+        (voice,) = attachments
+        waveform = voice.get("waveform")
+        try:
+            samples = base64.b64decode(waveform, validate=True) if isinstance(waveform, str) else b""
+        except ValueError:
+            samples = b""
+        if not isinstance(voice.get("duration_secs"), int | float) or not 0 < len(samples) <= 256:
+            return _json({"message": "Voice messages must have supporting metadata", "code": 50161}, 400)
+        return None
 
     def _stored(self, request: web.Request) -> Json | None:
         message_id = int(request.match_info["message"])
@@ -881,3 +930,10 @@ def walk(components: list[Json]) -> Iterator[Json]:
     for component in components:
         yield component
         yield from walk(component.get("components", []))
+
+
+def _audio_type(content_type: str | None, filename: str | None) -> str:
+    """discord.py uploads every file as application/octet-stream; Discord reads the type from the name."""
+    if content_type and content_type != "application/octet-stream":
+        return content_type
+    return "audio/ogg" if (filename or "").endswith((".ogg", ".oga", ".opus")) else "application/octet-stream"

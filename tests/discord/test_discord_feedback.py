@@ -124,6 +124,7 @@ async def test_help_reset_and_forget_with_confirmation(
             "reset",
             "forget",
             "consent",
+            "voice",
             "stats",
             "ab",
             "review",

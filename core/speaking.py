@@ -1,0 +1,101 @@
+"""Spoken replies: whether a reply is spoken, and speaking it off the event loop.
+
+The text reply always comes first and stays (its buttons are where rating happens); the voice
+note follows it. Synthesis runs in a thread of its own, after the reply is written, so it
+never holds a place at the language model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from core.domain import IncomingMessage, Notice, NoticeKind, Person, Spoken
+from core.ports import SynthesisFailed, Synthesizer, VoicePreferences
+from core.speakable import speakable, trim_to_seconds
+
+log = logging.getLogger(__name__)
+
+SPEECH_FAILED = "(I could not say this one aloud; the text above is the whole reply.)"
+
+
+class VoiceMode(enum.StrEnum):
+    """``IRIS_REPLY_VOICE``: which replies are spoken for people who have not said ``/voice on|off``."""
+
+    OFF = "off"
+    MIRROR = "mirror"  # a voice note is answered with a voice note too
+    ALWAYS = "always"
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    mode: VoiceMode = VoiceMode.OFF
+    max_seconds: float = 60.0  # IRIS_MAX_SPOKEN_SECONDS: longer replies are spoken in part
+    keep_audio: bool = False  # IRIS_KEEP_SPOKEN_AUDIO: store the OGG with the reply
+
+
+class ReplySpeaker:
+    """Decides whether to speak a reply and speaks it; one synthesis at a time, in its own thread."""
+
+    def __init__(
+        self, synthesizer: Synthesizer, preferences: VoicePreferences, config: SpeechConfig | None = None
+    ) -> None:
+        self.synthesizer = synthesizer
+        self.preferences = preferences
+        self.config = config or SpeechConfig()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="speech")
+
+    async def wanted(self, message: IncomingMessage) -> bool:
+        """Whether the reply to ``message`` is spoken: the message says, else the person, else the mode."""
+        if message.speak is not None:
+            return message.speak
+        preference = await self.preference(message.sender)
+        if preference is not None:
+            return preference
+        mode = self.config.mode
+        return mode is VoiceMode.ALWAYS or (mode is VoiceMode.MIRROR and message.audio is not None)
+
+    async def preference(self, person: Person) -> bool | None:
+        try:
+            return await asyncio.to_thread(self.preferences.voice_preference, person)
+        except Exception:
+            log.exception("could not read a voice preference; the deployment's mode decides")
+            return None
+
+    async def set_preference(self, person: Person, on: bool | None) -> None:
+        await asyncio.to_thread(self.preferences.set_voice_preference, person, on)
+
+    async def speak(self, turn_id: int, text: str) -> Spoken | Notice | None:
+        """Speak a stored reply and note how long it took; None when it has nothing to say aloud.
+
+        A failing synthesizer gives a short ``Notice``; the text reply is untouched either way.
+        """
+        words = speakable(text)
+        if not words:
+            return None
+        limit = self.config.max_seconds
+        words, _ = trim_to_seconds(words, limit, self.synthesizer.words_per_second)
+        began = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            speech = await loop.run_in_executor(self._thread, self.synthesizer.speak, words, limit)
+        except SynthesisFailed as failed:
+            log.warning("reply %s not spoken: %s", turn_id, failed)
+            return Notice(NoticeKind.SPEECH_FAILED, SPEECH_FAILED, turn_id)
+        except Exception:
+            log.exception("reply %s not spoken", turn_id)
+            return Notice(NoticeKind.SPEECH_FAILED, SPEECH_FAILED, turn_id)
+        ms = (time.perf_counter() - began) * 1000
+        audio = speech.ogg if self.config.keep_audio else None
+        try:
+            await asyncio.to_thread(self.preferences.record_speech, turn_id, speech.seconds, ms, audio)
+        except Exception:
+            log.exception("could not store how reply %s was spoken", turn_id)
+        return Spoken(turn_id, speech, ms)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)

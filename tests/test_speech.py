@@ -1,0 +1,200 @@
+"""Spoken replies: the engines really speak, the bundled whisper hears it back, and the service
+sends the voice note after the whole text reply (or a short note when speaking fails)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bots.app import App, build_speaker
+from core.domain import (
+    Audio,
+    ChatRef,
+    IncomingMessage,
+    Notice,
+    NoticeKind,
+    Person,
+    ReplyDone,
+    Speech,
+    Spoken,
+)
+from core.ports import SynthesisFailed
+from core.speakable import CODE_BLOCK_SAID, speakable, trim_to_seconds
+from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
+from core.transcription import WhisperTranscriber
+from storage.tables import TurnRow
+from tests.conftest import make_settings, voice
+
+ADA = Person("test", "ada", "Ada")
+CHAT = ChatRef("test", "voice-chat")
+PLAIN = [
+    "The capital of France is Paris.",
+    "Water boils at one hundred degrees.",
+    "The cat is sleeping on the warm chair.",
+]
+PIPER_PYTHON = Path(__file__).parents[1] / ".venv-piper" / "bin" / "python"
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def overlap(said: str, heard: str) -> float:
+    """Share of the said words that were heard (a bag of words, so order and one slip are forgiven)."""
+    expected, got = words(said), words(heard)
+    return sum(1 for word in expected if word in got) / len(expected)
+
+
+def check_voice_note(speech: Speech) -> None:
+    """Valid OGG/Opus, 48 kHz, mono, as long as it says, with a waveform Discord accepts."""
+    import av
+
+    with av.open(io.BytesIO(speech.ogg)) as container:
+        assert container.format.name == "ogg"
+        (stream,) = container.streams.audio
+        assert stream.codec_context.name == "opus"
+        assert stream.rate == 48_000 and stream.channels == 1
+        assert container.duration is not None
+        assert abs(container.duration / 1_000_000 - speech.seconds) < 0.1
+    assert 0 < len(speech.waveform) <= 256 and max(speech.waveform) == 255
+
+
+def round_trip(synthesizer: EspeakSynthesizer | PiperSynthesizer, transcriber: WhisperTranscriber) -> None:
+    heard = []
+    for sentence in PLAIN:
+        speech = synthesizer.speak(sentence, 30)
+        check_voice_note(speech)
+        heard.append(transcriber.transcribe(speech.ogg).text)
+    # Over all the sentences: tiny.en may mishear a word ("France is" → "Francis").
+    assert overlap(" ".join(PLAIN), " ".join(heard)) >= 0.8, heard
+
+
+@needs_espeak
+def test_espeak_speech_is_heard_back_by_whisper(transcriber: WhisperTranscriber) -> None:
+    round_trip(EspeakSynthesizer(), transcriber)
+
+
+@pytest.mark.skipif(
+    not PIPER_PYTHON.exists(),
+    reason="piper (GPL-3.0) is optional and lives in its own environment: run `make piper` to test it",
+)
+def test_piper_speech_is_heard_back_by_whisper(transcriber: WhisperTranscriber) -> None:
+    model = find_piper_voice(PIPER_PYTHON)
+    assert model is not None, "make piper installs the en_US joe voice"
+    round_trip(PiperSynthesizer(PIPER_PYTHON, model), transcriber)
+
+
+@needs_espeak
+def test_a_long_reply_is_cut_at_the_limit() -> None:
+    speech = EspeakSynthesizer().speak(" ".join(PLAIN * 6), 4.0)
+    assert speech.truncated and speech.seconds == pytest.approx(4.0, abs=0.05)
+    check_voice_note(speech)
+
+
+def test_a_missing_engine_fails_with_a_short_reason(tmp_path: Path) -> None:
+    with pytest.raises(SynthesisFailed, match="not installed"):
+        EspeakSynthesizer(binary="no-such-espeak").speak("Hello.", 5)
+    with pytest.raises(SynthesisFailed, match="make piper"):
+        PiperSynthesizer(tmp_path / "python", tmp_path / "voice.onnx").speak("Hello.", 5)
+
+
+def test_markdown_code_links_and_emoji_become_speakable() -> None:
+    said = speakable(
+        "## Paris\n"
+        "The **capital** of *France* is [Paris](https://en.wikipedia.org/wiki/Paris) 🇫🇷🎉!\n"
+        "- see https://www.example.com/a?b=1\n"
+        "- run `ls -l`\n\n"
+        "```python\nprint('hi')\n```\n"
+    )
+    assert said == (
+        "Paris. The capital of France is Paris! see a link to example.com. run ls -l. " + CODE_BLOCK_SAID
+    )
+    assert speakable("👍🎉") == ""
+
+
+def test_only_whole_sentences_that_fit_are_kept() -> None:
+    kept = trim_to_seconds("One two three. Four five six. Seven.", 2, 3)
+    assert kept == ("One two three. Four five six.", True)
+    assert trim_to_seconds("One two.", 2, 3) == ("One two.", False)
+
+
+# --- the service ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokenSynthesizer:
+    name = "broken"
+    words_per_second = 3.0
+
+    def speak(self, text: str, max_seconds: float) -> Speech:
+        raise SynthesisFailed("the engine crashed")
+
+
+def spoken_app(app: App, tmp_path: Path, served_gguf: Path, **settings: object) -> App:
+    """``app`` with spoken replies set up as its settings (and these overrides) say."""
+    app.service.speaker = build_speaker(make_settings(tmp_path, served_gguf, **settings), app.store)
+    return app
+
+
+async def collect(app: App, message: IncomingMessage) -> list[object]:
+    return [event async for event in app.service.handle(message)]
+
+
+@needs_espeak
+async def test_mirror_speaks_after_a_voice_note_and_stores_the_timings(
+    app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    spoken_app(app, tmp_path, served_gguf, reply_voice="mirror", keep_spoken_audio=True)
+    note = IncomingMessage(CHAT, ADA, audio=Audio(voice("capital_of_france.ogg"), "audio/ogg"), message_id="v1")
+    events = await collect(app, note)
+    done = next(e for e in events if isinstance(e, ReplyDone))
+    assert isinstance(events[-1], Spoken) and events.index(done) < len(events) - 1  # the text first
+    check_voice_note(events[-1].speech)
+    turn = app.store.get_turn(done.turn_id)
+    assert turn is not None and turn.timings.spoken_seconds == pytest.approx(events[-1].speech.seconds)
+    assert turn.timings.speak_ms is not None and turn.timings.speak_ms > 0
+    with app.store.engine.connect() as connection:
+        kept = connection.scalar(select(TurnRow.spoken_audio).where(TurnRow.id == done.turn_id))
+    assert kept == events[-1].speech.ogg
+
+    text = await collect(app, IncomingMessage(CHAT, ADA, text="Hello there!", message_id="t1"))
+    assert any(isinstance(e, ReplyDone) for e in text) and not any(isinstance(e, Spoken) for e in text)
+
+
+@needs_espeak
+async def test_voice_on_and_off_override_the_mode_and_forget_deletes_the_choice(
+    app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    spoken_app(app, tmp_path, served_gguf, reply_voice="off")
+    assert await app.service.set_voice(ADA, True)
+    events = await collect(app, IncomingMessage(CHAT, ADA, text="Hello there!", message_id="t1"))
+    assert isinstance(events[-1], Spoken)
+    await app.service.set_voice(ADA, False)
+    events = await collect(app, IncomingMessage(CHAT, ADA, text="Hello again!", message_id="t2"))
+    assert not any(isinstance(e, Spoken) for e in events)
+
+    await app.service.forget(ADA)
+    assert app.service.speaker is not None and await app.service.speaker.preference(ADA) is None
+
+
+async def test_a_failing_synthesizer_leaves_the_text_reply_with_a_short_note(
+    app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    spoken_app(app, tmp_path, served_gguf, reply_voice="always")
+    assert app.service.speaker is not None
+    app.service.speaker.synthesizer = BrokenSynthesizer()
+    question = IncomingMessage(CHAT, ADA, text="What is the capital of France?", message_id="t1")
+    events = await collect(app, question)
+    done = next(e for e in events if isinstance(e, ReplyDone))
+    note = events[-1]
+    assert isinstance(note, Notice) and note.kind is NoticeKind.SPEECH_FAILED
+    assert len(note.text) < 100 and "Traceback" not in note.text
+    stored = app.store.get_turn(done.turn_id)
+    assert stored is not None and stored.text == done.text and stored.error is None
