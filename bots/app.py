@@ -29,6 +29,7 @@ from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
 from storage.database import make_engine, sqlite_url
 from storage.experiments import SqlExperiments
+from storage.inbox import SqlInbox
 from storage.migrate import upgrade
 from storage.repository import SqlStore
 from storage.voices import SqlVoicePreferences
@@ -46,6 +47,7 @@ class App:
     service: ChatService
     transcriber: WhisperTranscriber | ServerTranscriber
     generator: LlamaGenerator | ServerGenerator
+    inbox: SqlInbox  # Telegram updates kept until answered, shared by the processes on one database
 
     def warm_up(self) -> None:
         """Load both models now rather than on the first message (blocking)."""
@@ -223,7 +225,7 @@ def build_app(settings: Settings | None = None) -> App:
         ab=ABServing(SqlExperiments(store.engine), store, pinned),
         speaker=build_speaker(settings, store),
     )
-    return App(settings, store, service, transcriber, generator)
+    return App(settings, store, service, transcriber, generator, SqlInbox(store.engine))
 
 
 def build_speaker(settings: Settings, store: SqlStore) -> ReplySpeaker:

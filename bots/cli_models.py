@@ -274,6 +274,7 @@ def retrain(
     from finetune.retrain import retrain as run_retrain
     from finetune.runs import RetrainBusy
     from storage.experiments import SqlExperiments
+    from storage.locks import LockHeld, database_lock
 
     settings = load_settings()
 
@@ -301,7 +302,12 @@ def retrain(
             if audited and not dry_run:
                 start = {"profile": profile, "resume": resume, "force": force}
                 store.record_audit(console_actor(), AuditAction.RETRAIN_START, profile, start)
-            outcome = run_retrain(config, store, say, SqlExperiments(store.engine), store)
+            # One retrain at a time across every process and machine on the database (the run's
+            # lock file covers one machine).
+            with database_lock(store.engine, "retrain"):
+                outcome = run_retrain(config, store, say, SqlExperiments(store.engine), store)
+        except LockHeld:
+            refuse("busy", "a retrain is already running on another machine; one at a time")
         except (RetrainBusy, NothingToResume) as error:
             refuse("busy" if isinstance(error, RetrainBusy) else "nothing-to-resume", str(error))
         if audited and not dry_run:

@@ -11,8 +11,8 @@ from bots.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Each adapter package exposes ``async def serve(service, settings) -> None``,
-# which runs until it is cancelled.
+# Each adapter package exposes ``async def serve(service, settings, inbox) -> None``,
+# which runs until it is cancelled; ``inbox`` keeps updates in the database until answered.
 ADAPTERS = {"telegram": "bots.telegram_bot", "discord": "bots.discord_bot"}
 
 
@@ -25,7 +25,7 @@ async def serve(settings: Settings, platforms: list[str]) -> None:
             for name in platforms:
                 adapter = importlib.import_module(ADAPTERS[name])
                 log.info("starting the %s bot", name)
-                group.create_task(adapter.serve(application.service, settings), name=name)
+                group.create_task(adapter.serve(application.service, settings, application.inbox), name=name)
             if settings.retention_days > 0:
                 group.create_task(application.service.keep_pruning(), name="retention")
     finally:

@@ -228,6 +228,9 @@ class Settings(BaseSettings):
         default=3.0, validation_alias=_env("TELEGRAM_GROUP_EDIT_INTERVAL_SECONDS")
     )
     # Webhook mode when a public HTTPS URL is set; long polling otherwise.
+    # With a database, Telegram updates are stored before they are acknowledged and claimed by the
+    # processes sharing it (docs/deploy.md); a process that stops gives its claims back after this long.
+    inbox_lease_seconds: float = Field(default=30.0, gt=0)
     telegram_webhook_url: str = Field(default="", validation_alias=_env("TELEGRAM_WEBHOOK_URL"))
     # Checked on every delivery (X-Telegram-Bot-Api-Secret-Token); empty: a random one per start.
     telegram_webhook_secret: SecretStr | None = Field(
@@ -237,6 +240,12 @@ class Settings(BaseSettings):
     telegram_webhook_port: int = Field(default=8443, validation_alias=_env("TELEGRAM_WEBHOOK_PORT"))
     # The local path the webhook server answers on; empty: the path of TELEGRAM_WEBHOOK_URL.
     telegram_webhook_path: str = Field(default="", validation_alias=_env("TELEGRAM_WEBHOOK_PATH"))
+    # Telegram's connections to the webhook at once. One (the default) makes Telegram deliver in
+    # order, retrying a failed delivery before it sends the next; each delivery is only stored in
+    # the database before it is answered, so one connection keeps up with a crowd.
+    telegram_webhook_max_connections: int = Field(
+        default=1, ge=1, le=100, validation_alias=_env("TELEGRAM_WEBHOOK_MAX_CONNECTIONS")
+    )
 
     # --- Discord ---
     discord_bot_token: SecretStr | None = Field(default=None, validation_alias=_env("DISCORD_BOT_TOKEN"))

@@ -75,6 +75,9 @@ class IncomingMessage:
     shared_history: bool = False
     # A spoken reply: None follows IRIS_REPLY_VOICE and the person's /voice; True or False decides.
     speak: bool | None = None
+    # Delivered again after the process handling it stopped (a crash, a redeploy): if its
+    # stored turn has no answer yet, it is answered now instead of refused as a duplicate.
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ class UserTurnReceipt:
 
     turn_id: int
     conversation_id: int
-    duplicate: bool = False
+    duplicate: bool = False  # delivered and stored before: not to be answered again
 
 
 @dataclass(frozen=True)

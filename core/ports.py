@@ -109,7 +109,11 @@ class ConversationStore(Protocol):
         from_voice: bool,
         message_id: str | None,
         shared_history: bool,
-    ) -> UserTurnReceipt: ...
+        resume: bool = False,
+    ) -> UserTurnReceipt:
+        """Store a person's turn; a message stored before is a duplicate, unless ``resume`` (a
+        redelivery after the process handling it stopped) and nothing answered it yet."""
+        ...
 
     def set_transcript(self, turn_id: int, text: str, audio_seconds: float, transcribe_ms: float) -> None: ...
 
@@ -225,6 +229,40 @@ class Experiments(Protocol):
     def arm_counts(self, experiment_id: int) -> dict[Arm, ArmCounts]: ...
 
     def arm_ratings(self, experiment_id: int) -> list[ArmRating]: ...
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A stored platform update, claimed for handling."""
+
+    id: int
+    payload: dict[str, object]
+    attempts: int  # claims so far, this one included: more than one is a redelivery after a stop
+
+
+class Inbox(Protocol):
+    """Platform updates stored before they are acknowledged, then handed to the bot processes.
+
+    Every process sharing the database claims from it; an item is claimed by one process
+    at a time (a lease the holder renews), and of the items with one order key only the
+    oldest unfinished one can be claimed, so one person's messages are answered in order
+    whichever process received them. An item whose process stopped is claimed again once
+    its lease runs out.
+    """
+
+    def put(self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object]) -> bool:
+        """Store an update; False when it was stored before (a platform's redelivery)."""
+        ...
+
+    def claim(self, platform: str, owner: str, lease_s: float, limit: int) -> list[InboxItem]: ...
+
+    def renew(self, owner: str, item_ids: Sequence[int], lease_s: float) -> None:
+        """Extend the leases of the items ``owner`` is still handling."""
+        ...
+
+    def done(self, item_id: int) -> None:
+        """The item was handled: its payload (a person's words) is dropped, its id kept against redelivery."""
+        ...
 
 
 @dataclass(frozen=True)

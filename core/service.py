@@ -179,6 +179,7 @@ class ChatService:
                 from_voice=message.audio is not None,
                 message_id=message.message_id,
                 shared_history=message.shared_history,
+                resume=message.redelivered,
             )
         except Exception:
             log.exception("could not store an incoming message")

@@ -102,9 +102,10 @@ class SqlStore:
         from_voice: bool,
         message_id: str | None,
         shared_history: bool,
+        resume: bool = False,
     ) -> UserTurnReceipt:
         if message_id is not None:
-            existing = self._find_message(chat, message_id)
+            existing = self._find_message(chat, message_id, resume)
             if existing is not None:
                 return existing
         try:
@@ -130,16 +131,24 @@ class SqlStore:
                 return existing
             raise
 
-    def _find_message(self, chat: ChatRef, message_id: str) -> UserTurnReceipt | None:
+    def _find_message(self, chat: ChatRef, message_id: str, resume: bool = False) -> UserTurnReceipt | None:
+        """The turn of a message stored before: a duplicate, unless ``resume`` and nothing answered it."""
+        reply = aliased(TurnRow)
         with self._session() as session:
             row = session.execute(
-                select(TurnRow.id, TurnRow.conversation_id).where(
+                select(TurnRow.id, TurnRow.conversation_id, TurnRow.error, func.count(reply.id))
+                .outerjoin(reply, reply.reply_to_id == TurnRow.id)
+                .where(
                     TurnRow.platform == chat.platform,
                     TurnRow.chat_id == chat.chat_id,
                     TurnRow.platform_message_id == message_id,
                 )
+                .group_by(TurnRow.id, TurnRow.conversation_id, TurnRow.error)
             ).first()
-        return UserTurnReceipt(row.id, row.conversation_id, duplicate=True) if row else None
+        if row is None:
+            return None
+        unanswered = row.error is None and row[3] == 0
+        return UserTurnReceipt(row.id, row.conversation_id, duplicate=not (resume and unanswered))
 
     def set_transcript(self, turn_id: int, text: str, audio_seconds: float, transcribe_ms: float) -> None:
         with self._session() as session:

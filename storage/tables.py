@@ -176,6 +176,27 @@ class ExperimentRow(Base):
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class InboxRow(Base):
+    """A platform update stored before it was acknowledged (``storage.inbox``)."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("platform", "update_id", name="uq_inbox_update"),
+        Index("ix_inbox_pending", "platform", "done_at", "order_key", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    update_id: Mapped[str] = mapped_column(String(64))
+    order_key: Mapped[str] = mapped_column(String(256))  # one at a time per key, oldest first
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)  # emptied once handled
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    done_at: Mapped[datetime | None]
+
+
 class AuditRow(Base):
     """One admin action (or a person's consent change or /forget): who, when, what, on what."""
 

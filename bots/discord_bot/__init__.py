@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bots.settings import Settings
+from core.ports import Inbox
 from core.service import ChatService
 
 if TYPE_CHECKING:
@@ -25,8 +26,12 @@ def build_client(service: ChatService, settings: Settings) -> IrisClient:
     return IrisClient(service, settings)
 
 
-async def serve(service: ChatService, settings: Settings) -> None:
-    """Run the Discord bot in the current event loop until cancelled."""
+async def serve(service: ChatService, settings: Settings, inbox: Inbox | None = None) -> None:
+    """Run the Discord bot in the current event loop until cancelled.
+
+    ``inbox`` is not used: the gateway delivers each event to one connected shard, and
+    shards (``DISCORD_SHARD_IDS``) split the work between processes instead.
+    """
     import discord
 
     token = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from telegram import Message, Update
@@ -45,6 +46,8 @@ class Adapter:
     settings: Settings
     outbox: Outbox
     corrections: PendingCorrections = field(default_factory=PendingCorrections)
+    # Whether an update was taken over from a process that stopped while handling it.
+    redelivered: Callable[[int], bool] = field(default=lambda update_id: False)
 
     def __post_init__(self) -> None:
         self.access: AccessPolicy = self.settings.access

@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from telegram import Update
@@ -36,7 +36,9 @@ from bots.telegram_bot.commands import MENU, Commands
 from bots.telegram_bot.conversation import Conversation
 from bots.telegram_bot.feedback import Feedback
 from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.inbox import DurableUpdates
 from bots.telegram_bot.outbox import Outbox
+from core.ports import Inbox
 from core.service import ChatService
 
 log = logging.getLogger(__name__)
@@ -61,12 +63,24 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
     answered while a reply is still streaming in the same chat.
     """
 
-    def __init__(self, max_concurrent_updates: int = 256) -> None:
+    def __init__(
+        self,
+        max_concurrent_updates: int = 256,
+        on_done: Callable[[object], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(max_concurrent_updates)
         self._locks: dict[tuple[int, int | None], asyncio.Lock] = {}
         self._users: Counter[tuple[int, int | None]] = Counter()
+        self.on_done = on_done  # told when an update was handled (the durable inbox)
 
     async def do_process_update(self, update: object, coroutine: Awaitable[object]) -> None:
+        try:
+            await self._in_order(update, coroutine)
+        finally:
+            if self.on_done is not None:
+                await self.on_done(update)
+
+    async def _in_order(self, update: object, coroutine: Awaitable[object]) -> None:
         message = update.message if isinstance(update, Update) else None
         if message is None or (message.text or "").startswith("/"):
             await coroutine
@@ -89,20 +103,34 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         pass
 
 
-def build_application(service: ChatService, settings: Settings) -> Application:  # type: ignore[type-arg]
-    """The PTB application with every Iris handler, talking to ``settings.telegram_base_url``."""
+def build_application(service: ChatService, settings: Settings, inbox: Inbox | None = None) -> Application:  # type: ignore[type-arg]
+    """The PTB application with every Iris handler, talking to ``settings.telegram_base_url``.
+
+    With an ``inbox``, every update is stored in the database before Telegram is told it
+    arrived, and the processes sharing the database answer them (``bots.telegram_bot.inbox``).
+    """
     token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
     if not token:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
-    application = (
+    builder = (
         Application.builder()
         .token(token)
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_base_file_url)
-        .concurrent_updates(ChatOrderedProcessor())
-        .build()
     )
+    durable = None
+    if inbox is not None:
+        # Twice the replies written at once: enough that presses and commands do not wait, few
+        # enough that another process with free slots gets the rest.
+        durable = DurableUpdates(inbox, settings.inbox_lease_seconds, capacity=2 * settings.llm_parallel + 4)
+    if durable is not None:
+        builder = builder.update_queue(durable)
+    application = builder.concurrent_updates(
+        ChatOrderedProcessor(on_done=durable.finished if durable else None)
+    ).build()
     adapter = Adapter(service, settings, Outbox(application.bot))
+    if durable is not None:
+        adapter.redelivered = durable.redelivered
     _add_handlers(application, adapter)
     return application
 
@@ -202,6 +230,7 @@ async def _start_updates(application: Application, settings: Settings) -> None: 
         secret_token=secret,
         allowed_updates=ALLOWED_UPDATES,
         bootstrap_retries=-1,
+        max_connections=settings.telegram_webhook_max_connections,
     )
     log.info("Telegram bot @%s takes updates at %s", application.bot.username, url)
 
@@ -210,8 +239,11 @@ async def _start_updates(application: Application, settings: Settings) -> None: 
 async def running(application: Application, settings: Settings) -> AsyncIterator[None]:  # type: ignore[type-arg]
     """Run the bot (polling or webhook per the settings) for the duration of the block."""
     await _initialize(application)
+    durable = application.update_queue if isinstance(application.update_queue, DurableUpdates) else None
     try:
         await application.start()
+        if durable is not None:
+            durable.start(application.bot)
         try:
             await application.bot.set_my_commands(MENU)
         except TelegramError as error:
@@ -221,13 +253,15 @@ async def running(application: Application, settings: Settings) -> AsyncIterator
     finally:
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
+        if durable is not None:
+            await durable.stop()  # what it claimed and did not finish is claimed again by others
         if application.running:
             await application.stop()
         await application.shutdown()
 
 
-async def serve(service: ChatService, settings: Settings) -> None:
+async def serve(service: ChatService, settings: Settings, inbox: Inbox | None = None) -> None:
     """Answer Telegram until cancelled (``iris run telegram``)."""
-    application = build_application(service, settings)
+    application = build_application(service, settings, inbox)
     async with running(application, settings):
         await asyncio.Event().wait()

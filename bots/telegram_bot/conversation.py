@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from telegram import Message, Update, User
 from telegram.error import TelegramError
@@ -57,6 +58,8 @@ class Conversation:
         incoming = await self._translate(message, user, target, context.bot.username)
         if incoming is None:
             return
+        if self.adapter.redelivered(update.update_id):
+            incoming = replace(incoming, redelivered=True)
         chat = TelegramChat(self.adapter.outbox, target, voice_reply_to=message.message_id)
         stream = ReplyStream(chat, self.adapter.edit_interval(message))
         await stream.render(self.adapter.service.handle(incoming))

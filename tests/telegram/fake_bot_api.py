@@ -2,7 +2,8 @@
 
 It speaks the same HTTP as api.telegram.org (``/bot<token>/<method>`` with form
 fields, ``/file/bot<token>/<path>`` for downloads), delivers the updates a test
-queues through ``getUpdates``, keeps every message the bot sent as the chat
+queues through ``getUpdates`` (or, once the bot set a webhook, POSTs them to it and
+retries a failed delivery, as Telegram does), keeps every message the bot sent as the chat
 would show it now, records every call, and refuses what Telegram refuses:
 broken HTML, empty or over-long text, edits that change nothing. A test can make
 any method answer with a 429 (flood control) or a 502 (a network drop).
@@ -76,6 +77,36 @@ class Sent:
         if self.reply_markup and "inline_keyboard" in self.reply_markup:
             message["reply_markup"] = self.reply_markup
         return message
+
+
+@dataclass
+class SentAudio:
+    """A voice note (``sendVoice``) or audio file (``sendAudio``) the bot sent, as uploaded."""
+
+    chat_id: int
+    message_id: int
+    method: str
+    data: bytes
+    filename: str | None
+    duration: int | None
+    reply_to: int | None
+
+    def as_dict(self, chat: dict[str, Any]) -> dict[str, Any]:
+        kind = "voice" if self.method == "sendVoice" else "audio"
+        media = {
+            "file_id": f"sent-{self.message_id}",
+            "file_unique_id": f"usent-{self.message_id}",
+            "duration": self.duration or 0,
+            "mime_type": "audio/ogg",
+            "file_size": len(self.data),
+        }
+        return {
+            "message_id": self.message_id,
+            "date": int(time.time()),
+            "chat": chat,
+            "from": BOT_USER,
+            kind: media,
+        }
 
 
 @dataclass
@@ -165,6 +196,7 @@ class FakeBotApi:
         self.token = token
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], Sent] = {}
+        self.audio: list[SentAudio] = []  # voice notes and audio files, in the order sent
         self.webhook: dict[str, Any] | None = None
         self._chats: dict[int, dict[str, Any]] = {}
         self._updates: list[dict[str, Any]] = []
@@ -178,6 +210,10 @@ class FakeBotApi:
         self._runner: web.AppRunner | None = None
         self._closing = False
         self.port = 0
+        self._pushes: set[asyncio.Task[None]] = set()
+        self._webhook_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.webhook_deliveries = 0
+        self.webhook_failures = 0  # deliveries that failed and were tried again
 
     # --- server -------------------------------------------------------------------
 
@@ -194,6 +230,8 @@ class FakeBotApi:
     async def stop(self) -> None:
         # Release held long polls first: aiohttp waits for running handlers on cleanup.
         self._closing = True
+        for push in self._pushes:
+            push.cancel()
         await self._notify()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -284,11 +322,34 @@ class FakeBotApi:
         return file_id, len(data)
 
     def deliver(self, update: dict[str, Any]) -> dict[str, Any]:
-        """Queue a raw update (a copy gets its own update_id) for the next getUpdates."""
+        """Queue a raw update (a copy gets its own update_id) for the next getUpdates, or the webhook."""
         update = {**update, "update_id": next(self._update_ids)}
+        if self.webhook is not None:
+            self._webhook_queue.put_nowait(update)
+            return update
         self._updates.append(update)
         asyncio.get_running_loop().create_task(self._notify())
         return update
+
+    async def _push(self) -> None:
+        """One webhook connection: POST the next update until it answers 200, every half second."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            while True:
+                update = await self._webhook_queue.get()
+                webhook = self.webhook or {}
+                headers = {"X-Telegram-Bot-Api-Secret-Token": str(webhook.get("secret_token") or "")}
+                while True:
+                    try:
+                        async with session.post(webhook["url"], json=update, headers=headers) as response:
+                            if response.status == 200:
+                                self.webhook_deliveries += 1
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    self.webhook_failures += 1
+                    await asyncio.sleep(0.5)
 
     def message(self, chat: dict[str, Any], sender: dict[str, Any], **content: Any) -> dict[str, Any]:
         """A message from a person, with a fresh id in its chat."""
@@ -428,7 +489,12 @@ class FakeBotApi:
         return True
 
     async def _api_setWebhook(self, params: dict[str, Any]) -> Any:
+        """Deliveries go to ``url`` over at most ``max_connections`` connections at once (Telegram's
+        default 40); with one, in order, each retried until it is taken before the next is sent."""
         self.webhook = params
+        if not self._pushes:
+            connections = int(params.get("max_connections") or 40)
+            self._pushes = {asyncio.get_running_loop().create_task(self._push()) for _ in range(connections)}
         return True
 
     async def _api_setMyCommands(self, params: dict[str, Any]) -> Any:
@@ -475,6 +541,31 @@ class FakeBotApi:
             [text],
         )
         self.messages[(chat_id, sent.message_id)] = sent
+        return sent.as_dict(self._chat(chat_id))
+
+    async def _api_sendVoice(self, params: dict[str, Any]) -> Any:
+        return self._audio("sendVoice", params, "voice")
+
+    async def _api_sendAudio(self, params: dict[str, Any]) -> Any:
+        return self._audio("sendAudio", params, "audio")
+
+    def _audio(self, method: str, params: dict[str, Any], field_name: str) -> Any:
+        upload = params.get(field_name)
+        if not isinstance(upload, web.FileField):
+            raise ApiError(400, f"Bad Request: there is no {field_name} in the request")
+        chat_id = params["chat_id"]
+        reply = params.get("reply_parameters") or {}
+        duration = params.get("duration")
+        sent = SentAudio(
+            chat_id,
+            self._next_message_id(chat_id),
+            method,
+            upload.file.read(),
+            upload.filename,
+            int(duration) if duration is not None else None,
+            reply.get("message_id"),
+        )
+        self.audio.append(sent)
         return sent.as_dict(self._chat(chat_id))
 
     async def _api_editMessageText(self, params: dict[str, Any]) -> Any:

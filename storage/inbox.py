@@ -1,0 +1,112 @@
+"""Platform updates in the database before they are acknowledged: ``core.ports.Inbox`` on SQLAlchemy.
+
+Several ``iris run`` processes on one PostgreSQL (or one process on SQLite) claim
+from the same table. A claim is a conditional UPDATE of one row, so two processes
+never hold one item; ordering comes from the claim's condition (no unfinished
+earlier item with the same order key), and a stopped process's items come back
+when their lease runs out. No extra server: the database is the queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+from sqlalchemy import Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from core.ports import InboxItem
+from storage.database import dialect_insert, session_factory
+from storage.tables import InboxRow, utcnow
+
+KEEP_DONE = timedelta(days=1)  # handled ids are kept this long against a platform's redelivery
+
+
+class SqlInbox:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+
+    def put(self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object]) -> bool:
+        with self._sessions.begin() as session:
+            insert = dialect_insert(session, InboxRow).values(
+                platform=platform,
+                update_id=update_id,
+                order_key=order_key,
+                payload=dict(payload),
+                received_at=utcnow(),
+                attempts=0,
+            )
+            stored = session.execute(
+                insert.on_conflict_do_nothing(index_elements=[InboxRow.platform, InboxRow.update_id]).returning(
+                    InboxRow.id
+                )
+            ).first()
+            return stored is not None
+
+    def claim(self, platform: str, owner: str, lease_s: float, limit: int) -> list[InboxItem]:
+        now = utcnow()
+        free = or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now)
+        earlier = aliased(InboxRow)
+        waiting = (
+            select(InboxRow.id)
+            .where(
+                InboxRow.platform == platform,
+                InboxRow.done_at.is_(None),
+                free,
+                ~exists().where(
+                    earlier.platform == platform,
+                    earlier.order_key == InboxRow.order_key,
+                    earlier.done_at.is_(None),
+                    earlier.id < InboxRow.id,
+                ),
+            )
+            .order_by(InboxRow.id)
+            .limit(limit)
+        )
+        claimed: list[InboxItem] = []
+        with self._sessions.begin() as session:
+            ids = list(session.scalars(waiting))
+        for item_id in ids:  # one short transaction each: a process claims what it can, others go on
+            with self._sessions.begin() as session:
+                row = session.execute(
+                    update(InboxRow)
+                    .where(InboxRow.id == item_id, InboxRow.done_at.is_(None), free)
+                    .values(
+                        claimed_by=owner,
+                        lease_until=now + timedelta(seconds=lease_s),
+                        attempts=InboxRow.attempts + 1,
+                    )
+                    .returning(InboxRow.id, InboxRow.payload, InboxRow.attempts)
+                ).first()
+            if row is not None:
+                claimed.append(InboxItem(row.id, dict(row.payload), row.attempts))
+        return claimed
+
+    def renew(self, owner: str, item_ids: Sequence[int], lease_s: float) -> None:
+        if not item_ids:
+            return
+        with self._sessions.begin() as session:
+            session.execute(
+                update(InboxRow)
+                .where(
+                    InboxRow.id.in_(list(item_ids)), InboxRow.claimed_by == owner, InboxRow.done_at.is_(None)
+                )
+                .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            )
+
+    def done(self, item_id: int) -> None:
+        now = utcnow()
+        with self._sessions.begin() as session:
+            session.execute(
+                update(InboxRow).where(InboxRow.id == item_id).values(done_at=now, payload={}, lease_until=None)
+            )
+            session.execute(
+                delete(InboxRow).where(and_(InboxRow.done_at.is_not(None), InboxRow.done_at < now - KEEP_DONE))
+            )
+
+    def pending(self, platform: str) -> int:
+        """How many updates wait or are being handled (for tests and the logs)."""
+        with self._sessions.begin() as session:
+            waiting = InboxRow.platform == platform, InboxRow.done_at.is_(None)
+            return session.scalar(select(func.count()).select_from(InboxRow).where(*waiting)) or 0
