@@ -25,7 +25,18 @@ from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
 from bots.cli_trust import audit, db_prune
 from bots.logs import redact
-from core.domain import Audio, ChatRef, IncomingMessage, Notice, Person, ReplyDone, Stats, Transcribed
+from core.domain import (
+    Audio,
+    ChatRef,
+    IncomingMessage,
+    Notice,
+    NoticeKind,
+    Person,
+    ReplyDone,
+    Spoken,
+    Stats,
+    Transcribed,
+)
 from core.service import ChatService
 
 app = typer.Typer(help="Iris: a voice chat bot that learns from its users.", no_args_is_help=True)
@@ -54,7 +65,8 @@ def chat(chat_id: Annotated[str, typer.Option("--chat", help="Conversation to co
 
     application = build_app(load_settings())
     try:
-        asyncio.run(ConsoleChat(application.service, local_person(), chat_id).run())
+        spoken_dir = application.settings.data_dir / "spoken"
+        asyncio.run(ConsoleChat(application.service, local_person(), chat_id, spoken_dir=spoken_dir).run())
     finally:
         application.close()
 
@@ -68,6 +80,10 @@ def ask(
     ] = None,
     chat_id: Annotated[str, typer.Option("--chat", help="Conversation to continue.")] = "ask",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    speak: Annotated[
+        Path | None,
+        typer.Option(help="Also write the spoken reply to this OGG/Opus file.", dir_okay=False, writable=True),
+    ] = None,
 ) -> None:
     """Send one message and print the reply (scriptable)."""
     from bots.app import build_app
@@ -78,10 +94,12 @@ def ask(
     if voice is not None:
         mime, _ = mimetypes.guess_type(voice.name)
         audio = Audio(voice.read_bytes(), mime, voice.name)
-    message = IncomingMessage(ChatRef("console", chat_id), local_person(), text=text, audio=audio)
+    message = IncomingMessage(
+        ChatRef("console", chat_id), local_person(), text=text, audio=audio, speak=speak is not None
+    )
     application = build_app(load_settings())
     try:
-        result = asyncio.run(_ask(application.service, message))
+        result = asyncio.run(_ask(application.service, message, speak))
     finally:
         application.close()
     if as_json:
@@ -90,14 +108,28 @@ def ask(
         if result["transcript"] is not None:
             typer.echo(f'🎤 "{result["transcript"]}"')
         typer.echo(result["reply"] if result["reply"] is not None else f"({result['notice']})")
+        if result.get("spoken"):
+            typer.echo(f"(spoken: {speak}, {result['spoken']['seconds']:.1f} s)")  # type: ignore[index]
+        elif result.get("speech_notice"):
+            typer.echo(str(result["speech_notice"]))
     if result["reply"] is None:
         raise typer.Exit(1)
 
 
-async def _ask(service: ChatService, message: IncomingMessage) -> dict[str, object]:
+async def _ask(service: ChatService, message: IncomingMessage, speak: Path | None = None) -> dict[str, object]:
     result: dict[str, object] = {"turn_id": None, "transcript": None, "reply": None, "model": None}
     async for event in service.handle(message):
-        if isinstance(event, Transcribed):
+        if isinstance(event, Spoken) and speak is not None:
+            await asyncio.to_thread(speak.write_bytes, event.speech.ogg)
+            result["spoken"] = {
+                "path": str(speak),
+                "seconds": round(event.speech.seconds, 2),
+                "speak_ms": round(event.speak_ms, 1),
+                "truncated": event.speech.truncated,
+            }
+        elif isinstance(event, Notice) and event.kind is NoticeKind.SPEECH_FAILED:
+            result["speech_notice"] = event.text
+        elif isinstance(event, Transcribed):
             result["transcript"] = event.text
         elif isinstance(event, ReplyDone):
             t = event.timings

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bots.render import format_forget
+from bots.render import VOICE_ASK, format_forget, format_voice_choice, voice_choice
 from core.domain import (
     Audio,
     ChatRef,
@@ -19,6 +19,7 @@ from core.domain import (
     Queued,
     ReplyDelta,
     ReplyDone,
+    Spoken,
     Transcribed,
 )
 from core.service import ChatService, UnknownReply
@@ -28,6 +29,7 @@ PLATFORM = "console"
 HELP = """\
 Type a message, or:
   /voice PATH   send an audio file (voice note, MP3, M4A, OGG, WAV)
+  /voice on|off replies also spoken (written to an OGG file), or text only
   /good /bad    rate the last reply
   /fix TEXT     suggest a better answer to the last reply
   /reset        start a new conversation
@@ -55,6 +57,7 @@ class ConsoleChat:
         chat_id: str = "local",
         read_line: Callable[[], Awaitable[str | None]] = _read_stdin,
         write: Callable[[str], None] = _write_stdout,
+        spoken_dir: Path = Path("data") / "spoken",
     ) -> None:
         self.service = service
         self.person = person
@@ -62,6 +65,7 @@ class ConsoleChat:
         self.read_line = read_line
         self.write = write
         self.last_reply: int | None = None
+        self.spoken_dir = spoken_dir  # where spoken replies are written: a terminal cannot play them
 
     async def run(self) -> None:
         self.write(f"Iris local chat. {HELP}\n")
@@ -78,6 +82,8 @@ class ConsoleChat:
         argument = argument.strip()
         if command == "/help":
             self.write(HELP + "\n")
+        elif command == "/voice" and argument.lower() in ("on", "off", ""):
+            await self.choose_voice(argument)
         elif command == "/voice":
             await self.send_voice(Path(argument).expanduser())
         elif command in ("/good", "/bad"):
@@ -120,8 +126,25 @@ class ConsoleChat:
             elif isinstance(event, ReplyDone):
                 self.last_reply = event.turn_id
                 self.write(f"\n  [turn {event.turn_id} · {event.model} · {event.timings.total_ms:.0f} ms]\n")
+            elif isinstance(event, Spoken):
+                path = await asyncio.to_thread(self._keep_spoken, event)
+                self.write(f"  (🔊 {event.speech.seconds:.1f} s spoken: {path})\n")
             elif isinstance(event, Notice) and event.kind is not NoticeKind.DUPLICATE:
                 self.write(("\n" if streaming else "") + f"({event.text})\n")
+
+    async def choose_voice(self, argument: str) -> None:
+        on = voice_choice(argument)
+        if on is None:
+            self.write(f"({VOICE_ASK})\n")
+            return
+        available = await self.service.set_voice(self.person, on)
+        self.write(f"({format_voice_choice(on, available)})\n")
+
+    def _keep_spoken(self, spoken: Spoken) -> Path:
+        self.spoken_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spoken_dir / f"reply-{spoken.turn_id}.ogg"
+        path.write_bytes(spoken.speech.ogg)
+        return path
 
     async def rate(self, up: bool) -> None:
         if self.last_reply is None:
