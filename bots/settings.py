@@ -270,9 +270,21 @@ class Settings(BaseSettings):
     )
     # Publish the slash commands at start-up (a bulk overwrite; harmless when nothing changed).
     discord_sync_commands: bool = Field(default=True, validation_alias=_env("DISCORD_SYNC_COMMANDS"))
+    # Shards, to spread the gateway over several processes: every process gets the same count and
+    # its own ids ("0", "1", or "0,1"); DMs arrive on shard 0. Empty: as many as Discord advises,
+    # all in this process.
+    discord_shard_count: int | None = Field(default=None, ge=1, validation_alias=_env("DISCORD_SHARD_COUNT"))
+    discord_shard_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("DISCORD_SHARD_IDS")
+    )
 
     @field_validator(
-        "allowed_user_ids", "allowed_chat_ids", "allowed_role_ids", "admin_user_ids", mode="before"
+        "allowed_user_ids",
+        "allowed_chat_ids",
+        "allowed_role_ids",
+        "admin_user_ids",
+        "discord_shard_ids",
+        mode="before",
     )
     @classmethod
     def _split_ids(cls, value: Any) -> Any:

@@ -14,8 +14,8 @@ class LockHeld(RuntimeError):
 
 
 @contextmanager
-def database_lock(engine: Engine, name: str) -> Iterator[None]:
-    """Hold ``name`` for the block, or raise ``LockHeld`` at once.
+def database_lock(engine: Engine, name: str, wait: bool = False) -> Iterator[None]:
+    """Hold ``name`` for the block; if another process holds it, wait (``wait``) or raise ``LockHeld``.
 
     On PostgreSQL a session advisory lock on a connection kept for the block: a process
     that dies loses its connection and with it the lock, so nothing is left stale. On
@@ -27,7 +27,9 @@ def database_lock(engine: Engine, name: str) -> Iterator[None]:
         return
     key = int.from_bytes(hashlib.sha256(f"iris:{name}".encode()).digest()[:8], "big", signed=True)
     with engine.connect() as connection:
-        if not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+        if wait:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        elif not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
             raise LockHeld(f"{name} is held by another Iris process")
         try:
             yield

@@ -19,8 +19,20 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (default: the latest)."""
-    command.upgrade(alembic_config(url), revision)
+    """Bring the database at ``url`` to ``revision`` (default: the latest).
+
+    Several processes starting at once on one PostgreSQL take turns (an advisory lock):
+    the first migrates, the others then find nothing to do.
+    """
+    from storage.database import make_engine
+    from storage.locks import database_lock
+
+    engine = make_engine(url)
+    try:
+        with database_lock(engine, "migrations", wait=True):
+            command.upgrade(alembic_config(url), revision)
+    finally:
+        engine.dispose()
 
 
 def current(url: str) -> str | None:

@@ -27,14 +27,26 @@ log = logging.getLogger(__name__)
 TALK = (discord.MessageType.default, discord.MessageType.reply)
 
 
-class IrisClient(discord.Client):
-    """Iris on Discord: one ``ChatService`` call per message, the events rendered back."""
+class IrisClient(discord.AutoShardedClient):
+    """Iris on Discord: one ``ChatService`` call per message, the events rendered back.
+
+    Sharded (discord.py's ``AutoShardedClient``): with ``DISCORD_SHARD_COUNT`` and
+    ``DISCORD_SHARD_IDS`` each process connects only its own shards, and Discord sends
+    it the events of their servers (DMs: shard 0); without them, this process takes
+    every shard Discord advises.
+    """
 
     def __init__(self, service: ChatService, settings: Settings) -> None:
         intents = discord.Intents.default()
         intents.message_content = settings.discord_message_content
+        shards: dict[str, Any] = {}
+        if settings.discord_shard_ids and not settings.discord_shard_count:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the same in every process)")
+        if settings.discord_shard_count:
+            shards = {"shard_count": settings.discord_shard_count}
+            shards["shard_ids"] = settings.discord_shard_ids or None
         # Whatever the model writes, a reply never pings @everyone, a role or a person.
-        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none())
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none(), **shards)
         self.service = service
         self.settings = settings
         self.chains = ReplyChains()

@@ -76,12 +76,12 @@ class Request:
 class FakeDiscord:
     """Discord's REST API under ``/api/v10``, a CDN under ``/attachments`` and a gateway websocket."""
 
-    def __init__(self, token: str = "fake-bot-token") -> None:
+    def __init__(self, token: str = "fake-bot-token", guild_id: int | None = None) -> None:
         self.token = token
         self._ids = itertools.count(1_300_000_000_000_000_000)
         self.app_id = self.new_id()
         self.bot_user: Json = self._user("Iris", bot=True, user_id=self.app_id)
-        self.guild_id = self.new_id()
+        self.guild_id = guild_id or self.new_id()  # its bits from 22 up choose its shard
         self.member_role_id = self.new_id()
         self.roles: list[Json] = [
             self._role(self.guild_id, "@everyone", 0),
@@ -108,6 +108,9 @@ class FakeDiscord:
         self.events: list[tuple[int, str, Json]] = []
         self.session_id = secrets.token_hex(16)
         self._socket: web.WebSocketResponse | None = None
+        self._shard_sockets: dict[int, web.WebSocketResponse] = {}  # shards other than 0
+        self.shard_count = 1
+        self.routed: list[tuple[str, int]] = []  # (event, shard) of every dispatch
         self._send_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -148,6 +151,8 @@ class FakeDiscord:
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close()
+        for socket in self._shard_sockets.values():
+            await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -835,15 +840,30 @@ class FakeDiscord:
 
     # --- gateway -----------------------------------------------------------------------
 
+    def guild_shard(self) -> int:
+        """The shard Discord sends the guild's events on: (guild id >> 22) % shard count."""
+        return (self.guild_id >> 22) % self.shard_count
+
     async def dispatch(self, event: str, data: Json) -> None:
-        """Send a DISPATCH now, or keep it for the client's RESUME if it is disconnected."""
+        """Send a DISPATCH now, or keep it for the client's RESUME if it is disconnected.
+
+        With several shards connected, a guild's events go to the guild's shard and
+        everything else (DMs) to shard 0, as Discord routes them.
+        """
+        shard = self.guild_shard() if "guild_id" in data and self.shard_count > 1 else 0
+        self.routed.append((event, shard))
+        if shard != 0:
+            socket = self._shard_sockets.get(shard)
+            if socket is not None and not socket.closed:
+                await self._send({"op": 0, "t": event, "s": None, "d": data}, socket)
+            return
         seq = len(self.events) + 1
         self.events.append((seq, event, data))
         if self.connected:
             await self._send({"op": 0, "t": event, "s": seq, "d": data})
 
-    async def _send(self, payload: Json) -> None:
-        socket = self._socket
+    async def _send(self, payload: Json, socket: web.WebSocketResponse | None = None) -> None:
+        socket = socket or self._socket
         if socket is None or socket.closed:
             return
         async with self._send_lock:
@@ -852,33 +872,48 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        self._socket = socket
-        await self._send({"op": 10, "s": None, "t": None, "d": {"heartbeat_interval": 41250}})
+        await self._send({"op": 10, "s": None, "t": None, "d": {"heartbeat_interval": 41250}}, socket)
         async for frame in socket:
             if frame.type is not WSMsgType.TEXT:
                 continue
             payload = json.loads(frame.data)
             op = payload["op"]
             if op == 1:
-                await self._send({"op": 11, "s": None, "t": None, "d": None})
+                await self._send({"op": 11, "s": None, "t": None, "d": None}, socket)
             elif op == 2:
-                await self._identify(payload["d"], request.path)
+                await self._identify(payload["d"], socket)
             elif op == 6:
+                self._socket = socket
                 await self._resume(payload["d"])
         if self._socket is socket:
             self._socket = None
         return socket
 
-    async def _identify(self, data: Json, path: str) -> None:
+    async def _identify(self, data: Json, socket: web.WebSocketResponse) -> None:
         if data.get("token") != self.token:
-            await self._socket.close(code=4004)  # type: ignore[union-attr]
+            await socket.close(code=4004)
             return
         self.identifies.append(data)
+        shard, self.shard_count = data.get("shard") or [0, 1]
+        guilds = [{"id": str(self.guild_id), "unavailable": True}] if self.guild_shard() == shard else []
+        if shard != 0:  # another shard (another process): its own connection, no RESUME log
+            self._shard_sockets[shard] = socket
+            ready = {**self._ready(guilds), "shard": [shard, self.shard_count]}
+            await self._send({"op": 0, "t": "READY", "s": 1, "d": ready}, socket)
+            if guilds:
+                await self._send({"op": 0, "t": "GUILD_CREATE", "s": 2, "d": self._guild()}, socket)
+            return
+        self._socket = socket
         self.events.clear()
-        ready = {
+        await self.dispatch("READY", {**self._ready(guilds), "shard": [0, self.shard_count]})
+        if guilds:
+            await self.dispatch("GUILD_CREATE", self._guild())
+
+    def _ready(self, guilds: list[Json]) -> Json:
+        return {
             "v": 10,
             "user": self.bot_user,
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": guilds,
             "session_id": self.session_id,
             "resume_gateway_url": f"ws://127.0.0.1:{self.port}/resume",
             "application": {"id": str(self.app_id), "flags": 0},
@@ -886,8 +921,6 @@ class FakeDiscord:
             "relationships": [],
             "user_settings": {},
         }
-        await self.dispatch("READY", ready)
-        await self.dispatch("GUILD_CREATE", self._guild())
 
     async def _resume(self, data: Json) -> None:
         if data.get("session_id") != self.session_id or data.get("token") != self.token:
