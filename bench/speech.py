@@ -1,0 +1,124 @@
+"""What does a spoken reply cost? (not a test)
+
+    .venv/bin/python bench/speech.py [--runs 3] [--engines espeak,piper]
+
+1. Real-time factor of synthesis (synthesis seconds / audio seconds) for about 5, 15 and 30 s of
+   speech, engine by engine, side by side; each figure is the median of ``--runs``, the engines
+   interleaved so that a noisy machine slows them alike. The time includes starting the engine's
+   process (piper loads its voice each time) and the OGG/Opus encoding.
+2. What a spoken reply adds to the time until the person can listen: through the whole service
+   (SQLite, the bundled model, ``IRIS_REPLY_VOICE=always``), the time until the text reply is
+   complete and the time until its voice note is ready, for a few questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bots.app import build_app
+from bots.settings import Settings
+from core.domain import ChatRef, IncomingMessage, Person, ReplyDone, Spoken
+from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
+
+SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."  # 14 words
+TARGETS_S = (5, 15, 30)
+QUESTIONS = [
+    "What is the capital of France?",
+    "Tell me about the moon.",
+    "How do plants make food?",
+    "Why is the sky blue?",
+]
+PIPER_PYTHON = Path(".venv-piper/bin/python")
+
+
+def text_for(seconds: float, words_per_second: float) -> str:
+    words = SENTENCE.rstrip(".").split()
+    count = round(seconds * words_per_second)
+    return " ".join((words * (count // len(words) + 1))[:count]) + "."
+
+
+def engines(names: list[str]) -> dict[str, EspeakSynthesizer | PiperSynthesizer]:
+    found: dict[str, EspeakSynthesizer | PiperSynthesizer] = {}
+    if "espeak" in names:
+        found["espeak-ng"] = EspeakSynthesizer()
+    model = find_piper_voice(PIPER_PYTHON) if PIPER_PYTHON.exists() else None
+    if "piper" in names and model is not None:
+        found["piper"] = PiperSynthesizer(PIPER_PYTHON, model)
+    elif "piper" in names:
+        print("piper: not installed (make piper); skipped")
+    return found
+
+
+def real_time_factors(runs: int, names: list[str]) -> None:
+    synthesizers = engines(names)
+    rows: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for synthesizer in synthesizers.values():  # warm the page cache, not measured
+        synthesizer.speak(SENTENCE, 60)
+    for _ in range(runs):
+        for target in TARGETS_S:
+            for name, synthesizer in synthesizers.items():
+                text = text_for(target, synthesizer.words_per_second)
+                began = time.perf_counter()
+                speech = synthesizer.speak(text, 120)
+                rows.setdefault((name, target), []).append((time.perf_counter() - began, speech.seconds))
+    print(f"\nsynthesis, median of {runs} (wall seconds / audio seconds = real-time factor):")
+    print(f"{'target':>7}  " + "  ".join(f"{name:>26}" for name in synthesizers))
+    for target in TARGETS_S:
+        cells = []
+        for name in synthesizers:
+            wall = statistics.median(w for w, _ in rows[(name, target)])
+            audio = statistics.median(a for _, a in rows[(name, target)])
+            cells.append(f"{wall:6.2f} s / {audio:5.1f} s = {wall / audio:5.3f}x")
+        print(f"{target:>5} s  " + "  ".join(f"{cell:>26}" for cell in cells))
+
+
+async def until_listening(engine: str) -> None:
+    with tempfile.TemporaryDirectory() as data:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=Path(data), reply_voice="always", tts_engine=engine
+        )
+        app = build_app(settings)
+        try:
+            app.warm_up()
+            text_s, voice_s, spoken_s = [], [], []
+            for number, question in enumerate(QUESTIONS):
+                chat, person = ChatRef("bench", "speech"), Person("bench", "me")
+                message = IncomingMessage(chat, person, text=question, message_id=str(number))
+                began = time.perf_counter()
+                async for event in app.service.handle(message):
+                    if isinstance(event, ReplyDone):
+                        text_s.append(time.perf_counter() - began)
+                    elif isinstance(event, Spoken):
+                        voice_s.append(time.perf_counter() - began)
+                        spoken_s.append(event.speech.seconds)
+        finally:
+            app.close()
+    text, voice, spoken = (statistics.median(x) for x in (text_s, voice_s, spoken_s))
+    print(
+        f"{engine:>7}: text reply complete {text:5.2f} s, voice note ready {voice:5.2f} s "
+        f"(+{voice - text:4.2f} s, {voice / text:4.2f}x) for {spoken:4.1f} s of speech "
+        f"(median of {len(QUESTIONS)} questions, bundled model)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--engines", default="espeak,piper")
+    args = parser.parse_args()
+    names = args.engines.split(",")
+    real_time_factors(args.runs, names)
+    print("\nuntil the person can listen (same machine, one message at a time):")
+    for engine in names:
+        if engine == "piper" and not PIPER_PYTHON.exists():
+            continue
+        asyncio.run(until_listening(engine))
+
+
+if __name__ == "__main__":
+    main()
