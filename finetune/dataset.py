@@ -50,7 +50,6 @@ from finetune.finetome import FineTomeSource, load_finetome
 from finetune.quality import REASONS, QualityRules, problem
 
 ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
-SPLITS = ("train", "eval_feedback", "eval_finetome")
 
 T = TypeVar("T")
 

@@ -9,8 +9,6 @@ from typing import Any
 
 from finetune import jsonl
 
-HUB_FINETOME = "mlabonne/FineTome-100k"
-
 
 class FineTomeUnavailable(RuntimeError):
     """The FineTome source could not be read; the message says what to do instead."""

@@ -89,10 +89,6 @@ class Score:
     tokens: int
     rows: int
 
-    @property
-    def perplexity(self) -> float:
-        return math.exp(self.nll) if self.nll < 50 else math.inf
-
 
 @dataclass(frozen=True)
 class FactScore:
@@ -614,7 +610,3 @@ def probe_questions(config: GateConfig) -> list[ProbeQuestion]:
     """The shipped probe, or its first ``config.probe_questions`` questions when that is set."""
     questions = load_probe()
     return questions[: config.probe_questions] if config.probe_questions > 0 else questions
-
-
-def config_dict(config: GateConfig) -> dict[str, Any]:
-    return asdict(config)
