@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from openai import OpenAI
 
 log = logging.getLogger(__name__)
+
+SERVED_LIST_S = 30.0  # how long the server's list of models is trusted
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class ServerGenerator:
         self._context_tokens = context_tokens
         self._client: OpenAI | None = None
         self._served: set[str] = set()  # names the server listed
+        self._served_at = 0.0
         self._counter: _TokenCounter | None = None
         self._lock = threading.Lock()
 
@@ -108,14 +112,18 @@ class ServerGenerator:
         return wanted
 
     def _check_served(self, name: str) -> None:
-        """Refuse a name the server does not list: it would answer with its default model instead."""
-        if name in self._served:
+        """Refuse a name the server does not list: it would answer with its default model instead.
+
+        The list is asked again after ``SERVED_LIST_S``, so a server restarted with other
+        models is noticed.
+        """
+        if name in self._served and time.monotonic() - self._served_at < SERVED_LIST_S:
             return
         try:
             listed = {model.id for model in self.client.models.list()}
         except Exception as error:
             raise _unavailable("model", error) from error
-        self._served = listed
+        self._served, self._served_at = listed, time.monotonic()
         if name not in listed:
             served = ", ".join(sorted(listed)) or "nothing"
             raise ServerUnavailable(
