@@ -34,14 +34,15 @@ import json
 import logging
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.domain import ErasedCopies, Person
 from finetune import jsonl
-from finetune.feedback import pseudonym, scrub_text
+from finetune.feedback import Manifest, content_hash, export_counts, pseudonym, scrub_text
+from finetune.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -254,9 +255,10 @@ class CopyEraser:
         names = []
         for state_file in sorted(runs.glob("*/state.json")):
             try:
-                state = json.loads(state_file.read_text(encoding="utf-8"))
+                run = Run.load(state_file.parent)
             except (OSError, ValueError):
                 continue
+            state = run.state
             steps = state.get("steps", {})
             dataset = Path(
                 steps.get("dataset", {}).get("result", {}).get("dir") or state_file.parent / "dataset"
@@ -270,7 +272,7 @@ class CopyEraser:
             if state.get("status") in ("running", "failed"):
                 state["status"] = "discarded"
                 state["error"] = "its training data held words a person asked to forget; it cannot be resumed"
-                _atomic_text(state_file, json.dumps(state, indent=1, ensure_ascii=False, default=str))
+                run.save()
         return names
 
 
@@ -300,11 +302,12 @@ def _recount(folder: Path) -> None:
     import hashlib
 
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if "files" not in manifest or "counts" not in manifest:
-        return
+    try:
+        manifest = Manifest.read(manifest_path)
+    except (TypeError, ValueError):
+        return  # not a manifest this version wrote
     hashes = {}
-    for name in manifest["files"]:
+    for name in manifest.files:
         file = folder / name
         if file.exists():
             hashes[name] = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -312,22 +315,11 @@ def _recount(folder: Path) -> None:
         name: jsonl.read(folder / name, missing_ok=True)
         for name in ("sft.jsonl", "sft_meta.jsonl", "kto.jsonl", "dpo.jsonl")
     }
-    kinds = [row.get("kind") for row in rows["sft_meta.jsonl"]]
-    up = sum(1 for row in rows["kto.jsonl"] if row.get("label"))
-    manifest["counts"].update(
-        sft=len(rows["sft.jsonl"]),
-        sft_from_corrections=kinds.count("correction"),
-        sft_from_ratings=kinds.count("rating"),
-        kto=len(rows["kto.jsonl"]),
-        kto_up=up,
-        kto_down=len(rows["kto.jsonl"]) - up,
-        dpo=len(rows["dpo.jsonl"]),
+    counts = export_counts(rows["sft.jsonl"], rows["sft_meta.jsonl"], rows["kto.jsonl"], rows["dpo.jsonl"])
+    manifest = replace(
+        manifest, counts=manifest.counts | counts, files=hashes, content_hash=content_hash(hashes)
     )
-    manifest["files"] = hashes
-    manifest["content_hash"] = hashlib.sha256(
-        "".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode()
-    ).hexdigest()
-    _atomic_text(manifest_path, json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    _atomic_text(manifest_path, manifest.to_json())
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from finetune import jsonl
 from finetune.duplicates import NearDuplicates, exact_key, normalize
-from finetune.feedback import SOURCE
+from finetune.feedback import SOURCE, Manifest
 from finetune.finetome import FineTomeSource, load_finetome
 from finetune.quality import REASONS, QualityRules, problem
 
@@ -164,7 +164,7 @@ def build_dataset(
             database_url, feedback_dir, scrub=config.scrub, consent=config.consent
         ).content_hash
     elif feedback_dir is not None and (feedback_dir / "manifest.json").exists():
-        manifest_hash = json.loads((feedback_dir / "manifest.json").read_text())["content_hash"]
+        manifest_hash = Manifest.read(feedback_dir / "manifest.json").content_hash
 
     loaded = load_finetome(finetome)
     finetome_rows = _sample_finetome(build, loaded)

@@ -33,7 +33,7 @@ import hashlib
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +77,33 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> Manifest:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def export_counts(
+    sft: Sequence[object],
+    sft_meta: Sequence[Mapping[str, Any]],
+    kto: Sequence[Mapping[str, Any]],
+    dpo: Sequence[object],
+) -> dict[str, int]:
+    """The manifest's ``counts``: SFT rows and where they came from, 👍/👎 rows, correction pairs."""
+    kinds = Counter(meta.get("kind") for meta in sft_meta)
+    up = sum(1 for row in kto if row.get("label"))
+    return {
+        "sft": len(sft),
+        "sft_from_corrections": kinds["correction"],
+        "sft_from_ratings": kinds["rating"],
+        "kto": len(kto),
+        "kto_up": up,
+        "kto_down": len(kto) - up,
+        "dpo": len(dpo),
+    }
+
+
+def content_hash(file_hashes: Mapping[str, str]) -> str:
+    """One digest over every file's name and sha256: equal exports have equal hashes."""
+    return hashlib.sha256(
+        "".join(f"{name}\0{digest}\n" for name, digest in sorted(file_hashes.items())).encode()
+    ).hexdigest()
 
 
 # --- conversions between FineTome's shape and chat messages -----------------------
@@ -362,18 +389,8 @@ def _write(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     hashes = {name: jsonl.write(out_dir / name, content) for name, content in files.items()}
-    kinds = Counter(meta["kind"] for _, _, meta in rows.sft)
-    up = sum(1 for row in rows.kto if row["label"])
     manifest = Manifest(
-        counts={
-            "sft": len(rows.sft),
-            "sft_from_corrections": kinds["correction"],
-            "sft_from_ratings": kinds["rating"],
-            "kto": len(rows.kto),
-            "kto_up": up,
-            "kto_down": len(rows.kto) - up,
-            "dpo": len(rows.dpo),
-        },
+        counts=export_counts(files["sft.jsonl"], files["sft_meta.jsonl"], rows.kto, rows.dpo),
         excluded=dict(sorted(rows.excluded.items())),
         since=_iso(since),
         until=_iso(until),
@@ -381,9 +398,7 @@ def _write(
         last_feedback=_iso(max(rows.moments)) if rows.moments else None,
         model_versions=dict(sorted(Counter(rows.models.values()).items())),
         files=hashes,
-        content_hash=hashlib.sha256(
-            "".join(f"{name}\0{digest}\n" for name, digest in sorted(hashes.items())).encode()
-        ).hexdigest(),
+        content_hash=content_hash(hashes),
         scrub=scrub,
         consent=consent,
     )

@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +84,8 @@ class RetrainResult:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "name": self.name,
-            "run_dir": str(self.run_dir),
-            "gguf": self.gguf,
-            "message": self.message,
-            "error": self.error,
-            "metrics": self.metrics,
-        }
+        """The fields as ``iris retrain --json`` prints them."""
+        return asdict(self) | {"run_dir": str(self.run_dir)}
 
 
 # --- the pipeline -----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class Run:
 
     @classmethod
     def load(cls, directory: Path) -> Run:
-        return cls(directory, json.loads((directory / "state.json").read_text()))
+        return cls(directory, json.loads((directory / "state.json").read_text(encoding="utf-8")))
 
     @classmethod
     def unfinished(cls, work_dir: Path) -> Run | None:
@@ -92,7 +92,7 @@ class Run:
 
     def save(self) -> None:
         partial = self.dir / "state.json.partial"
-        partial.write_text(json.dumps(self.state, indent=1, ensure_ascii=False, default=str))
+        partial.write_text(json.dumps(self.state, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
         partial.replace(self.dir / "state.json")  # a kill mid-write keeps the previous state
 
 
