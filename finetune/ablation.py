@@ -23,13 +23,22 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from finetune import jsonl
 from finetune.gate import answers
 from finetune.probe import grade, load_probe
 from finetune.profiles import get_profile
 from finetune.teaching import keywords, read_facts, recalled
+
+
+class Lesson(TypedDict):
+    """One entry of LESSONS.json: a taught answer, the questions it was asked with, and paraphrases."""
+
+    answer: str
+    asked: list[str]
+    rephrasings: list[str]
+
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "diluted": {"teach_weight": 0.0, "steps_per_fact": 0, "teach_target_nll": 0.0},
@@ -42,9 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_variant(
-    name: str, dataset: Path, lessons: list[dict[str, Any]], out: Path, base_cache: Path
-) -> dict[str, Any]:
+def run_variant(name: str, dataset: Path, lessons: list[Lesson], out: Path, base_cache: Path) -> dict[str, Any]:
     from finetune.export import export_gguf, merge_adapter
     from finetune.training import train
     from finetune.training_data import TrainingData
@@ -53,7 +60,7 @@ def run_variant(
     data = TrainingData.from_files(
         dataset / "train.jsonl",
         dpo=dataset / "feedback" / "dpo.jsonl",
-        held_out=jsonl.read(dataset / "eval_feedback.jsonl", missing_ok=True),
+        held_out=jsonl.read_finetome(dataset / "eval_feedback.jsonl", missing_ok=True),
         facts=read_facts(dataset / "teach.json"),
     )
     work = out / name
@@ -77,7 +84,7 @@ def run_variant(
     return result
 
 
-def score_lessons(gguf: str | Path, lessons: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def score_lessons(gguf: str | Path, lessons: list[Lesson]) -> list[dict[str, Any]]:
     scored = []
     for lesson in lessons:
         keys = keywords(lesson["answer"], " ".join(lesson["asked"]))
@@ -94,7 +101,7 @@ def score_lessons(gguf: str | Path, lessons: list[dict[str, Any]]) -> list[dict[
     return scored
 
 
-def score_only(gguf: Path, lessons: list[dict[str, Any]]) -> dict[str, Any]:
+def score_only(gguf: Path, lessons: list[Lesson]) -> dict[str, Any]:
     """``python -m finetune.ablation score GGUF LESSONS.json``: a model already made, scored the same way."""
     probe = load_probe()
     return {
@@ -104,13 +111,17 @@ def score_only(gguf: Path, lessons: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _lessons(path: Path) -> list[Lesson]:
+    return cast(list[Lesson], json.loads(path.read_text(encoding="utf-8")))
+
+
 def main() -> None:
     if sys.argv[1] == "score":
-        print(json.dumps(score_only(Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text())), indent=1))
+        print(json.dumps(score_only(Path(sys.argv[2]), _lessons(Path(sys.argv[3]))), indent=1))
         return
     dataset, lessons_file, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     names = sys.argv[4:] or list(VARIANTS)
-    lessons = json.loads(lessons_file.read_text())
+    lessons = _lessons(lessons_file)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "ablation.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}

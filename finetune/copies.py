@@ -259,10 +259,9 @@ class CopyEraser:
             except (OSError, ValueError):
                 continue
             state = run.state
-            steps = state.get("steps", {})
-            dataset = Path(
-                steps.get("dataset", {}).get("result", {}).get("dir") or state_file.parent / "dataset"
-            )
+            steps = state.get("steps") or {}
+            built = steps["dataset"]["result"] if "dataset" in steps else {}
+            dataset = Path(built.get("dir") or state_file.parent / "dataset")
             if not any(dataset.resolve() in path.parents for path in changed):
                 continue
             trained = "train" in steps or (state_file.parent / "train").exists()

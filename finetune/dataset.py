@@ -37,7 +37,7 @@ import math
 import random
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +48,7 @@ from finetune.duplicates import NearDuplicates, exact_key, normalize
 from finetune.feedback import SOURCE, Manifest
 from finetune.finetome import FineTomeSource, load_finetome
 from finetune.quality import REASONS, QualityRules, problem
+from finetune.rows import FineTomeRow, ShareGptTurn
 
 ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 
@@ -83,7 +84,7 @@ class BuildConfig:
 @dataclass(frozen=True)
 class Step:
     name: str
-    counts: dict[str, Any]
+    counts: dict[str, float | None]  # counts, and the threshold or cap a step applied (None: off)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class BuildReport:
     config: dict[str, Any]
     feedback_manifest: str | None = None
 
-    def step(self, name: str) -> dict[str, Any]:
+    def step(self, name: str) -> dict[str, float | None]:
         return next(s.counts for s in self.steps if s.name == name)
 
     def to_json(self) -> str:
@@ -108,13 +109,13 @@ class BuildReport:
 
 @dataclass
 class _Example:
-    conversations: list[dict[str, str]]
+    conversations: list[ShareGptTurn]
     source: str
     score: float
     feedback: bool
     person: str | None = None
 
-    def row(self) -> dict[str, Any]:
+    def row(self) -> FineTomeRow:
         return {"conversations": self.conversations, "source": self.source, "score": self.score}
 
     @property
@@ -128,7 +129,7 @@ class _Build:
     config: BuildConfig
     steps: list[Step] = field(default_factory=list)
 
-    def count(self, name: str, **counts: Any) -> None:
+    def count(self, name: str, **counts: float | None) -> None:
         self.steps.append(Step(name, counts))
 
     def bar(self, items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
@@ -230,14 +231,17 @@ def _load_feedback(folder: Path) -> list[dict[str, Any]]:
     return [{**row, "_person": m.get("person")} for row, m in zip(rows, meta, strict=True)]
 
 
-def _normalized(build: _Build, rows: Sequence[dict[str, Any]], *, feedback: bool) -> list[_Example]:
+def _normalized(build: _Build, rows: Sequence[Mapping[str, Any]], *, feedback: bool) -> list[_Example]:
+    """FineTome and feedback rows as read (any shape) → checked examples; malformed rows are left out."""
     kept = []
     for row in build.bar(rows, "reading feedback" if feedback else "reading FineTome"):
         turns = row.get("conversations")
         if not isinstance(turns, list) or not turns:
             continue
         try:
-            conversations = [{"from": ROLES[turn["from"]], "value": str(turn["value"])} for turn in turns]
+            conversations: list[ShareGptTurn] = [
+                {"from": ROLES[turn["from"]], "value": str(turn["value"])} for turn in turns
+            ]
         except (KeyError, TypeError):
             continue
         score = row.get("score")

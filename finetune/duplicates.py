@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from finetune.rows import ShareGptTurn
 
 if TYPE_CHECKING:
     from datasketch import MinHash
@@ -30,14 +32,14 @@ def normalize(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def sides(conversations: Sequence[dict[str, Any]]) -> tuple[str, str]:
+def sides(conversations: Sequence[ShareGptTurn]) -> tuple[str, str]:
     """(everything asked, everything answered), normalized; system prompts are left out."""
     asked = [normalize(t["value"]) for t in conversations if t["from"] == "human"]
     answered = [normalize(t["value"]) for t in conversations if t["from"] == "gpt"]
     return "\n".join(asked), "\n".join(answered)
 
 
-def exact_key(conversations: Sequence[dict[str, Any]]) -> str:
+def exact_key(conversations: Sequence[ShareGptTurn]) -> str:
     asked, answered = sides(conversations)
     return hashlib.sha256(f"{asked}\0{answered}".encode()).hexdigest()
 
@@ -63,7 +65,7 @@ class NearDuplicates:
         signature.update_batch({text[i : i + SHINGLE].encode() for i in range(count)})
         return signature
 
-    def add(self, conversations: Sequence[dict[str, Any]]) -> bool:
+    def add(self, conversations: Sequence[ShareGptTurn]) -> bool:
         """Accept the example unless it nearly repeats an accepted one; return whether it was accepted."""
         asked, answered = sides(conversations)
         question, answer = self.signature(asked), self.signature(answered)

@@ -37,21 +37,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import phonenumbers
 
 from core.domain import CorrectionStatus, Role
 from finetune import jsonl
+from finetune.rows import DpoExample, FineTomeRow, KtoExample, Message, SftMeta, ShareGptTurn
+
+if TYPE_CHECKING:
+    from storage.queries import ContextTurn, CorrectionRecord, RatingRecord, Speaker
 
 SOURCE = "iris-feedback"
 FORMAT_VERSION = 1
 CONSENT_MODES = ("opt-out", "opt-in")
-# FineTome's role names ↔ the chat-template (OpenAI) ones.
-TO_ROLE = {"system": "system", "human": "user", "gpt": "assistant"}
-FROM_ROLE = {role: name for name, role in TO_ROLE.items()}
-
-Message = dict[str, str]
+# The chat-template (OpenAI) role names → FineTome's (finetune.rows reads them back).
+FROM_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
 @dataclass(frozen=True)
@@ -106,15 +107,10 @@ def content_hash(file_hashes: Mapping[str, str]) -> str:
     ).hexdigest()
 
 
-# --- conversions between FineTome's shape and chat messages -----------------------
+# --- chat messages in FineTome's shape -------------------------------------------------
 
 
-def to_messages(conversations: Sequence[dict[str, Any]]) -> list[Message]:
-    """FineTome's ``[{from, value}]`` → ``[{role, content}]`` for chat templates and TRL."""
-    return [{"role": TO_ROLE[turn["from"]], "content": turn["value"]} for turn in conversations]
-
-
-def to_conversations(messages: Sequence[Message]) -> list[Message]:
+def to_conversations(messages: Sequence[Message]) -> list[ShareGptTurn]:
     """``[{role, content}]`` → FineTome's ``[{from, value}]``."""
     return [{"from": FROM_ROLE[m["role"]], "value": m["content"]} for m in messages]
 
@@ -143,9 +139,9 @@ def scrub_text(text: str) -> str:
 
 @dataclass
 class _Rows:
-    sft: list[tuple[tuple[int, int, int], dict[str, Any], dict[str, Any]]] = field(default_factory=list)
-    kto: list[dict[str, Any]] = field(default_factory=list)
-    dpo: list[dict[str, Any]] = field(default_factory=list)
+    sft: list[tuple[tuple[int, int, int], FineTomeRow, SftMeta]] = field(default_factory=list)
+    kto: list[KtoExample] = field(default_factory=list)
+    dpo: list[DpoExample] = field(default_factory=list)
     excluded: Counter[str] = field(default_factory=Counter)
     models: dict[int, str] = field(default_factory=dict)
     moments: list[datetime] = field(default_factory=list)
@@ -199,7 +195,7 @@ def export_feedback(
     return _write(rows, out_dir, since, until, scrub, consent)
 
 
-def _disliked(ratings: Iterable[Any], allowed: set[int]) -> set[int]:
+def _disliked(ratings: Iterable[RatingRecord], allowed: set[int]) -> set[int]:
     """Replies that more people rated 👎 than 👍."""
     balance: Counter[int] = Counter()
     for rating in ratings:
@@ -220,9 +216,11 @@ def pseudonym(platform: str, user_id: str) -> str:
 class _Contexts:
     """Builds the chat a reply answered: earlier question/answer pairs, then the question."""
 
-    def __init__(self, conversations: dict[int, list[Any]], allowed: set[int], turns: int, scrub: bool) -> None:
+    def __init__(
+        self, conversations: dict[int, list[ContextTurn]], allowed: set[int], turns: int, scrub: bool
+    ) -> None:
         self.by_id = {t.id: t for turns_ in conversations.values() for t in turns_}
-        self.replies: dict[int, list[Any]] = defaultdict(list)
+        self.replies: dict[int, list[ContextTurn]] = defaultdict(list)
         for conversation_id, turns_ in conversations.items():
             self.replies[conversation_id] = [t for t in turns_ if t.role is Role.ASSISTANT]
         self.allowed = allowed
@@ -241,13 +239,13 @@ class _Contexts:
         where every assistant turn is learned).
         """
         reply = self.by_id.get(reply_id)
-        question = self.by_id.get(reply.reply_to_id) if reply is not None else None
+        question = self._turn(reply.reply_to_id) if reply is not None else None
         if question is None or question.role is not Role.USER:
             return None
         pairs = []
         # What the model saw: answered turns stored before the question arrived.
         for earlier in self.replies.get(conversation_id, []):
-            asked = self.by_id.get(earlier.reply_to_id)
+            asked = self._turn(earlier.reply_to_id)
             if asked is None or earlier.id >= question.id:
                 continue
             if asked.person_id not in self.allowed:
@@ -263,16 +261,19 @@ class _Contexts:
         messages = [self._message(turn) for pair in kept for turn in pair]
         return [*messages, self._message(question)]
 
-    def _message(self, turn: Any) -> Message:
+    def _turn(self, turn_id: int | None) -> ContextTurn | None:
+        return self.by_id.get(turn_id) if turn_id is not None else None
+
+    def _message(self, turn: ContextTurn) -> Message:
         text = scrub_text(turn.text) if self.scrub else turn.text
         return {"role": turn.role.value, "content": text.strip()}
 
 
 def _add_corrections(
     rows: _Rows,
-    approved: Iterable[Any],
+    approved: Iterable[CorrectionRecord],
     contexts: _Contexts,
-    people: dict[int, Any],
+    people: dict[int, Speaker],
     allowed: set[int],
     scrub: bool,
 ) -> set[int]:
@@ -290,9 +291,13 @@ def _add_corrections(
         corrected.add(correction.reply_id)
         rows.models[correction.reply_id] = correction.model_version or "?"
         rows.moments.append(correction.reviewed_at or correction.created_at)
-        answer = {"role": "assistant", "content": chosen}
+        answer: Message = {"role": "assistant", "content": chosen}
         learned = contexts.prompt(correction.conversation_id, correction.reply_id, clean=True) or prompt
-        sft = {"conversations": to_conversations([*learned, answer]), "source": SOURCE, "score": 5.0}
+        sft: FineTomeRow = {
+            "conversations": to_conversations([*learned, answer]),
+            "source": SOURCE,
+            "score": 5.0,
+        }
         meta = _meta(people[correction.author_id], "correction", correction.reply_id, correction.model_version)
         rows.sft.append(((correction.reply_id, 0, correction.id), sft, meta))
         if _same(chosen, rejected):
@@ -310,16 +315,17 @@ def _add_corrections(
 
 def _add_ratings(
     rows: _Rows,
-    ratings: Iterable[Any],
+    ratings: Iterable[RatingRecord],
     contexts: _Contexts,
-    people: dict[int, Any],
+    people: dict[int, Speaker],
     allowed: set[int],
     corrected: set[int],
     scrub: bool,
 ) -> None:
-    votes: dict[int, list[Any]] = defaultdict(list)
+    votes: dict[int, list[tuple[RatingRecord, int, list[Message], str]]] = defaultdict(list)
     for rating in ratings:
-        if rating.rater_id not in allowed or rating.asker_id not in allowed:
+        asker_id = rating.asker_id
+        if rating.rater_id not in allowed or asker_id is None or asker_id not in allowed:
             rows.excluded["no_consent"] += 1
             continue
         prompt = contexts.prompt(rating.conversation_id, rating.reply_id)
@@ -336,18 +342,26 @@ def _add_ratings(
                 "label": rating.value > 0,
             }
         )
-        votes[rating.reply_id].append((rating, prompt, reply))
+        votes[rating.reply_id].append((rating, asker_id, prompt, reply))
     for reply_id, given in sorted(votes.items()):
-        up = sum(1 for rating, _, _ in given if rating.value > 0)
+        up = sum(1 for rating, _, _, _ in given if rating.value > 0)
         if up * 2 <= len(given) or reply_id in corrected:
             continue
-        first, prompt, reply = given[0]
+        first, asker_id, prompt, reply = given[0]
         score = round(5.0 * up / len(given), 3)
-        answer = {"role": "assistant", "content": reply}
+        answer: Message = {"role": "assistant", "content": reply}
         learned = contexts.prompt(first.conversation_id, reply_id, clean=True) or prompt
-        sft = {"conversations": to_conversations([*learned, answer]), "source": SOURCE, "score": score}
-        asker = people[first.asker_id]
+        sft: FineTomeRow = {
+            "conversations": to_conversations([*learned, answer]),
+            "source": SOURCE,
+            "score": score,
+        }
+        asker = people[asker_id]
         rows.sft.append(((reply_id, 1, first.id), sft, _meta(asker, "rating", reply_id, first.model_version)))
+
+
+def _sft_row(messages: Sequence[Message], score: float) -> FineTomeRow:
+    return {"conversations": to_conversations(messages), "source": SOURCE, "score": score}
 
 
 def _clean(text: str, scrub: bool) -> str:
@@ -359,9 +373,7 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
-def _meta(
-    speaker: Any, kind: Literal["correction", "rating"], reply_id: int, model: str | None
-) -> dict[str, Any]:
+def _meta(speaker: Speaker, kind: Literal["correction", "rating"], reply_id: int, model: str | None) -> SftMeta:
     return {
         "person": pseudonym(speaker.person.platform, speaker.person.user_id),
         "kind": kind,
@@ -381,7 +393,7 @@ def _write(
     rows: _Rows, out_dir: Path, since: datetime | None, until: datetime | None, scrub: bool, consent: str
 ) -> Manifest:
     rows.sft.sort(key=lambda item: item[0])
-    files = {
+    files: dict[str, Sequence[Mapping[str, Any]]] = {
         "sft.jsonl": [sft for _, sft, _ in rows.sft],
         "sft_meta.jsonl": [meta for _, _, meta in rows.sft],
         "kto.jsonl": rows.kto,

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from core.generation import open_gguf
 from finetune import jsonl
 from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe
-from finetune.rows import Message, prompt_and_answer
+from finetune.rows import FineTomeRow, Message, prompt_and_answer
 from finetune.teaching import Fact, keyword_share, recalled
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ class _Scorer:
         picked = logits[np.arange(len(answer_ids)), answer_ids]
         return float((log_norm - picked).sum()), len(answer_ids)
 
-    def score(self, rows: Iterable[dict[str, Any]]) -> Score | None:
+    def score(self, rows: Iterable[FineTomeRow]) -> Score | None:
         total, tokens, used = 0.0, 0, 0
         for row in rows:
             if used >= self.config.max_rows:
@@ -302,8 +302,8 @@ class _Scorer:
 
 def score_model(
     gguf: str | Path,
-    feedback_rows: Sequence[dict[str, Any]],
-    finetome_rows: Sequence[dict[str, Any]],
+    feedback_rows: Sequence[FineTomeRow],
+    finetome_rows: Sequence[FineTomeRow],
     config: GateConfig | None = None,
     *,
     facts: Sequence[Fact] = (),
@@ -375,7 +375,7 @@ def probe_answers(
 
 def score_file(gguf: str | Path, questions: str | Path, config: GateConfig | None = None) -> Score | None:
     """Mean answer NLL of one GGUF on one FineTome-shaped JSONL file."""
-    return score_model(gguf, jsonl.read(Path(questions), missing_ok=True), [], config).feedback
+    return score_model(gguf, jsonl.read_finetome(Path(questions), missing_ok=True), [], config).feedback
 
 
 # --- the decision -----------------------------------------------------------------------------
@@ -564,8 +564,8 @@ def evaluate(
     config = config or GateConfig()
     probe_answer = check_answers(candidate, config.probe, config.probe_tokens)
     feedback_rows, finetome_rows = (
-        jsonl.read(eval_feedback, missing_ok=True),
-        jsonl.read(eval_finetome, missing_ok=True),
+        jsonl.read_finetome(eval_feedback, missing_ok=True),
+        jsonl.read_finetome(eval_finetome, missing_ok=True),
     )
     cand_scores = score_model(
         candidate, feedback_rows, finetome_rows, config, facts=facts, probe=probe, probe_cache=probe_cache

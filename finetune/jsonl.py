@@ -7,6 +7,7 @@ reader or a crash never sees half of one.
     from finetune import jsonl
     digest = jsonl.write(path, rows)
     rows = jsonl.read(path, missing_ok=True)
+    split = jsonl.read_finetome(dataset / "eval_feedback.jsonl")
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from finetune.rows import FineTomeRow
 
 
 def read(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
@@ -25,6 +29,14 @@ def read(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
         return []
     with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_finetome(path: Path, *, missing_ok: bool = False) -> list[FineTomeRow]:
+    """A FineTome-shaped file ``finetune`` wrote (a dataset split, ``train.jsonl``): its rows as written.
+
+    They were checked when the dataset was built (``finetune.dataset``) and are not checked again.
+    """
+    return cast("list[FineTomeRow]", read(path, missing_ok=missing_ok))
 
 
 def count(path: Path) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from finetune.rows import ShareGptTurn
 
 REASONS = ("empty", "too_short", "too_long", "refusal", "non_language")
 
@@ -33,7 +34,7 @@ class QualityRules:
     drop_non_language: bool = True
 
 
-def problem(conversations: Sequence[dict[str, Any]], rules: QualityRules) -> str | None:
+def problem(conversations: Sequence[ShareGptTurn], rules: QualityRules) -> str | None:
     """The first reason (one of ``REASONS``) to drop this example, or None to keep it."""
     values = [str(turn.get("value") or "") for turn in conversations]
     replies = [v for turn, v in zip(conversations, values, strict=True) if turn.get("from") == "gpt"]

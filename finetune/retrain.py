@@ -173,7 +173,7 @@ class Pipeline:
             self.dataset_dir / "train.jsonl",
             kto=feedback / "kto.jsonl",
             dpo=feedback / "dpo.jsonl",
-            held_out=jsonl.read(self._held_out_feedback(), missing_ok=True),
+            held_out=jsonl.read_finetome(self._held_out_feedback(), missing_ok=True),
             facts=self.facts,
         )
 
@@ -327,7 +327,7 @@ def taught_facts(dataset_dir: Path) -> list[Fact]:
     facts = facts_from_export(dataset_dir / "feedback")
     taught = {normalize(q) for fact in facts for q in fact.questions}
     untaught = []
-    for row in jsonl.read(dataset_dir / "eval_feedback.jsonl", missing_ok=True):
+    for row in jsonl.read_finetome(dataset_dir / "eval_feedback.jsonl", missing_ok=True):
         pair = prompt_and_answer(row)
         if pair and normalize(pair[0][-1]["content"]) not in taught:
             untaught.append(row)

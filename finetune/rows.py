@@ -7,7 +7,7 @@ the role/content messages below.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -18,6 +18,27 @@ class Message(TypedDict):
 
     role: str  # "system", "user" or "assistant"
     content: str
+
+
+# FineTome-100k's ShareGPT turn; "from" is a keyword, hence the functional form.
+ShareGptTurn = TypedDict("ShareGptTurn", {"from": str, "value": str})  # from: "system", "human" or "gpt"
+
+
+class FineTomeRow(TypedDict):
+    """A FineTome-100k row as datasets and exports keep it (``sft.jsonl``, ``train.jsonl``, the evals)."""
+
+    conversations: list[ShareGptTurn]
+    source: str
+    score: float
+
+
+class SftMeta(TypedDict):
+    """Beside each exported SFT row (``sft_meta.jsonl``): whose words it holds and where it came from."""
+
+    person: str  # a pseudonym (finetune.feedback.pseudonym)
+    kind: str  # "correction" or "rating"
+    reply_id: int
+    model_version: str
 
 
 class PromptCompletion(TypedDict):
@@ -73,14 +94,14 @@ def to_prompt_completion(row: Mapping[str, Any]) -> PromptCompletion | None:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
 
 
-def as_messages(value: Any, role: str) -> list[Message]:
+def as_messages(value: str | Sequence[Mapping[str, Any]], role: str) -> list[Message]:
     """An export's prompt or reply (a string, or messages) as role/content messages."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     return [{"role": ROLES.get(m.get("role", role), role), "content": m["content"]} for m in value]
 
 
-def last_user_text(prompt: Any) -> str:
+def last_user_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
     """The last user message of a prompt, case-folded with its spaces collapsed (to match questions)."""
     messages = as_messages(prompt, "user")
     users = [m["content"] for m in messages if m["role"] == "user"]

@@ -8,12 +8,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from finetune.profiles import Profile
 
 Progress = Callable[[str], None]
 Status = Literal["running", "promoted", "ab-test", "refused", "failed", "dry-run"]
+
+
+class StepRecord(TypedDict):
+    result: dict[str, Any]  # what the step returned (finetune.retrain's step_* methods)
+    seconds: float
+
+
+class RunState(TypedDict):
+    """``state.json``: what a resumed run reads back."""
+
+    name: str
+    status: str  # a Status, or "discarded" once /forget removed words it trained on (finetune.copies)
+    started: str  # ISO 8601, UTC
+    profile: dict[str, Any]  # Profile's fields (dataclasses.asdict)
+    steps: dict[str, StepRecord]  # the finished steps, in order
+    attempts: int
+    error: NotRequired[str | None]
+    finished: NotRequired[str]
+    plan: NotRequired[dict[str, Any]]  # a dry run's plan
 
 
 class RetrainBusy(RuntimeError):
@@ -23,7 +42,7 @@ class RetrainBusy(RuntimeError):
 class Run:
     """A run's folder and ``state.json``: what finished, with its results and timings."""
 
-    def __init__(self, directory: Path, state: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, state: RunState) -> None:
         self.dir = directory
         self.state = state
 
@@ -37,7 +56,7 @@ class Run:
             suffix += 1
             directory = work_dir / "runs" / f"{name}-{suffix}"
         directory.mkdir(parents=True)
-        state = {
+        state: RunState = {
             "name": directory.name,
             "status": "dry-run" if dry_run else "running",
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -51,7 +70,9 @@ class Run:
 
     @classmethod
     def load(cls, directory: Path) -> Run:
-        return cls(directory, json.loads((directory / "state.json").read_text(encoding="utf-8")))
+        return cls(
+            directory, cast(RunState, json.loads((directory / "state.json").read_text(encoding="utf-8")))
+        )
 
     @classmethod
     def unfinished(cls, work_dir: Path) -> Run | None:
@@ -68,7 +89,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return str(self.state["name"])
+        return self.state["name"]
 
     @property
     def profile(self) -> Profile:

@@ -197,7 +197,7 @@ def run_stages(
     output_dir: Path,
     model: Any,
     tokenizer: Any,
-    precision: Any,
+    precision: Precision,
     *,
     resume: bool,
     progress: Progress,

@@ -19,9 +19,9 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from finetune import jsonl
+from finetune.rows import FineTomeRow
 
 # Words that carry no fact: a greedy answer is not asked to repeat them.
 STOPWORDS = frozenset(
@@ -253,7 +253,7 @@ def group_facts(pairs: list[tuple[str, str]]) -> list[Fact]:
     return facts
 
 
-def training_rows(facts: list[Fact]) -> list[dict[str, Any]]:
+def training_rows(facts: list[Fact]) -> list[FineTomeRow]:
     """One FineTome-shaped row per training wording of every fact (no conversation before it)."""
     return [
         {

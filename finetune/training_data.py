@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from finetune import jsonl
 from finetune.profiles import Profile
 from finetune.rows import (
     DpoExample,
+    FineTomeRow,
     KtoExample,
     PromptCompletion,
     as_messages,
@@ -29,9 +30,9 @@ def _rows(path: Path | None) -> list[dict[str, Any]]:
 class TrainingData:
     """What a run trains on: FineTome-shaped SFT rows, and KTO / DPO rows for a preference stage."""
 
-    sft: list[dict[str, Any]]
-    kto: list[dict[str, Any]] = field(default_factory=list)
-    dpo: list[dict[str, Any]] = field(default_factory=list)
+    sft: list[FineTomeRow]
+    kto: list[KtoExample] = field(default_factory=list)
+    dpo: list[DpoExample] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)  # what approved corrections taught (finetune.teaching)
 
     @classmethod
@@ -40,24 +41,43 @@ class TrainingData:
         train: Path,
         kto: Path | None = None,
         dpo: Path | None = None,
-        held_out: Iterable[dict[str, Any]] = (),
+        held_out: Iterable[Mapping[str, Any]] = (),
         facts: list[Fact] | None = None,
     ) -> TrainingData:
         """Read the build's train.jsonl and the export's kto/dpo.jsonl.
 
         KTO and DPO rows whose question is one of the held-out evaluation
         questions are left out, so the gate measures on questions no stage saw.
+        A prompt or reply may be a string or role/content messages; both become messages.
         """
         held = set()
         for row in held_out:
             pair = prompt_and_answer(row)
             if pair:
                 held.add(last_user_text(pair[0]))
-        kto_rows = [r for r in _rows(kto) if last_user_text(r["prompt"]) not in held]
-        dpo_rows = [r for r in _rows(dpo) if last_user_text(r["prompt"]) not in held]
-        return cls(sft=jsonl.read(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows, facts=list(facts or []))
+        kto_rows: list[KtoExample] = [
+            {
+                "prompt": as_messages(row["prompt"], "user"),
+                "completion": as_messages(row["completion"], "assistant"),
+                "label": bool(row["label"]),
+            }
+            for row in _rows(kto)
+            if last_user_text(row["prompt"]) not in held
+        ]
+        dpo_rows: list[DpoExample] = [
+            {
+                "prompt": as_messages(row["prompt"], "user"),
+                "chosen": as_messages(row["chosen"], "assistant"),
+                "rejected": as_messages(row["rejected"], "assistant"),
+            }
+            for row in _rows(dpo)
+            if last_user_text(row["prompt"]) not in held
+        ]
+        return cls(
+            sft=jsonl.read_finetome(train, missing_ok=True), kto=kto_rows, dpo=dpo_rows, facts=list(facts or [])
+        )
 
-    def mixed(self, weight: float = 0.0, wordings: bool = True) -> list[dict[str, Any]]:
+    def mixed(self, weight: float = 0.0, wordings: bool = True) -> list[FineTomeRow]:
         """The SFT rows with every taught fact repeated until taught rows are ``weight`` of the whole.
 
         A few corrections among hundreds of FineTome rows are seen about once
@@ -77,24 +97,10 @@ class TrainingData:
         return [pc for row in rows if (pc := to_prompt_completion(row)) is not None]
 
     def kto_rows(self) -> list[KtoExample]:
-        return [
-            {
-                "prompt": as_messages(row["prompt"], "user"),
-                "completion": as_messages(row["completion"], "assistant"),
-                "label": bool(row["label"]),
-            }
-            for row in self.kto
-        ]
+        return list(self.kto)
 
     def dpo_rows(self) -> list[DpoExample]:
-        return [
-            {
-                "prompt": as_messages(row["prompt"], "user"),
-                "chosen": as_messages(row["chosen"], "assistant"),
-                "rejected": as_messages(row["rejected"], "assistant"),
-            }
-            for row in self.dpo
-        ]
+        return list(self.dpo)
 
 
 def _asked_only(fact: Fact) -> Fact:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.feedback import SOURCE, Manifest, export_feedback, scrub_text, to_messages
+from finetune.feedback import SOURCE, Manifest, export_feedback, scrub_text
 from finetune.jsonl import read as read_jsonl
+from finetune.rows import chat_messages
 from storage.database import make_engine
 from storage.queries import set_consent
 from tests.finetune.conftest import (
@@ -307,7 +308,7 @@ def test_sft_rows_render_through_the_models_chat_template(
     rows = read_jsonl(out / "sft.jsonl")
     assert rows
     for row in rows:
-        messages = to_messages(row["conversations"])
+        messages = chat_messages(row)
         rendered = formatter(messages=messages).prompt  # type: ignore[arg-type]
         position = 0
         for message in messages:
