@@ -116,5 +116,8 @@ class DurableUpdates(asyncio.Queue[Any]):
                 raise
             except Exception:
                 log.exception("the Telegram inbox could not be read; trying again")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives as
+            # the event is set (an update finishing while the bot stops), and stop() then waits forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
