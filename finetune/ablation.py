@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, TypedDict, cast
 
 from finetune import jsonl
-from finetune.gate import answers
 from finetune.probe import grade, load_probe
 from finetune.profiles import get_profile
+from finetune.scoring import answers
 from finetune.teaching import keywords, read_facts, recalled
 
 

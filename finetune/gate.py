@@ -16,102 +16,29 @@
 
 Every refusal comes with what to do next (``Verdict.next_steps``).
 
-Scoring runs llama.cpp itself (the runtime the bots serve with), not
-transformers, so that the figures describe the file that will be served.
+The figures come from ``finetune.scoring`` (llama.cpp itself, the runtime the
+bots serve with); this module decides from them.
 
-    python -c "from finetune.gate import score_file; print(score_file('model.gguf', 'eval.jsonl'))"
+    python -c "from pathlib import Path; from finetune.gate import evaluate; d = Path('data/dataset');
+        verdict = evaluate('new.gguf', 'active.gguf', d / 'eval_feedback.jsonl', d / 'eval_finetome.jsonl');
+        print(verdict.metrics())"
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import logging
 import math
-import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from core.generation import open_gguf
 from finetune import jsonl
-from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe
-from finetune.rows import FineTomeRow, Message, prompt_and_answer
-from finetune.teaching import Fact, keyword_share, recalled
-
-if TYPE_CHECKING:
-    from llama_cpp import Llama
-
-log = logging.getLogger(__name__)
-
-# Used where a GGUF carries no chat template (the bundled and Iris-made ones all do).
-CHATML = (
-    "{% for message in messages %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """The gate's rules; every field is a setting (``IRIS_GATE_*``)."""
-
-    # The candidate's FineTome NLL may exceed the active model's by at most this fraction.
-    finetome_tolerance: float = 0.05
-    # The candidate's held-out feedback NLL must be below the active model's by more than this (nats/token).
-    min_feedback_gain: float = 0.0
-    max_rows: int = 64  # held-out rows scored per split (the first ones)
-    max_answer_tokens: int = 256  # an answer's first tokens are scored; long FineTome replies are cut
-    context_tokens: int = 1024
-    probe: str = "What is the capital of France?"
-    probe_tokens: int = 48
-    # The candidate may answer at most this share of the general-knowledge probe fewer right.
-    probe_tolerance: float = 0.05
-    probe_questions: int = 0  # the first N probe questions; 0: all of them
-    probe_answer_tokens: int = 24
-    # The share of taught facts whose greedy answer must contain the key words (1: every one).
-    recall_share: float = 1.0
-    fact_answer_tokens: int = 48
-
-
-class GateFailure(RuntimeError):
-    """The candidate did not load or did not answer."""
-
-
-@dataclass(frozen=True)
-class Score:
-    """Mean negative log-likelihood per answer token over ``rows`` examples."""
-
-    nll: float
-    tokens: int
-    rows: int
-
-
-@dataclass(frozen=True)
-class FactScore:
-    """One taught fact under one model: answer NLL on its questions and held-out wordings, greedy answers."""
-
-    question: str
-    asked_nll: float | None  # mean NLL per token of the approved answer, over the questions people asked
-    held_out_nll: float | None  # the same over rule-made wordings no training step saw
-    answer: str  # the greedy answer to the (most asked) question
-    recalled: bool  # it contains every key word
-    keyword_share: float
-    held_out_recalled: int = 0
-    held_out: int = 0
-
-
-@dataclass(frozen=True)
-class ModelScores:
-    gguf: str
-    feedback: Score | None
-    finetome: Score | None
-    seconds: float
-    taught: tuple[FactScore, ...] = ()
-    probe: ProbeScore | None = None
+from finetune.probe import ProbeQuestion, load_probe
+from finetune.scoring import GateConfig as GateConfig  # the bots' CLI imports these three from here
+from finetune.scoring import GateFailure as GateFailure
+from finetune.scoring import ModelScores, Score, score_model
+from finetune.scoring import check_answers as check_answers
+from finetune.teaching import Fact
 
 
 @dataclass(frozen=True)
@@ -167,215 +94,6 @@ class Verdict:
             "next_steps": self.next_steps,
             "seconds": round(self.candidate.seconds + (self.active.seconds if self.active else 0.0), 2),
         }
-
-
-# --- loading and answering ---------------------------------------------------------------
-
-
-def load(gguf: str | Path, context_tokens: int, *, logits_all: bool = False) -> Llama:
-    from finetune.training import free_cores
-
-    # The free cores, as training takes: llama.cpp's default of half the cores leaves one idle
-    # on an idle 2-core machine, and more threads than free cores spin against other work.
-    threads = free_cores() or max(1, (os.cpu_count() or 2) // 2)
-    try:
-        return open_gguf(gguf, n_ctx=context_tokens, logits_all=logits_all, n_threads=threads)
-    except (ValueError, RuntimeError, OSError) as error:
-        raise GateFailure(f"{Path(gguf).name} does not load in llama.cpp: {error}") from error
-
-
-def answer(gguf: str | Path, question: str, max_tokens: int = 48) -> str:
-    """The model's greedy answer to ``question``, as the bots would give it (all of it, not one line)."""
-    return answers(gguf, [question], max_tokens, first_line=False)[0]
-
-
-def answers(gguf: str | Path, questions: list[str], max_tokens: int = 48, first_line: bool = True) -> list[str]:
-    """Greedy answers to ``questions``, each in a new conversation, from one loaded model.
-
-    With ``first_line`` an answer stops at its first line: a small model's rambling
-    after it costs time and proves nothing.
-    """
-    llm = load(gguf, 1024)
-    try:
-        replies = []
-        for question in questions:
-            reply: Any = llm.create_chat_completion(
-                messages=[{"role": "user", "content": question}],
-                max_tokens=max_tokens,
-                temperature=0.0,
-                seed=1,
-                stop=["\n"] if first_line else [],
-            )
-            replies.append(str(reply["choices"][0]["message"]["content"] or "").strip())
-        return replies
-    except Exception as error:
-        raise GateFailure(f"{Path(gguf).name} failed to answer: {error}") from error
-    finally:
-        llm.close()
-
-
-def check_answers(gguf: str | Path, question: str, max_tokens: int = 48) -> str:
-    """The first gate: the file loads and gives a non-empty answer; raise GateFailure otherwise."""
-    text = answer(gguf, question, max_tokens)
-    if not text:
-        raise GateFailure(f"{Path(gguf).name} gave an empty answer to {question!r}")
-    return text
-
-
-# --- scoring -------------------------------------------------------------------------------
-
-
-class _Scorer:
-    """Mean NLL of answers under one GGUF, prompts rendered with the file's own chat template."""
-
-    def __init__(self, gguf: str | Path, config: GateConfig) -> None:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        self.config = config
-        # Any: llama-cpp-python's message types and a few untyped methods are in the way here.
-        self.llm: Any = load(gguf, config.context_tokens, logits_all=True)
-        template = str(self.llm.metadata.get("tokenizer.chat_template") or CHATML)
-        bos = self._token_text(self.llm.token_bos())
-        eos = self._token_text(self.llm.token_eos())
-        self.eos = eos
-        self.prompt_format = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=True)
-        self.full_format = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=False)
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return str(self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore"))
-
-    def tokens(self, context: list[Message], reply: str) -> tuple[list[int], list[int]]:
-        """The prompt's tokens and the answer's (with the template's end-of-turn marks)."""
-        messages: Any = context
-        prompt = str(self.prompt_format(messages=messages).prompt)
-        messages = [*context, {"role": "assistant", "content": reply}]
-        full = str(self.full_format(messages=messages).prompt)
-        answer_text = full[len(prompt) :] if full.startswith(prompt) else reply + self.eos
-        prompt_ids: list[int] = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        answer_ids: list[int] = self.llm.tokenize(answer_text.encode(), add_bos=False, special=True)
-        return prompt_ids, answer_ids[: self.config.max_answer_tokens]
-
-    def nll(self, context: list[Message], reply: str) -> tuple[float, int]:
-        """Summed NLL of the answer tokens, and how many there were."""
-        import numpy as np
-
-        prompt_ids, answer_ids = self.tokens(context, reply)
-        room = self.config.context_tokens - len(answer_ids)
-        if room < 8:
-            return 0.0, 0
-        prompt_ids = prompt_ids[-room:]  # the oldest context goes first when it does not fit
-        self.llm.reset()
-        self.llm.eval(prompt_ids + answer_ids)
-        start = len(prompt_ids) - 1
-        logits = np.asarray(self.llm.scores[start : start + len(answer_ids)], dtype=np.float64)
-        top = logits.max(axis=1, keepdims=True)
-        log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-        picked = logits[np.arange(len(answer_ids)), answer_ids]
-        return float((log_norm - picked).sum()), len(answer_ids)
-
-    def score(self, rows: Iterable[FineTomeRow]) -> Score | None:
-        total, tokens, used = 0.0, 0, 0
-        for row in rows:
-            if used >= self.config.max_rows:
-                break
-            pair = prompt_and_answer(row)
-            if pair is None:
-                continue
-            summed, count = self.nll(*pair)
-            if count:
-                total, tokens, used = total + summed, tokens + count, used + 1
-        return Score(total / tokens, tokens, used) if tokens else None
-
-    def mean_nll(self, questions: Sequence[str], answer: str) -> float | None:
-        """Mean NLL per token of ``answer`` asked each of ``questions`` in a new conversation."""
-        total, tokens = 0.0, 0
-        for question in questions:
-            summed, count = self.nll([{"role": "user", "content": question}], answer)
-            total, tokens = total + summed, tokens + count
-        return total / tokens if tokens else None
-
-    def close(self) -> None:
-        self.llm.close()
-
-
-def score_model(
-    gguf: str | Path,
-    feedback_rows: Sequence[FineTomeRow],
-    finetome_rows: Sequence[FineTomeRow],
-    config: GateConfig | None = None,
-    *,
-    facts: Sequence[Fact] = (),
-    probe: Sequence[ProbeQuestion] = (),
-    probe_cache: Path | None = None,
-) -> ModelScores:
-    """Score one GGUF on both held-out splits, every taught fact, and the general-knowledge probe."""
-    config = config or GateConfig()
-    began = time.perf_counter()
-    scorer = _Scorer(gguf, config)
-    try:
-        feedback = scorer.score(feedback_rows)
-        finetome = scorer.score(finetome_rows)
-        likelihoods = [
-            (scorer.mean_nll(f.questions, f.answer), scorer.mean_nll(f.held_out, f.answer)) for f in facts
-        ]
-    finally:
-        scorer.close()
-    taught: list[FactScore] = []
-    if facts:
-        asked = [q for fact in facts for q in (fact.question, *fact.held_out)]
-        replies = iter(answers(gguf, asked, config.fact_answer_tokens))
-        for fact, (asked_nll, held_nll) in zip(facts, likelihoods, strict=True):
-            reply = next(replies)
-            held = [next(replies) for _ in fact.held_out]
-            taught.append(
-                FactScore(
-                    question=fact.question,
-                    asked_nll=asked_nll,
-                    held_out_nll=held_nll,
-                    answer=reply,
-                    recalled=recalled(reply, fact.keywords),
-                    keyword_share=keyword_share(reply, fact.keywords),
-                    held_out_recalled=sum(recalled(text, fact.keywords) for text in held),
-                    held_out=len(held),
-                )
-            )
-    probe_score = None
-    if probe:
-        probe_score = grade(probe, probe_answers(gguf, probe, config.probe_answer_tokens, probe_cache))
-    return ModelScores(str(gguf), feedback, finetome, time.perf_counter() - began, tuple(taught), probe_score)
-
-
-def probe_answers(
-    gguf: str | Path, probe: Sequence[ProbeQuestion], max_tokens: int, cache: Path | None = None
-) -> list[str]:
-    """The model's answers to the probe, from ``cache`` when this very file was asked before.
-
-    A promoted candidate is the next run's active model: its answers are asked once, not every run.
-    """
-    questions = [q.question for q in probe]
-    stat = Path(gguf).stat()
-    key = hashlib.sha256(
-        json.dumps([str(Path(gguf).resolve()), stat.st_size, stat.st_mtime_ns, max_tokens, questions]).encode()
-    ).hexdigest()
-    known: dict[str, list[str]] = {}
-    if cache is not None and cache.exists():
-        with contextlib.suppress(ValueError, OSError):
-            known = json.loads(cache.read_text())
-    if key in known and len(known[key]) == len(questions):
-        return known[key]
-    replies = answers(gguf, questions, max_tokens)
-    if cache is not None:
-        known[key] = replies
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(known, ensure_ascii=False))
-    return replies
-
-
-def score_file(gguf: str | Path, questions: str | Path, config: GateConfig | None = None) -> Score | None:
-    """Mean answer NLL of one GGUF on one FineTome-shaped JSONL file."""
-    return score_model(gguf, jsonl.read_finetome(Path(questions), missing_ok=True), [], config).feedback
 
 
 # --- the decision -----------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def score_probe(
     gguf: str | Path, questions: Sequence[ProbeQuestion] | None = None, max_tokens: int = 40
 ) -> ProbeScore:
     """Ask ``gguf`` every probe question (greedy, each in a new conversation) and grade the answers."""
-    from finetune.gate import answers
+    from finetune.scoring import answers
 
     questions = list(questions) if questions is not None else load_probe()
     return grade(questions, answers(gguf, [q.question for q in questions], max_tokens))

@@ -8,7 +8,7 @@ import pytest
 
 from finetune.base_model import require_gguf_reader
 from finetune.export import ExportError, convert_to_gguf, export_gguf, gguf_metadata, merge_adapter, quantize
-from finetune.gate import check_answers, score_model
+from finetune.scoring import check_answers, score_model
 from tests.finetune.test_gate import PARIS
 from tests.finetune.test_retrain import shared_base_cache
 

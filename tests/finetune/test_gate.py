@@ -8,17 +8,8 @@ from pathlib import Path
 import pytest
 
 from finetune import jsonl
-from finetune.gate import (
-    GateConfig,
-    GateFailure,
-    ModelScores,
-    Score,
-    _Scorer,
-    check_answers,
-    evaluate,
-    judge,
-    score_model,
-)
+from finetune.gate import GateConfig, GateFailure, check_answers, evaluate, judge
+from finetune.scoring import ModelScores, Score, _Scorer, score_model
 
 PARIS = {"conversations": [{"from": "human", "value": "What is the capital of France?"},
                            {"from": "gpt", "value": "The capital of France is Paris."}]}  # fmt: skip

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from finetune.data import PROBE
-from finetune.gate import FactScore, GateConfig, ModelScores, Score, decide, judge
+from finetune.gate import GateConfig, decide, judge
 from finetune.probe import ProbeQuestion, ProbeScore, grade, is_right, load_probe
+from finetune.scoring import FactScore, ModelScores, Score
 
 
 def fact(nll: float, held: float, recall: bool, question: str = "Who designed the Iris logo?") -> FactScore:
