@@ -88,3 +88,22 @@ async def test_someone_who_refuses_voice_notes_gets_an_audio_file(
     (note,) = await fake_api.wait_for(lambda: fake_api.audio)
     assert note.method == "sendAudio"
     opus_48k_mono_seconds(note.data)
+
+
+async def test_a_failing_synthesizer_leaves_the_rated_reply_and_adds_a_short_note(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    from tests.test_speech import BrokenSynthesizer
+
+    speak(app, tmp_path, served_gguf, "mirror")
+    assert app.service.speaker is not None
+    app.service.speaker.synthesizer = BrokenSynthesizer()
+    await start_bot()
+    fake_api.send_voice(private_chat(ADA), ADA, voice("capital_of_france.ogg"))
+    reply = await wait_for_reply(fake_api, ADA["id"])
+    note = await wait_for_text(fake_api, ADA["id"], "could not say this one aloud")
+    assert note.message_id > reply.message_id and fake_api.audio == []
+    assert [label for label, _ in reply.buttons][:2] == ["👍", "👎"]
+    assert "Traceback" not in note.text and len(note.text) < 100
+    (stored,) = query(app, "SELECT text FROM turns WHERE role = 'assistant'")
+    assert stored[0] == reply.text
