@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, case, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from core.domain import (
@@ -108,28 +107,32 @@ class SqlStore:
             existing = self._find_message(chat, message_id, resume)
             if existing is not None:
                 return existing
-        try:
-            with self._session() as session:
-                person_id = people.upsert(session, sender).id
-                conversation = self._conversation(session, chat, None if shared_history else person_id)
-                turn = TurnRow(
-                    conversation_id=conversation.id,
-                    person_id=person_id,
-                    role=Role.USER.value,
-                    text=text,
-                    from_voice=from_voice,
-                    platform=chat.platform,
-                    chat_id=chat.chat_id,
-                    platform_message_id=message_id,
-                )
-                session.add(turn)
-                session.flush()
-                return UserTurnReceipt(turn_id=turn.id, conversation_id=conversation.id)
-        except IntegrityError:
-            # The same update arrived twice at once; the other delivery stored it.
-            if message_id is not None and (existing := self._find_message(chat, message_id)):
-                return existing
-            raise
+        with self._session() as session:
+            person_id = people.upsert(session, sender).id
+            conversation = self._conversation(session, chat, None if shared_history else person_id)
+            insert = dialect_insert(session, TurnRow).values(
+                conversation_id=conversation.id,
+                person_id=person_id,
+                role=Role.USER.value,
+                text=text,
+                from_voice=from_voice,
+                platform=chat.platform,
+                chat_id=chat.chat_id,
+                platform_message_id=message_id,
+                created_at=utcnow(),
+            )
+            # The same update arriving twice at once: the insert stands aside for the other delivery.
+            stored = session.execute(
+                insert.on_conflict_do_nothing(
+                    index_elements=[TurnRow.platform, TurnRow.chat_id, TurnRow.platform_message_id]
+                ).returning(TurnRow.id)
+            ).first()
+            if stored is not None:
+                return UserTurnReceipt(turn_id=stored.id, conversation_id=conversation.id)
+        existing = self._find_message(chat, message_id) if message_id is not None else None
+        if existing is None:
+            raise RuntimeError("a turn stood aside for one that is not there")
+        return existing
 
     def _find_message(self, chat: ChatRef, message_id: str, resume: bool = False) -> UserTurnReceipt | None:
         """The turn of a message stored before: a duplicate, unless ``resume`` and nothing answered it."""
