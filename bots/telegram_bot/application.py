@@ -37,6 +37,7 @@ from bots.telegram_bot.conversation import Conversation
 from bots.telegram_bot.feedback import Feedback
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.inbox import DurableUpdates
+from bots.telegram_bot.limits import ChatRateLimiter
 from bots.telegram_bot.outbox import Outbox
 from core.ports import Inbox
 from core.service import ChatService
@@ -117,6 +118,7 @@ def build_application(service: ChatService, settings: Settings, inbox: Inbox | N
         .token(token)
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_base_file_url)
+        .rate_limiter(ChatRateLimiter())
     )
     durable = None
     if inbox is not None:

@@ -1,8 +1,8 @@
-"""Everything Iris sends to Telegram, with flood control waited out and formatting fallback.
+"""Everything Iris sends to Telegram, with network failures retried and formatting fallback.
 
-Telegram answers a burst of sends or edits with 429 and ``retry_after``; the
-call is repeated after that wait so that no piece of a reply is lost. Markup
-that Telegram cannot parse is sent again as plain text.
+Telegram's sending limits (and its 429 flood waits) are the bot's rate limiter's
+(``bots.telegram_bot.limits``); what it lacks is here: a call that fails on the
+network is repeated, and markup Telegram cannot parse is sent again as plain text.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import TypeVar
 
 from telegram import Bot, ForceReply, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, NetworkError, TelegramError
 
 from bots.telegram_bot.formatting import Rendered
-from bots.telegram_bot.periods import seconds
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +26,6 @@ T = TypeVar("T")
 
 # Telegram shows "typing…" for five seconds, or until the bot sends a message.
 TYPING_EVERY_S = 4.0
-# Flood waits are repeated as often as Telegram asks, up to this many per call.
-MAX_FLOOD_WAITS = 10
 # Network failures (not refusals) are retried this often, backing off up to 10 s.
 MAX_NETWORK_RETRIES = 4
 
@@ -57,18 +54,11 @@ class Outbox:
         self.bot = bot
 
     async def call(self, action: Callable[[], Awaitable[T]]) -> T:
-        """Run one Bot API call, waiting out flood control and retrying network failures."""
-        floods = failures = 0
+        """Run one Bot API call, retrying network failures (the rate limiter waits out flood control)."""
+        failures = 0
         while True:
             try:
                 return await action()
-            except RetryAfter as flood:
-                floods += 1
-                if floods > MAX_FLOOD_WAITS:
-                    raise
-                wait = seconds(flood, "retry_after") or 1.0
-                log.warning("Telegram flood control: waiting %.0f s before retrying", wait)
-                await asyncio.sleep(wait)
             except BadRequest:
                 raise  # a refusal, not a network failure: repeating it changes nothing
             except NetworkError as error:

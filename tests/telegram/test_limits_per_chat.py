@@ -1,0 +1,58 @@
+"""The per-chat rate limiter on its own: a chat is paced, a flood wait holds back only its chat."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from telegram.error import RetryAfter
+
+from bots.telegram_bot.limits import BURST_S, ChatRateLimiter
+
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
+
+async def test_a_private_chat_is_paced_after_a_short_burst_and_typing_is_not() -> None:
+    limiter = ChatRateLimiter(per_second_in_a_chat=2)
+    sent: list[float] = []
+
+    async def send() -> bool:
+        sent.append(time.monotonic())
+        return True
+
+    began = time.monotonic()
+    for _ in range(2 * BURST_S + 2):
+        await limiter.process_request(send, (), {}, "sendMessage", {"chat_id": 7}, None)
+    assert sent[2 * BURST_S - 1] - began < 0.5  # the burst goes at once
+    assert sent[-1] - began >= 0.5  # then about two a second
+    typing = time.monotonic()
+    for _ in range(20):
+        await limiter.process_request(send, (), {}, "sendChatAction", {"chat_id": 7}, None)
+    assert time.monotonic() - typing < 0.5
+
+
+async def test_a_flood_wait_holds_back_only_its_own_chat() -> None:
+    limiter = ChatRateLimiter()
+    calls: list[tuple[int, float]] = []
+    refused = {"left": 1}
+
+    async def send(chat: int) -> bool:
+        calls.append((chat, time.monotonic()))
+        if chat == 1 and refused["left"]:
+            refused["left"] -= 1
+            raise RetryAfter(timedelta(seconds=1))
+        return True
+
+    began = time.monotonic()
+    flooded = asyncio.create_task(
+        limiter.process_request(send, (1,), {}, "editMessageText", {"chat_id": 1}, None)
+    )
+    await asyncio.sleep(0.1)
+    assert await limiter.process_request(send, (2,), {}, "sendMessage", {"chat_id": 2}, None)
+    other_done = time.monotonic() - began
+    assert await flooded  # retried after the wait, not dropped
+    assert other_done < 0.5  # chat 2 did not wait for chat 1's flood wait
+    assert [chat for chat, _ in calls] == [1, 2, 1]
+    assert calls[-1][1] - began >= 1.0
