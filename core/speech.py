@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import struct
 import subprocess
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -161,22 +161,17 @@ def _run(command: list[str], text: str) -> bytes:
 
 
 def _read_wav(data: bytes) -> tuple[int, npt.NDArray[np.int16]]:
-    """Rate and samples of a 16-bit mono WAV; espeak-ng's on stdout has no true sizes, so chunks are walked."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise SynthesisFailed("the synthesizer's output is not a WAV file")
-    position, rate = 12, 0
-    while position + 8 <= len(data):
-        chunk, size = data[position : position + 4], struct.unpack("<I", data[position + 4 : position + 8])[0]
-        body = position + 8
-        if chunk == b"fmt ":
-            _, channels, rate = struct.unpack("<HHI", data[body : body + 8])
-            bits = struct.unpack("<H", data[body + 14 : body + 16])[0]
-            if channels != 1 or bits != 16:
-                raise SynthesisFailed(f"unexpected WAV: {channels} channels of {bits} bits")
-        elif chunk == b"data":
-            return rate, _int16(data[body : min(len(data), body + size)])
-        position = body + size + (size & 1)
-    raise SynthesisFailed("the synthesizer's WAV has no audio")
+    """Rate and samples of a 16-bit mono WAV (espeak-ng's on stdout claims no true size; ``wave``
+    reads what is there)."""
+    try:
+        with wave.open(io.BytesIO(data)) as reader:
+            channels, width, rate = reader.getnchannels(), reader.getsampwidth(), reader.getframerate()
+            frames = reader.readframes(reader.getnframes())
+    except (wave.Error, EOFError) as error:
+        raise SynthesisFailed(f"the synthesizer's output is not a WAV file ({error})") from error
+    if channels != 1 or width != 2:
+        raise SynthesisFailed(f"unexpected WAV: {channels} channels of {8 * width} bits")
+    return rate, _int16(frames)
 
 
 def _int16(raw: bytes) -> npt.NDArray[np.int16]:
