@@ -150,6 +150,15 @@ def hub_gguf(spec: str) -> Path:
     return Path(hf_hub_download(repo_id=repo_id, filename=filename))
 
 
+def serving_version(registry: ModelRegistry | None, fallback: ModelVersion | None) -> ModelVersion:
+    """The version to serve now: the registry's active one, else the configured one."""
+    active = registry.active_model() if registry else None
+    wanted = active or fallback
+    if wanted is None:
+        raise RuntimeError("no model is active; run `iris models activate NAME`")
+    return wanted
+
+
 @dataclass(frozen=True)
 class LlamaConfig:
     context_tokens: int = 2048  # per reply being written
@@ -196,11 +205,7 @@ class LlamaGenerator:
         return self.config.context_tokens
 
     def _wanted(self) -> ModelVersion:
-        active = self.registry.active_model() if self.registry else None
-        wanted = active or self.fallback
-        if wanted is None:
-            raise RuntimeError("no model is active; run `iris models activate NAME`")
-        return wanted
+        return serving_version(self.registry, self.fallback)
 
     def load(self) -> Llama:
         """Return the active model, loading it (or swapping to a newly promoted one) first."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from core.domain import ChatMessage, ModelVersion
+from core.generation import open_gguf, serving_version
 from core.ports import Generation, ModelRegistry, ServerUnavailable, Transcript
 from core.transcription import decode, probe_seconds
 
@@ -105,11 +106,7 @@ class ServerGenerator:
         return self._context_tokens
 
     def _wanted(self) -> ModelVersion:
-        active = self.registry.active_model() if self.registry else None
-        wanted = active or self.fallback
-        if wanted is None:
-            raise RuntimeError("no model is active; run `iris models activate NAME`")
-        return wanted
+        return serving_version(self.registry, self.fallback)
 
     def _check_served(self, name: str) -> None:
         """Refuse a name the server does not list: it would answer with its default model instead.
@@ -230,8 +227,6 @@ class _TokenCounter:
                 "the model server has no tokenizer endpoint and no local GGUF is configured to count tokens"
             )
         if self._vocab is None:
-            from core.generation import open_gguf
-
             self._vocab = open_gguf(self._local.gguf_path, vocab_only=True, n_ctx=64)
         return len(self._vocab.tokenize(text.encode(), add_bos=False, special=False))
 
