@@ -38,6 +38,13 @@ class Target:
     thread_id: int | None = None
     reply_to: int | None = None
 
+    @property
+    def reply_parameters(self) -> ReplyParameters | None:
+        """Quote ``reply_to`` if it still exists; send anyway if it was deleted meanwhile."""
+        if self.reply_to is None:
+            return None
+        return ReplyParameters(self.reply_to, allow_sending_without_reply=True)
+
 
 def is_markup_error(error: BadRequest) -> bool:
     return "parse entities" in error.message.lower()
@@ -80,11 +87,7 @@ class Outbox:
                 body,
                 parse_mode=parse_mode,
                 message_thread_id=target.thread_id,
-                reply_parameters=(
-                    ReplyParameters(target.reply_to, allow_sending_without_reply=True)
-                    if target.reply_to is not None
-                    else None
-                ),
+                reply_parameters=target.reply_parameters,
                 reply_markup=markup,
             )
 

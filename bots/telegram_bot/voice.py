@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 
-from telegram import ReplyParameters
 from telegram.error import BadRequest
 
 from bots.telegram_bot.outbox import Outbox, Target
@@ -22,11 +21,7 @@ FILENAME = "iris-reply.ogg"
 
 async def send_voice(outbox: Outbox, target: Target, speech: Speech) -> int:
     """Post ``speech`` as a voice note in answer to the person's message; return its message id."""
-    reply = (
-        ReplyParameters(target.reply_to, allow_sending_without_reply=True)
-        if target.reply_to is not None
-        else None
-    )
+    reply = target.reply_parameters
     duration = max(1, math.ceil(speech.seconds))
     try:
         sent = await outbox.call(
