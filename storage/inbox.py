@@ -9,6 +9,7 @@ when their lease runs out. No extra server: the database is the queue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -20,12 +21,14 @@ from storage.database import dialect_insert, session_factory
 from storage.tables import InboxRow, utcnow
 
 KEEP_DONE = timedelta(days=1)  # handled ids are kept this long against a platform's redelivery
+PURGE_EVERY_S = 600.0
 
 
 class SqlInbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = session_factory(engine)
+        self._purged_at = -PURGE_EVERY_S
 
     def put(self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object]) -> bool:
         with self._sessions.begin() as session:
@@ -45,6 +48,7 @@ class SqlInbox:
             return stored is not None
 
     def claim(self, platform: str, owner: str, lease_s: float, limit: int) -> list[InboxItem]:
+        self._purge(platform)
         now = utcnow()
         free = or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now)
         earlier = aliased(InboxRow)
@@ -96,14 +100,21 @@ class SqlInbox:
             )
 
     def done(self, item_id: int) -> None:
-        now = utcnow()
         with self._sessions.begin() as session:
             session.execute(
-                update(InboxRow).where(InboxRow.id == item_id).values(done_at=now, payload={}, lease_until=None)
+                update(InboxRow)
+                .where(InboxRow.id == item_id)
+                .values(done_at=utcnow(), payload={}, lease_until=None)
             )
-            session.execute(
-                delete(InboxRow).where(and_(InboxRow.done_at.is_not(None), InboxRow.done_at < now - KEEP_DONE))
-            )
+
+    def _purge(self, platform: str) -> None:
+        """Drop the ids handled more than ``KEEP_DONE`` ago; at most every ``PURGE_EVERY_S``, not per update."""
+        if time.monotonic() - self._purged_at < PURGE_EVERY_S:
+            return
+        self._purged_at = time.monotonic()
+        old = and_(InboxRow.platform == platform, InboxRow.done_at < utcnow() - KEEP_DONE)
+        with self._sessions.begin() as session:
+            session.execute(delete(InboxRow).where(old))
 
     def pending(self, platform: str) -> int:
         """How many updates wait or are being handled (for tests and the logs)."""
