@@ -115,9 +115,10 @@ def decide_if_due(
     if experiment is None:
         return None
     ratings = experiments.arm_ratings(experiment.id)
+    # Counted here first: the figures (statsmodels, a bootstrap) are only worked out once they are due.
     if min(sum(r.arm is arm for r in ratings) for arm in Arm) < experiment.min_ratings:
         return None
-    figures = experiment_report(experiments, experiment)
+    figures = report(experiment, experiments.arm_counts(experiment.id), ratings)
     return conclude(experiments, registry, audit, experiment, figures.decision, "ab-rule", figures)
 
 
