@@ -14,12 +14,14 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     Application,
+    BaseRateLimiter,
     BaseUpdateProcessor,
     CallbackQueryHandler,
     CommandHandler,
@@ -104,11 +106,18 @@ class ChatOrderedProcessor(BaseUpdateProcessor):
         pass
 
 
-def build_application(service: ChatService, settings: Settings, inbox: Inbox | None = None) -> Application:  # type: ignore[type-arg]
+def build_application(
+    service: ChatService,
+    settings: Settings,
+    inbox: Inbox | None = None,
+    rate_limiter: BaseRateLimiter[Any] | None = None,
+) -> Application:  # type: ignore[type-arg]
     """The PTB application with every Iris handler, talking to ``settings.telegram_base_url``.
 
     With an ``inbox``, every update is stored in the database before Telegram is told it
     arrived, and the processes sharing the database answer them (``bots.telegram_bot.inbox``).
+    Sends are paced by ``rate_limiter``, by default Telegram's own limits (``ChatRateLimiter``);
+    a test against a fake with shortened limits passes one with the same.
     """
     token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
     if not token:
@@ -118,7 +127,7 @@ def build_application(service: ChatService, settings: Settings, inbox: Inbox | N
         .token(token)
         .base_url(settings.telegram_base_url)
         .base_file_url(settings.telegram_base_file_url)
-        .rate_limiter(ChatRateLimiter())
+        .rate_limiter(rate_limiter or ChatRateLimiter())
     )
     durable = None
     if inbox is not None:

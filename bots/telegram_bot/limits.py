@@ -1,23 +1,27 @@
 """Telegram's sending limits, honoured before they bite, one chat at a time.
 
-Telegram allows about one message a second in a chat, 20 a minute in a group and 30 a
-second overall, and answers more with 429 and a wait. python-telegram-bot's
-``AIORateLimiter`` paces with aiolimiter too, but halts *every* request on any 429; a
-busy group would then hold up every private chat. This limiter is the same idea
-keyed per chat: each chat has its own aiolimiter bucket and its own pause, the whole
-bot one overall bucket, and a 429 waits out only the chat it was about, then retries.
-Typing indicators are never held back: they are cosmetic and Telegram limits them apart.
+Telegram allows about one message a second in a chat (short bursts pass), 20 a minute in a
+group and 30 a second overall, and answers more with 429 and a wait. python-telegram-bot's
+``AIORateLimiter`` halts *every* request on any 429, so a busy group would hold up every
+private chat; and its aiolimiter buckets let a full burst through and then refill, so a
+group bucket of 20 a minute sends up to 40 in one minute, which Telegram refuses. This
+limiter counts sliding windows instead: a chat sends at most ``BURST_S`` seconds' worth in
+any ``BURST_S`` seconds, a group at most 20 in any minute, the bot at most 30 in any second.
+Each chat waits its turn in order and has its own pause: a 429 waits out only the chat it
+was about, then retries. Typing indicators are never held back: they are cosmetic and
+Telegram limits them apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiolimiter import AsyncLimiter
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 
@@ -25,13 +29,35 @@ from bots.telegram_bot.periods import seconds
 
 log = logging.getLogger(__name__)
 
-BURST_S = 3  # a private chat may send this many seconds' worth at once
+BURST_S = 3  # a chat may send this many seconds' worth at once
 UNLIMITED = {"sendChatAction", "answerCallbackQuery", "getUpdates", "getFile", "getMe", "setWebhook"}
+# Telegram counts a message when it arrives, this limiter when it leaves: one that leaves on time
+# may arrive late and the next early, so each window is kept this much wider than Telegram's.
+MARGIN = 0.05  # of the window's length
+MIN_MARGIN_S = 0.05
+
+
+class Window:
+    """At most ``limit`` sends in any ``period`` seconds (kept by the times of the last ``limit``)."""
+
+    def __init__(self, limit: float, period: float) -> None:
+        self.period = period + max(period * MARGIN, MIN_MARGIN_S)
+        self._sent: deque[float] = deque(maxlen=max(1, int(limit)))
+
+    def wait(self, now: float) -> float:
+        """Seconds from ``now`` until one more send fits; zero or less when it does."""
+        if len(self._sent) < (self._sent.maxlen or 1):
+            return 0.0
+        return self._sent[0] + self.period - now
+
+    def add(self, now: float) -> None:
+        self._sent.append(now)
 
 
 @dataclass
 class _Chat:
-    bucket: AsyncLimiter
+    windows: list[Window]
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)  # the chat's sends leave in order
     open: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while Telegram makes it wait
 
     def __post_init__(self) -> None:
@@ -39,17 +65,21 @@ class _Chat:
 
 
 class ChatRateLimiter(BaseRateLimiter[int]):
+    """Per-chat and overall sliding windows; ``time_scale`` shortens every one of them (for tests)."""
+
     def __init__(
         self,
         per_second_overall: float = 30,
         per_second_in_a_chat: float = 1,
         per_minute_in_a_group: float = 20,
         max_retries: int = 10,
+        time_scale: float = 1.0,
     ) -> None:
         self.per_second_in_a_chat = per_second_in_a_chat
         self.per_minute_in_a_group = per_minute_in_a_group
         self.max_retries = max_retries  # 429s waited out for one call before it fails
-        self._overall = AsyncLimiter(per_second_overall, 1)
+        self.time_scale = time_scale
+        self._overall = Window(per_second_overall, time_scale)
         self._chats: dict[int | str, _Chat] = {}
 
     async def initialize(self) -> None:
@@ -61,16 +91,25 @@ class ChatRateLimiter(BaseRateLimiter[int]):
     def _chat(self, chat_id: int | str) -> _Chat:
         chat = self._chats.get(chat_id)
         if chat is None:
-            group = str(chat_id).startswith(("-", "@"))  # groups and channels have negative ids
-            # Leaky buckets: the average Telegram allows, with a short burst (a transcript, then
-            # the reply's first message) let through at once.
-            bucket = (
-                AsyncLimiter(self.per_minute_in_a_group, 60)
-                if group
-                else AsyncLimiter(self.per_second_in_a_chat * BURST_S, BURST_S)
-            )
-            chat = self._chats[chat_id] = _Chat(bucket)
+            windows = [Window(self.per_second_in_a_chat * BURST_S, BURST_S * self.time_scale)]
+            if str(chat_id).startswith(("-", "@")):  # groups and channels have negative ids
+                windows.append(Window(self.per_minute_in_a_group, 60 * self.time_scale))
+            chat = self._chats[chat_id] = _Chat(windows)
         return chat
+
+    async def _admit(self, chat: _Chat) -> None:
+        """Wait until the chat may send (its turn, no flood wait, room in every window); count it."""
+        windows = [*chat.windows, self._overall]
+        async with chat.turn:
+            while True:
+                await chat.open.wait()
+                now = time.monotonic()
+                wait = max(window.wait(now) for window in windows)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            for window in windows:  # no await since the check: the room is still there
+                window.add(now)
 
     async def process_request(
         self,
@@ -86,15 +125,14 @@ class ChatRateLimiter(BaseRateLimiter[int]):
             return await callback(*args, **kwargs)
         chat = self._chat(chat_id)
         for attempt in range(self.max_retries + 1):
-            await chat.open.wait()
-            async with chat.bucket, self._overall:
-                try:
-                    return await callback(*args, **kwargs)
-                except RetryAfter as flood:
-                    if attempt == self.max_retries:
-                        raise
-                    wait = (seconds(flood, "retry_after") or 1.0) + 0.1
-            log.warning("Telegram flood control in chat %s: waiting %.0f s before retrying", chat_id, wait)
+            await self._admit(chat)
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as flood:
+                if attempt == self.max_retries:
+                    raise
+                wait = (seconds(flood, "retry_after") or 1.0) + 0.1
+            log.warning("Telegram flood control in chat %s: waiting %.1f s before retrying", chat_id, wait)
             chat.open.clear()
             try:
                 await asyncio.sleep(wait)

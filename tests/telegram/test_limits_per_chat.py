@@ -1,4 +1,5 @@
-"""The per-chat rate limiter on its own: a chat is paced, a flood wait holds back only its chat."""
+"""The per-chat rate limiter on its own: a chat is paced, a group keeps within its minute, a flood wait
+holds back only its chat. Windows are shortened by ``time_scale`` to keep the tests short."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from bots.telegram_bot.limits import BURST_S, ChatRateLimiter
 pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 
 
+def spans(sent: list[float], count: int) -> list[float]:
+    """For each send, the time since the send ``count`` before it: a shorter window holds ``count`` at most."""
+    return [later - earlier for earlier, later in zip(sent, sent[count:], strict=False)]
+
+
 async def test_a_private_chat_is_paced_after_a_short_burst_and_typing_is_not() -> None:
-    limiter = ChatRateLimiter(per_second_in_a_chat=2)
+    scale = 0.2  # a second lasts 0.2 s
+    limiter = ChatRateLimiter(per_second_in_a_chat=2, time_scale=scale)
     sent: list[float] = []
 
     async def send() -> bool:
@@ -26,11 +33,28 @@ async def test_a_private_chat_is_paced_after_a_short_burst_and_typing_is_not() -
     for _ in range(2 * BURST_S + 2):
         await limiter.process_request(send, (), {}, "sendMessage", {"chat_id": 7}, None)
     assert sent[2 * BURST_S - 1] - began < 0.5  # the burst goes at once
-    assert sent[-1] - began >= 0.5  # then about two a second
+    # then two a second: never more than BURST_S seconds' worth in any BURST_S seconds
+    assert min(spans(sent, 2 * BURST_S)) >= BURST_S * scale
     typing = time.monotonic()
     for _ in range(20):
         await limiter.process_request(send, (), {}, "sendChatAction", {"chat_id": 7}, None)
     assert time.monotonic() - typing < 0.5
+
+
+async def test_a_group_never_sends_more_than_its_limit_in_a_minute_even_after_a_quiet_spell() -> None:
+    # A leaky bucket of 20 a minute lets 20 through at once and then refills: up to 40 in a minute.
+    scale = 0.02  # a minute lasts 1.2 s
+    limiter = ChatRateLimiter(per_minute_in_a_group=20, time_scale=scale)
+    sent: list[float] = []
+
+    async def send() -> bool:
+        sent.append(time.monotonic())
+        return True
+
+    for _ in range(30):
+        await limiter.process_request(send, (), {}, "sendMessage", {"chat_id": -1001234}, None)
+    assert min(spans(sent, 20)) >= 60 * scale
+    assert min(spans(sent, BURST_S)) >= BURST_S * scale  # and no more than about one a second
 
 
 async def test_a_flood_wait_holds_back_only_its_own_chat() -> None:
