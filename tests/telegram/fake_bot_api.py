@@ -6,7 +6,8 @@ queues through ``getUpdates`` (or, once the bot set a webhook, POSTs them to it 
 retries a failed delivery, as Telegram does), keeps every message the bot sent as the chat
 would show it now, records every call, and refuses what Telegram refuses:
 broken HTML, empty or over-long text, edits that change nothing. A test can make
-any method answer with a 429 (flood control) or a 502 (a network drop).
+any method answer with a 429 (flood control) or a 502 (a network drop), or have it
+enforce Telegram's sending limits (``enforce_limits``) and count the 429s that cost.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -120,6 +123,75 @@ class Failure:
     when: Callable[[dict[str, Any]], bool] | None
 
 
+# Not messages: Telegram limits these apart, if at all.
+_UNCOUNTED = {"sendChatAction", "answerCallbackQuery", "getFile", "getUpdates"}
+
+
+@dataclass
+class FloodWait:
+    """A call refused for going over one of Telegram's sending limits."""
+
+    method: str
+    chat_id: int
+    limit: str  # "chat", "group" or "overall"
+    retry_after: float  # seconds, as the 429 said
+
+
+class _Window:
+    """The arrival times of the last ``limit`` messages, over ``period`` seconds."""
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.period = period
+        self.times: deque[float] = deque(maxlen=limit)
+
+    def wait(self, now: float) -> float:
+        """Seconds until one more message fits (zero when it does)."""
+        if len(self.times) < (self.times.maxlen or 0):
+            return 0.0
+        return max(0.0, self.times[0] + self.period - now)
+
+
+@dataclass
+class SendingLimits:
+    """Telegram's documented limits, each a strict sliding window, all shortened by ``time_scale``.
+
+    About one message a second in a chat, short bursts allowed (here: ``chat_burst`` at once, and
+    no more than that in any ``chat_burst / per_chat_per_second`` seconds), 20 a minute in a group
+    (a chat with a negative id), 30 a second overall. A refused message is not counted.
+    """
+
+    per_chat_per_second: float
+    chat_burst: int
+    per_group_per_minute: int
+    overall_per_second: int
+    time_scale: float
+    chats: dict[int, _Window] = field(default_factory=dict)
+    groups: dict[int, _Window] = field(default_factory=dict)
+    overall: _Window | None = None
+
+    def admit(self, method: str, chat_id: int, now: float) -> FloodWait | None:
+        """Count the message, or say which limit it is over and how long to wait."""
+        scale = self.time_scale
+        if self.overall is None:
+            self.overall = _Window(self.overall_per_second, scale)
+        windows = {
+            "chat": self.chats.setdefault(
+                chat_id, _Window(self.chat_burst, self.chat_burst / self.per_chat_per_second * scale)
+            ),
+            "overall": self.overall,
+        }
+        if chat_id < 0:
+            windows["group"] = self.groups.setdefault(chat_id, _Window(self.per_group_per_minute, 60 * scale))
+        waits = {name: window.wait(now) for name, window in windows.items()}
+        limit, wait = max(waits.items(), key=lambda item: item[1])
+        if wait > 0:
+            # Telegram says whole seconds; shortened like every window.
+            return FloodWait(method, chat_id, limit, max(1, math.ceil(wait / scale)) * scale)
+        for window in windows.values():
+            window.times.append(now)
+        return None
+
+
 class _TelegramHtml(HTMLParser):
     """Telegram's HTML parse mode: a few tags, properly nested, or the message is refused."""
 
@@ -206,6 +278,8 @@ class FakeBotApi:
         self._files: dict[str, tuple[str, bytes, int]] = {}
         self._downloads: list[str] = []
         self._failures: list[Failure] = []
+        self.limits: SendingLimits | None = None
+        self.flood_waits: list[FloodWait] = []  # every 429 the sending limits answered
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -245,6 +319,7 @@ class FakeBotApi:
         return f"http://127.0.0.1:{self.port}/file/bot"
 
     async def _on_method(self, request: web.Request) -> web.Response:
+        arrived = time.monotonic()
         if request.match_info["token"] != self.token:
             return web.json_response(
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
@@ -256,6 +331,7 @@ class FakeBotApi:
         await self._notify()  # a held long poll must not hide that the bot is polling
         try:
             self._maybe_fail(method, params)
+            self._within_limits(method, params, arrived)
             handler = getattr(self, f"_api_{method}", None)
             if handler is None:
                 raise ApiError(404, "Not Found")
@@ -300,7 +376,37 @@ class FakeBotApi:
                 )
             raise ApiError(failure.status, failure.description)
 
+    def _within_limits(self, method: str, params: dict[str, Any], arrived: float) -> None:
+        if self.limits is None or method in _UNCOUNTED or not isinstance(params.get("chat_id"), int):
+            return
+        flood = self.limits.admit(method, params["chat_id"], arrived)
+        if flood is not None:
+            self.flood_waits.append(flood)
+            raise ApiError(
+                429,
+                f"Too Many Requests: retry after {flood.retry_after:g}",
+                {"retry_after": flood.retry_after},
+            )
+
     # --- what a test does -----------------------------------------------------------
+
+    def enforce_limits(
+        self,
+        *,
+        per_chat_per_second: float = 1.0,
+        chat_burst: int = 3,
+        per_group_per_minute: int = 20,
+        overall_per_second: int = 30,
+        time_scale: float = 1.0,
+    ) -> None:
+        """From now on answer every message over Telegram's sending limits with a 429 (``SendingLimits``).
+
+        Every method that sends or changes a message in a chat counts; typing indicators, button
+        answers and file look-ups do not. Windows last ``time_scale`` times as long as Telegram's.
+        """
+        self.limits = SendingLimits(
+            per_chat_per_second, chat_burst, per_group_per_minute, overall_per_second, time_scale
+        )
 
     def fail(
         self,
