@@ -123,6 +123,7 @@ class UserTurnReceipt:
     turn_id: int
     conversation_id: int
     duplicate: bool = False  # delivered and stored before: not to be answered again
+    reply_id: int | None = None  # a duplicate's stored reply, when it has one
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,10 @@ class ChatService:
             )
             return
         if receipt.duplicate:
-            yield Notice(NoticeKind.DUPLICATE, "Already answered.", receipt.turn_id)
+            stored = await self._stored_reply(receipt) if message.redelivered else None
+            # Taken over from a process that stopped after storing the reply but maybe before
+            # showing it whole: show it (again); a plain second delivery is not answered twice.
+            yield stored or Notice(NoticeKind.DUPLICATE, "Already answered.", receipt.turn_id)
             return
         self.limiter.note_message(message.sender)
         if problem is not None:
@@ -311,6 +314,15 @@ class ChatService:
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
+    async def _stored_reply(self, receipt: UserTurnReceipt) -> ReplyDone | None:
+        """The reply stored for a turn, as the event that shows it, or None when there is none."""
+        if receipt.reply_id is None:
+            return None
+        reply = await asyncio.to_thread(self.store.get_turn, receipt.reply_id)
+        if reply is None or not reply.text:
+            return None
+        return ReplyDone(reply.id, reply.text, reply.model_version or "", reply.timings)
+
         writer = asyncio.create_task(self._write(sender, history, user_text, draft, choice.generator))
         try:
             async for event in follow(draft, self.config.queue_notice_s):

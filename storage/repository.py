@@ -135,11 +135,11 @@ class SqlStore:
         return existing
 
     def _find_message(self, chat: ChatRef, message_id: str, resume: bool = False) -> UserTurnReceipt | None:
-        """The turn of a message stored before: a duplicate, unless ``resume`` and nothing answered it."""
+        """The turn of a message stored before, and its reply: a duplicate, unless ``resume`` and unanswered."""
         reply = aliased(TurnRow)
         with self._session() as session:
             row = session.execute(
-                select(TurnRow.id, TurnRow.conversation_id, TurnRow.error, func.count(reply.id))
+                select(TurnRow.id, TurnRow.conversation_id, TurnRow.error, func.max(reply.id))
                 .outerjoin(reply, reply.reply_to_id == TurnRow.id)
                 .where(
                     TurnRow.platform == chat.platform,
@@ -150,8 +150,11 @@ class SqlStore:
             ).first()
         if row is None:
             return None
-        unanswered = row.error is None and row[3] == 0
-        return UserTurnReceipt(row.id, row.conversation_id, duplicate=not (resume and unanswered))
+        reply_id = row[3]
+        unanswered = row.error is None and reply_id is None
+        return UserTurnReceipt(
+            row.id, row.conversation_id, duplicate=not (resume and unanswered), reply_id=reply_id
+        )
 
     def set_transcript(self, turn_id: int, text: str, audio_seconds: float, transcribe_ms: float) -> None:
         with self._session() as session:

@@ -107,6 +107,24 @@ async def test_a_redelivered_message_is_answered_once(app: App) -> None:
     assert len(user_turns(app.store)) == 1
 
 
+async def test_a_message_taken_over_after_its_reply_was_stored_shows_that_reply_without_writing_another(
+    app: App,
+) -> None:
+    """A process stopped between storing the reply and showing it whole: the next one shows it."""
+    first = await collect(app.service, text_message("Hi there", "same-id"))
+    stored = first[-1]
+    assert isinstance(stored, ReplyDone)
+    generated = app.generator
+    app.service.generator = FailingGenerator()  # nothing is written this time
+    taken_over = replace(text_message("Hi there", "same-id"), redelivered=True)
+    again = await collect(app.service, taken_over)
+    app.service.generator = generated
+    assert [(type(e), e.turn_id, e.text, e.model) for e in again] == [  # type: ignore[union-attr]
+        (ReplyDone, stored.turn_id, stored.text, stored.model)
+    ]
+    assert len(user_turns(app.store)) == 1
+
+
 @pytest.mark.parametrize(
     ("audio", "kind", "says"),
     [
