@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -20,15 +21,21 @@ def spans(sent: list[float], count: int) -> list[float]:
     return [later - earlier for earlier, later in zip(sent, sent[count:], strict=False)]
 
 
-async def test_a_private_chat_is_paced_after_a_short_burst_and_typing_is_not() -> None:
-    scale = 0.2  # a second lasts 0.2 s
-    limiter = ChatRateLimiter(per_second_in_a_chat=2, time_scale=scale)
+def recorder() -> tuple[list[float], Callable[[], Awaitable[bool]]]:
+    """A send that only notes when it was called, and the list it notes into."""
     sent: list[float] = []
 
     async def send() -> bool:
         sent.append(time.monotonic())
         return True
 
+    return sent, send
+
+
+async def test_a_private_chat_is_paced_after_a_short_burst_and_typing_is_not() -> None:
+    scale = 0.2  # a second lasts 0.2 s
+    limiter = ChatRateLimiter(per_second_in_a_chat=2, time_scale=scale)
+    sent, send = recorder()
     began = time.monotonic()
     for _ in range(2 * BURST_S + 2):
         await limiter.process_request(send, (), {}, "sendMessage", {"chat_id": 7}, None)
@@ -45,12 +52,7 @@ async def test_a_group_never_sends_more_than_its_limit_in_a_minute_even_after_a_
     # A leaky bucket of 20 a minute lets 20 through at once and then refills: up to 40 in a minute.
     scale = 0.02  # a minute lasts 1.2 s
     limiter = ChatRateLimiter(per_minute_in_a_group=20, time_scale=scale)
-    sent: list[float] = []
-
-    async def send() -> bool:
-        sent.append(time.monotonic())
-        return True
-
+    sent, send = recorder()
     for _ in range(30):
         await limiter.process_request(send, (), {}, "sendMessage", {"chat_id": -1001234}, None)
     assert min(spans(sent, 20)) >= 60 * scale
