@@ -32,6 +32,7 @@ from bots.settings import Settings
 from core.ab import start
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
 from core.experiments import Arm, Decision
+from core.ports import Generation
 from storage.experiments import SqlExperiments
 
 QUESTION = "Give me three tips for a good night's sleep."
@@ -93,9 +94,7 @@ async def main() -> None:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=Path(tmp),
-            max_reply_tokens=args.max_tokens,
-            temperature=0.0,
-            seed=1,
+            generation=Generation(max_tokens=args.max_tokens, temperature=0.0, seed=1),
         )
         app = build_app(settings)
         try:

@@ -37,7 +37,7 @@ from bots.app import build_app
 from bots.settings import Settings
 from core.batching import BatchedDecoder, Job, chat_tokens
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDelta, ReplyDone
-from core.generation import open_gguf
+from core.generation import LlmConfig, open_gguf
 from core.ports import Generation
 
 PROBE_EVERY_S = 0.25
@@ -130,7 +130,7 @@ async def crowd(settings: Settings, audio: bytes, count: int) -> Result:
             replies = "SELECT count(*) FROM turns WHERE role = 'assistant' AND text != ''"
             stored = connection.execute(sql_text(replies)).scalar_one() - 1  # less the earlier one
         return Result(
-            parallel=settings.llm_parallel,
+            parallel=settings.llm.parallel,
             count=count,
             wall_s=wall,
             first_text_s=[first for first, _ in outcomes if first is not None],
@@ -189,7 +189,7 @@ async def telegram_crowd(settings: Settings, audio: bytes, count: int) -> Telegr
             await api.wait_for(lambda: all(rated_replies(api, p["id"]) for p in people), timeout=1200)
             wall = time.perf_counter() - began
         answered = sum(len(rated_replies(api, p["id"])) for p in people)
-        return TelegramResult(settings.llm_parallel, count, wall, help_s, answered)
+        return TelegramResult(settings.llm.parallel, count, wall, help_s, answered)
     finally:
         app.close()
         await api.stop()
@@ -256,10 +256,8 @@ def bench_settings(tmp: str, name: str, parallel: int, max_tokens: int) -> Setti
         _env_file=None,  # type: ignore[call-arg]
         data_dir=Path(tmp),  # the models, exported once
         database_url=f"sqlite:///{tmp}/{name}.db",
-        temperature=0.0,
-        max_reply_tokens=max_tokens,
-        llm_parallel=parallel,
-        rate_limit_messages_per_hour=0,
+        generation=Generation(max_tokens=max_tokens, temperature=0.0),
+        llm=LlmConfig(parallel=parallel),
     )
 
 

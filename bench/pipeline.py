@@ -29,6 +29,7 @@ from bots.app import build_app
 from bots.settings import Settings
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDone
 from core.generation import open_gguf
+from core.ports import Generation
 from core.prompt import build_prompt
 
 TICK_S = 0.010
@@ -76,23 +77,22 @@ def main() -> None:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=Path(tmp),
-            temperature=0.0,
-            max_reply_tokens=args.max_tokens,
+            generation=Generation(max_tokens=args.max_tokens, temperature=0.0),
         )
         app = build_app(settings)
         app.warm_up()
         gguf = app.generator.load().model_path
         whisper = WhisperModel(
-            app.transcriber.model_source, device="cpu", compute_type=settings.whisper_compute_type
+            app.transcriber.model_source, device="cpu", compute_type=settings.whisper.compute_type
         )
-        llm = open_gguf(gguf, n_ctx=settings.llm_context_tokens)
+        llm = open_gguf(gguf, n_ctx=settings.llm.context_tokens)
         message = IncomingMessage(ChatRef("bench", "1"), Person("bench", "1"), audio=Audio(audio, "audio/ogg"))
 
         def raw_transcribe() -> tuple[float, str]:
             began = time.perf_counter()
             segments, _ = whisper.transcribe(
                 io.BytesIO(audio),
-                beam_size=settings.whisper_beam_size,
+                beam_size=settings.whisper.beam_size,
                 vad_filter=True,
                 condition_on_previous_text=False,
             )
@@ -101,7 +101,7 @@ def main() -> None:
 
         def raw_generate(text: str) -> tuple[float, int]:
             messages = build_prompt(
-                settings.system_prompt, [], text, lambda t: len(llm.tokenize(t.encode())), 10**6
+                settings.chat.system_prompt, [], text, lambda t: len(llm.tokenize(t.encode())), 10**6
             )
             began = time.perf_counter()
             tokens = 0
@@ -110,9 +110,9 @@ def main() -> None:
                 stream=True,
                 max_tokens=args.max_tokens,
                 temperature=0.0,
-                top_p=settings.top_p,
-                top_k=settings.top_k,
-                repeat_penalty=settings.repeat_penalty,
+                top_p=settings.generation.top_p,
+                top_k=settings.generation.top_k,
+                repeat_penalty=settings.generation.repeat_penalty,
             ):
                 tokens += bool(chunk["choices"][0]["delta"].get("content"))  # type: ignore[index]
             return time.perf_counter() - began, tokens

@@ -29,7 +29,9 @@ from bots.app import build_app
 from bots.cli_models import llama_server_config
 from bots.settings import Settings
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDelta, ReplyDone
-from core.transcription import bundled_whisper_path
+from core.generation import LlmConfig
+from core.ports import Generation
+from core.transcription import WhisperConfig, bundled_whisper_path
 
 QUESTION = "Give me three tips for a good night's sleep."
 NOTE = Path(__file__).parent.parent / "tests" / "fixtures" / "capital_of_france.ogg"
@@ -71,8 +73,8 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = {"max_reply_tokens": args.max_tokens, "temperature": 0.0, "seed": 1}
-        embedded = build_app(Settings(_env_file=None, data_dir=Path(tmp) / "a", **base))  # type: ignore[call-arg]
+        generation = Generation(max_tokens=args.max_tokens, temperature=0.0, seed=1)
+        embedded = build_app(Settings(_env_file=None, data_dir=Path(tmp) / "a", generation=generation))  # type: ignore[call-arg]
         embedded.warm_up()
         model = embedded.store.active_model()
         assert model is not None
@@ -102,9 +104,9 @@ async def main() -> None:
             Settings(
                 _env_file=None,  # type: ignore[call-arg]
                 data_dir=Path(tmp) / "a",  # the same registry and GGUF
-                llm_url=f"http://127.0.0.1:{llm_port}/v1",
-                whisper_url=f"http://127.0.0.1:{whisper_port}/v1",
-                **base,
+                llm=LlmConfig(url=f"http://127.0.0.1:{llm_port}/v1"),
+                whisper=WhisperConfig(url=f"http://127.0.0.1:{whisper_port}/v1"),
+                generation=generation,
             )
         )
         try:

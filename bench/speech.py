@@ -7,7 +7,7 @@
    interleaved so that a noisy machine slows them alike. The time includes starting the engine's
    process (piper loads its voice each time) and the OGG/Opus encoding.
 2. What a spoken reply adds to the time until the person can listen: through the whole service
-   (SQLite, the bundled model, ``IRIS_REPLY_VOICE=always``), the time until the text reply is
+   (SQLite, the bundled model, ``IRIS_TTS_REPLIES=always``), the time until the text reply is
    complete and the time until its voice note is ready, for a few questions.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from bots.app import build_app
 from bots.settings import Settings
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone, Spoken
+from core.speaking import SpeechConfig, VoiceMode
 from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."  # 14 words
@@ -80,7 +81,7 @@ def real_time_factors(runs: int, names: list[str]) -> None:
 async def until_listening(engine: str) -> None:
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(  # type: ignore[call-arg]
-            _env_file=None, data_dir=Path(data), reply_voice="always", tts_engine=engine
+            _env_file=None, data_dir=Path(data), tts=SpeechConfig(replies=VoiceMode.ALWAYS, engine=engine)
         )
         app = build_app(settings)
         try:

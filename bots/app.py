@@ -13,18 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from bots.settings import Settings
+from bots.settings import Settings, check_renamed
 from core.ab import ABServing, PinnedGenerator
 from core.domain import ModelVersion
-from core.generation import LlamaConfig, LlamaGenerator, bundled_model, hub_gguf
-from core.limits import RateLimits
-from core.ports import Generation
-from core.remote import ServerConfig, ServerGenerator, ServerTranscriber
+from core.generation import LlamaGenerator, bundled_model, hub_gguf
+from core.remote import ServerGenerator, ServerTranscriber
 from core.service import ChatService, ServiceConfig
-from core.speaking import ReplySpeaker, SpeechConfig, VoiceMode
-from core.transcription import WhisperConfig, WhisperTranscriber
+from core.speaking import ReplySpeaker
+from core.transcription import WhisperTranscriber
 from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
 from storage.database import make_engine, sqlite_url
@@ -67,6 +63,7 @@ def load_settings() -> Settings:
     """The settings from the environment and ``.env``, with logging set up by them."""
     from bots.logs import configure_logging
 
+    check_renamed()
     settings = Settings()
     configure_logging(settings)
     return settings
@@ -74,7 +71,7 @@ def load_settings() -> Settings:
 
 def retrain_dir(settings: Settings) -> Path:
     """Where retrain runs keep their datasets, checkpoints, GGUFs, reports and logs."""
-    return settings.retrain_dir or settings.data_dir / "retrain"
+    return settings.retrain.dir or settings.data_dir / "retrain"
 
 
 def database_url(settings: Settings) -> str:
@@ -90,9 +87,9 @@ def open_store(settings: Settings) -> SqlStore:
 
 def configured_model(settings: Settings) -> ModelVersion:
     """The GGUF the settings name: bundled SmolLM2 (converted once), a path, or a Hub file."""
-    spec = settings.llm_model
+    spec = settings.llm.model
     if spec == "bundled":
-        return bundled_model(settings.data_dir / "models", settings.llm_bundled_quant)
+        return bundled_model(settings.data_dir / "models", settings.llm.bundled_quant)
     path = Path(spec).expanduser()
     if not path.exists() and ":" in spec and not spec.endswith(":"):
         path = hub_gguf(spec)
@@ -123,56 +120,24 @@ def ensure_served_model(store: SqlStore, settings: Settings) -> ModelVersion:
     return model
 
 
-def server_config(
-    settings: Settings, url: str, api_key: SecretStr | None, served_model: str | None
-) -> ServerConfig:
-    """How to reach an OpenAI-compatible server (IRIS_LLM_URL or IRIS_WHISPER_URL), with the shared limits."""
-    return ServerConfig(
-        url=url,
-        api_key=api_key.get_secret_value() if api_key else "none",
-        served_model=served_model,
-        connect_timeout_s=settings.server_connect_timeout_seconds,
-        read_timeout_s=settings.server_read_timeout_seconds,
-        retries=settings.server_retries,
-    )
-
-
 def build_transcriber(settings: Settings) -> WhisperTranscriber | ServerTranscriber:
-    language = None if settings.whisper_language == "auto" else settings.whisper_language
-    if settings.whisper_url:
-        config = server_config(
-            settings, settings.whisper_url, settings.whisper_api_key, settings.whisper_served_model
-        )
-        return ServerTranscriber(config, language)
-    return WhisperTranscriber(
-        WhisperConfig(
-            model=settings.whisper_model,
-            device=settings.whisper_device,
-            compute_type=settings.whisper_compute_type,
-            language=language,
-            vad_filter=settings.whisper_vad,
-            beam_size=settings.whisper_beam_size,
-        )
-    )
+    if settings.whisper.url:
+        return ServerTranscriber(settings.whisper, settings.server)
+    return WhisperTranscriber(settings.whisper)
 
 
 def build_generators(
     settings: Settings, store: SqlStore, model: ModelVersion
 ) -> tuple[LlamaGenerator | ServerGenerator, Callable[[ModelVersion], PinnedGenerator]]:
     """The generator that follows the registry, and how to make one pinned to a version (A/B arms)."""
-    if settings.llm_url:
-        config = server_config(settings, settings.llm_url, settings.llm_api_key, settings.llm_served_model)
-        context = settings.llm_context_tokens
+    llm = settings.llm
+    if llm.url:
+        pinned = replace(llm, served_model=None)  # an arm asks for its own version by name
         return (
-            ServerGenerator(config, store, model, context),
-            lambda version: ServerGenerator(replace(config, served_model=None), None, version, context),
+            ServerGenerator(llm, settings.server, store, model),
+            lambda version: ServerGenerator(pinned, settings.server, None, version),
         )
-    llama = LlamaConfig(
-        context_tokens=settings.llm_context_tokens,
-        threads=settings.llm_threads,
-        parallel=settings.llm_parallel,
-    )
-    return LlamaGenerator(store, model, llama), lambda version: LlamaGenerator(None, version, llama)
+    return LlamaGenerator(store, model, llm), lambda version: LlamaGenerator(None, version, llm)
 
 
 def build_app(settings: Settings | None = None) -> App:
@@ -186,26 +151,11 @@ def build_app(settings: Settings | None = None) -> App:
         transcriber,
         generator,
         ServiceConfig(
-            system_prompt=settings.system_prompt,
-            generation=Generation(
-                max_tokens=settings.max_reply_tokens,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                top_k=settings.top_k,
-                repeat_penalty=settings.repeat_penalty,
-                seed=settings.seed,
-            ),
-            history_turns=settings.history_turns,
-            max_audio_seconds=settings.max_audio_seconds,
-            max_audio_bytes=settings.max_file_bytes,
-            retention_days=settings.retention_days,
-            parallel_replies=settings.llm_parallel,
-            max_queued_per_person=settings.max_queued_per_person,
-            limits=RateLimits(
-                messages_per_hour=settings.rate_limit_messages_per_hour,
-                voice_minutes_per_hour=settings.rate_limit_voice_minutes_per_hour,
-                exempt=frozenset(settings.admin_user_ids),
-            ),
+            chat=settings.chat,
+            generation=settings.generation,
+            limits=settings.rate_limit,
+            exempt=frozenset(settings.admin_user_ids),
+            parallel_replies=settings.llm.parallel,
         ),
         retrainer=RetrainLauncher(
             log_dir=retrain_dir(settings) / "logs",
@@ -217,7 +167,7 @@ def build_app(settings: Settings | None = None) -> App:
                 # The service writes this run's audit lines, with the admin who asked for it.
                 AUDITED_BY_PARENT: "1",
             },
-            timeout=settings.retrain_timeout_minutes * 60,
+            timeout=settings.retrain.timeout_minutes * 60,
         ),
         copies=CopyEraser(settings.data_dir, retrain_dir(settings)),
         audit=store,
@@ -232,12 +182,10 @@ def build_speaker(settings: Settings, store: SqlStore) -> ReplySpeaker:
     """Spoken replies: the engine the settings name, speaking off the event loop."""
     from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
 
-    synthesizer: EspeakSynthesizer | PiperSynthesizer = EspeakSynthesizer(voice=settings.tts_espeak_voice)
-    if settings.tts_engine == "piper":
-        python = settings.tts_piper_python
-        model = settings.tts_piper_model or find_piper_voice(python) or python.parent / "missing-voice.onnx"
+    tts = settings.tts
+    synthesizer: EspeakSynthesizer | PiperSynthesizer = EspeakSynthesizer(voice=tts.espeak_voice)
+    if tts.engine == "piper":
+        python = tts.piper_python
+        model = tts.piper_model or find_piper_voice(python) or python.parent / "missing-voice.onnx"
         synthesizer = PiperSynthesizer(python, model)
-    config = SpeechConfig(
-        VoiceMode(settings.reply_voice), settings.max_spoken_seconds, settings.keep_spoken_audio
-    )
-    return ReplySpeaker(synthesizer, SqlVoicePreferences(store.engine), config)
+    return ReplySpeaker(synthesizer, SqlVoicePreferences(store.engine), tts)

@@ -41,8 +41,8 @@ def ab_start(
                 store,
                 candidate,
                 share=share,
-                min_ratings=min_ratings or settings.ab_min_ratings,
-                margin=settings.ab_margin,
+                min_ratings=min_ratings or settings.ab.min_ratings,
+                margin=settings.ab.margin,
                 actor=console_actor(),
             )
         except ValueError as error:

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from bots.app import load_settings
-from bots.settings import Settings
 
 if TYPE_CHECKING:
-    from finetune.dataset import BuildConfig, BuildReport
+    from finetune.dataset import BuildReport
 
 feedback_app = typer.Typer(help="Training data from people's ratings and corrections.", no_args_is_help=True)
 dataset_app = typer.Typer(
@@ -120,9 +119,9 @@ def feedback_export(
         out,
         since=_moment(since),
         until=_moment(until, end=True),
-        scrub=settings.feedback_scrub if scrub is None else scrub,
-        consent=(consent.value if consent else settings.feedback_consent),
-        context_turns=settings.feedback_context_turns,
+        scrub=settings.feedback.scrub if scrub is None else scrub,
+        consent=(consent.value if consent else settings.feedback.consent),
+        context_turns=settings.feedback.context_turns,
     )
     counts = manifest.counts
     typer.echo(
@@ -156,28 +155,6 @@ def feedback_consent(platform: str, user_id: str, answer: Answer) -> None:
     typer.echo(f"{platform}:{user_id} consent {answer.value}")
 
 
-def build_config(settings: Settings, **given: Any) -> BuildConfig:
-    """The dataset build knobs from the IRIS_DATASET_* settings; ``given`` values that are not None win."""
-    from finetune.dataset import BuildConfig
-
-    values: dict[str, Any] = {
-        "sample_size": settings.dataset_sample_size,
-        "min_score": settings.dataset_min_score,
-        "min_chars": settings.dataset_min_chars,
-        "max_chars": settings.dataset_max_chars,
-        "near_duplicate": settings.dataset_near_duplicate,
-        "feedback_oversample": settings.dataset_feedback_oversample,
-        "person_cap": settings.dataset_person_cap,
-        "eval_fraction": settings.dataset_eval_fraction,
-        "eval_finetome": settings.dataset_eval_finetome,
-        "seed": settings.dataset_seed,
-        "scrub": settings.feedback_scrub,
-        "consent": settings.feedback_consent,
-    }
-    values.update({name: value for name, value in given.items() if value is not None})
-    return BuildConfig(**values)
-
-
 @dataset_app.command("build")
 def dataset_build(
     out: Annotated[Path, typer.Option(help="Folder for train/eval JSONL, report.json and hf/.")],
@@ -203,17 +180,17 @@ def dataset_build(
     from finetune.finetome import FineTomeUnavailable
 
     settings = load_settings()
-    config = build_config(
-        settings,
-        min_score=min_score,
-        feedback_oversample=oversample,
-        person_cap=person_cap,
-        eval_fraction=eval_fraction,
-        seed=seed,
-    )
+    given: dict[str, Any] = {
+        "min_score": min_score,
+        "feedback_oversample": oversample,
+        "person_cap": person_cap,
+        "eval_fraction": eval_fraction,
+        "seed": seed,
+    }
+    config = replace(settings.dataset, **{name: value for name, value in given.items() if value is not None})
     if sample_size is not None:
         config = replace(config, sample_size=sample_size or None)  # 0: every row
-    source = finetome or settings.dataset_finetome
+    source = finetome or config.finetome
     if not no_feedback:
         from finetune.copies import record_copy
 
@@ -225,6 +202,7 @@ def dataset_build(
             database_url=None if no_feedback or feedback else database_url(settings),
             feedback_dir=None if no_feedback else feedback,
             config=config,
+            feedback=settings.feedback,
         )
     except (FineTomeUnavailable, FileNotFoundError) as error:
         typer.echo(str(error), err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -124,7 +125,7 @@ def models_server_config(
     with opened_store(settings) as store:
         ensure_served_model(store, settings)
         versions = sorted(store.list_models(), key=lambda version: not version.active)  # the active one first
-    config = llama_server_config(versions, host, port, settings.llm_context_tokens, settings.llm_threads)
+    config = llama_server_config(versions, host, port, settings.llm.context_tokens, settings.llm.threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(config, indent=2))
     typer.echo(f"{out}: {len(versions)} versions; start: python -m llama_cpp.server --config_file {out}")
@@ -196,54 +197,26 @@ def retrain_config(
 ) -> RetrainConfig:
     """The retrain settings as the pipeline takes them: the profile with the IRIS_RETRAIN_* overrides."""
     from bots.app import database_url, retrain_dir
-    from bots.cli_feedback import build_config
-    from finetune.gate import GateConfig
     from finetune.profiles import auto_profile_name, get_profile
     from finetune.retrain import RetrainConfig
 
-    name = profile or settings.retrain_profile
-    chosen = get_profile(auto_profile_name() if name == "auto" else name).with_overrides(
-        backend=settings.retrain_backend,
-        base_model=settings.retrain_base_model,
-        objective=settings.retrain_objective,
-        max_steps=settings.retrain_max_steps,
-        learning_rate=settings.retrain_learning_rate,
-        batch_size=settings.retrain_batch_size,
-        max_seq_length=settings.retrain_max_seq_length,
-        save_steps=settings.retrain_save_steps,
-        quant=settings.retrain_quant,
-        teach_weight=settings.retrain_teach_weight,
-        teach_wordings=settings.retrain_teach_wordings,
-        steps_per_fact=settings.retrain_steps_per_fact,
-        max_teach_steps=settings.retrain_max_teach_steps,
-        teach_target_nll=settings.retrain_teach_target_nll,
-    )
-    build = build_config(settings, progress=False)  # one progress line per step is printed instead
-    gate = GateConfig(
-        finetome_tolerance=settings.gate_finetome_tolerance,
-        min_feedback_gain=settings.gate_min_feedback_gain,
-        max_rows=settings.gate_max_rows,
-        context_tokens=settings.gate_context_tokens,
-        probe_tolerance=settings.gate_probe_tolerance,
-        probe_questions=settings.gate_probe_questions,
-        recall_share=settings.gate_recall_share,
-    )
+    name = profile or settings.retrain.profile
+    chosen = get_profile(auto_profile_name() if name == "auto" else name)
     return RetrainConfig(
         database_url=database_url(settings),
         work_dir=retrain_dir(settings),
-        base_cache=settings.retrain_base_cache or settings.data_dir / "models" / "hf",
-        profile=chosen,
-        gate=gate,
-        finetome=settings.dataset_finetome,
-        build=build,
+        base_cache=settings.retrain.base_cache or settings.data_dir / "models" / "hf",
+        profile=chosen.with_overrides(**settings.retrain.profile_overrides()),
+        gate=settings.gate,
+        build=replace(settings.dataset, progress=False),  # one progress line per step is printed instead
+        feedback=settings.feedback,
         dataset=dataset,
-        threads=settings.retrain_threads,
+        threads=settings.retrain.threads,
         force=force,
         dry_run=dry_run,
         resume=resume,
-        ab_share=ab_share if ab_share is not None else settings.retrain_ab_share,
-        ab_min_ratings=settings.ab_min_ratings,
-        ab_margin=settings.ab_margin,
+        ab_share=ab_share if ab_share is not None else settings.retrain.ab_share,
+        ab=settings.ab,
     )
 
 

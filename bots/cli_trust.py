@@ -50,26 +50,28 @@ def audit(
 def db_prune(
     dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
 ) -> None:
-    """Delete conversations older than IRIS_RETENTION_DAYS (consented ones with feedback stay, anonymous)."""
+    """Delete conversations past IRIS_CHAT_RETENTION_DAYS; consented ones with feedback stay, anonymous."""
     from bots.app import opened_store, retrain_dir
     from finetune.copies import CopyEraser
 
     settings = load_settings()
-    if settings.retention_days <= 0:
-        typer.echo("IRIS_RETENTION_DAYS is not set: conversations are kept until people use /forget.", err=True)
+    if settings.chat.retention_days <= 0:
+        typer.echo(
+            "IRIS_CHAT_RETENTION_DAYS is not set: conversations are kept until people use /forget.", err=True
+        )
         raise typer.Exit(2)
-    cutoff = retention_cutoff(time.time(), settings.retention_days)
+    cutoff = retention_cutoff(time.time(), settings.chat.retention_days)
     with opened_store(settings) as store:
         report = store.prune(cutoff, dry_run)
         if not dry_run and report.words:
             eraser = CopyEraser(settings.data_dir, retrain_dir(settings))
             report = replace(report, copies=eraser.erase(None, report.words))
         if not dry_run:
-            details = prune_details(report, settings.retention_days)
+            details = prune_details(report, settings.chat.retention_days)
             store.record_audit(f"console:{getpass.getuser()}", AuditAction.PRUNE, None, details)
     verb = "would delete" if dry_run else "deleted"
     typer.echo(
-        f"Older than {settings.retention_days:g} days (before {report.cutoff:%Y-%m-%d %H:%M} UTC): {verb} "
+        f"Older than {settings.chat.retention_days:g} days (before {report.cutoff:%Y-%m-%d %H:%M} UTC): {verb} "
         f"{report.conversations} conversations, {report.turns} messages, {report.ratings} ratings, "
         f"{report.corrections} corrections and {report.people} people; "
         f"{'would keep' if dry_run else 'kept'} {report.kept_for_training} consented conversations "

@@ -26,7 +26,7 @@ async def serve(settings: Settings, platforms: list[str]) -> None:
                 adapter = importlib.import_module(ADAPTERS[name])
                 log.info("starting the %s bot", name)
                 group.create_task(adapter.serve(application.service, settings, application.inbox), name=name)
-            if settings.retention_days > 0:
+            if settings.chat.retention_days > 0:
                 group.create_task(application.service.keep_pruning(), name="retention")
     finally:
         application.close()

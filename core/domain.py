@@ -73,7 +73,7 @@ class IncomingMessage:
     # In a group each person has their own history unless the adapter says
     # the chat shares one.
     shared_history: bool = False
-    # A spoken reply: None follows IRIS_REPLY_VOICE and the person's /voice; True or False decides.
+    # A spoken reply: None follows IRIS_TTS_REPLIES and the person's /voice; True or False decides.
     speak: bool | None = None
     # Delivered again after the process handling it stopped (a crash, a redeploy): if its
     # stored turn has no answer yet, it is answered now instead of refused as a duplicate.
@@ -333,7 +333,7 @@ class Speech:
     ogg: bytes = field(repr=False)
     seconds: float
     waveform: bytes = field(repr=False)  # at most 256 bytes of loudness, 0-255, for Discord
-    truncated: bool = False  # cut at IRIS_MAX_SPOKEN_SECONDS (the text reply is complete)
+    truncated: bool = False  # cut at IRIS_TTS_MAX_SECONDS (the text reply is complete)
 
 
 @dataclass(frozen=True)

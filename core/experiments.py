@@ -174,6 +174,15 @@ DEFAULT_BASELINE = 0.5  # the worst case: a 👍 share of one half has the large
 DEFAULT_MIN_RATINGS = 388
 
 
+@dataclass(frozen=True)
+class ABConfig:
+    """``IRIS_AB_*``: promote when the candidate's 👍 share is, at 95 %, not worse than the active
+    version's by more than ``margin``, once both arms have ``min_ratings`` (how it was chosen: docs/ab.md)."""
+
+    margin: float = DEFAULT_MARGIN
+    min_ratings: int = DEFAULT_MIN_RATINGS
+
+
 def arm_for(experiment: Experiment, conversation_id: int) -> Arm:
     """The conversation's arm: sticky, the same in every process, candidate for about ``share`` of them.
 

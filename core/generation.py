@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, SecretStr
 
 from core.batching import BatchedDecoder, Job, chat_tokens
 from core.domain import ChatMessage, ModelVersion
@@ -160,11 +162,25 @@ def serving_version(registry: ModelRegistry | None, fallback: ModelVersion | Non
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
+class LlmConfig:
+    """The replies' model: the ``IRIS_LLM_*`` settings, taken by both generators as they are.
+
+    ``model`` is the GGUF served on first start: "bundled", a .gguf path or "owner/repo:file.gguf"
+    on the Hub; after that the model registry decides. With ``url`` set, an OpenAI-compatible
+    server writes the replies instead (``core.remote``).
+    """
+
+    model: str = "bundled"
+    bundled_quant: Literal["f16", "q8_0", "q4_1"] = "f16"
     context_tokens: int = 2048  # per reply being written
     threads: int | None = None  # None: half the cores (llama-cpp-python's default), for batches too
     batch: int = 512
-    parallel: int = 4  # replies decoded together (core.batching)
+    # Replies decoded together in one llama.cpp context (continuous batching, core.batching); each
+    # holds context_tokens of KV cache. Beyond it, replies wait round-robin per person.
+    parallel: Annotated[int, Field(ge=1, le=64)] = 4
+    url: str | None = None  # llama-server, llama_cpp.server, vLLM, SGLang or Ollama (its /v1 base URL)
+    api_key: SecretStr | None = None
+    served_model: str | None = None  # a fixed name to request; None: the registry's version name
 
 
 @dataclass(frozen=True)
@@ -184,13 +200,13 @@ class LlamaGenerator:
         self,
         registry: ModelRegistry | None,
         fallback: ModelVersion | None = None,
-        config: LlamaConfig | None = None,
+        config: LlmConfig | None = None,
     ) -> None:
         if registry is None and fallback is None:
             raise ValueError("a generator needs a model registry or a model")
         self.registry = registry
         self.fallback = fallback
-        self.config = config or LlamaConfig()
+        self.config = config or LlmConfig()
         self._llm: Llama | None = None
         self._decoder: BatchedDecoder | None = None
         self._loaded: ModelVersion | None = None

@@ -23,11 +23,10 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class RateLimits:
-    """``0`` means no limit; ``exempt`` holds user ids (the admins)."""
+    """``IRIS_RATE_LIMIT_*``: per person and sliding hour; ``0`` means no limit."""
 
     messages_per_hour: int = 0
     voice_minutes_per_hour: float = 0.0
-    exempt: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -49,15 +48,18 @@ class Refused:
 class RateLimiter:
     """Counts each person's messages and voice seconds over the last hour."""
 
-    def __init__(self, limits: RateLimits, clock: Clock = time.time) -> None:
+    def __init__(
+        self, limits: RateLimits, exempt: frozenset[str] = frozenset(), clock: Clock = time.time
+    ) -> None:
         self.limits = limits
+        self.exempt = exempt  # user ids (the admins)
         self.clock = clock
         self._messages: dict[tuple[str, str], deque[float]] = {}
         self._voice: dict[tuple[str, str], deque[tuple[float, float]]] = {}
         self._lock = threading.Lock()
 
     def _exempt(self, person: Person) -> bool:
-        return person.user_id in self.limits.exempt
+        return person.user_id in self.exempt
 
     def check_message(self, person: Person) -> Refused | None:
         """Refuse a new message when the person already sent the hour's share."""

@@ -22,12 +22,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field, SecretStr
 
 from core.domain import ChatMessage, ModelVersion
-from core.generation import open_gguf, serving_version
+from core.generation import LlmConfig, open_gguf, serving_version
 from core.ports import Generation, ModelRegistry, ServerUnavailable, Transcript
-from core.transcription import decode, probe_seconds
+from core.transcription import WhisperConfig, decode, probe_seconds
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -39,19 +41,22 @@ SERVED_LIST_S = 30.0  # how long the server's list of models is trusted
 
 @dataclass(frozen=True)
 class ServerConfig:
-    url: str  # the OpenAI base URL, e.g. http://127.0.0.1:8080/v1
-    api_key: str = "none"  # servers on a private network often take any key
-    served_model: str | None = None  # a fixed model name; None: the registry's version name
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0  # also the longest pause between two streamed pieces
-    retries: int = 2  # before the first token; a stream cut mid-reply is not retried
+    """How to talk to either server (``IRIS_SERVER_*``); the URLs are IRIS_LLM_URL and IRIS_WHISPER_URL."""
+
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 60.0  # also the longest pause between two streamed pieces
+    # Before the first token, with exponential backoff (the openai client's); a stream cut mid-reply
+    # is not retried.
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
 
 
-def openai_client(config: ServerConfig) -> OpenAI:
+def openai_client(url: str, api_key: SecretStr | None, server: ServerConfig) -> OpenAI:
+    """The official client for a server; servers on a private network often take any key."""
     from openai import OpenAI, Timeout
 
-    timeout = Timeout(config.read_timeout_s, connect=config.connect_timeout_s)
-    return OpenAI(base_url=config.url, api_key=config.api_key, timeout=timeout, max_retries=config.retries)
+    timeout = Timeout(server.read_timeout_seconds, connect=server.connect_timeout_seconds)
+    key = api_key.get_secret_value() if api_key else "none"
+    return OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=server.retries)
 
 
 def _unavailable(what: str, error: Exception) -> ServerUnavailable:
@@ -73,17 +78,20 @@ class ServerGenerator:
 
     def __init__(
         self,
-        config: ServerConfig,
+        llm: LlmConfig,
+        server: ServerConfig,
         registry: ModelRegistry | None,
         fallback: ModelVersion | None = None,
-        context_tokens: int = 2048,
     ) -> None:
-        if registry is None and fallback is None and config.served_model is None:
+        if llm.url is None:
+            raise ValueError("a server generator needs the server's URL (IRIS_LLM_URL)")
+        if registry is None and fallback is None and llm.served_model is None:
             raise ValueError("a server generator needs a model registry, a model or a served model name")
-        self.config = config
+        self.config = llm
+        self.url = llm.url
+        self.server = server
         self.registry = registry
         self.fallback = fallback
-        self._context_tokens = context_tokens
         self._client: OpenAI | None = None
         self._served: set[str] = set()  # names the server listed
         self._served_at = 0.0
@@ -94,7 +102,7 @@ class ServerGenerator:
     def client(self) -> OpenAI:
         with self._lock:
             if self._client is None:
-                self._client = openai_client(self.config)
+                self._client = openai_client(self.url, self.config.api_key, self.server)
             return self._client
 
     @property
@@ -103,7 +111,7 @@ class ServerGenerator:
 
     @property
     def context_tokens(self) -> int:
-        return self._context_tokens
+        return self.config.context_tokens
 
     def _wanted(self) -> ModelVersion:
         return serving_version(self.registry, self.fallback)
@@ -138,7 +146,7 @@ class ServerGenerator:
     def count_tokens(self, text: str) -> int:
         counter = self._counter
         if counter is None:
-            counter = self._counter = _TokenCounter(self.config, self.fallback)
+            counter = self._counter = _TokenCounter(self.url, self.config.api_key, self.server, self.fallback)
         return counter.count(self.model_name, text)
 
     def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
@@ -184,12 +192,14 @@ class _TokenCounter:
     counts (loaded with ``vocab_only``: no weights).
     """
 
-    def __init__(self, config: ServerConfig, local: ModelVersion | None) -> None:
+    def __init__(
+        self, url: str, api_key: SecretStr | None, server: ServerConfig, local: ModelVersion | None
+    ) -> None:
         import httpx
 
-        root = config.url.rstrip("/").removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {config.api_key}"}
-        timeout = httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s)
+        root = url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {api_key.get_secret_value() if api_key else 'none'}"}
+        timeout = httpx.Timeout(server.read_timeout_seconds, connect=server.connect_timeout_seconds)
         self._http = httpx.Client(base_url=root, headers=headers, timeout=timeout)
         self._local = local
         self._way: str | None = None
@@ -238,9 +248,12 @@ class ServerTranscriber:
     limits on length and on voice minutes hold as with the embedded whisper.
     """
 
-    def __init__(self, config: ServerConfig, language: str | None = None) -> None:
-        self.config = config
-        self.language = language
+    def __init__(self, whisper: WhisperConfig, server: ServerConfig) -> None:
+        if whisper.url is None:
+            raise ValueError("a server transcriber needs the server's URL (IRIS_WHISPER_URL)")
+        self.config = whisper
+        self.url = whisper.url
+        self.server = server
         self._client: OpenAI | None = None
         self._lock = threading.Lock()
 
@@ -250,7 +263,7 @@ class ServerTranscriber:
     def _client_now(self) -> OpenAI:
         with self._lock:
             if self._client is None:
-                self._client = openai_client(self.config)
+                self._client = openai_client(self.url, self.config.api_key, self.server)
             return self._client
 
     def load(self) -> None:
@@ -268,7 +281,7 @@ class ServerTranscriber:
                 model=self.config.served_model or "whisper-1",
                 file=("voice.ogg", audio),
                 response_format="verbose_json",
-                language=self.language or omit,
+                language=self.config.language_code or omit,
             )
         except Exception as error:
             raise _unavailable("transcription", error) from error

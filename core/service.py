@@ -18,6 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
 
 from core.ab import ABServing, Choice, decide_if_due, latest_report
 from core.audit import prune_details, retention_cutoff, retrain_entries, review_entry
@@ -72,18 +75,36 @@ DEFAULT_SYSTEM_PROMPT = ""
 
 
 @dataclass(frozen=True)
-class ServiceConfig:
+class ChatConfig:
+    """The chat service's own settings (``IRIS_CHAT_*``)."""
+
+    # Empty: the system prompt the model was trained with (from its chat template).
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    generation: Generation = field(default_factory=Generation)
     history_turns: int = 40
-    max_audio_seconds: float = 300.0
-    max_audio_bytes: int = 20 * 1024 * 1024
+    max_audio_seconds: float = 300.0  # longer voice notes are refused with the limit stated
+    max_file_mb: float = 20.0  # larger files are refused before download (Telegram's bot limit)
     max_text_chars: int = 8000
-    retention_days: float = 0.0  # 0: keep conversations until a person uses /forget
+    # Conversations whose last message is older than this many days are deleted (daily, and by
+    # `iris db prune`); consented ones with feedback are kept as training data without identity. 0: keep.
+    retention_days: float = 0.0
+    # Messages of one person being answered or waiting; past it they are asked to wait.
+    max_queued_per_person: Annotated[int, Field(ge=1)] = 3
+    queue_notice_seconds: float = 2.0  # a reply that waits longer shows its place in line
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What the service runs by: the settings groups it reads, each as the settings hold it."""
+
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    generation: Generation = field(default_factory=Generation)
     limits: RateLimits = field(default_factory=RateLimits)
-    parallel_replies: int = 1  # how many replies the generator writes at once
-    queue_notice_s: float = 2.0  # a reply that waits longer shows its place in line
-    max_queued_per_person: int = 3  # messages of one person being answered or waiting
+    exempt: frozenset[str] = frozenset()  # user ids the rate limits spare (the admins)
+    parallel_replies: int = 1  # how many replies the generator writes at once (IRIS_LLM_PARALLEL)
 
 
 class RetrainBusy(RuntimeError):
@@ -121,7 +142,7 @@ class ChatService:
         self.config = config or ServiceConfig()
         self.retrainer = retrainer
         self.copies = copies
-        self.limiter = RateLimiter(self.config.limits, clock)
+        self.limiter = RateLimiter(self.config.limits, self.config.exempt, clock)
         self.audit = audit
         self.ab = ab  # A/B tests of model versions; None: the active version answers everyone
         self._retraining = asyncio.Lock()
@@ -154,7 +175,7 @@ class ChatService:
             yield Notice(NoticeKind.RATE_LIMITED, refused.text(self.limiter.clock()))
             return
         sender = message.sender.actor
-        if self._in_progress[sender] >= self.config.max_queued_per_person:
+        if self._in_progress[sender] >= self.config.chat.max_queued_per_person:
             yield Notice(NoticeKind.TOO_MANY_WAITING, _too_many_waiting(self._in_progress[sender]))
             return
         self._in_progress[sender] += 1
@@ -227,16 +248,16 @@ class ChatService:
             size = len(message.audio.data)
             if size == 0:
                 return Notice(NoticeKind.UNREADABLE_AUDIO, "That audio file is empty.")
-            if size > self.config.max_audio_bytes:
-                limit_mb = self.config.max_audio_bytes / 1024 / 1024
-                return Notice(NoticeKind.TOO_LARGE, f"That file is too large: the limit is {limit_mb:.0f} MB.")
+            if size > self.config.chat.max_file_bytes:
+                limit_mb = self.config.chat.max_file_mb
+                return Notice(NoticeKind.TOO_LARGE, f"That file is too large: the limit is {limit_mb:g} MB.")
             return None
         if not (message.text or "").strip():
             return Notice(NoticeKind.EMPTY, "Send me a voice note or a text message.")
-        if len(message.text or "") > self.config.max_text_chars:
+        if len(message.text or "") > self.config.chat.max_text_chars:
             return Notice(
                 NoticeKind.TOO_LONG,
-                f"That message is too long for me: the limit is {self.config.max_text_chars} characters.",
+                f"That message is too long for me: the limit is {self.config.chat.max_text_chars} characters.",
             )
         return None
 
@@ -248,7 +269,7 @@ class ChatService:
 
     async def _transcribe(self, receipt: UserTurnReceipt, sender: Person, audio: bytes) -> _Heard | Notice:
         turn_id = receipt.turn_id
-        limit = self.config.max_audio_seconds
+        limit = self.config.chat.max_audio_seconds
         try:
             async with self._speech_queue.slot(sender.actor):
                 seconds = await asyncio.to_thread(self.transcriber.probe, audio)
@@ -293,6 +314,15 @@ class ChatService:
             log.exception("could not store the transcript of turn %s", turn_id)
         return _Heard(transcript.text.strip(), transcript.audio_seconds, ms)
 
+    async def _stored_reply(self, receipt: UserTurnReceipt) -> ReplyDone | None:
+        """The reply stored for a turn, as the event that shows it, or None when there is none."""
+        if receipt.reply_id is None:
+            return None
+        reply = await asyncio.to_thread(self.store.get_turn, receipt.reply_id)
+        if reply is None or not reply.text:
+            return None
+        return ReplyDone(reply.id, reply.text, reply.model_version or "", reply.timings)
+
     async def _reply(
         self,
         receipt: UserTurnReceipt,
@@ -304,7 +334,7 @@ class ChatService:
         turn_id = receipt.turn_id
         try:
             history = await asyncio.to_thread(
-                self.store.history, receipt.conversation_id, turn_id, self.config.history_turns
+                self.store.history, receipt.conversation_id, turn_id, self.config.chat.history_turns
             )
         except Exception:
             log.exception("could not read the history of turn %s", turn_id)
@@ -314,18 +344,9 @@ class ChatService:
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
-    async def _stored_reply(self, receipt: UserTurnReceipt) -> ReplyDone | None:
-        """The reply stored for a turn, as the event that shows it, or None when there is none."""
-        if receipt.reply_id is None:
-            return None
-        reply = await asyncio.to_thread(self.store.get_turn, receipt.reply_id)
-        if reply is None or not reply.text:
-            return None
-        return ReplyDone(reply.id, reply.text, reply.model_version or "", reply.timings)
-
         writer = asyncio.create_task(self._write(sender, history, user_text, draft, choice.generator))
         try:
-            async for event in follow(draft, self.config.queue_notice_s):
+            async for event in follow(draft, self.config.chat.queue_notice_seconds):
                 yield event
             written = await writer
         except PromptTooLong:
@@ -408,7 +429,7 @@ class ChatService:
                 budget = generator.context_tokens - options.max_tokens
                 messages = await asyncio.to_thread(
                     build_prompt,
-                    self.config.system_prompt,
+                    self.config.chat.system_prompt,
                     history,
                     user_text,
                     generator.count_tokens,
@@ -529,8 +550,8 @@ class ChatService:
         await self._record(person.actor, AuditAction.CONSENT, person.actor, {"consent": consent})
 
     async def prune(self, dry_run: bool = False, actor: str = "retention") -> PruneReport | None:
-        """Apply the retention period (``ServiceConfig.retention_days``) now; None when there is none."""
-        days = self.config.retention_days
+        """Apply the retention period (``ChatConfig.retention_days``) now; None when there is none."""
+        days = self.config.chat.retention_days
         if days <= 0:
             return None
         cutoff = retention_cutoff(self.limiter.clock(), days)

@@ -13,6 +13,10 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from core.domain import IncomingMessage, Notice, NoticeKind, Person, Spoken
 from core.ports import SynthesisFailed, Synthesizer, VoicePreferences
@@ -24,7 +28,7 @@ SPEECH_FAILED = "(I could not say this one aloud; the text above is the whole re
 
 
 class VoiceMode(enum.StrEnum):
-    """``IRIS_REPLY_VOICE``: which replies are spoken for people who have not said ``/voice on|off``."""
+    """``IRIS_TTS_REPLIES``: which replies are spoken for people who have not said ``/voice on|off``."""
 
     OFF = "off"
     MIRROR = "mirror"  # a voice note is answered with a voice note too
@@ -33,9 +37,17 @@ class VoiceMode(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SpeechConfig:
-    mode: VoiceMode = VoiceMode.OFF
-    max_seconds: float = 60.0  # IRIS_MAX_SPOKEN_SECONDS: longer replies are spoken in part
-    keep_audio: bool = False  # IRIS_KEEP_SPOKEN_AUDIO: store the OGG with the reply
+    """Spoken replies: the ``IRIS_TTS_*`` settings, taken as they are (README: Spoken replies)."""
+
+    replies: VoiceMode = VoiceMode.MIRROR
+    # "espeak" (espeak-ng, a Debian package) or "piper" (GPL, its own environment: make piper).
+    engine: Literal["espeak", "piper"] = "espeak"
+    espeak_voice: str = "en-us"
+    piper_python: Path = Path(".venv-piper/bin/python")
+    piper_model: Path | None = None  # None: the voice `make piper` installs (en_US joe, medium)
+    # Longer replies are spoken in part (whole sentences); the text reply is always complete.
+    max_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    keep_audio: bool = False  # keep each spoken reply's OGG in the database with the reply
 
 
 class ReplySpeaker:
@@ -56,7 +68,7 @@ class ReplySpeaker:
         preference = await self.preference(message.sender)
         if preference is not None:
             return preference
-        mode = self.config.mode
+        mode = self.config.replies
         return mode is VoiceMode.ALWAYS or (mode is VoiceMode.MIRROR and message.audio is not None)
 
     async def preference(self, person: Person) -> bool | None:

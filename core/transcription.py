@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from core.ports import AudioError, Transcript
 
 if TYPE_CHECKING:
@@ -34,16 +36,28 @@ def bundled_whisper_path() -> Path:
 
 @dataclass(frozen=True)
 class WhisperConfig:
-    """``model`` is a faster-whisper size name (``small``), a Hub id, a local path or ``bundled``."""
+    """Speech to text: the ``IRIS_WHISPER_*`` settings, taken by both transcribers as they are.
+
+    ``model`` is a faster-whisper size name (``small``), a Hub id, a local path or ``bundled``.
+    With ``url`` set, an OpenAI-compatible server transcribes instead (``core.remote``).
+    """
 
     model: str = BUNDLED_WHISPER
+    language: str = "auto"  # "auto" detects; or a code such as "en"
     device: str = "cpu"
     compute_type: str = "int8"
-    language: str | None = None  # None: detect
-    vad_filter: bool = True
+    vad: bool = True  # skip silence with the Silero VAD before decoding
     beam_size: int = 5
     cpu_threads: int = 0  # 0: CTranslate2 decides
     download_root: str | None = None
+    url: str | None = None  # an OpenAI /v1/audio/transcriptions server instead of the model here
+    api_key: SecretStr | None = None
+    served_model: str | None = None  # the name the server knows its model by; None: whisper-1
+
+    @property
+    def language_code(self) -> str | None:
+        """The language to transcribe in; None: detect it."""
+        return None if self.language == "auto" else self.language
 
 
 class WhisperTranscriber:
@@ -83,9 +97,9 @@ class WhisperTranscriber:
         model = self.load()
         segments, info = model.transcribe(
             samples,
-            language=self.config.language,
+            language=self.config.language_code,
             beam_size=self.config.beam_size,
-            vad_filter=self.config.vad_filter,
+            vad_filter=self.config.vad,
             condition_on_previous_text=False,
         )
         text = " ".join(segment.text.strip() for segment in segments).strip()

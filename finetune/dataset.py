@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from finetune import jsonl
+from finetune.config import BuildConfig, FeedbackConfig
 from finetune.duplicates import NearDuplicates, exact_key, normalize
 from finetune.feedback import SOURCE, Manifest
 from finetune.finetome import FineTomeSource, load_finetome
@@ -54,31 +55,11 @@ ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "s
 
 T = TypeVar("T")
 
+DEFAULT_BUILD, DEFAULT_FEEDBACK = BuildConfig(), FeedbackConfig()  # frozen, so sharing them is safe
 
-@dataclass(frozen=True)
-class BuildConfig:
-    """Every knob of the build; ``iris dataset build`` fills it from the ``IRIS_DATASET_*`` settings."""
 
-    sample_size: int | None = 2000
-    min_score: float | None = 3.5
-    min_chars: int = 2
-    max_chars: int = 8000
-    drop_refusals: bool = True
-    drop_non_language: bool = True
-    near_duplicate: float = 0.8
-    feedback_oversample: float = 3.0
-    person_cap: int = 50
-    eval_fraction: float = 0.1
-    eval_finetome: int = 100
-    seed: int = 42
-    # Used only when the feedback is exported from a database for this build.
-    scrub: bool = True
-    consent: str = "opt-out"
-    progress: bool = True
-
-    @property
-    def quality(self) -> QualityRules:
-        return QualityRules(self.min_chars, self.max_chars, self.drop_refusals, self.drop_non_language)
+def quality_rules(config: BuildConfig) -> QualityRules:
+    return QualityRules(config.min_chars, config.max_chars, config.drop_refusals, config.drop_non_language)
 
 
 @dataclass(frozen=True)
@@ -144,7 +125,8 @@ def build_dataset(
     *,
     database_url: str | None = None,
     feedback_dir: Path | None = None,
-    config: BuildConfig = BuildConfig(),  # frozen, so sharing the default is safe
+    config: BuildConfig = DEFAULT_BUILD,
+    feedback: FeedbackConfig = DEFAULT_FEEDBACK,
 ) -> BuildReport:
     """Build the training and evaluation sets from FineTome and Iris feedback into ``out_dir``.
 
@@ -162,7 +144,11 @@ def build_dataset(
 
         feedback_dir = out_dir / "feedback"
         manifest_hash = export_feedback(
-            database_url, feedback_dir, scrub=config.scrub, consent=config.consent
+            database_url,
+            feedback_dir,
+            scrub=feedback.scrub,
+            consent=feedback.consent,
+            context_turns=feedback.context_turns,
         ).content_hash
     elif feedback_dir is not None and (feedback_dir / "manifest.json").exists():
         manifest_hash = Manifest.read(feedback_dir / "manifest.json").content_hash
@@ -264,7 +250,7 @@ def _filter_quality(build: _Build, examples: list[_Example]) -> list[_Example]:
     reasons: Counter[str] = Counter()
     kept = []
     for example in build.bar(examples, "quality filters"):
-        reason = problem(example.conversations, build.config.quality)
+        reason = problem(example.conversations, quality_rules(build.config))
         if reason is None:
             kept.append(example)
         else:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from finetune import jsonl
+from finetune.config import GateConfig as GateConfig  # the bots' CLI imports these three from here
 from finetune.probe import ProbeQuestion, load_probe
-from finetune.scoring import GateConfig as GateConfig  # the bots' CLI imports these three from here
 from finetune.scoring import GateFailure as GateFailure
 from finetune.scoring import ModelScores, Score, score_model
 from finetune.scoring import check_answers as check_answers

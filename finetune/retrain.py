@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from core.ab import start as start_ab
+from core.experiments import ABConfig
 from core.ports import AuditLog, Experiments, ModelRegistry
 from finetune import jsonl
+from finetune.config import BuildConfig, FeedbackConfig, GateConfig
 from finetune.duplicates import normalize
-from finetune.gate import NEXT_NO_ANSWER, GateConfig, GateFailure, check_answers, evaluate, probe_questions
+from finetune.gate import NEXT_NO_ANSWER, GateFailure, check_answers, evaluate, probe_questions
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
 from finetune.report import sources, summary, write_report
 from finetune.rows import prompt_and_answer
@@ -57,18 +59,17 @@ class RetrainConfig:
     base_cache: Path  # bases converted from GGUF for transformers, reused across runs
     profile: Profile
     gate: GateConfig = field(default_factory=GateConfig)
-    finetome: str = "sample"
-    build: Any = None  # finetune.dataset.BuildConfig; None: its defaults
+    build: BuildConfig = field(default_factory=BuildConfig)  # FineTome, filters, splits
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)  # consent, scrubbing, context
     dataset: Path | None = None  # an already built dataset folder, used as it is
     threads: int | None = None  # torch CPU threads; None: torch decides
     force: bool = False
     dry_run: bool = False
     resume: bool = False
     # A/B test instead of promotion: the candidate's share of conversations (None: promote at once),
-    # the ratings per arm before the rule decides, and its margin (core.experiments).
+    # and the rule's ratings per arm and margin (core.experiments).
     ab_share: float | None = None
-    ab_min_ratings: int = 0
-    ab_margin: float = 0.0
+    ab: ABConfig = field(default_factory=ABConfig)
 
 
 @dataclass
@@ -141,12 +142,16 @@ class Pipeline:
             report_file = self.config.dataset / "report.json"
             report = json.loads(report_file.read_text()) if report_file.exists() else {}
         else:
-            from finetune.dataset import BuildConfig, build_dataset
+            from finetune.dataset import build_dataset
 
-            build = self.config.build or BuildConfig()
-            self.progress(f"exporting feedback and building the dataset (FineTome: {self.config.finetome})")
+            build = self.config.build
+            self.progress(f"exporting feedback and building the dataset (FineTome: {build.finetome})")
             built = build_dataset(
-                self.config.finetome, self.dataset_dir, database_url=self.config.database_url, config=build
+                build.finetome,
+                self.dataset_dir,
+                database_url=self.config.database_url,
+                config=build,
+                feedback=self.config.feedback,
             )
             report = json.loads(built.to_json())
         facts = taught_facts(self.dataset_dir)
@@ -239,7 +244,7 @@ class Pipeline:
             facts=self.facts,
             probe=probe_questions(self.config.gate),
             probe_cache=self.config.work_dir / "probe-answers.json",
-            finetome_synthetic=self.config.finetome == "sample",
+            finetome_synthetic=self.config.build.finetome == "sample",
         )
         for reason in verdict.reasons:
             self.progress(f"gate: {reason}")
@@ -297,8 +302,8 @@ class Pipeline:
                 self.audit,
                 self.run.name,
                 share=share,
-                min_ratings=self.config.ab_min_ratings,
-                margin=self.config.ab_margin,
+                min_ratings=self.config.ab.min_ratings,
+                margin=self.config.ab.margin,
                 actor="retrain",
             )
         except ValueError as refused:

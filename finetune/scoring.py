@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.generation import open_gguf
 from finetune import jsonl
+from finetune.config import GateConfig
 from finetune.probe import ProbeQuestion, ProbeScore, grade
 from finetune.rows import FineTomeRow, Message, prompt_and_answer
 from finetune.teaching import Fact, keyword_share, recalled
@@ -37,32 +38,6 @@ CHATML = (
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """The gate's rules; every field is a setting (``IRIS_GATE_*``).
-
-    Here, beside the scoring, because scoring reads half of them (rows, tokens, context);
-    ``finetune.gate`` decides by the rest (tolerances, gains, shares).
-    """
-
-    # The candidate's FineTome NLL may exceed the active model's by at most this fraction.
-    finetome_tolerance: float = 0.05
-    # The candidate's held-out feedback NLL must be below the active model's by more than this (nats/token).
-    min_feedback_gain: float = 0.0
-    max_rows: int = 64  # held-out rows scored per split (the first ones)
-    max_answer_tokens: int = 256  # an answer's first tokens are scored; long FineTome replies are cut
-    context_tokens: int = 1024
-    probe: str = "What is the capital of France?"
-    probe_tokens: int = 48
-    # The candidate may answer at most this share of the general-knowledge probe fewer right.
-    probe_tolerance: float = 0.05
-    probe_questions: int = 0  # the first N probe questions; 0: all of them
-    probe_answer_tokens: int = 24
-    # The share of taught facts whose greedy answer must contain the key words (1: every one).
-    recall_share: float = 1.0
-    fact_answer_tokens: int = 48
 
 
 class GateFailure(RuntimeError):

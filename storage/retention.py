@@ -1,4 +1,4 @@
-"""Retention: conversations older than IRIS_RETENTION_DAYS leave the database.
+"""Retention: conversations older than IRIS_CHAT_RETENTION_DAYS leave the database.
 
 A conversation is old when its last turn (or, with none, its start) is before
 the cutoff. An old conversation is deleted with its turns, ratings and

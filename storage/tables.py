@@ -57,7 +57,7 @@ class PersonRow(Base):
     # said, and the IRIS_FEEDBACK_CONSENT setting (opt-in/opt-out) decides.
     consent: Mapped[bool | None]
     consent_at: Mapped[datetime | None]
-    # /voice on|off: whether their replies are spoken; NULL: IRIS_REPLY_VOICE decides.
+    # /voice on|off: whether their replies are spoken; NULL: IRIS_TTS_REPLIES decides.
     reply_voice: Mapped[bool | None]
 
 
@@ -110,7 +110,7 @@ class TurnRow(Base):
     tokens: Mapped[int | None]
     speak_ms: Mapped[float | None] = mapped_column(Float)  # synthesizing the spoken reply
     spoken_seconds: Mapped[float | None] = mapped_column(Float)
-    # The spoken reply itself, only with IRIS_KEEP_SPOKEN_AUDIO; not loaded unless asked for.
+    # The spoken reply itself, only with IRIS_TTS_KEEP_AUDIO; not loaded unless asked for.
     spoken_audio: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

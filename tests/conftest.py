@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from bots.app import App, build_app
 from bots.settings import Settings
-from core.generation import LlamaConfig, LlamaGenerator, bundled_model
+from core.generation import LlamaGenerator, LlmConfig, bundled_model
 from core.transcription import WhisperTranscriber
 from storage.database import make_engine
 from storage.migrate import upgrade
@@ -54,20 +55,34 @@ def generator(served_gguf: Path) -> LlamaGenerator:
     from core.domain import ModelVersion
 
     model = ModelVersion(id=0, name="smollm2-135m-instruct-f16", gguf_path=str(served_gguf))
-    return LlamaGenerator(registry=None, fallback=model, config=LlamaConfig(context_tokens=2048))
+    return LlamaGenerator(registry=None, fallback=model, config=LlmConfig(context_tokens=2048))
 
 
 def make_settings(tmp_path: Path, served_gguf: Path, **overrides: Any) -> Settings:
-    """Settings for a test: its own data dir and database, the shared F16 model file."""
+    """Settings for a test: its own data dir and database, the shared F16 model file.
+
+    Overrides are named as their variables without ``IRIS_``, lowercased: ``llm_url=...`` is
+    ``IRIS_LLM_URL``, the ``url`` of the ``llm`` group.
+    """
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
-        "llm_model": str(served_gguf),
-        "temperature": 0.0,
-        "seed": 1,
-        "max_reply_tokens": 48,
-        "reply_voice": "off",  # text only, unless a test of spoken replies asks for them
+        "llm": {"model": str(served_gguf)},
+        "generation": {"temperature": 0.0, "seed": 1, "max_tokens": 48},
+        "tts": {"replies": "off"},  # text only, unless a test of spoken replies asks for them
     }
-    values.update(overrides)
+    groups = sorted(
+        (name for name in Settings.model_fields if is_dataclass(Settings.model_fields[name].annotation)),
+        key=len,
+        reverse=True,
+    )
+    for name, value in overrides.items():
+        group = next((group for group in groups if name.startswith(group + "_")), None)
+        if group is None:
+            if name not in Settings.model_fields:
+                raise TypeError(f"no setting {name!r}: the variable would be IRIS_{name.upper()}")
+            values[name] = value
+        else:
+            values.setdefault(group, {})[name.removeprefix(group + "_")] = value
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from storage.repository import SqlStore
 from tests.conftest import FIXTURES
 
 IRIS = str(Path(sys.executable).with_name("iris"))
+ENV_EXAMPLE = Path(__file__).parents[1] / ".env.example"
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def env(tmp_path: Path, served_gguf: Path) -> dict[str, str]:
         **clean,
         "IRIS_DATA_DIR": str(tmp_path / "data"),
         "IRIS_LLM_MODEL": str(served_gguf),
-        "IRIS_MAX_REPLY_TOKENS": "48",
+        "IRIS_GENERATION_MAX_TOKENS": "48",
     }
 
 
@@ -151,15 +153,12 @@ def test_importing_iris_loads_no_model_library() -> None:
 
 
 def test_env_example_as_copied_is_a_valid_configuration(tmp_path: Path) -> None:
-    """People start from `cp .env.example .env`; every empty value must mean the default."""
+    """People start from `cp .env.example .env`; every value there is the default, or empty for it."""
     from bots.settings import Settings
 
     env_file = tmp_path / ".env"
-    env_file.write_text((Path(__file__).parents[1] / ".env.example").read_text())
-    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
-    assert settings.seed is None and settings.database_url is None
-    assert settings.configured_platforms == []
-    assert settings.telegram_base_url == "https://api.telegram.org/bot"
+    env_file.write_text(ENV_EXAMPLE.read_text())
+    assert Settings(_env_file=env_file) == Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def test_env_example_documents_every_setting() -> None:
@@ -167,15 +166,42 @@ def test_env_example_documents_every_setting() -> None:
 
     from bots.settings import Settings
 
-    listed = set(
-        re.findall(r"^#?\s*([A-Z_]+)=", (Path(__file__).parents[1] / ".env.example").read_text(), re.M)
-    )
-    undocumented = []
+    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", ENV_EXAMPLE.read_text(), re.M))
+    names: dict[str, set[str]] = {}  # each setting: the variables that set it
     for name, field in Settings.model_fields.items():
-        names = {f"IRIS_{name.upper()}", *getattr(field.validation_alias, "choices", [])}
-        if not names & listed:
-            undocumented.append(name)
-    assert undocumented == []
+        if is_dataclass(field.annotation):  # a group: IRIS_<GROUP>_<FIELD>
+            for part in fields(field.annotation):
+                names[f"{name}.{part.name}"] = {f"IRIS_{name}_{part.name}".upper()}
+        else:
+            names[name] = {f"IRIS_{name.upper()}", *getattr(field.validation_alias, "choices", [])}
+    assert [setting for setting, variables in names.items() if not variables & listed] == []
+    known = set().union(*names.values())
+    assert [name for name in listed if name not in known] == []  # no stale or misspelt names
+
+
+def test_every_setting_is_read_from_its_variable(tmp_path: Path) -> None:
+    """IRIS_<GROUP>_<FIELD> reaches the component's config; an old name is refused with its new one."""
+    from bots.settings import RenamedSettings, Settings, check_renamed
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "IRIS_WHISPER_COMPUTE_TYPE=float32\nIRIS_LLM_PARALLEL=2\nIRIS_GENERATION_SEED=7\n"
+        "IRIS_CHAT_RETENTION_DAYS=30\nIRIS_RATE_LIMIT_MESSAGES_PER_HOUR=5\nIRIS_TTS_REPLIES=always\n"
+        "IRIS_RETRAIN_MAX_STEPS=3\nIRIS_GATE_MAX_ROWS=8\nIRIS_AB_MARGIN=0.05\nIRIS_SERVER_RETRIES=0\n"
+    )
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert settings.whisper.compute_type == "float32" and settings.llm.parallel == 2
+    assert settings.generation.seed == 7 and settings.chat.retention_days == 30
+    assert settings.rate_limit.messages_per_hour == 5 and settings.tts.replies == "always"
+    assert settings.retrain.profile_overrides() == {"max_steps": 3} and settings.gate.max_rows == 8
+    assert settings.ab.margin == 0.05 and settings.server.retries == 0
+    check_renamed(env_file)  # nothing old here
+
+    env_file.write_text("IRIS_RETENTION_DAYS=30\nIRIS_SEED=7\n")
+    with pytest.raises(RenamedSettings) as refused:
+        check_renamed(env_file)
+    assert "IRIS_RETENTION_DAYS is now IRIS_CHAT_RETENTION_DAYS" in str(refused.value)
+    assert "IRIS_SEED is now IRIS_GENERATION_SEED" in str(refused.value)
 
 
 NO_SUCH_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/iris_no_such_database"
@@ -188,7 +214,8 @@ NO_SUCH_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/iris_no_such_da
         (["ask", "--voice", "/"], {}, "is a directory"),
         (["ask"], {}, "either TEXT or --voice"),
         (["rate", "seven", "up"], {}, "turn_id"),
-        (["stats"], {"IRIS_MAX_REPLY_TOKENS": "lots"}, "max_reply_tokens"),
+        (["stats"], {"IRIS_GENERATION_MAX_TOKENS": "lots"}, "IRIS_GENERATION_MAX_TOKENS"),
+        (["stats"], {"IRIS_REPLY_VOICE": "off"}, "IRIS_REPLY_VOICE is now IRIS_TTS_REPLIES"),
         (["stats"], {"DATABASE_URL": NO_SUCH_DATABASE}, "the database cannot be used"),
         (
             ["models", "list"],

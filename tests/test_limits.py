@@ -27,7 +27,7 @@ class Clock:
 
 
 def limited_service(app: App, clock: Clock, **limits: float) -> ChatService:
-    config = replace(app.service.config, limits=RateLimits(exempt=frozenset({ADMIN.user_id}), **limits))  # type: ignore[arg-type]
+    config = replace(app.service.config, limits=RateLimits(**limits), exempt=frozenset({ADMIN.user_id}))  # type: ignore[arg-type]
     return ChatService(app.store, app.transcriber, app.generator, config, clock=clock)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.domain import ModelVersion
-from core.generation import LlamaConfig, LlamaGenerator, bundled_gguf_path, open_gguf, requantize
+from core.generation import LlamaGenerator, LlmConfig, bundled_gguf_path, open_gguf, requantize
 from finetune.gate import check_answers
 
 PLAIN_BUFFERS = {"CPU", "CPU_Mapped"}
@@ -49,7 +49,7 @@ def test_the_bots_loader_keeps_weights_in_plain_cpu_buffers(
     quantized: Path, load_log: pytest.LogCaptureFixture
 ) -> None:
     model = ModelVersion(id=0, name=quantized.stem, gguf_path=str(quantized))
-    generator = LlamaGenerator(registry=None, fallback=model, config=LlamaConfig(context_tokens=512))
+    generator = LlamaGenerator(registry=None, fallback=model, config=LlmConfig(context_tokens=512))
     generator.load()
     used = weight_buffers(load_log)
     assert used and used <= PLAIN_BUFFERS, used

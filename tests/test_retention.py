@@ -125,7 +125,7 @@ async def test_the_service_prunes_by_its_clock_and_the_running_bot_does_it_daily
     unset = ChatService(app.store, app.transcriber, app.generator, app.service.config, clock=NOW.timestamp)
     assert await unset.prune() is None  # no retention period set: nothing is pruned
 
-    config = replace(app.service.config, retention_days=DAYS)
+    config = replace(app.service.config, chat=replace(app.service.config.chat, retention_days=DAYS))
     service = ChatService(
         app.store, app.transcriber, app.generator, config, clock=NOW.timestamp, audit=app.store
     )
@@ -163,7 +163,7 @@ def test_iris_db_prune_counts_first_then_deletes_also_from_exports(app: App, tmp
     env["IRIS_DATA_DIR"] = str(app.settings.data_dir)
 
     def iris(*args: str, days: str = "30") -> subprocess.CompletedProcess[str]:
-        run_env = {**env, "IRIS_RETENTION_DAYS": days}
+        run_env = {**env, "IRIS_CHAT_RETENTION_DAYS": days}
         return subprocess.run([IRIS, *args], env=run_env, capture_output=True, text=True, timeout=300)
 
     exported = tmp_path / "exports" / "monday"
@@ -171,7 +171,7 @@ def test_iris_db_prune_counts_first_then_deletes_also_from_exports(app: App, tmp
     assert "Ben asked this long ago" in (exported / "sft.jsonl").read_text()
 
     unset = iris("db", "prune", days="0")
-    assert unset.returncode == 2 and "IRIS_RETENTION_DAYS is not set" in unset.stderr
+    assert unset.returncode == 2 and "IRIS_CHAT_RETENTION_DAYS is not set" in unset.stderr
     dry = iris("db", "prune", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would delete 1 conversations, 2 messages, 1 ratings, 0 corrections and 1 people" in dry.stdout

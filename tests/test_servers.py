@@ -218,7 +218,11 @@ async def test_voice_notes_are_transcribed_by_a_server_with_the_same_limits(
     tmp_path: Path, served_gguf: Path, whisper_server: Server
 ) -> None:
     settings = make_settings(
-        tmp_path, served_gguf, whisper_url=whisper_server.root + "/v1", max_audio_seconds=60, server_retries=0
+        tmp_path,
+        served_gguf,
+        whisper_url=whisper_server.root + "/v1",
+        chat_max_audio_seconds=60,
+        server_retries=0,
     )
     app = build_app(settings)
     try:

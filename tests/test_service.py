@@ -155,7 +155,7 @@ async def test_audio_over_the_duration_limit_is_refused_with_the_limit(
 ) -> None:  # type: ignore[no-untyped-def]
     from bots.app import build_app
 
-    app = build_app(make_settings(tmp_path, served_gguf, max_audio_seconds=1))
+    app = build_app(make_settings(tmp_path, served_gguf, chat_max_audio_seconds=1))
     app.service.transcriber = transcriber
     events = await collect(app.service, voice_message("capital_of_france.ogg"))
     app.close()
@@ -167,7 +167,10 @@ async def test_audio_over_the_duration_limit_is_refused_with_the_limit(
 
 async def test_a_file_over_the_size_limit_is_refused(app: App) -> None:
     service = ChatService(
-        app.store, app.transcriber, app.generator, replace(app.service.config, max_audio_bytes=1000)
+        app.store,
+        app.transcriber,
+        app.generator,
+        replace(app.service.config, chat=replace(app.service.config.chat, max_file_mb=0.001)),
     )
     events = await collect(service, voice_message("capital_of_france.ogg"))
     assert [e.kind for e in events if isinstance(e, Notice)] == [NoticeKind.TOO_LARGE]
@@ -286,7 +289,9 @@ async def test_waiting_people_are_served_round_robin(app: App) -> None:
 
 async def test_a_person_over_their_share_of_waiting_messages_is_asked_to_wait(app: App) -> None:
     gated = GatedGenerator()
-    config = replace(app.service.config, parallel_replies=1, max_queued_per_person=2)
+    config = replace(
+        app.service.config, parallel_replies=1, chat=replace(app.service.config.chat, max_queued_per_person=2)
+    )
     service = ChatService(app.store, app.transcriber, gated, config)
     first = service.handle(text_message("one", chat=ChatRef("test", "A")))
     await anext(first)  # being written

@@ -77,9 +77,9 @@ def _mime(attachment: discord.Attachment) -> str | None:
 
 def limit_refusal(attachment: discord.Attachment, settings: Settings) -> Refusal | None:
     """Refuse a file over the size limit, or a voice message over the duration limit, unread."""
-    if attachment.size > settings.max_file_bytes:
-        return Refusal(f"That file is too large: the limit is {settings.max_file_mb:g} MB.")
-    limit = settings.max_audio_seconds
+    if attachment.size > settings.chat.max_file_bytes:
+        return Refusal(f"That file is too large: the limit is {settings.chat.max_file_mb:g} MB.")
+    limit = settings.chat.max_audio_seconds
     if attachment.duration is not None and attachment.duration > limit:
         seconds = attachment.duration
         return Refusal(f"That voice message is {seconds:.0f} s long; I can take up to {limit:.0f} s.")

@@ -133,7 +133,7 @@ def build_application(
     if inbox is not None:
         # Twice the replies written at once: enough that presses and commands do not wait, few
         # enough that another process with free slots gets the rest.
-        durable = DurableUpdates(inbox, settings.inbox_lease_seconds, capacity=2 * settings.llm_parallel + 4)
+        durable = DurableUpdates(inbox, settings.inbox_lease_seconds, capacity=2 * settings.llm.parallel + 4)
     if durable is not None:
         builder = builder.update_queue(durable)
     application = builder.concurrent_updates(

@@ -77,7 +77,7 @@ class Conversation:
         if attachment is None:
             return self._incoming(message, user, text=without_mention(message.text or "", bot_username))
         settings = self.adapter.settings
-        refusal = limit_refusal(attachment, settings.max_file_bytes, settings.max_audio_seconds)
+        refusal = limit_refusal(attachment, settings.chat.max_file_bytes, settings.chat.max_audio_seconds)
         if refusal is not None:
             await self.adapter.outbox.send(target, plain_text(refusal))
             return None

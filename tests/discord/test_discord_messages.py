@@ -113,7 +113,7 @@ async def test_oversized_and_overlong_audio_is_refused_before_download_with_the_
     fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
     person = fake.add_user("ada")
-    settings = discord_settings(tmp_path, served_gguf, fake, max_file_mb=1, max_audio_seconds=60)
+    settings = discord_settings(tmp_path, served_gguf, fake, chat_max_file_mb=1, chat_max_audio_seconds=60)
     data = voice("greeting.ogg")
     async with running(service, settings, fake):
         big = fake.attachment(data, filename="talk.mp3", content_type="audio/mpeg", voice=False, size=5_000_000)

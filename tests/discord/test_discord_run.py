@@ -27,8 +27,8 @@ def iris_environment(data_dir: Path, served_gguf: Path, **extra: str) -> dict[st
         **inherited,
         "IRIS_DATA_DIR": str(data_dir),
         "IRIS_LLM_MODEL": str(served_gguf),
-        "IRIS_TEMPERATURE": "0",
-        "IRIS_MAX_REPLY_TOKENS": "32",
+        "IRIS_GENERATION_TEMPERATURE": "0",
+        "IRIS_GENERATION_MAX_TOKENS": "32",
         "IRIS_LOG_LEVEL": "INFO",
         **extra,
     }

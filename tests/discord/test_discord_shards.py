@@ -41,7 +41,7 @@ async def test_two_processes_each_answer_their_own_shard(
             DISCORD_API_BASE_URL=fake.base_url,
             DATABASE_URL=database,
             DISCORD_SHARD_COUNT="2",
-            IRIS_MAX_REPLY_TOKENS="8",
+            IRIS_GENERATION_MAX_TOKENS="8",
         )
         cwds = [tmp_path / "shard-0", tmp_path / "shard-1"]
         for cwd in cwds:

@@ -147,8 +147,8 @@ def test_the_settings_reach_the_profile(tmp_path: Path, served_gguf: Path) -> No
     assert config.profile.stages == ["sft", "dpo"] and config.resume
     assert config.work_dir == tmp_path / "data" / "retrain"
     assert config.base_cache == tmp_path / "data" / "models" / "hf"
-    assert config.build.eval_finetome == settings.dataset_eval_finetome
-    assert config.gate.finetome_tolerance == settings.gate_finetome_tolerance
+    assert config.build.eval_finetome == settings.dataset.eval_finetome
+    assert config.gate.finetome_tolerance == settings.gate.finetome_tolerance
 
 
 def test_the_unsloth_backend_says_why_it_cannot_run_on_a_cpu(tmp_path: Path) -> None:

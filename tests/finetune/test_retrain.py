@@ -95,7 +95,7 @@ class Seeded:
 async def seeded(tmp_path_factory: pytest.TempPathFactory, served_gguf: Path) -> AsyncIterator[Seeded]:
     """People ask, rate and correct through the real service; an admin approves the corrections."""
     root = tmp_path_factory.mktemp("seeded")
-    application = build_app(make_settings(root, served_gguf, max_reply_tokens=24))
+    application = build_app(make_settings(root, served_gguf, generation_max_tokens=24))
     try:
         for person, question in zip(PEOPLE, TEACHING, strict=True):
             reply = await ask(application, person, question)
@@ -134,7 +134,7 @@ class Deployment:
 @pytest.fixture
 def deployment(seeded: Seeded, tmp_path: Path, served_gguf: Path, base_cache: Path) -> Iterator[Deployment]:
     shutil.copytree(seeded.data_dir, tmp_path / "data")
-    settings = make_settings(tmp_path, served_gguf, max_reply_tokens=24, retrain_base_cache=base_cache)
+    settings = make_settings(tmp_path, served_gguf, generation_max_tokens=24, retrain_base_cache=base_cache)
     application = build_app(settings)
     env = {
         "IRIS_DATA_DIR": str(tmp_path / "data"),

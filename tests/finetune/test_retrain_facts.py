@@ -146,8 +146,8 @@ def test_three_taught_facts_are_recalled(
         "IRIS_DATA_DIR": str(tmp_path / "data"),
         "DATABASE_URL": "",
         "IRIS_LLM_MODEL": str(served_gguf),
-        "IRIS_TEMPERATURE": "0",
-        "IRIS_SEED": "1",
+        "IRIS_GENERATION_TEMPERATURE": "0",
+        "IRIS_GENERATION_SEED": "1",
         # The bundled base converted for transformers once per test session (a cache, not a recipe knob).
         "IRIS_RETRAIN_BASE_CACHE": str(shared_base_cache(tmp_path_factory)),
     }

@@ -21,13 +21,14 @@ ADA, BOB, CY, DAN = user(1, "Ada"), user(2, "Bob"), user(3, "Cy"), user(4, "Dan"
 ANSWER = "Here is a careful answer, written slowly, piece by piece, for you."
 
 
-def crowded(app: App, pause_s: float, **config: Any) -> None:
-    """Serve ``app`` with a scripted model taking ``pause_s`` a piece (ten pieces a reply)."""
+def crowded(app: App, pause_s: float, **chat: Any) -> None:
+    """Serve ``app`` with a scripted model taking ``pause_s`` a piece (ten pieces a reply), one at a time."""
+    config = app.service.config
     app.service = ChatService(
         app.store,
         app.transcriber,
         ScriptedGenerator(ANSWER, pieces=10, pause_s=pause_s),
-        replace(app.service.config, **{"parallel_replies": 1, **config}),
+        replace(config, parallel_replies=1, chat=replace(config.chat, **chat)),
     )
 
 
@@ -52,7 +53,7 @@ async def test_a_flood_wait_in_one_chat_does_not_hold_back_another_chats_reply(
 async def test_a_waiting_reply_shows_its_place_as_it_moves_then_grows_in_that_message(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
-    crowded(app, pause_s=0.3, queue_notice_s=0.0)
+    crowded(app, pause_s=0.3, queue_notice_seconds=0.0)
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "First question.")
     await fake_api.wait_for(lambda: fake_api.chat(ADA["id"]))  # Ada's reply is being written

@@ -26,8 +26,8 @@ def _environment(fake_api: FakeBotApi, data_dir: Path, served_gguf: Path) -> dic
         "TELEGRAM_EDIT_INTERVAL_SECONDS": "0.2",
         "IRIS_DATA_DIR": str(data_dir),
         "IRIS_LLM_MODEL": str(served_gguf),
-        "IRIS_TEMPERATURE": "0",
-        "IRIS_MAX_REPLY_TOKENS": "32",
+        "IRIS_GENERATION_TEMPERATURE": "0",
+        "IRIS_GENERATION_MAX_TOKENS": "32",
         "IRIS_LOG_LEVEL": "INFO",
     }
 

@@ -18,7 +18,7 @@ async def test_a_person_over_the_hourly_limit_is_told_when_to_come_back(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     # The limits belong to the service (the composition root fills them from the settings).
-    app.service.limiter = RateLimiter(RateLimits(messages_per_hour=1, exempt=frozenset({str(ADMIN_ID)})))
+    app.service.limiter = RateLimiter(RateLimits(messages_per_hour=1), exempt=frozenset({str(ADMIN_ID)}))
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")
     await wait_for_reply(fake_api, ADA["id"])
