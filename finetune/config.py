@@ -1,7 +1,8 @@
 """The retraining side's settings groups, each taken as it is by the part that reads it.
 
 ``bots.settings`` nests them (``IRIS_FEEDBACK_*``, ``IRIS_DATASET_*``, ``IRIS_GATE_*``,
-``IRIS_RETRAIN_*``), so this module imports nothing heavy: only the standard library.
+``IRIS_RETRAIN_*``), so this module imports nothing heavy: the standard library, and
+``finetune.profiles`` (standard library only) when asked for a profile's overrides.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class RetrainSettings:
-    """Where and how ``iris retrain`` runs; the fields after ``ab_share`` override the profile's."""
+    """Where and how ``iris retrain`` runs; the fields a ``Profile`` also has override the profile's."""
 
     # "auto" (llama-3.2-1b on an NVIDIA GPU with Unsloth, cpu-tiny otherwise) or a profile name.
     profile: str = "auto"
@@ -97,7 +98,9 @@ class RetrainSettings:
     teach_target_nll: float | None = None
 
     def profile_overrides(self) -> dict[str, Any]:
-        """The profile fields this sets, by name."""
-        names = [f.name for f in fields(self)]
-        first = names.index("backend")
-        return {name: getattr(self, name) for name in names[first:] if getattr(self, name) is not None}
+        """The profile fields this sets, by name (those both dataclasses have, when not None)."""
+        from finetune.profiles import Profile  # standard library only, too
+
+        return {
+            f.name: getattr(self, f.name) for f in fields(Profile) if getattr(self, f.name, None) is not None
+        }
