@@ -1,6 +1,11 @@
-"""Speech to text with faster-whisper, and a duration check before decoding.
+"""Speech to text with faster-whisper, on audio decoded by its real length.
 
-``faster_whisper`` and ``av`` are imported inside the methods that need
+A file's header may lie about its length (Matroska's Segment Duration is a
+float anyone can rewrite; a 6 kbit/s Opus stream packs hours into a few MB), so
+audio is decoded into one buffer of the limit's size and decoding stops when it
+is full: the length a note is refused or charged by is the length really heard.
+
+``faster_whisper`` and ``av`` are imported inside the functions that need
 them, so importing ``core`` stays cheap.
 """
 
@@ -8,15 +13,17 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 
-from core.ports import AudioError, Transcript
+from core.ports import AudioError, AudioTooLong, DecodedAudio, Transcript
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 
 BUNDLED_WHISPER = "bundled"
 SAMPLE_RATE = 16000  # what whisper models expect
+# Decoding goes this far past the limit: Opus padding and durations that platforms round to
+# whole seconds should not refuse a note the person's app shows at the limit.
+LENGTH_MARGIN_S = 0.5
 
 
 def bundled_whisper_path() -> Path:
@@ -89,71 +99,166 @@ class WhisperTranscriber:
                 )
             return self._model
 
-    def probe(self, audio: bytes) -> float:
-        return probe_seconds(audio)
+    def decode(self, audio: bytes, max_seconds: float) -> DecodedAudio:
+        return decode(audio, max_seconds)
 
-    def transcribe(self, audio: bytes) -> Transcript:
-        samples = decode(audio)
+    def transcribe(self, audio: DecodedAudio) -> Transcript:
         model = self.load()
         segments, info = model.transcribe(
-            samples,
+            audio.samples,
             language=self.config.language_code,
             beam_size=self.config.beam_size,
             vad_filter=self.config.vad,
             condition_on_previous_text=False,
+            no_speech_threshold=NO_SPEECH_THRESHOLD,
+            log_prob_threshold=LOG_PROB_THRESHOLD,
         )
-        text = " ".join(segment.text.strip() for segment in segments).strip()
-        return Transcript(text=text, language=info.language, audio_seconds=info.duration)
+        speech_s = info.duration_after_vad if self.config.vad else info.duration
+        text = " ".join(heard(segments, speech_s)).strip()
+        return Transcript(text=text, language=info.language, audio_seconds=audio.seconds)
 
 
-def probe_seconds(audio: bytes) -> float:
-    """Duration of the first audio stream, read from the container header without decoding.
+# faster-whisper drops a segment when the model thinks it holds no speech and what it wrote is
+# unlikely: whisper's own defaults, named here because the phrase filter below leans on them too.
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+# What whisper, trained on subtitled videos, writes over noise, music, silence and breaths.
+KNOWN_PHANTOMS = frozenset(
+    {
+        "you",
+        "thank you",
+        "thank you very much",
+        "thank you so much",
+        "thanks for watching",
+        "thank you for watching",
+        "thank you so much for watching",
+        "thank you for watching and see you next time",
+        "thanks for watching and see you next time",
+        "see you next time",
+        "please subscribe",
+        "like and subscribe",
+        "subscribe to my channel",
+        "bye",
+        "bye bye",
+        "the end",
+        "so",
+        *("oh", "ah", "uh", "um", "ugh", "huh", "hm", "hmm", "mm", "mhm"),  # breaths and clicks
+    }
+)
+PHANTOM_PREFIXES = ("subtitles by", "subtitled by", "captions by", "transcribed by", "translated by")
+# A known phrase is taken as said only over at least this much speech (after the VAD) and when
+# whisper is sure of it. Measured on tiny.en: espeak's "Thank you." scored no_speech_prob 0.14 and
+# avg_logprob -0.61; its phantoms over music, silence and breaths 0.49-0.94 and -0.94 to -1.16.
+LITTLE_SPEECH_S = 0.5
+SURE_NO_SPEECH = 0.3  # no_speech_prob under this, and ...
+SURE_LOG_PROB = -0.8  # ... avg_logprob over this: whisper heard the phrase rather than imagined it
+_MARKUP = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫♬]")  # [Music], (applause), *sighs*, ♪
 
-    PyAV (faster-whisper's own decoder) reads the header in about a
-    millisecond; pydub's ffprobe process took 88 ms a voice note here,
-    14% of the whole reply path (bench/pipeline.py).
-    """
-    import av
 
-    try:
-        with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
-            streams = [s for s in container.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError("no audio in the file")
-            stream = streams[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / av.time_base
-    except av.FFmpegError as error:
-        raise AudioError("not an audio file") from error
-    # Some streams (raw Opus, some WebM) carry no duration: decoding is the
-    # only way to know, and the byte-size limit bounds the work.
-    return len(decode(audio)) / SAMPLE_RATE
+class ScoredSegment(Protocol):
+    """A piece of a transcript with whisper's scores (faster-whisper's and OpenAI's verbose JSON alike)."""
+
+    text: str
+    no_speech_prob: float
+    avg_logprob: float
 
 
-def decode(audio: bytes) -> Any:
-    """16 kHz mono float32 samples.
+def heard(segments: Iterable[ScoredSegment], speech_seconds: float) -> Iterator[str]:
+    """The segments' texts, without whisper's phantoms: sound markup, and known phrases over little speech."""
+    for segment in segments:
+        text = _MARKUP.sub(" ", segment.text).strip()
+        if not text or _phantom(text, segment, speech_seconds):
+            continue
+        yield text
 
-    Like ``faster_whisper.audio.decode_audio`` but without its
-    ``gc.collect()``, a full collection that holds the GIL and stalled the
-    bot's event loop by 30-55 ms per voice note here (bench/pipeline.py).
+
+def _phantom(text: str, segment: ScoredSegment, speech_seconds: float) -> bool:
+    # Whisper's own rule (both scores doubtful) at a lower no-speech bar: over a breath it wrote
+    # "You", "Oh" or "Ugh!" at no_speech_prob 0.49-0.55, avg_logprob -1.08 to -1.34.
+    if segment.no_speech_prob >= SURE_NO_SPEECH and segment.avg_logprob < LOG_PROB_THRESHOLD:
+        return True
+    words = " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+    known = words in KNOWN_PHANTOMS or words.startswith(PHANTOM_PREFIXES) or not words
+    if not known:
+        return False
+    sure = segment.no_speech_prob < SURE_NO_SPEECH and segment.avg_logprob > SURE_LOG_PROB
+    return speech_seconds < LITTLE_SPEECH_S or not sure
+
+
+def decode(audio: bytes, max_seconds: float) -> DecodedAudio:
+    """16 kHz mono float32 samples of the first audio stream, at most ``max_seconds`` (+ the margin).
+
+    Refused at once when the header claims more; a header claiming less is not
+    trusted: the samples go into one buffer of the limit's size and decoding
+    stops, with ``AudioTooLong``, at the first sample that does not fit.
+    Unlike ``faster_whisper.audio.decode_audio`` there is no ``gc.collect()``,
+    a full collection that held the GIL and stalled the bot's event loop by
+    30-55 ms per voice note here (bench/pipeline.py).
     """
     import av
     import numpy as np
 
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    chunks: list[Any] = []
+    capacity = int((max_seconds + LENGTH_MARGIN_S) * SAMPLE_RATE)
+    filled = 0
     try:
         with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
-            for frame in _valid_frames(container.decode(audio=0)):
-                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-    except (av.FFmpegError, IndexError) as error:  # IndexError: no audio stream
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AudioError("no audio in the file")
+            claimed = _claimed_seconds(container, stream)
+            if claimed is not None and claimed > max_seconds + LENGTH_MARGIN_S:
+                raise AudioTooLong(claimed, max_seconds)
+            # np.empty: pages the decoder never writes are never touched, so a short note costs its length.
+            buffer = np.empty(capacity, dtype=np.float32)
+            for samples in _resampled(_valid_frames(container.decode(stream))):
+                if filled + len(samples) > capacity:
+                    raise AudioTooLong((filled + len(samples)) / SAMPLE_RATE, max_seconds)
+                buffer[filled : filled + len(samples)] = samples
+                filled += len(samples)
+    except av.FFmpegError as error:
         raise AudioError("the audio could not be decoded") from error
-    if not chunks:
+    if not filled:
         raise AudioError("the file holds no sound")
-    return np.concatenate(chunks, axis=None).astype(np.float32) / 32768.0
+    return DecodedAudio(buffer[:filled], filled / SAMPLE_RATE)
+
+
+def flac(audio: DecodedAudio) -> bytes:
+    """The decoded samples as a 16 kHz mono FLAC file (lossless, about half of WAV's size)."""
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=SAMPLE_RATE, layout="mono", format="s16")
+        step = SAMPLE_RATE * 10  # converted a piece at a time: no second full-length copy
+        for start in range(0, len(audio.samples), step):
+            piece = np.clip(audio.samples[start : start + step], -1.0, 1.0) * 32767
+            frame = av.AudioFrame.from_ndarray(piece.astype(np.int16)[None, :], format="s16", layout="mono")
+            frame.sample_rate = SAMPLE_RATE
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def _claimed_seconds(container: Any, stream: Any) -> float | None:
+    """The length the container's header claims, if it claims one: cheap, and not to be trusted."""
+    import av
+
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration / av.time_base)
+    return None
+
+
+def _resampled(frames: Iterable[Any]) -> Iterator[Any]:
+    """Each frame as 16 kHz mono float32, a few thousand samples at a time."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    for frame in chain(frames, [None]):  # None flushes what the resampler holds back
+        for out in resampler.resample(frame):
+            yield out.to_ndarray().reshape(-1)
 
 
 def _valid_frames(frames: Iterator[Any]) -> Iterator[Any]:

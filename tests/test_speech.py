@@ -107,7 +107,7 @@ def round_trip(synthesizer: EspeakSynthesizer | PiperSynthesizer, transcriber: W
     for sentence in PLAIN:
         speech = synthesizer.speak(sentence, 30)
         check_voice_note(speech)
-        heard.append(transcriber.transcribe(speech.ogg).text)
+        heard.append(transcriber.transcribe(transcriber.decode(speech.ogg, 60)).text)
     # Over all the sentences: tiny.en mishears some of espeak's robotic words, and which ones
     # depends on the CPU ("Water boils" → "walker boil" on one machine, not on another); 0.8 of
     # the words came back there. Silence or noise gets close to none.
