@@ -23,10 +23,12 @@ from __future__ import annotations
 import codecs
 import itertools
 import logging
+import re
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from core.ports import Generation
@@ -322,21 +324,100 @@ def _sampler(llm: Llama, options: Generation) -> Any:
     return chain
 
 
-def chat_tokens(llm: Llama, messages: Sequence[dict[str, str]]) -> list[int]:
-    """The prompt for ``messages`` in the model's own chat template, as tokens."""
+def chat_tokens(
+    llm: Llama, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+) -> list[int]:
+    """The prompt for ``messages`` in the model's own chat template, as tokens.
+
+    Only the template's own markup becomes control tokens: a person who writes
+    ``<|im_end|>`` or ``<start_of_turn>`` gets those characters read as text, not a
+    turn of their own making. The template is rendered with a mark in place of
+    each message's content; the markup around the marks is tokenized with special
+    tokens parsed, and the runs of text between control tokens (markup text and
+    content together, cut where llama.cpp itself would cut them) with none parsed.
+    """
+    template = llm.metadata.get("tokenizer.chat_template")
+    render = _formatter(
+        template or _CHATML,
+        _token_text(llm, llm.token_bos()),
+        _token_text(llm, llm.token_eos()),
+        add_generation_prompt,
+    )
+    # Without a template of its own, the vocabulary decides on a BOS (as llama-cpp-python's ChatML does).
+    tokens = [] if template else llm.tokenize(b"", add_bos=True, special=False)
+    text = ""
+    for part in [*_parts(llm, render, messages), -1]:
+        if isinstance(part, str):
+            text += part
+            continue
+        if text:
+            tokens += llm.tokenize(text.encode(), add_bos=False, special=False)
+            text = ""
+        if part >= 0:
+            tokens.append(part)
+    return tokens
+
+
+def _parts(llm: Llama, render: Any, messages: Sequence[Mapping[str, Any]]) -> list[str | int]:
+    """The rendered prompt as text and control token ids, the control tokens only from the markup."""
+
+    def marked(pad: str) -> str:
+        # An empty content stays empty: a template may treat it differently.
+        marks = [
+            {**m, "content": f"{pad}\ue000{n}\ue001{pad}" if m["content"] else ""}
+            for n, m in enumerate(messages)
+        ]
+        return str(render(messages=marks).prompt)
+
+    padded = marked("\t")
+    parts: list[str | int] = []
+    for n, piece in enumerate(_MARK.split(marked(""))):
+        if n % 2 == 0:
+            parts += _markup(llm, piece)
+            continue
+        content = str(messages[int(piece)]["content"])
+        # A template that trims the content (Llama 3's, Gemma's) has trimmed the mark's padding too.
+        parts.append(content if f"\t\ue000{piece}\ue001\t" in padded else content.strip())
+    return parts
+
+
+# A message's place in the rendered template; private-use characters that no template writes.
+_MARK = re.compile("\ue000(\\d+)\ue001")
+_CHATML = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@lru_cache(maxsize=16)
+def _formatter(template: str, bos: str, eos: str, add_generation_prompt: bool) -> Any:
     from llama_cpp import llama_chat_format
 
-    template = llm.metadata.get("tokenizer.chat_template")
-    if template:
-        formatter: Any = llama_chat_format.Jinja2ChatFormatter(
-            template=template,
-            eos_token=_token_text(llm, llm.token_eos()),
-            bos_token=_token_text(llm, llm.token_bos()),
-        )
-        result = formatter(messages=list(messages))
-    else:
-        result = llama_chat_format.format_chatml(messages=list(messages))
-    return llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True)
+    return llama_chat_format.Jinja2ChatFormatter(
+        template, eos, bos, add_generation_prompt=add_generation_prompt
+    )
+
+
+def _markup(llm: Llama, text: str) -> list[str | int]:
+    """Template text cut into plain text and the control tokens llama.cpp finds in it."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    skipped_as_text = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    parts: list[str | int] = []
+    at = 0
+    for token in llm.tokenize(text.encode(), add_bos=False, special=True):
+        if not llama_cpp.llama_vocab_get_attr(vocab, token) & skipped_as_text:
+            continue
+        spelled = _token_text(llm, token)
+        found = text.find(spelled, at)
+        if found < 0:
+            continue
+        parts += [text[at:found], token]
+        at = found + len(spelled)
+    parts.append(text[at:])
+    return parts
 
 
 def _token_text(llm: Llama, token: int) -> str:

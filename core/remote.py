@@ -18,6 +18,7 @@ server's default model, since every reply records the version that wrote it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,8 +29,8 @@ from pydantic import Field, SecretStr
 
 from core.domain import ChatMessage, ModelVersion
 from core.generation import LlmConfig, open_gguf, serving_version
-from core.ports import Generation, ModelRegistry, ServerUnavailable, Transcript
-from core.transcription import WhisperConfig, decode, probe_seconds
+from core.ports import DecodedAudio, Generation, ModelRegistry, ServerUnavailable, Transcript
+from core.transcription import WhisperConfig, decode, flac, heard
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -71,6 +72,21 @@ def _unavailable(what: str, error: Exception) -> ServerUnavailable:
     else:
         reason = f"failed ({type(error).__name__})"
     return ServerUnavailable(f"the {what} server {reason}")
+
+
+# Chat-control markup as the formats a server may render spell it: ``<|im_end|>`` (ChatML),
+# ``<|eot_id|>`` (Llama 3), ``<start_of_turn>``, ``<bos>``, ``</s>`` (Gemma, Llama 2), ``[INST]`` (Mistral).
+# A server renders the messages with the model's template and tokenizes the whole prompt with
+# special tokens parsed (llama-server, llama-cpp-python's server, vLLM), so these strings in a
+# person's text would become control tokens there: a zero-width space after the opening
+# character keeps the text as it reads and makes it no token's text.
+_CONTROL_MARKUP = re.compile(r"[<\[](?=[|｜])|<(?=/?[A-Za-z_][\w.\-]*>)|\[(?=/?[A-Z_]+\])")
+_ZERO_WIDTH_SPACE = "\u200b"
+
+
+def as_plain_text(content: str) -> str:
+    """``content`` with every string that looks like a chat-control token broken, for a server to render."""
+    return _CONTROL_MARKUP.sub(lambda mark: mark[0] + _ZERO_WIDTH_SPACE, content)
 
 
 class ServerGenerator:
@@ -147,13 +163,13 @@ class ServerGenerator:
         counter = self._counter
         if counter is None:
             counter = self._counter = _TokenCounter(self.url, self.config.api_key, self.server, self.fallback)
-        return counter.count(self.model_name, text)
+        return counter.count(self.model_name, as_plain_text(text))  # counted as it is sent
 
     def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
         name = self.model_name
         self._check_served(name)
         extra: dict[str, Any] = {"top_k": options.top_k, "repeat_penalty": options.repeat_penalty}
-        payload: Any = [{"role": m.role, "content": m.content} for m in messages]
+        payload: Any = [{"role": m.role, "content": as_plain_text(m.content)} for m in messages]
         try:
             chunks = self.client.chat.completions.create(
                 model=name,
@@ -244,8 +260,9 @@ class _TokenCounter:
 class ServerTranscriber:
     """``Transcriber`` on an OpenAI-compatible ``/v1/audio/transcriptions`` server.
 
-    The duration is read here (``probe``, with PyAV, before anything is sent), so the
-    limits on length and on voice minutes hold as with the embedded whisper.
+    The audio is decoded here first (with PyAV, to the length limit, whatever its header
+    claims), and what was decoded is what the server gets, as FLAC: the limits on length and
+    on voice minutes hold as with the embedded whisper, and the server never hears more.
     """
 
     def __init__(self, whisper: WhisperConfig, server: ServerConfig) -> None:
@@ -257,8 +274,9 @@ class ServerTranscriber:
         self._client: OpenAI | None = None
         self._lock = threading.Lock()
 
-    def probe(self, audio: bytes) -> float:
-        return probe_seconds(audio)
+    def decode(self, audio: bytes, max_seconds: float) -> DecodedAudio:
+        # Undecodable or overlong audio is the person's to hear about, not the server's.
+        return decode(audio, max_seconds)
 
     def _client_now(self) -> OpenAI:
         with self._lock:
@@ -270,21 +288,20 @@ class ServerTranscriber:
         """Nothing to load: transcription servers have no common health endpoint to check."""
         self._client_now()
 
-    def transcribe(self, audio: bytes) -> Transcript:
-        seconds = self.probe(audio)  # raises AudioError for what is not audio
+    def transcribe(self, audio: DecodedAudio) -> Transcript:
         client = self._client_now()
         from openai import omit
 
-        decode(audio)  # undecodable audio is the person's to hear about, not the server's
         try:
             result = client.audio.transcriptions.create(
                 model=self.config.served_model or "whisper-1",
-                file=("voice.ogg", audio),
+                file=("voice.flac", flac(audio)),
                 response_format="verbose_json",
                 language=self.config.language_code or omit,
             )
         except Exception as error:
             raise _unavailable("transcription", error) from error
-        language = getattr(result, "language", None)
-        duration = getattr(result, "duration", None)
-        return Transcript(result.text.strip(), language, float(duration) if duration else seconds)
+        segments = getattr(result, "segments", None)
+        # The server's VAD is not reported: only whisper's own scores and the note's length judge phantoms.
+        text = " ".join(heard(segments, audio.seconds)) if segments else result.text.strip()
+        return Transcript(text.strip(), getattr(result, "language", None), audio.seconds)

@@ -44,7 +44,7 @@ def train(
         trainer = SFTTrainer(
             model=model,
             args=make_config(SFTConfig, sft_arguments(profile, stage_dir, precision)),
-            train_dataset=as_dataset(rows),
+            train_dataset=as_dataset(rows, tokenizer),
             processing_class=tokenizer,
             peft_config=None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile)),
             callbacks=[callback, *teaching_callbacks(data, tokenizer, profile, progress)],

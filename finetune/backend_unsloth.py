@@ -47,7 +47,9 @@ def train(
     def make_sft(model: Any, stage_dir: Path, callback: Any) -> tuple[Any, int]:
         model = FastLanguageModel.get_peft_model(model, **unsloth_peft_arguments(profile))
         mixed = data.mixed(profile.teach_weight, profile.teach_wordings)
-        dataset = standardize_sharegpt(as_dataset([{"conversations": r["conversations"]} for r in mixed]))
+        dataset = standardize_sharegpt(
+            as_dataset([{"conversations": r["conversations"]} for r in mixed], tokenizer)
+        )
         dataset = dataset.map(
             lambda batch: {
                 "text": [tokenizer.apply_chat_template(c, tokenize=False) for c in batch["conversations"]]

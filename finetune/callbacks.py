@@ -57,11 +57,16 @@ def _teaching_target(facts: list[Fact], tokenizer: Any, profile: Profile, progre
     import torch
     from transformers import TrainerCallback
 
+    from finetune.stages import plain_text  # here: finetune.stages imports this module
+
+    plain = plain_text(tokenizer)  # as the rows were trained (finetune.stages.as_dataset)
     encoded = []
     for n, question, answer in taught_pairs(facts, profile.teach_wordings):
-        user = [{"role": "user", "content": question}]
+        user = [{"role": "user", "content": plain(question)}]
         prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": answer}], tokenize=False)
+        full = tokenizer.apply_chat_template(
+            [*user, {"role": "assistant", "content": plain(answer)}], tokenize=False
+        )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
         encoded.append((n, torch.tensor([full_ids]), len(prompt_ids)))

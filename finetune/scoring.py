@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.batching import chat_tokens
 from core.generation import open_gguf
 from finetune import jsonl
 from finetune.config import GateConfig
@@ -31,13 +32,6 @@ from finetune.teaching import Fact, keyword_share, recalled
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
-
-# Used where a GGUF carries no chat template (the bundled and Iris-made ones all do).
-CHATML = (
-    "{% for message in messages %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
 class GateFailure(RuntimeError):
@@ -107,14 +101,15 @@ def answers(gguf: str | Path, questions: list[str], max_tokens: int = 48, first_
     try:
         replies = []
         for question in questions:
-            reply: Any = llm.create_chat_completion(
-                messages=[{"role": "user", "content": question}],
+            # The prompt as the bots build it (the question's text never becomes a control token).
+            reply: Any = llm.create_completion(
+                prompt=chat_tokens(llm, [{"role": "user", "content": question}]),
                 max_tokens=max_tokens,
                 temperature=0.0,
                 seed=1,
                 stop=["\n"] if first_line else [],
             )
-            replies.append(str(reply["choices"][0]["message"]["content"] or "").strip())
+            replies.append(str(reply["choices"][0]["text"] or "").strip())
         return replies
     except Exception as error:
         raise GateFailure(f"{Path(gguf).name} failed to answer: {error}") from error
@@ -137,32 +132,27 @@ class _Scorer:
     """Mean NLL of answers under one GGUF, prompts rendered with the file's own chat template."""
 
     def __init__(self, gguf: str | Path, config: GateConfig) -> None:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         self.config = config
         # Any: llama-cpp-python's message types and a few untyped methods are in the way here.
         self.llm: Any = load(gguf, config.context_tokens, logits_all=True)
-        template = str(self.llm.metadata.get("tokenizer.chat_template") or CHATML)
-        bos = self._token_text(self.llm.token_bos())
-        eos = self._token_text(self.llm.token_eos())
-        self.eos = eos
-        self.prompt_format = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=True)
-        self.full_format = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=False)
-
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return str(self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore"))
 
     def tokens(self, context: list[Message], reply: str) -> tuple[list[int], list[int]]:
-        """The prompt's tokens and the answer's (with the template's end-of-turn marks)."""
-        messages: Any = context
-        prompt = str(self.prompt_format(messages=messages).prompt)
-        messages = [*context, {"role": "assistant", "content": reply}]
-        full = str(self.full_format(messages=messages).prompt)
-        answer_text = full[len(prompt) :] if full.startswith(prompt) else reply + self.eos
-        prompt_ids: list[int] = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        answer_ids: list[int] = self.llm.tokenize(answer_text.encode(), add_bos=False, special=True)
+        """The prompt's tokens and the answer's (with the template's end-of-turn marks).
+
+        Tokenized as the bots tokenize a prompt (``chat_tokens``): what people wrote is text,
+        never a control token, in the rows scored as in the replies served.
+        """
+        prompt_ids = chat_tokens(self.llm, context)
+        full = chat_tokens(
+            self.llm, [*context, {"role": "assistant", "content": reply}], add_generation_prompt=False
+        )
+        if full[: len(prompt_ids)] == prompt_ids:
+            answer_ids = full[len(prompt_ids) :]
+        else:  # a template that renders a history unlike its prompt: the reply and an end of turn
+            answer_ids = [
+                *self.llm.tokenize(reply.encode(), add_bos=False, special=False),
+                self.llm.token_eos(),
+            ]
         return prompt_ids, answer_ids[: self.config.max_answer_tokens]
 
     def nll(self, context: list[Message], reply: str) -> tuple[float, int]:

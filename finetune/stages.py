@@ -8,6 +8,7 @@ continues an unfinished one from its last complete checkpoint.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from core.files import atomic_write
 from finetune.callbacks import progress_callback
 from finetune.profiles import Precision, Profile, lora_arguments, preference_arguments
 from finetune.rows import DpoExample, KtoExample
@@ -139,7 +141,8 @@ def _run_stage(
         resumed_from=checkpoint.name if checkpoint else None,
         losses=[(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry],
     )
-    _done_file(stage_dir).write_text(json.dumps(result.to_dict(), indent=1))
+    # Whole or absent: a half-written done.json would fail every resume of this run.
+    atomic_write(_done_file(stage_dir), json.dumps(result.to_dict(), indent=1).encode())
     # The adapter is saved; the checkpoints (optimizer state included) are no longer needed.
     for old in stage_dir.glob("checkpoint-*"):
         shutil.rmtree(old, ignore_errors=True)
@@ -169,10 +172,45 @@ def make_config(config_class: Any, arguments: dict[str, Any]) -> Any:
     return config_class(**arguments)
 
 
-def as_dataset(rows: Sequence[Mapping[str, object]]) -> Any:
+def as_dataset(rows: Sequence[Mapping[str, object]], tokenizer: Any) -> Any:
+    """The rows as a ``datasets.Dataset``, no text in them spelling one of ``tokenizer``'s special tokens.
+
+    TRL and Unsloth render each row with the chat template and tokenize the result
+    with special tokens parsed (a tokenizer matches its special tokens' strings
+    anywhere in a text), so a person's ``<|im_end|>`` would train the model on a
+    turn it never had.
+    """
     from datasets import Dataset
 
-    return Dataset.from_list(rows)
+    plain = plain_text(tokenizer)
+    return Dataset.from_list([_plain_row(row, plain) for row in rows])
+
+
+def plain_text(tokenizer: Any) -> Callable[[str], str]:
+    """Breaks ``tokenizer``'s special-token strings in a text: a zero-width space after the first character."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    specials = {*tokenizer.all_special_tokens, *(token.content for token in added if token.special)}
+    specials = {text for text in specials if len(text) > 1}
+    if not specials:
+        return lambda text: text
+    markup = re.compile("|".join(re.escape(text) for text in sorted(specials, key=len, reverse=True)))
+    return lambda text: markup.sub(lambda found: found[0][0] + "\u200b" + found[0][1:], text)
+
+
+def _plain_row(row: Mapping[str, object], plain: Callable[[str], str]) -> dict[str, object]:
+    """A row with the text of its messages (role/content or FineTome's from/value) made plain."""
+
+    def message(value: object) -> object:
+        if not isinstance(value, Mapping):
+            return value
+        return {
+            key: plain(text) if key in ("content", "value") and isinstance(text, str) else text
+            for key, text in value.items()
+        }
+
+    return {
+        key: [message(m) for m in value] if isinstance(value, list) else value for key, value in row.items()
+    }
 
 
 def _with_adapter(model: Any, adapter_dir: Path) -> Any:
@@ -284,7 +322,7 @@ def _preference_trainer(
     trainer = trainer_class(
         model=model,
         args=config,
-        train_dataset=as_dataset(rows),
+        train_dataset=as_dataset(rows, tokenizer),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
