@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bots.render import printable
 from core.audit import review_entry
 from core.domain import Correction, CorrectionStatus, Role, Turn
 from core.ports import AuditLog, ConversationStore
@@ -80,7 +81,8 @@ class ReviewDesk:
     # --- showing -------------------------------------------------------------------
 
     def show(self, correction: Correction) -> str:
-        who = correction.person.display_name or correction.person.user_id
+        """The whole correction for a terminal: people's text without control, bidi or invisible characters."""
+        who = printable(correction.person.display_name or correction.person.user_id)
         lines = [
             f"── correction #{correction.id} · {correction.status.value} · from {who} "
             f"({correction.person.platform}) · {correction.created_at:%Y-%m-%d %H:%M} UTC ──",
@@ -93,6 +95,11 @@ class ReviewDesk:
             f"  Iris replied: {_indent(correction.original_reply or '(reply gone)')}",
             f"  proposed:     {_indent(correction.text)}",
         ]
+        hidden = len(correction.text) - len(printable(correction.text))
+        if hidden:
+            lines.append(
+                f"  ⚠ {hidden} hidden character(s) in the proposal are not shown; approval stores them."
+            )
         if correction.reviewer:
             lines.append(f"  reviewed by {correction.reviewer} at {correction.reviewed_at:%Y-%m-%d %H:%M} UTC")
         return "\n".join(lines)
@@ -170,4 +177,5 @@ class ReviewDesk:
 
 
 def _indent(text: str) -> str:
-    return text.strip().replace("\n", "\n" + " " * 16)
+    # printable: a terminal would run ANSI escapes and reorder around bidi overrides.
+    return printable(text).strip().replace("\n", "\n" + " " * 16)

@@ -164,7 +164,11 @@ async def _review(bot: IrisClient, interaction: Interaction) -> None:
     shown = pending[:REVIEW_PAGE]
     await tell(interaction, f"{len(pending)} waiting for review; the oldest {len(shown)}:")
     for correction in shown:
-        await tell(interaction, correction_card(correction), view=review_view(correction.id))
+        # All of it, as approval takes all of it; the buttons go under the last piece.
+        *pieces, last = correction_card(correction)
+        for piece in pieces:
+            await tell(interaction, piece)
+        await tell(interaction, last, view=review_view(correction.id))
 
 
 async def _retrain(bot: IrisClient, interaction: Interaction) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from dataclasses import dataclass, field
 
 import discord
@@ -67,8 +68,28 @@ class DiscordChat:
         self.sent.append(await send_voice_message(self.source, speech))
 
 
+# A masked link, [label](target), whose target is not http(s): tg://, javascript:, file:, a Discord
+# deep link... The model's text may carry one planted by a prompt; only web links stay links.
+_OTHER_LINK = re.compile(
+    r"\[([^\]\n]*)\]\(\s*(?:<(?!https?://)[^>\n]*>|(?![<\s]|https?://)[^)\s]+)(?:\s+\"[^\"\n]*\")?\s*\)",
+    re.IGNORECASE,
+)
+_CODE = re.compile(r"(```.*?(?:```|$)|`[^`\n]*`)", re.DOTALL)
+
+
+def web_links_only(text: str) -> str:
+    """The model's Markdown with every masked link that is not http(s) reduced to its label, as plain text.
+
+    Code is left as written: Discord shows it verbatim, links and all.
+    """
+    parts = _CODE.split(text)
+    # Only the label stays (as on Telegram): never longer than what the model wrote, so it still fits.
+    parts[::2] = [_OTHER_LINK.sub(r"\1", part) for part in parts[::2]]
+    return "".join(parts)
+
+
 def _content(style: Style, text: str) -> str:
-    return f"🎤 “{discord.utils.escape_markdown(text)}”" if style == "transcript" else text
+    return f"🎤 “{discord.utils.escape_markdown(text)}”" if style == "transcript" else web_links_only(text)
 
 
 def _view(turn_id: int | None) -> discord.ui.View | None:

@@ -1,16 +1,23 @@
-"""Admin commands: /stats, /ab, /review of the suggested answers waiting for approval, /retrain."""
+"""Admin commands: /stats, /ab, /review of the suggested answers waiting for approval, /retrain, /audit.
+
+What they show is for admins only (people's words in the review cards, ids and
+consent changes in the audit trail), so in a group they are answered in the
+admin's private chat, or refused with a sentence saying where to use them.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from telegram import Update
+from telegram import InlineKeyboardMarkup, Update
+from telegram.error import BadRequest, Forbidden
 from telegram.ext import ContextTypes
 
-from bots.render import format_ab, format_audit, format_stats, split_message
+from bots.render import format_ab, format_audit, format_stats, review_card, split_message
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
-from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.outbox import Target
 from core.domain import Correction
 from core.service import RetrainBusy
@@ -18,24 +25,29 @@ from core.service import RetrainBusy
 log = logging.getLogger(__name__)
 
 ADMINS_ONLY = "That command is for admins."
+PRIVATE_ONLY = (
+    "/{command} shows what people wrote, so I answer it only in a private chat: "
+    "open a chat with me, press Start, and send /{command} there."
+)
+SENT_PRIVATELY = "I've answered /{command} in our private chat."
 REVIEW_PAGE = 10
 AUDIT_LINES = 30
 TEXT_LIMIT = 4096
-FIELD_CHARS = 900  # four fields of a correction stay well under the 4,096-character message limit
+# A card's last message gains "✅ Approved by <name>" when reviewed: leave room for it.
+CARD_LIMIT = TEXT_LIMIT - 256
+
+Outgoing = tuple[Rendered, InlineKeyboardMarkup | None]
 
 
-def _clip(text: str | None) -> str:
-    text = (text or "-").strip()
-    return text if len(text) <= FIELD_CHARS else text[: FIELD_CHARS - 1] + "…"
+def correction_messages(correction: Correction) -> list[str]:
+    """A correction's whole text as a reviewer sees it, in messages within Telegram's limit."""
+    return review_card(correction, CARD_LIMIT)
 
 
-def format_correction(correction: Correction) -> str:
-    author = correction.person.display_name or correction.person.user_id
-    return (
-        f"Correction #{correction.id} from {author} ({correction.person.platform})\n\n"
-        f"Asked: {_clip(correction.prompt)}\n\n"
-        f"Replied: {_clip(correction.original_reply)}\n\n"
-        f"Suggested: {_clip(correction.text)}"
+def _cannot_reach(error: Exception) -> bool:
+    """Whether Telegram refused to message a person who never opened a chat with the bot (or blocked it)."""
+    return isinstance(error, Forbidden) or (
+        isinstance(error, BadRequest) and "chat not found" in error.message.lower()
     )
 
 
@@ -51,35 +63,72 @@ class Admin:
             await self.adapter.outbox.send(target, plain_text(ADMINS_ONLY))
         return False
 
+    async def _answer(self, update: Update, command: str, messages: Sequence[Outgoing]) -> Target | None:
+        """Send ``messages`` where only the admin sees them; return where they went, None if refused.
+
+        In a private chat that is the chat itself. In a group it is the admin's private chat,
+        which Telegram refuses until the admin has started the bot: then the group hears where
+        to ask instead, and nothing else.
+        """
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or not messages:
+            return None
+        outbox = self.adapter.outbox
+        if not self.adapter.is_group(message):
+            target = self.adapter.target(message)
+        else:
+            target = Target(user.id)
+            try:
+                await outbox.send(target, *messages[0])
+            except (Forbidden, BadRequest) as error:
+                if not _cannot_reach(error):
+                    raise
+                log.info(
+                    "admin %s cannot be messaged privately (%s); refused /%s in a group",
+                    user.id,
+                    error,
+                    command,
+                )
+                await outbox.send(
+                    self.adapter.target(message), plain_text(PRIVATE_ONLY.format(command=command))
+                )
+                return None
+            messages = messages[1:]
+        for text, markup in messages:
+            await outbox.send(target, text, markup)
+        if self.adapter.is_group(message):
+            await outbox.send(self.adapter.target(message), plain_text(SENT_PRIVATELY.format(command=command)))
+        return target
+
     async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if not await self._allowed(update) or update.effective_message is None:
+        if not await self._allowed(update):
             return
         stats = await self.adapter.service.stats()
-        target = self.adapter.target(update.effective_message)
-        await self.adapter.outbox.send(target, plain_text(format_stats(stats)))
+        await self._answer(update, "stats", [(plain_text(format_stats(stats)), None)])
 
     async def on_ab(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The running A/B test's figures (or the last one's), as ``iris models ab status`` shows them."""
-        if not await self._allowed(update) or update.effective_message is None:
+        if not await self._allowed(update):
             return
         report = await self.adapter.service.ab_status()
-        target = self.adapter.target(update.effective_message)
-        await self.adapter.outbox.send(target, plain_text(format_ab(report)))
+        await self._answer(update, "ab", [(plain_text(format_ab(report)), None)])
 
     async def on_review(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """One message per pending correction, each with approve / reject buttons."""
-        if not await self._allowed(update) or update.effective_message is None:
+        """Each pending correction whole, in one or more messages; approve / reject under the last."""
+        if not await self._allowed(update):
             return
-        outbox, target = self.adapter.outbox, self.adapter.target(update.effective_message)
         pending = await self.adapter.service.pending_corrections()
-        if not pending:
-            await outbox.send(target, plain_text("No suggested answers are waiting for review."))
-            return
+        messages: list[Outgoing] = []
         for correction in pending[:REVIEW_PAGE]:
-            await outbox.send(target, plain_text(format_correction(correction)), review_keyboard(correction.id))
-        if len(pending) > REVIEW_PAGE:
+            pieces = correction_messages(correction)
+            messages += [(plain_text(piece), None) for piece in pieces[:-1]]
+            messages.append((plain_text(pieces[-1]), review_keyboard(correction.id)))
+        if not pending:
+            messages.append((plain_text("No suggested answers are waiting for review."), None))
+        elif len(pending) > REVIEW_PAGE:
             more = len(pending) - REVIEW_PAGE
-            await outbox.send(target, plain_text(f"{more} more are waiting; send /review again after these."))
+            messages.append((plain_text(f"{more} more are waiting; send /review again after these."), None))
+        await self._answer(update, "review", messages)
 
     async def on_review_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -101,30 +150,29 @@ class Admin:
         message = query.message
         if message is not None:
             shown = getattr(message, "text", None) or f"Correction #{press.correction_id}"
-            text = f"{shown}\n\n{verdict} by {reviewer.full_name}"
+            text = f"{shown}\n\n{verdict} by {reviewer.full_name}"[:TEXT_LIMIT]
             await outbox.edit(message.chat.id, message.message_id, plain_text(text))
 
     async def on_audit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The latest lines of the audit trail; admins only, like everything it records."""
-        if not await self._allowed(update) or update.effective_message is None:
+        if not await self._allowed(update):
             return
         entries = await self.adapter.service.audit_trail()
-        target = self.adapter.target(update.effective_message)
-        for piece in split_message(format_audit(entries[-AUDIT_LINES:]), TEXT_LIMIT):
-            await self.adapter.outbox.send(target, plain_text(piece))
+        pieces = split_message(format_audit(entries[-AUDIT_LINES:]), TEXT_LIMIT)
+        await self._answer(update, "audit", [(plain_text(piece), None) for piece in pieces])
 
     async def on_retrain(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Start a retrain in its own process; its result is posted to this chat when it ends.
+        """Start a retrain in its own process; its result is posted where the admin reads admin answers.
 
         A run takes minutes, so the command answers at once and the result
-        arrives as a new message.
+        arrives as a new message (in a group: in the admin's private chat).
         """
-        if not await self._allowed(update) or update.effective_message is None:
+        if not await self._allowed(update):
             return
-        target = self.adapter.target(update.effective_message)
-        await self.adapter.outbox.send(
-            target, plain_text("Retraining on the reviewed feedback; I will post the result here.")
-        )
+        started = plain_text("Retraining on the reviewed feedback; I will post the result here.")
+        target = await self._answer(update, "retrain", [(started, None)])
+        if target is None:
+            return
         actor = f"telegram:{update.effective_user.id}" if update.effective_user else "telegram:?"
         context.application.create_task(self._retrain_and_report(target, actor), update=update)
 

@@ -35,7 +35,9 @@ _TAGS = {
     "s_open": "<s>",
     "s_close": "</s>",
 }
-_LINK_SCHEMES = ("http://", "https://", "tg://")
+# Only web links become links. tg://user?id=… would let a reply (steered by a prompt) mention
+# anyone; tg:// and other schemes are shown as their text.
+_LINK_SCHEMES = ("http://", "https://")
 _INDENT = "   "
 
 
