@@ -37,7 +37,7 @@ def ab_start(
     with opened_store(settings) as store:
         try:
             experiment = start(
-                SqlExperiments(store.engine),
+                SqlExperiments(store.engine, settings.ab),
                 store,
                 candidate,
                 share=share,
@@ -51,7 +51,8 @@ def ab_start(
     typer.echo(
         f"A/B test {experiment.id} started: {candidate} for {share:.0%} of conversations, "
         f"{experiment.control or 'the active version'} for the rest; "
-        f"decided at {experiment.min_ratings} ratings on both arms"
+        f"decided at {experiment.min_ratings} ratings from at least {experiment.min_raters} people "
+        f"on both arms (at most {experiment.ratings_per_person} counted from one person an arm)"
     )
 
 
@@ -59,13 +60,15 @@ def ab_start(
 def ab_status(
     as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON.")] = False,
 ) -> None:
-    """Per arm: conversations, replies, rated share, 👍 share with its interval; the difference; the rule."""
+    """Per arm: conversations, replies, rated share, ratings counted and from how many people,
+    👍 share with its interval; the difference; the rule."""
     from bots.app import opened_store
     from core.ab import latest_report
     from storage.experiments import SqlExperiments
 
-    with opened_store(load_settings()) as store:
-        report = latest_report(SqlExperiments(store.engine))
+    settings = load_settings()
+    with opened_store(settings) as store:
+        report = latest_report(SqlExperiments(store.engine, settings.ab))
     if as_json:
         typer.echo(json.dumps(report.to_json() if report else None, ensure_ascii=False))
     else:
@@ -85,8 +88,9 @@ def ab_stop(
     if promote == rollback:
         typer.echo("say --promote or --rollback", err=True)
         raise typer.Exit(2)
-    with opened_store(load_settings()) as store:
-        experiments = SqlExperiments(store.engine)
+    settings = load_settings()
+    with opened_store(settings) as store:
+        experiments = SqlExperiments(store.engine, settings.ab)
         running = experiments.running_experiment()
         if running is None:
             typer.echo("no A/B test is running", err=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.domain import AuditAction, ModelVersion
-from core.experiments import ABReport, Arm, Decision, Experiment, arm_for, report
+from core.experiments import ABReport, Arm, Decision, Experiment, arm_for, report, sample_complete
 from core.ports import AuditLog, Experiments, ModelRegistry, ReplyGenerator
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,18 @@ def experiment_report(experiments: Experiments, experiment: Experiment, seed: in
 def decide_if_due(
     experiments: Experiments, registry: ModelRegistry, audit: AuditLog | None
 ) -> Experiment | None:
-    """After a rating: end the running experiment once both arms have their ratings.
+    """After a rating: end the running experiment once both arms have their ratings and raters.
 
-    The number of ratings is fixed when it starts; before both arms reach it
-    nothing is decided, however the figures look (no stopping on a lucky streak).
+    The number of ratings is fixed when it starts; before both arms reach it,
+    from enough distinct people, nothing is decided, however the figures look
+    (no stopping on a lucky streak, and no one person deciding it).
     """
     experiment = experiments.running_experiment()
     if experiment is None:
         return None
     ratings = experiments.arm_ratings(experiment.id)
     # Counted here first: the figures (statsmodels, a bootstrap) are only worked out once they are due.
-    if min(sum(r.arm is arm for r in ratings) for arm in Arm) < experiment.min_ratings:
+    if not sample_complete(experiment, ratings):
         return None
     figures = report(experiment, experiments.arm_counts(experiment.id), ratings)
     return conclude(experiments, registry, audit, experiment, figures.decision, "ab-rule", figures)

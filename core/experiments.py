@@ -16,7 +16,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 
 class Arm(enum.StrEnum):
@@ -25,9 +27,15 @@ class Arm(enum.StrEnum):
 
 
 class Decision(enum.StrEnum):
-    WAIT = "wait"  # fewer than the pre-set number of ratings on an arm
+    WAIT = "wait"  # fewer than the pre-set number of ratings, or of people rating, on an arm
     PROMOTE = "promote"  # the candidate is not worse by more than the margin
     ROLLBACK = "rollback"  # the candidate may be worse by more than the margin: the active version stays
+
+
+# One person cannot fill an arm: with at most 5 of their ratings counted on an arm, the
+# default 388 come from at least 78 people; 20 is the floor for a small test's --min-ratings.
+DEFAULT_RATINGS_PER_PERSON = 5
+DEFAULT_MIN_RATERS = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,10 @@ class Experiment:
     decision: Decision | None = None
     decided_by: str | None = None
     report: dict[str, object] = field(default_factory=dict)  # the figures it ended with
+    # How the store counts (``ABConfig``): one person's ratings beyond the first
+    # ``ratings_per_person`` on an arm are left out, and the rule waits for ``min_raters`` people an arm.
+    ratings_per_person: int = DEFAULT_RATINGS_PER_PERSON
+    min_raters: int = DEFAULT_MIN_RATERS
 
     @property
     def running(self) -> bool:
@@ -58,15 +70,17 @@ class ArmCounts:
     replies: int = 0
     rated_replies: int = 0
     versions: tuple[str, ...] = ()  # the model versions that wrote its replies
+    all_ratings: int = 0  # counted or not: those past a person's share on the arm are left out of the figures
 
 
 @dataclass(frozen=True)
 class ArmRating:
-    """One person's rating of one reply written in an experiment."""
+    """One person's rating of one reply written in an experiment, as the rule counts it."""
 
     conversation_id: int
     arm: Arm
     up: bool
+    rater: int  # who rated: the store's id of the person, the same on every arm
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,8 @@ class Interval:
 class ArmSummary:
     arm: Arm
     counts: ArmCounts
-    ratings: int
+    ratings: int  # counted: at most the experiment's ratings_per_person from one person
+    raters: int  # distinct people among them
     ups: int
     up_share: float | None  # None before the first rating
     interval: Interval | None  # Wilson 95 %
@@ -105,7 +120,7 @@ class ABReport:
     control: ArmSummary
     candidate: ArmSummary
     comparison: Comparison | None  # None until both arms have a rating
-    reached: bool  # both arms have min_ratings
+    reached: bool  # both arms have min_ratings, from at least min_raters people each
     decision: Decision  # what the rule would decide now
 
     def to_json(self) -> dict[str, object]:
@@ -129,6 +144,8 @@ class ABReport:
                 "control": e.control,
                 "share": _round(e.share),
                 "min_ratings": e.min_ratings,
+                "min_raters": e.min_raters,
+                "ratings_per_person": e.ratings_per_person,
                 "margin": _round(e.margin),
                 "started_at": e.started_at.isoformat(),
                 "ended_at": e.ended_at.isoformat() if e.ended_at is not None else None,
@@ -159,6 +176,8 @@ def _arm_json(summary: ArmSummary) -> dict[str, object]:
         "rated_replies": summary.counts.rated_replies,
         "rated_share": _round(summary.rated_share),
         "ratings": summary.ratings,
+        "all_ratings": summary.counts.all_ratings,
+        "raters": summary.raters,
         "ups": summary.ups,
         "up_share": _round(summary.up_share),
         "interval": _interval_json(summary.interval),
@@ -177,10 +196,14 @@ DEFAULT_MIN_RATINGS = 388
 @dataclass(frozen=True)
 class ABConfig:
     """``IRIS_AB_*``: promote when the candidate's 👍 share is, at 95 %, not worse than the active
-    version's by more than ``margin``, once both arms have ``min_ratings`` (how it was chosen: docs/ab.md)."""
+    version's by more than ``margin``, once both arms have ``min_ratings`` from at least
+    ``min_raters`` people, counting at most ``ratings_per_person`` of one person's ratings on an
+    arm (how they were chosen: docs/ab.md)."""
 
     margin: float = DEFAULT_MARGIN
     min_ratings: int = DEFAULT_MIN_RATINGS
+    ratings_per_person: Annotated[int, Field(ge=1)] = DEFAULT_RATINGS_PER_PERSON
+    min_raters: Annotated[int, Field(ge=1)] = DEFAULT_MIN_RATERS
 
 
 def arm_for(experiment: Experiment, conversation_id: int) -> Arm:
@@ -215,8 +238,10 @@ def report(
     ``seed`` so a report is reproducible; it is None while an arm has fewer than 2 rated
     conversations.
 
-    The rule: WAIT until both arms have ``experiment.min_ratings`` ratings (fixed up front;
-    it never stops early). Then PROMOTE when the lower bound of the difference is above
+    ``ratings`` are the ones the rule counts (the store leaves out a person's ratings past
+    ``experiment.ratings_per_person`` on an arm). The rule: WAIT until both arms have
+    ``experiment.min_ratings`` ratings from at least ``experiment.min_raters`` people (fixed up
+    front; it never stops early). Then PROMOTE when the lower bound of the difference is above
     ``-experiment.margin``, else ROLLBACK, where the lower bound is the lower (the more
     conservative) of the Newcombe and the bootstrap lower bounds, or Newcombe's alone when
     there is no bootstrap interval.
@@ -224,11 +249,7 @@ def report(
     control = _summary(Arm.CONTROL, counts, ratings)
     candidate = _summary(Arm.CANDIDATE, counts, ratings)
     comparison = _compare(ratings, candidate, control, seed) if candidate.ratings and control.ratings else None
-    reached = (
-        comparison is not None
-        and control.ratings >= experiment.min_ratings
-        and candidate.ratings >= experiment.min_ratings
-    )
+    reached = comparison is not None and sample_complete(experiment, ratings)
     decision = Decision.WAIT
     if reached and comparison is not None:
         lower = comparison.newcombe.low
@@ -245,9 +266,19 @@ def report(
     )
 
 
+def sample_complete(experiment: Experiment, ratings: Sequence[ArmRating]) -> bool:
+    """Whether both arms have ``min_ratings`` counted ratings from at least ``min_raters`` people."""
+    for arm in Arm:
+        raters = [r.rater for r in ratings if r.arm is arm]
+        if len(raters) < experiment.min_ratings or len(set(raters)) < experiment.min_raters:
+            return False
+    return True
+
+
 def _summary(arm: Arm, counts: Mapping[Arm, ArmCounts], ratings: Sequence[ArmRating]) -> ArmSummary:
-    n = sum(1 for r in ratings if r.arm == arm)
-    ups = sum(1 for r in ratings if r.arm == arm and r.up)
+    mine = [r for r in ratings if r.arm == arm]
+    n = len(mine)
+    ups = sum(1 for r in mine if r.up)
     interval: Interval | None = None
     if n:
         from statsmodels.stats.proportion import proportion_confint
@@ -258,6 +289,7 @@ def _summary(arm: Arm, counts: Mapping[Arm, ArmCounts], ratings: Sequence[ArmRat
         arm=arm,
         counts=counts.get(arm, ArmCounts()),
         ratings=n,
+        raters=len({r.rater for r in mine}),
         ups=ups,
         up_share=ups / n if n else None,
         interval=interval,

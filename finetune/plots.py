@@ -128,15 +128,16 @@ def _ab_arms(axes: Any, ab: ABReport) -> None:
         low, high = arm.up_share - arm.interval.low, arm.interval.high - arm.up_share
         color = NEUTRAL if arm is ab.control else VOICE
         axes.errorbar([position], [arm.up_share], yerr=[[low], [high]], fmt="o", capsize=8, color=color)
-        axes.text(
-            position + 0.08, arm.up_share, f"{arm.up_share:.0%} of {arm.ratings}", va="center", fontsize=9
-        )
+        label = f"{arm.up_share:.0%} of {arm.ratings}\nfrom {arm.raters} people"
+        axes.text(position + 0.08, arm.up_share, label, va="center", fontsize=9)
     names = [f"control\n{', '.join(ab.control.counts.versions) or '-'}", f"candidate\n{experiment.candidate}"]
     axes.set_xticks([0, 1], names)
     axes.set_xlim(-0.5, 1.5)
     axes.set_ylim(-0.05, 1.05)
     axes.yaxis.set_major_formatter(_percent())
-    axes.set_ylabel(f"thumbs up / rated (decides at {experiment.min_ratings} an arm)")
+    axes.set_ylabel(
+        f"thumbs up / rated (decides at {experiment.min_ratings} an arm, {experiment.min_raters}+ people)"
+    )
 
 
 def _ab_difference(axes: Any, ab: ABReport) -> None:

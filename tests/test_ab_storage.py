@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.domain import ChatRef, Person, Timings
-from core.experiments import Arm, ArmRating, Decision
+from core.experiments import Arm, Decision
 from storage.experiments import ExperimentRefused, SqlExperiments
 from storage.repository import SqlStore
 
@@ -66,9 +66,12 @@ def test_replies_and_ratings_are_counted_on_their_arm(store: SqlStore) -> None:
     assert counts[Arm.CONTROL].rated_replies == 1 and counts[Arm.CONTROL].versions == ("active",)
     assert (counts[Arm.CANDIDATE].conversations, counts[Arm.CANDIDATE].replies) == (1, 2)
     assert counts[Arm.CANDIDATE].rated_replies == 1 and counts[Arm.CANDIDATE].versions == ("new",)
-    assert sorted(experiments.arm_ratings(experiment.id), key=lambda r: (r.arm, r.up)) == [
-        ArmRating(c2, Arm.CANDIDATE, True),
-        ArmRating(c1, Arm.CONTROL, False),
-        ArmRating(c1, Arm.CONTROL, True),
+    ratings = sorted(experiments.arm_ratings(experiment.id), key=lambda r: (r.arm, r.up))
+    assert [(r.conversation_id, r.arm, r.up) for r in ratings] == [
+        (c2, Arm.CANDIDATE, True),
+        (c1, Arm.CONTROL, False),
+        (c1, Arm.CONTROL, True),
     ]
+    alice = ratings[0].rater
+    assert ratings[2].rater == alice and ratings[1].rater != alice  # the same person on both arms
     assert r3 > r2

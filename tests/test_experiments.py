@@ -25,9 +25,17 @@ from core.experiments import (
 STARTED = datetime(2026, 12, 4, tzinfo=UTC)
 
 
-def experiment(id: int = 1, share: float = 0.5, min_ratings: int = 200, margin: float = 0.10) -> Experiment:
+def experiment(
+    id: int = 1, share: float = 0.5, min_ratings: int = 200, margin: float = 0.10, min_raters: int = 20
+) -> Experiment:
     return Experiment(
-        id=id, candidate="v2", share=share, min_ratings=min_ratings, margin=margin, started_at=STARTED
+        id=id,
+        candidate="v2",
+        share=share,
+        min_ratings=min_ratings,
+        margin=margin,
+        started_at=STARTED,
+        min_raters=min_raters,
     )
 
 
@@ -40,7 +48,7 @@ def rated(
     first_conversation: int = 0,
     clustered: bool = False,
 ) -> list[ArmRating]:
-    """n ratings at a true 👍 rate, ``per_conversation`` to a conversation.
+    """n ratings at a true 👍 rate, ``per_conversation`` to a conversation, one person to a conversation.
 
     Independent draws per rating, or (``clustered``) one draw per conversation that all its
     ratings share.
@@ -55,7 +63,8 @@ def rated(
             up = conversation_up
         else:
             up = bool(rng.random() < rate)
-        out.append(ArmRating(conversation_id=first_conversation + conversation, arm=arm, up=up))
+        number = first_conversation + conversation
+        out.append(ArmRating(conversation_id=number, arm=arm, up=up, rater=number))
     return out
 
 
@@ -187,13 +196,23 @@ def test_one_arm_short_waits() -> None:
     assert r.decision == Decision.WAIT
 
 
+def test_too_few_people_wait_whatever_the_number_of_ratings() -> None:
+    """300 ratings an arm from 10 people each (30 apiece) reach the sample but not the people."""
+    ratings = two_arms(np.random.default_rng(7), 0.5, 0.8, 300, per_conversation=30)
+    few = report(experiment(min_ratings=200, min_raters=11), {}, ratings)
+    assert (few.control.raters, few.candidate.raters) == (10, 10)
+    assert few.control.ratings == 300 and not few.reached and few.decision is Decision.WAIT
+    enough = report(experiment(min_ratings=200, min_raters=10), {}, ratings)
+    assert enough.reached and enough.decision is Decision.PROMOTE
+
+
 def test_a_single_conversation_an_arm_has_no_bootstrap() -> None:
     ratings = [
-        ArmRating(1, Arm.CONTROL, True),
-        ArmRating(1, Arm.CONTROL, False),
-        ArmRating(2, Arm.CANDIDATE, True),
+        ArmRating(1, Arm.CONTROL, True, rater=1),
+        ArmRating(1, Arm.CONTROL, False, rater=1),
+        ArmRating(2, Arm.CANDIDATE, True, rater=2),
     ]
-    r = report(experiment(min_ratings=1), {}, ratings)
+    r = report(experiment(min_ratings=1, min_raters=1), {}, ratings)
     assert r.comparison is not None
     assert r.comparison.bootstrap is None
     assert r.comparison.difference == 0.5
@@ -230,7 +249,7 @@ def test_to_json_holds_the_figures() -> None:
     control = arms["control"]
     assert control["rated_share"] == 0.5
     assert control["versions"] == ["v1"]
-    assert control["ratings"] == 150
+    assert control["ratings"] == 150 and control["raters"] == 50  # three ratings to a conversation and person
     assert isinstance(control["interval"], list) and len(control["interval"]) == 2
     comparison = out["comparison"]
     assert isinstance(comparison, dict)
@@ -240,6 +259,7 @@ def test_to_json_holds_the_figures() -> None:
     assert isinstance(e, dict)
     assert e["started_at"] == "2026-12-04T00:00:00+00:00"
     assert e["ended_at"] is None and e["decision"] is None
+    assert (e["min_raters"], e["ratings_per_person"]) == (20, 5)
     assert out["decision"] == r.decision.value
     assert out["reached"] is True
 

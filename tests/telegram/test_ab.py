@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bots.app import App
 from core.ab import start
-from core.experiments import Arm, arm_for
+from core.experiments import ABConfig, Arm, arm_for
 from core.generation import bundled_model
 from storage.experiments import SqlExperiments
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
@@ -24,7 +24,10 @@ async def test_two_conversations_on_different_arms_are_served_stored_and_rated_a
     store.register_model(candidate.name, candidate.gguf_path, candidate.base_model)
     control = store.active_model()
     assert control is not None and control.name != CANDIDATE
-    experiments = SqlExperiments(store.engine)
+    # One rating from one person an arm is this test's whole sample (IRIS_AB_MIN_RATERS=1).
+    experiments = SqlExperiments(store.engine, ABConfig(min_raters=1))
+    assert app.service.ab is not None
+    app.service.ab.experiments = experiments
     experiment = start(experiments, store, CANDIDATE, share=0.5, min_ratings=1, margin=0.1, actor="test")
     await start_bot()
 
@@ -76,7 +79,7 @@ async def test_two_conversations_on_different_arms_are_served_stored_and_rated_a
     admin = user(ADMIN_ID, "Grace")
     fake_api.send_text(private_chat(admin), admin, "/ab")
     shown = await wait_for_text(fake_api, ADMIN_ID, f"A/B test {experiment.id}")
-    assert "ended: rollback" in shown.text and "1/1 ratings" in shown.text
+    assert "ended: rollback" in shown.text and "1/1 ratings from 1/1 people" in shown.text
     person, _ = arms[Arm.CANDIDATE]
     fake_api.send_text(private_chat(person), person, "And of Italy?")
     again = await wait_for_reply(fake_api, person["id"], 2)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from bots.app import App
 from core.limits import RateLimiter, RateLimits
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
 from tests.telegram.fake_bot_api import FakeBotApi, private_chat, user
-from tests.telegram.scenario import wait_for_reply, wait_for_text
+from tests.telegram.scenario import button, wait_for_reply, wait_for_text
 
 ADA = user(1, "Ada")
 ADMIN = user(ADMIN_ID, "Grace")
@@ -31,3 +31,20 @@ async def test_a_person_over_the_hourly_limit_is_told_when_to_come_back(
     for question in ("What is the capital of France?", "And of Spain?"):  # admins are exempt
         fake_api.send_text(private_chat(ADMIN), ADMIN, question)
     await wait_for_reply(fake_api, ADMIN_ID, count=2)
+
+
+async def test_presses_over_the_hourly_limit_are_answered_with_the_limit_and_not_stored(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    app.service.limiter = RateLimiter(RateLimits(presses_per_hour=3), exempt=frozenset({str(ADMIN_ID)}))
+    await start_bot()
+    fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")
+    reply = await wait_for_reply(fake_api, ADA["id"])
+    for n, vote in enumerate(("👍", "👎", "👍", "👎")):  # pressed back and forth, faster than the limit
+        fake_api.press(ADA, reply, button(reply, vote))
+        await fake_api.wait_for(lambda n=n: len(fake_api.calls_to("answerCallbackQuery")) > n)
+    answers = [call.params.get("text", "") for call in fake_api.calls_to("answerCallbackQuery")]
+    assert answers[:3] == ["Thanks for the 👍!", "Changed your rating to 👎.", "Changed your rating to 👍."]
+    assert answers[3].startswith("You have pressed 👍/👎 3 times in the last hour, my limit per person.")
+    assert "Please come back in" in answers[3]
+    assert query(app, "SELECT value FROM ratings") == [(1,)]  # the fourth press changed nothing
