@@ -45,6 +45,10 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None
         for value in (settings.telegram_bot_token, settings.discord_bot_token, settings.telegram_webhook_secret)
         if value is not None
     ]
+    if settings.telegram_bot_token is not None and settings.telegram_webhook_secret is None:
+        from bots.telegram_bot.webhook import derived_secret  # PTB logs setWebhook's secret at DEBUG
+
+        secrets.append(derived_secret(settings.telegram_bot_token.get_secret_value()))
     handler.addFilter(RedactSecrets(secrets))
     _configured_secrets[:] = secrets
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,20 +16,35 @@ SQLITE_BUSY_TIMEOUT_S = 30
 
 
 def sqlite_url(data_dir: Path) -> str:
-    """The default database: ``iris.db`` in the data directory."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The default database: ``iris.db`` in the data directory (made readable by its owner only)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     return f"sqlite:///{(data_dir / 'iris.db').resolve()}"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with SQLite set up for a bot: WAL journal, foreign keys enforced, patient locks."""
+    """An engine with SQLite set up for a bot: WAL journal, foreign keys enforced, patient locks.
+
+    A SQLite file that does not exist yet is created readable and writable by its owner only.
+    """
     if url.startswith("sqlite"):
+        _create_private(make_url(url).database)
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def _create_private(database: str | None) -> None:
+    # SQLite creates its file 0644 less the umask, and gives the -wal and -shm files the mode of
+    # the database file: an empty file made 0600 first (a valid empty database) keeps all three
+    # private, whatever the umask. An existing file keeps the mode its owner gave it; a file that
+    # cannot be made here is left for SQLite to report on connecting, as before.
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(OSError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

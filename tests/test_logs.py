@@ -3,6 +3,7 @@ import logging
 
 from bots.logs import configure_logging
 from bots.settings import Settings
+from bots.telegram_bot.webhook import derived_secret
 
 
 def test_tokens_never_reach_the_log() -> None:
@@ -21,6 +22,9 @@ def test_tokens_never_reach_the_log() -> None:
             "HTTP Request: POST %s failed", "https://api.telegram.org/bot123456:AAH-telegram-secret/getUpdates"
         )
         logging.getLogger("discord.client").error("login with discord.secret.token refused")
+        logging.getLogger("telegram.ext").warning(
+            "setWebhook secret_token=%s", derived_secret("123456:AAH-telegram-secret")
+        )
         logging.getLogger("httpx").info("HTTP Request: GET https://example.org 200")  # quiet at INFO
     finally:
         root.handlers[:] = saved[0]
@@ -30,4 +34,5 @@ def test_tokens_never_reach_the_log() -> None:
     assert "telegram-secret" not in written and "discord.secret.token" not in written
     assert "https://api.telegram.org/bot********/getUpdates failed" in written
     assert "login with ******** refused" in written
+    assert "setWebhook secret_token=********" in written  # the secret derived when none is set
     assert "example.org" not in written

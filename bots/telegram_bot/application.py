@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError, TelegramError
@@ -41,6 +38,7 @@ from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.inbox import DurableUpdates
 from bots.telegram_bot.limits import ChatRateLimiter
 from bots.telegram_bot.outbox import Outbox
+from bots.telegram_bot.webhook import WebhookServer
 from core.ports import Inbox
 from core.service import ChatService
 
@@ -49,7 +47,6 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 # Telegram holds a getUpdates call open this long when there is nothing to deliver.
 POLL_TIMEOUT_S = 30
-SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 APOLOGY = "Sorry, something went wrong on my side. Please try again."
 
 AUDIO = filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.Document.AUDIO
@@ -167,6 +164,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CallbackQueryHandler(feedback.on_fix, pattern=FIX_PATTERN),
             CallbackQueryHandler(commands.on_forget_press, pattern=FORGET_PATTERN),
             CallbackQueryHandler(admin.on_review_press, pattern=REVIEW_PATTERN),
+            CallbackQueryHandler(feedback.on_unknown_press),  # last: any other data
             MessageHandler(CONVERSATION, conversation.on_message),
             MessageHandler(PRIVATE_OTHER, conversation.on_unsupported),
         ]
@@ -206,23 +204,12 @@ def _log_polling_error(error: TelegramError) -> None:
     log.warning("polling Telegram failed (%s); retrying", error)
 
 
-def _webhook_secret(settings: Settings) -> str:
-    """The configured secret, checked the way Telegram checks it, or a random one for this start."""
-    configured = settings.telegram_webhook_secret
-    secret = configured.get_secret_value() if configured else ""
-    if not secret:
-        return secrets.token_urlsafe(32)
-    # Telegram would refuse setWebhook, and PTB would retry that forever.
-    if not SECRET_PATTERN.fullmatch(secret):
-        raise ValueError("TELEGRAM_WEBHOOK_SECRET may only hold A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
-    return secret
-
-
-async def _start_updates(application: Application, settings: Settings) -> None:  # type: ignore[type-arg]
-    updater = application.updater
-    assert updater is not None  # built with the default updater
+async def _start_updates(application: Application, settings: Settings) -> WebhookServer | None:  # type: ignore[type-arg]
+    """Poll Telegram, or with ``TELEGRAM_WEBHOOK_URL`` serve the webhook (returned, to be stopped)."""
     url = settings.telegram_webhook_url.strip()
     if not url:
+        updater = application.updater
+        assert updater is not None  # built with the default updater
         await updater.start_polling(
             timeout=POLL_TIMEOUT_S,
             bootstrap_retries=-1,
@@ -230,20 +217,12 @@ async def _start_updates(application: Application, settings: Settings) -> None: 
             error_callback=_log_polling_error,
         )
         log.info("Telegram bot @%s is polling", application.bot.username)
-        return
-    secret = _webhook_secret(settings)
-    path = settings.telegram_webhook_path or urlsplit(url).path
-    await updater.start_webhook(
-        listen=settings.telegram_webhook_listen,
-        port=settings.telegram_webhook_port,
-        url_path=path.strip("/"),
-        webhook_url=url,
-        secret_token=secret,
-        allowed_updates=ALLOWED_UPDATES,
-        bootstrap_retries=-1,
-        max_connections=settings.telegram_webhook_max_connections,
-    )
+        return None
+    # Iris's own server, not PTB's Updater.start_webhook, which reads a whole body before its checks.
+    webhook = WebhookServer(application.bot, application.update_queue, settings)
+    await webhook.start(ALLOWED_UPDATES)
     log.info("Telegram bot @%s takes updates at %s", application.bot.username, url)
+    return webhook
 
 
 @contextlib.asynccontextmanager
@@ -251,6 +230,7 @@ async def running(application: Application, settings: Settings) -> AsyncIterator
     """Run the bot (polling or webhook per the settings) for the duration of the block."""
     await _initialize(application)
     durable = application.update_queue if isinstance(application.update_queue, DurableUpdates) else None
+    webhook = None
     try:
         await application.start()
         if durable is not None:
@@ -259,9 +239,11 @@ async def running(application: Application, settings: Settings) -> AsyncIterator
             await application.bot.set_my_commands(MENU)
         except TelegramError as error:
             log.warning("could not set the command menu: %s", error)
-        await _start_updates(application, settings)
+        webhook = await _start_updates(application, settings)
         yield
     finally:
+        if webhook is not None:
+            await webhook.stop()
         if application.updater is not None and application.updater.running:
             await application.updater.stop()
         if durable is not None:
