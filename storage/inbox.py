@@ -4,7 +4,13 @@ Several ``iris run`` processes on one PostgreSQL (or one process on SQLite) clai
 from the same table. A claim is a conditional UPDATE of one row, so two processes
 never hold one item; ordering comes from the claim's condition (no unfinished
 earlier item with the same order key), and a stopped process's items come back
-when their lease runs out. No extra server: the database is the queue.
+when their lease runs out. No extra server: the database is the queue. Urgent items
+(presses, commands) are claimed by a query of their own, so a full queue of messages
+never holds them.
+
+Each claim adds one to the row's ``attempts``. After ``max_attempts`` claims an item is
+not claimed again; once its last lease has run out too, ``set_aside`` marks it failed
+(``failed_at``, and ``done_at`` so that the items behind it go on).
 """
 
 from __future__ import annotations
@@ -25,12 +31,17 @@ PURGE_EVERY_S = 600.0
 
 
 class SqlInbox:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_attempts: int = 3) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.engine = engine
+        self.max_attempts = max_attempts  # claims of one item before it is set aside
         self._sessions = session_factory(engine)
         self._purged_at = -PURGE_EVERY_S
 
-    def put(self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object]) -> bool:
+    def put(
+        self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object], urgent: bool = False
+    ) -> bool:
         with self._sessions.begin() as session:
             insert = dialect_insert(session, InboxRow).values(
                 platform=platform,
@@ -39,6 +50,7 @@ class SqlInbox:
                 payload=dict(payload),
                 received_at=utcnow(),
                 attempts=0,
+                urgent=urgent,
             )
             stored = session.execute(
                 insert.on_conflict_do_nothing(index_elements=[InboxRow.platform, InboxRow.update_id]).returning(
@@ -47,16 +59,22 @@ class SqlInbox:
             ).first()
             return stored is not None
 
-    def claim(self, platform: str, owner: str, lease_s: float, limit: int) -> list[InboxItem]:
+    def claim(
+        self, platform: str, owner: str, lease_s: float, limit: int, urgent: bool = False
+    ) -> list[InboxItem]:
         self._purge(platform)
         now = utcnow()
-        free = or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now)
+        free = and_(
+            or_(InboxRow.lease_until.is_(None), InboxRow.lease_until < now),
+            InboxRow.attempts < self.max_attempts,
+        )
         earlier = aliased(InboxRow)
         waiting = (
             select(InboxRow.id)
             .where(
                 InboxRow.platform == platform,
                 InboxRow.done_at.is_(None),
+                InboxRow.urgent == urgent,  # each kind against its own bound: presses never wait for notes
                 free,
                 ~exists().where(
                     earlier.platform == platform,
@@ -86,6 +104,30 @@ class SqlInbox:
             if row is not None:
                 claimed.append(InboxItem(row.id, dict(row.payload), row.attempts))
         return claimed
+
+    def set_aside(self, platform: str) -> list[InboxItem]:
+        now = utcnow()
+        spent = and_(
+            InboxRow.platform == platform,
+            InboxRow.done_at.is_(None),
+            InboxRow.attempts >= self.max_attempts,
+            InboxRow.lease_until < now,
+        )
+        with self._sessions.begin() as session:
+            # The payload is read before the update: RETURNING would give the emptied one.
+            rows = session.execute(select(InboxRow.id, InboxRow.payload, InboxRow.attempts).where(spent)).all()
+        failed: list[InboxItem] = []
+        for row in rows:  # a conditional update each: of several processes, one reports it
+            with self._sessions.begin() as session:
+                marked = session.execute(
+                    update(InboxRow)
+                    .where(InboxRow.id == row.id, spent)
+                    .values(done_at=now, failed_at=now, payload={}, lease_until=None)
+                    .returning(InboxRow.id)
+                ).first()
+            if marked is not None:
+                failed.append(InboxItem(row.id, dict(row.payload), row.attempts))
+        return failed
 
     def renew(self, owner: str, item_ids: Sequence[int], lease_s: float) -> None:
         if not item_ids:
