@@ -55,19 +55,40 @@ def review(
                 wanted = None if status is ReviewStatus.all else CorrectionStatus(status.value)
                 found = desk.corrections(wanted)
                 if as_json:
-                    typer.echo(json.dumps([desk.as_json(c) for c in found], ensure_ascii=False, indent=2))
+                    typer.echo(
+                        _terminal_safe(
+                            json.dumps([desk.as_json(c) for c in found], ensure_ascii=False, indent=2)
+                        )
+                    )
                 else:
                     typer.echo("\n\n".join(desk.show(c) for c in found) or f"No {status.value} corrections.")
             elif approve is not None or reject is not None:
                 chosen = approve if approve is not None else reject
                 assert chosen is not None
                 decided, note = desk.decide(chosen, approve is not None, text)
-                typer.echo(json.dumps(desk.as_json(decided), ensure_ascii=False) if as_json else note)
+                typer.echo(
+                    _terminal_safe(json.dumps(desk.as_json(decided), ensure_ascii=False)) if as_json else note
+                )
             else:
                 desk.run(_prompt, lambda line: typer.echo(line, nl=False))
         except ReviewError as error:
             typer.echo(str(error), err=True)
             raise typer.Exit(1) from None
+
+
+def _terminal_safe(text: str) -> str:
+    """JSON with the characters a terminal would act on (ANSI escapes, bidi overrides) as \\u escapes.
+
+    The same JSON to a parser, every character kept; only how it is written changes.
+    """
+    from bots.render import printable
+
+    return "".join(char if printable(char) == char else _json_escape(char) for char in text)
+
+
+def _json_escape(char: str) -> str:
+    units = char.encode("utf-16-be")
+    return "".join(f"\\u{int.from_bytes(units[i : i + 2]):04x}" for i in range(0, len(units), 2))
 
 
 def _prompt(label: str) -> str | None:
@@ -109,11 +130,15 @@ def feedback_export(
 ) -> None:
     """Export ratings and approved corrections as SFT (FineTome's shape), KTO and DPO files."""
     from bots.app import database_url
-    from finetune.copies import record_copy
-    from finetune.feedback import export_feedback
+    from finetune.copies import NotACopy, record_copy
+    from finetune.feedback import Pseudonyms, export_feedback
 
     settings = load_settings()
-    record_copy(settings.data_dir, out, "feedback export")  # first: /forget must find even a half-written one
+    try:  # first: /forget must find even a half-written one
+        record_copy(settings.data_dir, out, "feedback export")
+    except NotACopy as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
     manifest = export_feedback(
         database_url(settings),
         out,
@@ -122,6 +147,7 @@ def feedback_export(
         scrub=settings.feedback.scrub if scrub is None else scrub,
         consent=(consent.value if consent else settings.feedback.consent),
         context_turns=settings.feedback.context_turns,
+        pseudonyms=Pseudonyms.of_deployment(settings.data_dir),
     )
     counts = manifest.counts
     typer.echo(
@@ -191,10 +217,16 @@ def dataset_build(
     if sample_size is not None:
         config = replace(config, sample_size=sample_size or None)  # 0: every row
     source = finetome or config.finetome
-    if not no_feedback:
-        from finetune.copies import record_copy
+    from finetune.feedback import Pseudonyms
 
-        record_copy(settings.data_dir, out, "dataset build")
+    if not no_feedback:
+        from finetune.copies import NotACopy, record_copy
+
+        try:
+            record_copy(settings.data_dir, out, "dataset build")
+        except NotACopy as error:
+            typer.echo(str(error), err=True)
+            raise typer.Exit(2) from None
     try:
         report = build_dataset(
             source,
@@ -203,6 +235,7 @@ def dataset_build(
             feedback_dir=None if no_feedback else feedback,
             config=config,
             feedback=settings.feedback,
+            pseudonyms=Pseudonyms.of_deployment(settings.data_dir),
         )
     except (FineTomeUnavailable, FileNotFoundError) as error:
         typer.echo(str(error), err=True)

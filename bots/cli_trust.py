@@ -63,9 +63,9 @@ def db_prune(
     cutoff = retention_cutoff(time.time(), settings.chat.retention_days)
     with opened_store(settings) as store:
         report = store.prune(cutoff, dry_run)
-        if not dry_run and report.words:
+        if not dry_run and report.conversation_ids:
             eraser = CopyEraser(settings.data_dir, retrain_dir(settings))
-            report = replace(report, copies=eraser.erase(None, report.words))
+            report = replace(report, copies=eraser.erase(None, conversation_ids=report.conversation_ids))
         if not dry_run:
             details = prune_details(report, settings.chat.retention_days)
             store.record_audit(f"console:{getpass.getuser()}", AuditAction.PRUNE, None, details)

@@ -26,7 +26,11 @@ The steps, each counted in ``report.json``:
    feedback row repeated ``feedback_oversample`` times;
 7. shuffle and write ``train.jsonl``, ``eval_feedback.jsonl``,
    ``eval_finetome.jsonl`` (FineTome's shape), ``report.json`` and ``hf/`` (a
-   ``datasets.DatasetDict`` saved with ``save_to_disk``).
+   ``datasets.DatasetDict`` saved with ``save_to_disk``). Beside the two splits
+   that hold feedback, ``train_meta.jsonl`` and ``eval_feedback_meta.jsonl``
+   say, line for line, whose words each row holds (the export's
+   ``finetune.rows.RowOwners``; ``{}`` for a FineTome row), so that /forget
+   finds a person's rows by who they are.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,10 +46,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.files import atomic_write, replacing
 from finetune import jsonl
 from finetune.config import BuildConfig, FeedbackConfig
 from finetune.duplicates import NearDuplicates, exact_key, normalize
-from finetune.feedback import SOURCE, Manifest
+from finetune.feedback import SOURCE, Manifest, Pseudonyms
 from finetune.finetome import FineTomeSource, load_finetome
 from finetune.quality import REASONS, QualityRules, problem
 from finetune.rows import FineTomeRow, ShareGptTurn
@@ -54,6 +58,8 @@ from finetune.rows import FineTomeRow, ShareGptTurn
 ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
 
 T = TypeVar("T")
+# The splits that can hold feedback, each with its owners file (``<split>_meta.jsonl``).
+OWNED_SPLITS = ("train", "eval_feedback")
 
 DEFAULT_BUILD, DEFAULT_FEEDBACK = BuildConfig(), FeedbackConfig()  # frozen, so sharing them is safe
 
@@ -95,6 +101,7 @@ class _Example:
     score: float
     feedback: bool
     person: str | None = None
+    owners: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> FineTomeRow:
         return {"conversations": self.conversations, "source": self.source, "score": self.score}
@@ -127,17 +134,21 @@ def build_dataset(
     feedback_dir: Path | None = None,
     config: BuildConfig = DEFAULT_BUILD,
     feedback: FeedbackConfig = DEFAULT_FEEDBACK,
+    pseudonyms: Pseudonyms | None = None,
 ) -> BuildReport:
     """Build the training and evaluation sets from FineTome and Iris feedback into ``out_dir``.
 
     Feedback comes from ``feedback_dir`` (an ``iris feedback export`` folder) or
     is exported from ``database_url`` into ``out_dir/feedback``; with neither,
-    the build is FineTome only.
+    the build is FineTome only. ``pseudonyms`` names people in a fresh
+    export (see ``finetune.feedback.export_feedback``).
     """
     if database_url is not None and feedback_dir is not None:
         raise ValueError("give database_url or feedback_dir, not both")
     build = _Build(config)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # report.json is written last: a build that stops midway (a full disk) must not look complete.
+    (out_dir / "report.json").unlink(missing_ok=True)
     manifest_hash = None
     if database_url is not None:
         from finetune.feedback import export_feedback
@@ -149,6 +160,7 @@ def build_dataset(
             scrub=feedback.scrub,
             consent=feedback.consent,
             context_turns=feedback.context_turns,
+            pseudonyms=pseudonyms,
         ).content_hash
     elif feedback_dir is not None and (feedback_dir / "manifest.json").exists():
         manifest_hash = Manifest.read(feedback_dir / "manifest.json").content_hash
@@ -189,7 +201,7 @@ def build_dataset(
         config=asdict(config),
         feedback_manifest=manifest_hash,
     )
-    (out_dir / "report.json").write_text(report.to_json(), encoding="utf-8")
+    atomic_write(out_dir / "report.json", report.to_json().encode())
     return report
 
 
@@ -214,7 +226,16 @@ def _load_feedback(folder: Path) -> list[dict[str, Any]]:
     meta = jsonl.read(folder / "sft_meta.jsonl", missing_ok=True)
     if len(meta) != len(rows):
         meta = [{}] * len(rows)
-    return [{**row, "_person": m.get("person")} for row, m in zip(rows, meta, strict=True)]
+    return [
+        {**row, "_person": m.get("person"), "_owners": _owners(m)} for row, m in zip(rows, meta, strict=True)
+    ]
+
+
+def _owners(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The owners of an export row; an export made before they were written names its person only."""
+    if "people" in meta:
+        return {key: meta[key] for key in ("people", "turns", "conversation") if key in meta}
+    return {"people": [meta["person"]]} if meta.get("person") else {}
 
 
 def _normalized(build: _Build, rows: Sequence[Mapping[str, Any]], *, feedback: bool) -> list[_Example]:
@@ -238,6 +259,7 @@ def _normalized(build: _Build, rows: Sequence[Mapping[str, Any]], *, feedback: b
                 score=float(score) if isinstance(score, int | float) else 0.0,
                 feedback=feedback,
                 person=row.get("_person"),
+                owners=row.get("_owners") or {},
             )
         )
     return kept
@@ -403,11 +425,11 @@ def _write(build: _Build, out_dir: Path, splits: dict[str, list[_Example]]) -> d
     files = {}
     for name, examples in build.bar(splits.items(), "writing", total=len(splits)):
         files[f"{name}.jsonl"] = jsonl.write(out_dir / f"{name}.jsonl", (e.row() for e in examples))
-    hf = out_dir / "hf"
-    if hf.exists():
-        shutil.rmtree(hf)
-    with _datasets_progress(build.config.progress):
-        _save(splits, hf)
+        if name in OWNED_SPLITS:
+            jsonl.write(out_dir / f"{name}_meta.jsonl", (e.owners for e in examples))
+    with _datasets_progress(build.config.progress), replacing(out_dir / "hf") as partial:
+        partial.mkdir(mode=0o700)  # the Arrow copy holds people's words, as the 0600 JSONL beside it does
+        _save(splits, partial)
     return files
 
 

@@ -19,19 +19,28 @@ What becomes what:
 * ``dpo.jsonl`` – one row per approved correction, for TRL's ``DPOTrainer``:
   ``prompt`` as above, ``chosen`` = the correction, ``rejected`` = the bot's reply.
 * ``sft_meta.jsonl`` – beside each SFT row, in the same order: whose it is (a
-  pseudonym, for the per-person cap of ``iris dataset build``) and where it came from.
+  pseudonym, for the per-person cap of ``iris dataset build``), where it came from,
+  and whose words it holds: the pseudonyms of everyone in it, its turn ids and its
+  conversation id (``finetune.rows.RowOwners``), so that /forget finds the rows of
+  a person by who they are, never by what they said;
+* ``kto_meta.jsonl``, ``dpo_meta.jsonl`` – the same owners beside each KTO and DPO row.
 * ``manifest.json`` – counts per kind, date range, model versions, hashes.
 
 Nothing comes from people who used /forget (their rows are gone from the
 database) or who did not consent; their turns are also left out of other
-people's contexts. The same database gives byte-identical files.
+people's contexts. The same database and pseudonym key give byte-identical files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import json
+import os
 import re
+import secrets
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,13 +52,16 @@ import phonenumbers
 
 from core.domain import CorrectionStatus, Role
 from finetune import jsonl
-from finetune.rows import DpoExample, FineTomeRow, KtoExample, Message, SftMeta, ShareGptTurn
+from finetune.rows import DpoExample, FineTomeRow, KtoExample, Message, RowOwners, SftMeta, ShareGptTurn
 
 if TYPE_CHECKING:
     from storage.queries import ContextTurn, CorrectionRecord, RatingRecord, Speaker
 
 SOURCE = "iris-feedback"
 FORMAT_VERSION = 1
+KEY_FILE = "pseudonym.key"
+KEYED = "hmac-sha256"  # the manifest's ``pseudonyms``: how this export named people
+LEGACY = "sha256"  # exports made before the key: a plain hash of the id (brute-forced in seconds)
 CONSENT_MODES = ("opt-out", "opt-in")
 # The chat-template (OpenAI) role names → FineTome's (finetune.rows reads them back).
 FROM_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -71,6 +83,8 @@ class Manifest:
     scrub: bool
     consent: str
     format: int = FORMAT_VERSION
+    # How people are named in the ``*_meta.jsonl`` files; manifests written before the key say nothing.
+    pseudonyms: str = LEGACY
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
@@ -139,9 +153,12 @@ def scrub_text(text: str) -> str:
 
 @dataclass
 class _Rows:
+    name: Pseudonyms
     sft: list[tuple[tuple[int, int, int], FineTomeRow, SftMeta]] = field(default_factory=list)
     kto: list[KtoExample] = field(default_factory=list)
+    kto_meta: list[RowOwners] = field(default_factory=list)
     dpo: list[DpoExample] = field(default_factory=list)
+    dpo_meta: list[RowOwners] = field(default_factory=list)
     excluded: Counter[str] = field(default_factory=Counter)
     models: dict[int, str] = field(default_factory=dict)
     moments: list[datetime] = field(default_factory=list)
@@ -156,15 +173,19 @@ def export_feedback(
     scrub: bool = False,
     consent: str = "opt-out",
     context_turns: int = 20,
+    pseudonyms: Pseudonyms | None = None,
 ) -> Manifest:
-    """Write ``sft.jsonl``, ``kto.jsonl``, ``dpo.jsonl``, ``sft_meta.jsonl`` and ``manifest.json``.
+    """Write ``sft.jsonl``, ``kto.jsonl``, ``dpo.jsonl``, their ``*_meta.jsonl`` and ``manifest.json``.
 
     ``since``/``until`` select feedback by when it was given (a rating's last
     change, a correction's approval); naive datetimes are UTC and ``until`` is
     exclusive. ``consent`` is ``"opt-out"`` (everyone who did not say no) or
     ``"opt-in"`` (only people who said yes). ``context_turns`` bounds the
-    earlier turns kept before the question. Like every ``iris`` command, it
-    first brings the database schema up to date (Alembic, idempotent).
+    earlier turns kept before the question. ``pseudonyms`` names people in
+    the meta files: the deployment's (``Pseudonyms.of_deployment``, as the
+    ``iris`` commands pass), or by default a key for this export alone. Like
+    every ``iris`` command, it first brings the database schema up to date
+    (Alembic, idempotent).
     """
     from storage import queries
     from storage.database import make_engine
@@ -187,7 +208,7 @@ def export_feedback(
     allowed = {pid for pid, s in people.items() if _consents(s.consent, consent)}
     contexts = _Contexts(conversations, allowed, context_turns, scrub)
     contexts.bad = _disliked(ratings, allowed) | {c.reply_id for c in approved if not _same(c.text, c.reply)}
-    rows = _Rows()
+    rows = _Rows(pseudonyms or Pseudonyms.ephemeral())
     corrected = _add_corrections(rows, approved, contexts, people, allowed, scrub)
     _add_ratings(rows, ratings, contexts, people, allowed, corrected, scrub)
     rows.excluded["context_turns_of_others_left_out"] = len(contexts.left_out)
@@ -208,9 +229,58 @@ def _consents(said: bool | None, mode: str) -> bool:
     return said is True if mode == "opt-in" else said is not False
 
 
-def pseudonym(platform: str, user_id: str) -> str:
-    """A stable stand-in for a person in exported files (never their id or name)."""
+def legacy_pseudonym(platform: str, user_id: str) -> str:
+    """How exports made before the deployment key named a person; /forget still looks for it."""
     return hashlib.sha256(f"iris-person:{platform}:{user_id}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Pseudonyms:
+    """Stand-ins for people in exported files: HMAC-SHA256 of their platform id with a deployment key.
+
+    A plain hash of a Telegram id (about 10^10 of them) is reversed by trying
+    them all; without the key, a keyed one is not.
+    """
+
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def of_deployment(cls, data_dir: Path) -> Pseudonyms:
+        """The data dir's key (``pseudonym.key``, mode 0600), created on first use."""
+        return cls(deployment_key(data_dir / KEY_FILE))
+
+    @classmethod
+    def ephemeral(cls) -> Pseudonyms:
+        """A key for one export only (a library call given no data dir): stable in it, linkable to nothing."""
+        return cls(secrets.token_bytes(32))
+
+    def __call__(self, platform: str, user_id: str) -> str:
+        message = f"iris-person:{platform}:{user_id}".encode()
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:16]
+
+
+def deployment_key(path: Path) -> bytes:
+    """Read the key at ``path``, or create it: written whole under another name, then linked in.
+
+    ``os.link`` fails when the name exists, so two processes starting together
+    both end up with the one key that got there first.
+    """
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".key-")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as out:
+            out.write(secrets.token_hex(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return bytes.fromhex(path.read_text(encoding="ascii").strip())
 
 
 class _Contexts:
@@ -238,6 +308,11 @@ class _Contexts:
         ``clean`` also starts after the last earlier reply in ``bad`` (for SFT,
         where every assistant turn is learned).
         """
+        turns = self.turns(conversation_id, reply_id, clean=clean)
+        return None if turns is None else [self._message(turn) for turn in turns]
+
+    def turns(self, conversation_id: int, reply_id: int, *, clean: bool = False) -> list[ContextTurn] | None:
+        """The turns ``prompt`` shows, in order."""
         reply = self.by_id.get(reply_id)
         question = self._turn(reply.reply_to_id) if reply is not None else None
         if question is None or question.role is not Role.USER:
@@ -258,8 +333,22 @@ class _Contexts:
             self.cut |= {turn.id for pair in pairs[: last_bad + 1] for turn in pair}
             pairs = pairs[last_bad + 1 :]
         kept = pairs[len(pairs) - self.pairs :] if self.pairs else []
-        messages = [self._message(turn) for pair in kept for turn in pair]
-        return [*messages, self._message(question)]
+        return [*(turn for pair in kept for turn in pair), question]
+
+    def owners(
+        self, conversation_id: int, reply_id: int, people: dict[int, Speaker], name: Pseudonyms, *more: Speaker
+    ) -> RowOwners:
+        """Whose words a row built on reply ``reply_id`` holds (with its context), for /forget."""
+        turns = [
+            *(self.turns(conversation_id, reply_id) or []),
+            *(self.turns(conversation_id, reply_id, clean=True) or []),
+        ]
+        speakers = [people[t.person_id] for t in turns if t.person_id in people]
+        return {
+            "people": sorted({name(s.person.platform, s.person.user_id) for s in [*speakers, *more]}),
+            "turns": sorted({turn.id for turn in turns} | {reply_id}),
+            "conversation": conversation_id,
+        }
 
     def _turn(self, turn_id: int | None) -> ContextTurn | None:
         return self.by_id.get(turn_id) if turn_id is not None else None
@@ -298,11 +387,14 @@ def _add_corrections(
             "source": SOURCE,
             "score": 5.0,
         }
-        meta = _meta(people[correction.author_id], "correction", correction.reply_id, correction.model_version)
+        author = people[correction.author_id]
+        owners = contexts.owners(correction.conversation_id, correction.reply_id, people, rows.name, author)
+        meta = _meta(rows.name, author, "correction", correction.reply_id, correction.model_version, owners)
         rows.sft.append(((correction.reply_id, 0, correction.id), sft, meta))
         if _same(chosen, rejected):
             rows.excluded["correction_equals_reply"] += 1
             continue
+        rows.dpo_meta.append(owners)
         rows.dpo.append(
             {
                 "prompt": prompt,
@@ -335,6 +427,9 @@ def _add_ratings(
         reply = _clean(rating.reply, scrub)
         rows.models[rating.reply_id] = rating.model_version or "?"
         rows.moments.append(rating.rated_at)
+        rows.kto_meta.append(
+            contexts.owners(rating.conversation_id, rating.reply_id, people, rows.name, people[rating.rater_id])
+        )
         rows.kto.append(
             {
                 "prompt": prompt,
@@ -356,8 +451,10 @@ def _add_ratings(
             "source": SOURCE,
             "score": score,
         }
-        asker = people[asker_id]
-        rows.sft.append(((reply_id, 1, first.id), sft, _meta(asker, "rating", reply_id, first.model_version)))
+        raters = [people[rating.rater_id] for rating, _, _, _ in given]
+        owners = contexts.owners(first.conversation_id, reply_id, people, rows.name, *raters)
+        meta = _meta(rows.name, people[asker_id], "rating", reply_id, first.model_version, owners)
+        rows.sft.append(((reply_id, 1, first.id), sft, meta))
 
 
 def _sft_row(messages: Sequence[Message], score: float) -> FineTomeRow:
@@ -373,9 +470,19 @@ def _same(a: str, b: str) -> bool:
     return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
 
 
-def _meta(speaker: Speaker, kind: Literal["correction", "rating"], reply_id: int, model: str | None) -> SftMeta:
+def _meta(
+    name: Pseudonyms,
+    speaker: Speaker,
+    kind: Literal["correction", "rating"],
+    reply_id: int,
+    model: str | None,
+    owners: RowOwners,
+) -> SftMeta:
     return {
-        "person": pseudonym(speaker.person.platform, speaker.person.user_id),
+        "people": owners["people"],
+        "turns": owners["turns"],
+        "conversation": owners["conversation"],
+        "person": name(speaker.person.platform, speaker.person.user_id),
         "kind": kind,
         "reply_id": reply_id,
         "model_version": model or "?",
@@ -397,9 +504,13 @@ def _write(
         "sft.jsonl": [sft for _, sft, _ in rows.sft],
         "sft_meta.jsonl": [meta for _, _, meta in rows.sft],
         "kto.jsonl": rows.kto,
+        "kto_meta.jsonl": rows.kto_meta,
         "dpo.jsonl": rows.dpo,
+        "dpo_meta.jsonl": rows.dpo_meta,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    # manifest.json is written last: an export that stops midway (a full disk) must not look complete.
+    (out_dir / "manifest.json").unlink(missing_ok=True)
     hashes = {name: jsonl.write(out_dir / name, content) for name, content in files.items()}
     manifest = Manifest(
         counts=export_counts(files["sft.jsonl"], files["sft_meta.jsonl"], rows.kto, rows.dpo),
@@ -413,6 +524,7 @@ def _write(
         content_hash=content_hash(hashes),
         scrub=scrub,
         consent=consent,
+        pseudonyms=KEYED,
     )
     jsonl.replace_file(out_dir / "manifest.json", manifest.to_json().encode())
     return manifest

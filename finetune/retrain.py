@@ -30,7 +30,7 @@ from core.ports import AuditLog, Experiments, ModelRegistry
 from finetune import jsonl
 from finetune.config import BuildConfig, FeedbackConfig, GateConfig
 from finetune.duplicates import normalize
-from finetune.gate import NEXT_NO_ANSWER, GateFailure, check_answers, evaluate, probe_questions
+from finetune.gate import NEXT_NO_ANSWER, GateFailure, check_answers, check_servable, evaluate, probe_questions
 from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, detect_precision
 from finetune.report import sources, summary, write_report
 from finetune.rows import prompt_and_answer
@@ -70,6 +70,7 @@ class RetrainConfig:
     # and the rule's ratings per arm and margin (core.experiments).
     ab_share: float | None = None
     ab: ABConfig = field(default_factory=ABConfig)
+    data_dir: Path | None = None  # where the deployment's pseudonym key is (finetune.feedback.Pseudonyms)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Pipeline:
             report = json.loads(report_file.read_text()) if report_file.exists() else {}
         else:
             from finetune.dataset import build_dataset
+            from finetune.feedback import Pseudonyms
 
             build = self.config.build
             self.progress(f"exporting feedback and building the dataset (FineTome: {build.finetome})")
@@ -152,6 +154,7 @@ class Pipeline:
                 database_url=self.config.database_url,
                 config=build,
                 feedback=self.config.feedback,
+                pseudonyms=Pseudonyms.of_deployment(self.config.data_dir) if self.config.data_dir else None,
             )
             report = json.loads(built.to_json())
         facts = taught_facts(self.dataset_dir)
@@ -276,6 +279,8 @@ class Pipeline:
 
     def step_promote(self) -> dict[str, Any]:
         gate = self.run.result("evaluate")
+        if gate["passed"] or self.config.force:
+            check_servable(self.run.result("export")["gguf"])  # a file that no longer loads is never served
         if self.config.ab_share is not None and (gate["passed"] or self.config.force):
             return self._start_ab(self.config.ab_share)
         if gate["passed"] or self.config.force:

@@ -32,10 +32,18 @@ class FineTomeRow(TypedDict):
     score: float
 
 
-class SftMeta(TypedDict):
+class RowOwners(TypedDict):
+    """Whose words an exported or built row holds, beside it in ``*_meta.jsonl``: how /forget finds it."""
+
+    people: list[str]  # pseudonyms (finetune.feedback.Pseudonyms) of everyone whose words or votes it holds
+    turns: list[int]  # the database ids of its turns (context, question, reply)
+    conversation: int
+
+
+class SftMeta(RowOwners):
     """Beside each exported SFT row (``sft_meta.jsonl``): whose words it holds and where it came from."""
 
-    person: str  # a pseudonym (finetune.feedback.pseudonym)
+    person: str  # the pseudonym (finetune.feedback.Pseudonyms) of whose row it is, for the per-person cap
     kind: str  # "correction" or "rating"
     reply_id: int
     model_version: str

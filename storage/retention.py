@@ -63,6 +63,7 @@ def prune(session: Session, cutoff: datetime) -> PruneReport:
         kept_for_training=len(kept),
         cutoff=cutoff,
         words=words,
+        conversation_ids=tuple(doomed),
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.feedback import SOURCE, Manifest, export_feedback, scrub_text
+from finetune.feedback import SOURCE, Manifest, Pseudonyms, export_feedback, scrub_text
 from finetune.jsonl import read as read_jsonl
 from finetune.rows import chat_messages
 from storage.database import make_engine
@@ -64,10 +64,13 @@ def copy_database(seeded: Seeded, folder: Path) -> str:
     return f"sqlite:///{target}"
 
 
+KEYED = Pseudonyms(b"a deployment's key, the same for every export")
+
+
 @pytest.fixture
 def exported(seeded: Seeded, tmp_path: Path) -> tuple[Path, Manifest]:
     out = tmp_path / "export"
-    return out, export_feedback(seeded.url, out)
+    return out, export_feedback(seeded.url, out, pseudonyms=KEYED)
 
 
 def test_counts_match_what_people_did(seeded: Seeded, exported: tuple[Path, Manifest]) -> None:
@@ -186,7 +189,8 @@ def test_the_manifest_names_model_versions_and_dates(seeded: Seeded, exported: t
     assert manifest.first_feedback is not None and manifest.last_feedback is not None
     assert manifest.first_feedback < manifest.last_feedback
     assert manifest.since is None and manifest.until is None
-    assert set(manifest.files) == {*KINDS, "sft_meta.jsonl"}
+    assert set(manifest.files) == {*KINDS, "sft_meta.jsonl", "kto_meta.jsonl", "dpo_meta.jsonl"}
+    assert manifest.pseudonyms == "hmac-sha256"
 
 
 def test_forgotten_and_unconsenting_peoples_words_appear_nowhere(exported: tuple[Path, Manifest]) -> None:
@@ -202,8 +206,8 @@ def test_a_second_export_is_byte_identical(
     seeded: Seeded, exported: tuple[Path, Manifest], tmp_path: Path
 ) -> None:
     first, manifest = exported
-    again = export_feedback(seeded.url, tmp_path / "again")
-    same_dir = export_feedback(seeded.url, first)
+    again = export_feedback(seeded.url, tmp_path / "again", pseudonyms=KEYED)
+    same_dir = export_feedback(seeded.url, first, pseudonyms=KEYED)
     assert again == manifest == same_dir
     for path in sorted(first.iterdir()):
         assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name

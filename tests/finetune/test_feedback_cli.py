@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from finetune.data import FINETOME_SAMPLE
-from finetune.feedback import Manifest, export_feedback
+from finetune.feedback import Manifest, Pseudonyms, export_feedback
 from tests.finetune.conftest import SECOND_MODEL, Seeded
 from tests.finetune.test_feedback import copy_database
 
@@ -35,7 +35,10 @@ def test_export_then_build_from_the_command_line(env: dict[str, str], tmp_path: 
     manifest = Manifest.read(tmp_path / "feedback" / "manifest.json")
     # The settings' default scrubs; the file content is what Python's export gives.
     assert manifest.scrub is True
-    assert manifest == export_feedback(env["DATABASE_URL"], tmp_path / "python", scrub=True)
+    deployment = Pseudonyms.of_deployment(Path(env["IRIS_DATA_DIR"]))  # the key the command used
+    assert manifest == export_feedback(
+        env["DATABASE_URL"], tmp_path / "python", scrub=True, pseudonyms=deployment
+    )
     assert (
         f"{manifest.counts['sft']} SFT" in exported.stdout
         and f"{manifest.counts['kto']} KTO" in exported.stdout
@@ -125,8 +128,9 @@ def test_stats_plot_shows_an_ab_tests_arms_side_by_side(env: dict[str, str], tmp
     from storage.repository import SqlStore
 
     experiment = Experiment(7, "cpu-tiny-run", 0.5, 30, 0.1, datetime(2026, 12, 4, tzinfo=UTC), control="smol")
-    ratings = [ArmRating(n // 3, Arm.CONTROL, n % 3 != 0) for n in range(30)]  # 20 of 30 up
-    ratings += [ArmRating(100 + n // 3, Arm.CANDIDATE, n % 5 != 0) for n in range(30)]  # 24 of 30 up
+    # One person to a conversation: 10 people an arm.
+    ratings = [ArmRating(n // 3, Arm.CONTROL, n % 3 != 0, n // 3) for n in range(30)]  # 20 of 30 up
+    ratings += [ArmRating(100 + n // 3, Arm.CANDIDATE, n % 5 != 0, 100 + n // 3) for n in range(30)]  # 24 of 30
     counts = {Arm.CONTROL: ArmCounts(10, 40, 30, ("smol",)), Arm.CANDIDATE: ArmCounts(10, 40, 30, ("new",))}
     ab = report(experiment, counts, ratings)
     engine = make_engine(env["DATABASE_URL"])
@@ -134,7 +138,10 @@ def test_stats_plot_shows_an_ab_tests_arms_side_by_side(env: dict[str, str], tmp
     engine.dispose()
     arms, difference = figure.axes[4], figure.axes[5]
     assert arms.get_title().startswith("A/B test 7 (running)")
-    assert [text.get_text() for text in arms.texts] == ["67% of 30", "80% of 30"]
+    assert [text.get_text() for text in arms.texts] == [
+        "67% of 30\nfrom 10 people",
+        "80% of 30\nfrom 10 people",
+    ]
     assert difference.get_title() == f"Candidate − control, 95% · rule now: {ab.decision.value}"
     assert [label.get_text() for label in difference.get_yticklabels()] == [
         "Newcombe",
@@ -147,13 +154,12 @@ def test_an_unreachable_hub_is_explained(env: dict[str, str], tmp_path: Path) ->
     pytest.importorskip("datasets")
     offline = {**env, "HF_HUB_OFFLINE": "1"}
     hub = "mlabonne/FineTome-100k"
-    result = iris(offline, "dataset", "build", "--finetome", hub, "--out", str(tmp_path), "--no-feedback")
+    out = str(tmp_path / "out")
+    result = iris(offline, "dataset", "build", "--finetome", hub, "--out", out, "--no-feedback")
     assert result.returncode == 1
     assert "could not load 'mlabonne/FineTome-100k'" in result.stderr and "'sample'" in result.stderr
     assert "Traceback" not in result.stderr
-    missing = iris(
-        env, "dataset", "build", "--finetome", str(tmp_path / "nope.parquet"), "--out", str(tmp_path)
-    )
+    missing = iris(env, "dataset", "build", "--finetome", str(tmp_path / "nope.parquet"), "--out", out)
     assert missing.returncode == 1 and "no such file" in missing.stderr
     (tmp_path / "taken").write_text("a file where the picture's folder should be")
     unwritable = iris(env, "stats", "--plot", str(tmp_path / "taken" / "stats.png"))
