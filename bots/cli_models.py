@@ -19,6 +19,7 @@ from core.ports import RetrainOutcome
 
 if TYPE_CHECKING:
     from finetune.retrain import RetrainConfig
+    from storage.repository import SqlStore
 
 
 def console_actor() -> str:
@@ -31,7 +32,7 @@ models_app = typer.Typer(help="The model versions the bots can serve.", no_args_
 
 @models_app.command("list")
 def models_list() -> None:
-    """The registered model versions; * marks the one the bots serve."""
+    """The registered model versions; * marks the active one, "broken:" a version whose file does not load."""
     from bots.app import ensure_served_model, opened_store
 
     settings = load_settings()
@@ -39,8 +40,30 @@ def models_list() -> None:
         ensure_served_model(store, settings)
         for version in store.list_models():
             typer.echo(f"{'*' if version.active else ' '} {version.name:40} {version.gguf_path}")
+            if version.load_error:
+                kept = "; the bots keep serving the model they had loaded" if version.active else ""
+                typer.echo(f"    broken: {version.load_error}{kept}")
             if version.metrics:
                 typer.echo(f"    {format_model_metrics(version.metrics)}")
+
+
+def check_loads(store: SqlStore, version: ModelVersion, refusal: str, current: ModelVersion | None) -> None:
+    """Load ``version``'s file and answer with it in a child process, or refuse in one line and exit.
+
+    A refused version is recorded as broken (``iris models list`` shows why); one
+    that answers has any earlier mark cleared.
+    """
+    from core.generation import ModelUnloadable, check_gguf
+
+    try:
+        check_gguf(version.gguf_path)
+    except ModelUnloadable as error:
+        store.report_model_load(version.name, str(error))
+        kept = f"; {current.name} stays active" if current else ""
+        typer.echo(f"{refusal}: {error}{kept}", err=True)
+        raise typer.Exit(1) from None
+    if version.load_error:
+        store.report_model_load(version.name, None)
 
 
 def format_model_metrics(metrics: dict[str, object]) -> str:
@@ -83,7 +106,8 @@ def models_add(
 ) -> None:
     """Register a GGUF trained elsewhere as an inactive version, once it has loaded and answered."""
     from bots.app import opened_store
-    from finetune.gate import GateConfig, GateFailure, check_answers
+    from core.generation import ModelUnloadable, check_gguf
+    from finetune.gate import GateConfig
 
     path = gguf.expanduser().resolve()
     if not path.is_file():
@@ -91,8 +115,8 @@ def models_add(
         raise typer.Exit(1)
     question = GateConfig().probe
     try:
-        reply = check_answers(path, question)
-    except GateFailure as error:
+        reply = check_gguf(path, question, max_tokens=48)  # in a child process: llama.cpp may crash on it
+    except ModelUnloadable as error:
         typer.echo(f"not added: {error}", err=True)
         raise typer.Exit(1) from None
     with opened_store(load_settings()) as store:
@@ -151,17 +175,17 @@ def llama_server_config(
 
 @models_app.command("activate")
 def models_activate(name: str) -> None:
-    """Serve NAME from the next reply on (running bots switch without a restart)."""
+    """Serve NAME from the next reply on, once its file loads and answers (running bots switch, no restart)."""
     from bots.app import opened_store
-    from storage.repository import NotFound
 
     with opened_store(load_settings()) as store:
-        try:
-            current = store.active_model()
-            version = store.activate_model(name)
-        except NotFound as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(1) from None
+        current = store.active_model()
+        wanted = next((version for version in store.list_models() if version.name == name), None)
+        if wanted is None:
+            typer.echo(f"no model version named {name!r}", err=True)
+            raise typer.Exit(1)
+        check_loads(store, wanted, f"not activated: {name}", current)
+        version = store.activate_model(name)
         was = current.name if current else None
         store.record_audit(console_actor(), AuditAction.ACTIVATE, version.name, {"was": was})
     typer.echo(f"active: {version.name}")
@@ -169,17 +193,17 @@ def models_activate(name: str) -> None:
 
 @models_app.command("rollback")
 def models_rollback() -> None:
-    """Serve again the version that was active before the current one (running bots switch at once)."""
+    """Serve again the version that was active before the current one, once its file loads and answers."""
     from bots.app import opened_store
-    from storage.repository import NotFound
 
     with opened_store(load_settings()) as store:
-        try:
-            current = store.active_model()
-            version = store.rollback_model()
-        except NotFound as error:
-            typer.echo(str(error), err=True)
-            raise typer.Exit(1) from None
+        current = store.active_model()
+        previous = store.previous_model()
+        if previous is None:
+            typer.echo("no earlier active version to roll back to", err=True)
+            raise typer.Exit(1)
+        check_loads(store, previous, f"not rolled back to {previous.name}", current)
+        version = store.activate_model(previous.name)
         was = current.name if current else None
         store.record_audit(console_actor(), AuditAction.ROLLBACK, version.name, {"was": was})
     typer.echo(f"active: {version.name} (was {current.name if current else '-'})")
@@ -217,6 +241,7 @@ def retrain_config(
         resume=resume,
         ab_share=ab_share if ab_share is not None else settings.retrain.ab_share,
         ab=settings.ab,
+        data_dir=settings.data_dir,
     )
 
 
@@ -278,7 +303,7 @@ def retrain(
             # One retrain at a time across every process and machine on the database (the run's
             # lock file covers one machine).
             with database_lock(store.engine, "retrain"):
-                outcome = run_retrain(config, store, say, SqlExperiments(store.engine), store)
+                outcome = run_retrain(config, store, say, SqlExperiments(store.engine, settings.ab), store)
         except LockHeld:
             refuse("busy", "a retrain is already running on another machine; one at a time")
         except (RetrainBusy, NothingToResume) as error:

@@ -2,16 +2,25 @@
 
 The model file comes from the model registry's active version, checked before
 every reply, so a newly promoted GGUF is picked up between requests without a
-restart. ``llama_cpp`` is imported only inside this module's functions.
+restart. A version whose file does not load never replaces one that does: the
+model already loaded keeps answering, the registry records the version as
+broken, and the load is tried again after a back-off (``LoadBackoff``).
+``check_gguf`` tries a file in a child process, where a crash of llama.cpp
+costs nothing. ``llama_cpp`` is imported only inside this module's functions.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -22,7 +31,7 @@ from pydantic import Field, SecretStr
 
 from core.batching import BatchedDecoder, Job, chat_tokens
 from core.domain import ChatMessage, ModelVersion
-from core.ports import Generation, ModelRegistry
+from core.ports import Generation, ModelRegistry, ServerUnavailable
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -161,6 +170,110 @@ def serving_version(registry: ModelRegistry | None, fallback: ModelVersion | Non
     return wanted
 
 
+# What a person is told when no model could be loaded at all (a ServerUnavailable: safe to show).
+MODEL_UNAVAILABLE = "the model file does not load"
+CHECK_QUESTION = "Say hello."
+CHECK_TIMEOUT_S = 120.0
+_CHECK_MARK = "iris-check:"  # marks the child's one result line among whatever else it prints
+
+
+class ModelUnloadable(Exception):
+    """A GGUF that does not load or answer; ``str(error)`` is one line naming the file and the problem."""
+
+
+def check_gguf(
+    path: str | Path,
+    question: str = CHECK_QUESTION,
+    max_tokens: int = 16,
+    timeout_s: float = CHECK_TIMEOUT_S,
+) -> str:
+    """Load ``path`` and answer ``question`` with it as the bots do, in a child process; return the answer.
+
+    A damaged GGUF may raise, or crash llama.cpp natively (an abort or a segfault
+    ends the whole process), so it is tried in a fresh Python process that may
+    die in the caller's place. Raise ``ModelUnloadable`` when it does not load,
+    crashes, takes over ``timeout_s`` or answers nothing.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ModelUnloadable(f"{file}: no such file")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    code = "import sys; from core.generation import answer_in_child; answer_in_child(sys.argv[1:])"
+    command = [sys.executable, "-c", code, str(file), question, str(max_tokens)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ModelUnloadable(f"{file.name} did not answer within {timeout_s:.0f} s") from None
+    if done.returncode < 0:
+        raise ModelUnloadable(f"{file.name} crashed llama.cpp ({signal.Signals(-done.returncode).name})")
+    results = [line[len(_CHECK_MARK) :] for line in done.stdout.splitlines() if line.startswith(_CHECK_MARK)]
+    if not results:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelUnloadable(f"{file.name} could not be checked (exit status {done.returncode}: {last})")
+    result = json.loads(results[-1])
+    if "error" in result:
+        raise ModelUnloadable(f"{file.name} {result['error']}")
+    answer = str(result["answer"]).strip()
+    if not answer:
+        raise ModelUnloadable(f"{file.name} gave an empty answer to {question!r}")
+    return answer
+
+
+def answer_in_child(argv: Sequence[str]) -> None:
+    """``check_gguf``'s child: load the file, answer one question, print one marked JSON line."""
+    path, question, max_tokens = argv[0], argv[1], int(argv[2])
+    version = ModelVersion(id=0, name=Path(path).name, gguf_path=path)
+    generator = LlamaGenerator(None, version, LlmConfig(context_tokens=512, parallel=1))
+    try:
+        generator._install(version, *_open_serving(path, generator.config))
+    except Exception as error:
+        print(_CHECK_MARK + json.dumps({"error": f"does not load in llama.cpp ({_one_line(error)})"}))
+        return
+    try:
+        answer = "".join(generator.stream([ChatMessage("user", question)], Generation(max_tokens=max_tokens)))
+        print(_CHECK_MARK + json.dumps({"answer": answer}))
+    except Exception as error:
+        print(_CHECK_MARK + json.dumps({"error": f"failed to answer ({_one_line(error)})"}))
+    finally:
+        generator.close()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def _open_serving(path: str, config: LlmConfig) -> tuple[Llama, BatchedDecoder]:
+    """The model and its batched decoder, as the bots serve it; raises whatever llama.cpp raises."""
+    # The model's own context only tokenizes; replies use the decoder's.
+    llm = open_gguf(path, n_ctx=64, n_threads=config.threads)
+    try:
+        return llm, BatchedDecoder(llm, config.parallel, config.context_tokens, config.batch)
+    except BaseException:
+        llm.close()
+        raise
+
+
+@dataclass(frozen=True)
+class LoadBackoff:
+    """When a version whose file failed to load is tried again: after ``first_s``, doubling up to ``most_s``."""
+
+    first_s: float = 30.0
+    most_s: float = 600.0
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.first_s * 2 ** (failures - 1), self.most_s))
+
+
+@dataclass(frozen=True)
+class _LoadFailure:
+    path: str
+    reason: str
+    failures: int
+    retry_at: float  # on the generator's clock
+
+
 @dataclass(frozen=True)
 class LlmConfig:
     """The replies' model: the ``IRIS_LLM_*`` settings, taken by both generators as they are.
@@ -193,7 +306,9 @@ class LlamaGenerator:
 
     ``stream`` may be called from several threads at once: each call is one job
     of the model's ``BatchedDecoder``. A newly promoted model gets a decoder of
-    its own; the old one finishes the replies it is writing, then is freed.
+    its own; the old one finishes the replies it is writing, then is freed. A
+    promoted model whose file does not load leaves the old one serving (see
+    ``_try_to_serve``); ``clock`` times the back-off between tries.
     """
 
     def __init__(
@@ -201,6 +316,8 @@ class LlamaGenerator:
         registry: ModelRegistry | None,
         fallback: ModelVersion | None = None,
         config: LlmConfig | None = None,
+        backoff: LoadBackoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if registry is None and fallback is None:
             raise ValueError("a generator needs a model registry or a model")
@@ -211,6 +328,9 @@ class LlamaGenerator:
         self._decoder: BatchedDecoder | None = None
         self._loaded: ModelVersion | None = None
         self._lock = threading.Lock()
+        self.backoff = backoff or LoadBackoff()
+        self.clock = clock
+        self._failure: _LoadFailure | None = None  # the last version that failed to load, until one loads
 
     @property
     def model_name(self) -> str:
@@ -224,29 +344,85 @@ class LlamaGenerator:
         return serving_version(self.registry, self.fallback)
 
     def load(self) -> Llama:
-        """Return the active model, loading it (or swapping to a newly promoted one) first."""
+        """Return the active model, loading it (or swapping to a newly promoted one) first.
+
+        Raise ``ServerUnavailable`` when no model is loaded and the wanted one does not load.
+        """
         return self._current()[0]
 
     def _current(self) -> tuple[Llama, BatchedDecoder]:
         wanted = self._wanted()
         with self._lock:
-            if (
-                self._llm is None
-                or self._decoder is None
-                or self._loaded is None
-                or (self._loaded.gguf_path != wanted.gguf_path)
-            ):
-                log.info("loading %s from %s", wanted.name, wanted.gguf_path)
-                # The model's own context only tokenizes; replies use the decoder's.
-                llm = open_gguf(wanted.gguf_path, n_ctx=64, n_threads=self.config.threads)
-                config = self.config
-                decoder = BatchedDecoder(llm, config.parallel, config.context_tokens, config.batch)
-                old = (self._llm, self._decoder)
-                self._llm, self._decoder = llm, decoder
-                if old[0] is not None and old[1] is not None:
-                    threading.Thread(target=_retire, args=old, name="llama-retire", daemon=True).start()
-            self._loaded = wanted
+            if self._llm is None or self._loaded is None or self._loaded.gguf_path != wanted.gguf_path:
+                self._try_to_serve(wanted)
+            else:
+                self._loaded = wanted  # the same file, perhaps registered under another name
+            if self._llm is None or self._decoder is None:
+                raise ServerUnavailable(MODEL_UNAVAILABLE)
             return self._llm, self._decoder
+
+    def _try_to_serve(self, wanted: ModelVersion) -> None:
+        """Load ``wanted`` in place of the model serving now; if it fails, that one goes on serving.
+
+        A failed version is not tried again on every reply (each try holds the
+        lock that every reply takes) but after a back-off, so a repaired file is
+        picked up without a restart.
+        """
+        failed = self._failure
+        if failed is not None and failed.path == wanted.gguf_path and self.clock() < failed.retry_at:
+            return
+        log.info("loading %s from %s", wanted.name, wanted.gguf_path)
+        try:
+            if self._llm is not None:
+                # A file that crashes llama.cpp natively would end this process and the
+                # model serving in it: it proves itself in a child process first.
+                check_gguf(wanted.gguf_path)
+            loaded = _open_serving(wanted.gguf_path, self.config)
+        except Exception as error:
+            self._note_failure(wanted, error)
+            return
+        if failed is not None:
+            log.warning("model %s loads now and serves", wanted.name)
+        self._failure = None
+        self._install(wanted, *loaded)
+        self._report(wanted, None)
+
+    def _install(self, version: ModelVersion, llm: Llama, decoder: BatchedDecoder) -> None:
+        old = (self._llm, self._decoder)
+        self._llm, self._decoder, self._loaded = llm, decoder, version
+        if old[0] is not None and old[1] is not None:
+            threading.Thread(target=_retire, args=old, name="llama-retire", daemon=True).start()
+
+    def _note_failure(self, wanted: ModelVersion, error: Exception) -> None:
+        reason = str(error)
+        if not isinstance(error, ModelUnloadable):
+            reason = f"{Path(wanted.gguf_path).name} does not load in llama.cpp ({_one_line(error)})"
+        before = self._failure
+        again = before is not None and before.path == wanted.gguf_path
+        failures = before.failures + 1 if before is not None and again else 1
+        delay = self.backoff.delay(failures)
+        self._failure = _LoadFailure(wanted.gguf_path, reason, failures, self.clock() + delay)
+        serving = self._loaded.name if self._llm is not None and self._loaded else None
+        # Logged once per broken file, not at every try: a try comes at most once per back-off.
+        log.log(
+            logging.DEBUG if again else logging.ERROR,
+            "model %s cannot be served: %s; %s; trying again in %.0f s, then less often (at most every %.0f s)",
+            wanted.name,
+            reason,
+            f"{serving} goes on answering" if serving else "no model answers until one loads",
+            delay,
+            self.backoff.most_s,
+        )
+        self._report(wanted, reason)
+
+    def _report(self, version: ModelVersion, reason: str | None) -> None:
+        """Record in the registry whether ``version`` loads, where every process and the CLI see it."""
+        if self.registry is None or version.load_error == reason:
+            return
+        try:
+            self.registry.report_model_load(version.name, reason)
+        except Exception:  # the model serving matters more than the note
+            log.exception("could not record whether model %s loads", version.name)
 
     def close(self) -> None:
         with self._lock:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.generation import ModelUnloadable, check_gguf
 from finetune import jsonl
 from finetune.config import GateConfig as GateConfig  # the bots' CLI imports these three from here
 from finetune.probe import ProbeQuestion, load_probe
@@ -322,6 +323,19 @@ def evaluate(
         next_steps,
         finetome_synthetic,
     )
+
+
+def check_servable(gguf: str | Path) -> str:
+    """The promotion's last check: the file, as it is now, loads and answers as the bots serve it.
+
+    The gate scored it in the run's own process, perhaps long before (a resumed
+    run), and a damaged file can crash llama.cpp outright: this check runs in a
+    child process (``core.generation.check_gguf``). Raise ``GateFailure`` (one line).
+    """
+    try:
+        return check_gguf(gguf)
+    except ModelUnloadable as error:
+        raise GateFailure(f"not promoted: {error}") from None
 
 
 def probe_questions(config: GateConfig) -> list[ProbeQuestion]:

@@ -66,4 +66,5 @@ def to_model_version(row: ModelVersionRow) -> ModelVersion:
         created_at=aware(row.created_at),
         metrics=dict(row.metrics or {}),
         active=row.active,
+        load_error=row.load_error,
     )

@@ -52,7 +52,7 @@ async def test_every_admin_action_is_recorded_with_who_when_and_what(app: App) -
     await app.service.retrain("cpu-tiny", actor=ADMIN)
     served = app.store.active_model()
     assert served is not None
-    app.store.register_model("older", "/models/older.gguf")
+    app.store.register_model("older", served.gguf_path)  # activation loads it first: a real file
 
     assert iris(app, "models", "activate", "older").returncode == 0
     assert iris(app, "models", "rollback").returncode == 0
