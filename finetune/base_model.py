@@ -54,8 +54,12 @@ def prepare_base(base_model: str, cache_dir: Path, progress: Progress = log.info
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a full disk leaves no half-saved copy behind
+        raise
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         partial.replace(target)  # atomic: a killed conversion leaves no half-written base behind

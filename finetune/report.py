@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.files import atomic_write
 from finetune.runs import Run
 
 
@@ -20,11 +21,11 @@ def write_report(run: Run) -> dict[str, Path]:
     """``report.json``, ``report.md`` and ``loss.png`` in the run's folder, next to its GGUF."""
     files = {"json": run.dir / "report.json", "markdown": run.dir / "report.md"}
     report = {"name": run.name, "status": run.state.get("status"), **run.state}
-    files["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False, default=str))
+    atomic_write(files["json"], json.dumps(report, indent=1, ensure_ascii=False, default=str).encode())
     losses = loss_points(run)
     if losses:
         files["loss_curve"] = plot_losses(losses, run.dir / "loss.png", run.name)
-    files["markdown"].write_text(summary(run, markdown=True) + "\n")
+    atomic_write(files["markdown"], (summary(run, markdown=True) + "\n").encode())
     return files
 
 

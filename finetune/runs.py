@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
+from core.files import atomic_write
 from finetune.profiles import Profile
 
 Progress = Callable[[str], None]
@@ -65,7 +66,11 @@ class Run:
             "attempts": 1,
         }
         run = cls(directory, state)
-        run.save()
+        try:
+            run.save()
+        except OSError:
+            directory.rmdir()  # a run folder without its state.json would only puzzle a reader
+            raise
         return run
 
     @classmethod
@@ -112,9 +117,9 @@ class Run:
         self.save()
 
     def save(self) -> None:
-        partial = self.dir / "state.json.partial"
-        partial.write_text(json.dumps(self.state, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-        partial.replace(self.dir / "state.json")  # a kill mid-write keeps the previous state
+        """Write ``state.json`` whole: a kill or a full disk mid-write keeps the previous state."""
+        data = json.dumps(self.state, indent=1, ensure_ascii=False, default=str).encode()
+        atomic_write(self.dir / "state.json", data)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from core.files import atomic_write
 from finetune import jsonl
 from finetune.rows import FineTomeRow
 
@@ -267,7 +268,8 @@ def training_rows(facts: list[Fact]) -> list[FineTomeRow]:
 
 
 def write_facts(path: Path, facts: list[Fact]) -> None:
-    path.write_text(json.dumps([asdict(f) for f in facts], indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps([asdict(f) for f in facts], indent=1, ensure_ascii=False) + "\n"
+    atomic_write(path, text.encode(), private=True)  # corrections: people's words
 
 
 def read_facts(path: Path) -> list[Fact]:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bots.cli_errors import file_problem
 from bots.render import VOICE_ASK, format_forget, format_voice_choice, voice_choice
 from core.domain import (
     Audio,
@@ -22,6 +23,7 @@ from core.domain import (
     Spoken,
     Transcribed,
 )
+from core.files import atomic_write
 from core.service import ChatService, UnknownReply
 
 PLATFORM = "console"
@@ -127,8 +129,12 @@ class ConsoleChat:
                 self.last_reply = event.turn_id
                 self.write(f"\n  [turn {event.turn_id} · {event.model} · {event.timings.total_ms:.0f} ms]\n")
             elif isinstance(event, Spoken):
-                path = await asyncio.to_thread(self._keep_spoken, event)
-                self.write(f"  (🔊 {event.speech.seconds:.1f} s spoken: {path})\n")
+                try:
+                    path = await asyncio.to_thread(self._keep_spoken, event)
+                except OSError as error:  # a full disk costs the audio file, never the reply
+                    self.write(f"  (the spoken reply was not kept: {file_problem(error)})\n")
+                else:
+                    self.write(f"  (🔊 {event.speech.seconds:.1f} s spoken: {path})\n")
             elif isinstance(event, Notice) and event.kind is not NoticeKind.DUPLICATE:
                 self.write(("\n" if streaming else "") + f"({event.text})\n")
 
@@ -143,7 +149,7 @@ class ConsoleChat:
     def _keep_spoken(self, spoken: Spoken) -> Path:
         self.spoken_dir.mkdir(parents=True, exist_ok=True)
         path = self.spoken_dir / f"reply-{spoken.turn_id}.ogg"
-        path.write_bytes(spoken.speech.ogg)
+        atomic_write(path, spoken.speech.ogg, private=True)  # whole or absent; 0600: people's words
         return path
 
     async def rate(self, up: bool) -> None:
