@@ -8,6 +8,7 @@ from bots.app import App
 from core.domain import Audio, ChatRef, IncomingMessage, Notice, NoticeKind, Person, ReplyDone, ServiceEvent
 from core.limits import RateLimits
 from core.service import ChatService
+from storage.limits import SqlLimitLedger
 from tests.conftest import voice
 
 ADA = Person("telegram", "31", "Ada")
@@ -28,7 +29,10 @@ class Clock:
 
 def limited_service(app: App, clock: Clock, **limits: float) -> ChatService:
     config = replace(app.service.config, limits=RateLimits(**limits), exempt=frozenset({ADMIN.user_id}))  # type: ignore[arg-type]
-    return ChatService(app.store, app.transcriber, app.generator, config, clock=clock)
+    # Counted in the database, as the composition root has it.
+    return ChatService(
+        app.store, app.transcriber, app.generator, config, clock=clock, ledger=SqlLimitLedger(app.store.engine)
+    )
 
 
 async def send(

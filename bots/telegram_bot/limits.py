@@ -9,7 +9,8 @@ limiter counts sliding windows instead: a chat sends at most ``BURST_S`` seconds
 any ``BURST_S`` seconds, a group at most 20 in any minute, the bot at most 30 in any second.
 Each chat waits its turn in order and has its own pause: a 429 waits out only the chat it
 was about, then retries. Typing indicators are never held back: they are cosmetic and
-Telegram limits them apart.
+Telegram limits them apart. A chat quiet for longer than its longest window is forgotten
+(it would wait for nothing anyway), so a bot that meets many chats does not keep them all.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Window:
     def add(self, now: float) -> None:
         self._sent.append(now)
 
+    def idle(self, now: float) -> bool:
+        """Whether nothing was sent within the window: it holds nothing back until the next send."""
+        return not self._sent or self._sent[-1] + self.period <= now
+
 
 @dataclass
 class _Chat:
@@ -62,6 +67,10 @@ class _Chat:
 
     def __post_init__(self) -> None:
         self.open.set()
+
+    def idle(self, now: float) -> bool:
+        """Nothing sending, waiting or paused, and nothing sent within any of its windows."""
+        return not self.turn.locked() and self.open.is_set() and all(w.idle(now) for w in self.windows)
 
 
 class ChatRateLimiter(BaseRateLimiter[int]):
@@ -81,6 +90,14 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         self.time_scale = time_scale
         self._overall = Window(per_second_overall, time_scale)
         self._chats: dict[int | str, _Chat] = {}
+        # Idle chats are looked for at most once per the longest window (a group's minute).
+        self._sweep_every = 60 * time_scale
+        self._swept_at = time.monotonic()
+
+    @property
+    def chats(self) -> int:
+        """How many chats it keeps windows for now."""
+        return len(self._chats)
 
     async def initialize(self) -> None:
         pass
@@ -89,6 +106,7 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         pass
 
     def _chat(self, chat_id: int | str) -> _Chat:
+        self._forget_idle(time.monotonic())
         chat = self._chats.get(chat_id)
         if chat is None:
             windows = [Window(self.per_second_in_a_chat * BURST_S, BURST_S * self.time_scale)]
@@ -96,6 +114,13 @@ class ChatRateLimiter(BaseRateLimiter[int]):
                 windows.append(Window(self.per_minute_in_a_group, 60 * self.time_scale))
             chat = self._chats[chat_id] = _Chat(windows)
         return chat
+
+    def _forget_idle(self, now: float) -> None:
+        if now - self._swept_at < self._sweep_every:
+            return
+        self._swept_at = now
+        for chat_id in [chat_id for chat_id, chat in self._chats.items() if chat.idle(now)]:
+            del self._chats[chat_id]
 
     async def _admit(self, chat: _Chat) -> None:
         """Wait until the chat may send (its turn, no flood wait, room in every window); count it."""
