@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, cast
 import discord
 
 from bots.discord_bot.people import PLATFORM, channel_ids, may_use, person_of
-from bots.render import format_forget
+from bots.render import format_forget, printable, review_card
 from core.access import REFUSAL
 from core.domain import ChatRef, Correction, RatingOutcome
-from core.service import UnknownReply
+from core.service import FeedbackLimited, UnknownReply
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
@@ -36,6 +36,7 @@ RATED = {
 }
 # Discord's limit on a text input's value.
 TEXT_INPUT_LIMIT = 4000
+SAVED = "Thanks! Your answer is saved; an admin reviews it before I learn from it."
 
 Button = discord.ui.Button[Any]
 
@@ -124,6 +125,9 @@ class RateButton(discord.ui.DynamicItem[Button], template=r"iris:rate:(?P<vote>u
         except UnknownReply:
             await tell(interaction, GONE)
             return
+        except FeedbackLimited as limited:
+            await tell(interaction, str(limited))
+            return
         await tell(interaction, RATED[outcome].format(emoji=self.emoji))
 
 
@@ -149,44 +153,80 @@ class FixButton(discord.ui.DynamicItem[Button], template=r"iris:fix:(?P<turn>[0-
         if not allowed(interaction):
             await tell(interaction, REFUSAL)
             return
+        form = CorrectionModal(self.turn_id)
+        # Not kept in discord.py's store (a stopped form is not stored): every submit, before a
+        # restart or after, or in another process, is taken by ``take_correction_form``.
+        form.stop()
         # A modal must be the first response: it cannot follow a defer.
-        await interaction.response.send_modal(CorrectionModal(self.turn_id))
+        await interaction.response.send_modal(form)
+
+
+# The correction form's custom id carries the reply's turn id, so that a form opened before a
+# restart (or by another process) still lands: discord.py drops a submit whose Modal it does not hold.
+FORM_ID = re.compile(r"iris:fix-form:(?P<turn>[0-9]+)")
+ANSWER_ID = "answer"
 
 
 class CorrectionModal(discord.ui.Modal):
     """The form behind ✏️; what is written is stored as a correction waiting for review."""
 
     def __init__(self, turn_id: int) -> None:
-        # Forms someone closed without sending are dropped from discord.py's store after a while.
-        super().__init__(title="Suggest a better answer", timeout=15 * 60)
+        super().__init__(title="Suggest a better answer", custom_id=f"iris:fix-form:{turn_id}")
         self.turn_id = turn_id
         self.answer: discord.ui.TextInput[Any] = discord.ui.TextInput(
             style=discord.TextStyle.paragraph,
             placeholder="The answer you expected",
             max_length=TEXT_INPUT_LIMIT,
+            custom_id=ANSWER_ID,
         )
         self.add_item(discord.ui.Label(text="What should I have said?", component=self.answer))
 
-    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
-        await guarded(interaction, self._save(interaction))
 
-    async def _save(self, interaction: discord.Interaction[Any]) -> None:
-        if not allowed(interaction):
-            await tell(interaction, REFUSAL)
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            service = bot_of(interaction).service
-            await service.correct(
-                person_of(interaction.user), self.turn_id, self.answer.value, pressed_in(interaction)
-            )
-        except UnknownReply:
-            await tell(interaction, GONE)
-            return
-        except ValueError:
-            await tell(interaction, "A correction needs some text.")
-            return
-        await tell(interaction, "Thanks! Your answer is saved; an admin reviews it before I learn from it.")
+async def take_correction_form(interaction: discord.Interaction[Any]) -> None:
+    """Store a submitted correction form, whichever process opened it and whenever.
+
+    Called for every interaction (``IrisClient.on_interaction``); anything else is left alone.
+    """
+    data: Any = interaction.data or {}
+    match = FORM_ID.fullmatch(str(data.get("custom_id", "")))
+    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+        return
+    text = _submitted(data.get("components", []))
+    await guarded(interaction, _save_correction(interaction, int(match["turn"]), text))
+
+
+def _submitted(components: list[Any]) -> str:
+    """The answer's text in a submitted form (a text input sits in a label or an action row)."""
+    for component in components:
+        if component.get("custom_id") == ANSWER_ID:
+            return str(component.get("value") or "")
+        inside = list(component.get("components") or [])
+        if isinstance(component.get("component"), dict):
+            inside.append(component["component"])
+        found = _submitted(inside)
+        if found:
+            return found
+    return ""
+
+
+async def _save_correction(interaction: discord.Interaction[Any], turn_id: int, text: str) -> None:
+    if not allowed(interaction):
+        await tell(interaction, REFUSAL)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    try:
+        service = bot_of(interaction).service
+        await service.correct(person_of(interaction.user), turn_id, text, pressed_in(interaction))
+    except UnknownReply:
+        await tell(interaction, GONE)
+        return
+    except FeedbackLimited as limited:
+        await tell(interaction, str(limited))
+        return
+    except ValueError:
+        await tell(interaction, "A correction needs some text.")
+        return
+    await tell(interaction, SAVED)
 
 
 def feedback_view(turn_id: int) -> discord.ui.View:
@@ -200,21 +240,22 @@ def feedback_view(turn_id: int) -> discord.ui.View:
 # --- admins reviewing corrections -------------------------------------------------
 
 
+# Discord's 2,000 characters a message, less room for the verdict line a card's last message gains.
+CARD_LIMIT = 2000 - 120
+
+
 def _clip(text: str, limit: int) -> str:
-    text = discord.utils.escape_markdown(text.strip())
+    text = discord.utils.escape_markdown(printable(text).strip())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def correction_card(correction: Correction) -> str:
-    """One correction as an admin sees it (well under Discord's 2,000 characters)."""
-    who = correction.person.display_name or correction.person.user_id
-    lines = [f"**Correction #{correction.id}** from {_clip(who, 80)} on reply {correction.turn_id}"]
-    if correction.prompt:
-        lines.append(f"**Asked:** {_clip(correction.prompt, 350)}")
-    if correction.original_reply:
-        lines.append(f"**I said:** {_clip(correction.original_reply, 550)}")
-    lines.append(f"**Better answer:** {_clip(correction.text, 750)}")
-    return "\n".join(lines)
+def _bold(text: str) -> str:
+    return f"**{text}**"
+
+
+def correction_card(correction: Correction) -> list[str]:
+    """One correction as an admin sees it: all of its text, in messages within Discord's 2,000 characters."""
+    return review_card(correction, CARD_LIMIT, bold=_bold, escape=discord.utils.escape_markdown)
 
 
 class ReviewButton(
@@ -255,9 +296,9 @@ class ReviewButton(
             await interaction.edit_original_response(content="That correction no longer exists.", view=None)
             return
         verdict = "✅ Approved" if self.approve else "❌ Rejected"
-        card = correction_card(correction)
+        last = correction_card(correction)[-1]  # the message the buttons were under
         await interaction.edit_original_response(
-            content=f"{card}\n{verdict} by {_clip(interaction.user.display_name, 80)}", view=None
+            content=f"{last}\n{verdict} by {_clip(interaction.user.display_name, 80)}", view=None
         )
 
 

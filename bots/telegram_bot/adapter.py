@@ -1,4 +1,4 @@
-"""What every Telegram handler shares: the service, the settings, the outbox, pending corrections."""
+"""What every Telegram handler shares: the service, the settings, the outbox."""
 
 from __future__ import annotations
 
@@ -17,35 +17,11 @@ from core.service import ChatService
 log = logging.getLogger(__name__)
 
 
-class PendingCorrections:
-    """Who pressed ✏️ and owes a better answer: (chat, person) → the reply's turn id.
-
-    Kept in memory: after a restart the person presses ✏️ again.
-    """
-
-    def __init__(self) -> None:
-        self._turns: dict[tuple[int, int], int] = {}
-
-    def expect(self, chat_id: int, user_id: int, turn_id: int) -> None:
-        self._turns[(chat_id, user_id)] = turn_id
-
-    def get(self, chat_id: int, user_id: int) -> int | None:
-        return self._turns.get((chat_id, user_id))
-
-    def drop(self, chat_id: int, user_id: int) -> bool:
-        return self._turns.pop((chat_id, user_id), None) is not None
-
-    def drop_person(self, user_id: int) -> None:
-        for key in [key for key in self._turns if key[1] == user_id]:
-            del self._turns[key]
-
-
 @dataclass
 class Adapter:
     service: ChatService
     settings: Settings
     outbox: Outbox
-    corrections: PendingCorrections = field(default_factory=PendingCorrections)
     # Whether an update was taken over from a process that stopped while handling it.
     redelivered: Callable[[int], bool] = field(default=lambda update_id: False)
 

@@ -36,7 +36,8 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /stats, /review – for admins: figures, and the suggested answers waiting for review
 /ab – for admins: the A/B test of a model version, ratings per arm
 /retrain – for admins: train a new model on the reviewed feedback
-/audit – for admins: the latest admin actions, consent changes and deletions"""
+/audit – for admins: the latest admin actions, consent changes and deletions
+(Admins get these answers in a private chat with me, also when they ask in a group.)"""
 
 FORGET_ASK = (
     "This deletes everything I have stored about you: your messages, my replies to them, "
@@ -82,7 +83,7 @@ class Commands:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not await self.adapter.admitted(update):
             return
-        self.adapter.corrections.drop(message.chat.id, user.id)
+        await self.adapter.service.drop_awaited_correction(chat_of(message), person_of(user))
         shared = self.adapter.shared_history(message)
         had_one = await self.adapter.service.reset(chat_of(message), person_of(user), shared)
         if had_one:
@@ -131,7 +132,7 @@ class Commands:
             return
         if press.confirmed:
             report = await self.adapter.service.forget(person_of(query.from_user))
-            self.adapter.corrections.drop_person(query.from_user.id)
+            await self.adapter.service.drop_awaited_corrections(person_of(query.from_user))
             text = format_forget(report)
         else:
             text = "Kept everything; nothing was deleted."

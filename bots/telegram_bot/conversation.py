@@ -24,7 +24,7 @@ from bots.telegram_bot.incoming import (
 from bots.telegram_bot.outbox import Target
 from bots.telegram_bot.streaming import TelegramChat
 from core.domain import Audio, IncomingMessage
-from core.service import UnknownReply
+from core.service import FeedbackLimited, UnknownReply
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class Conversation:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or user.is_bot:
             return
-        pending = self.adapter.corrections.get(message.chat.id, user.id)
+        # In the database: the ✏️ may have been pressed before a restart, or in another process.
+        pending = await self.adapter.service.awaited_correction(chat_of(message), person_of(user))
         every_voice = self.adapter.settings.telegram_group_voice == "all"
         if pending is None and not addressed_to_bot(message, context.bot.id, context.bot.username, every_voice):
             return
@@ -81,9 +82,8 @@ class Conversation:
         if refusal is not None:
             await self.adapter.outbox.send(target, plain_text(refusal))
             return None
-        data = await self._download(attachment, message)
+        data = await self._download(attachment, message, target)
         if data is None:
-            await self.adapter.outbox.send(target, plain_text(DOWNLOAD_FAILED))
             return None
         return self._incoming(message, user, audio=Audio(data, attachment.mime_type, attachment.filename))
 
@@ -99,13 +99,22 @@ class Conversation:
             shared_history=self.adapter.shared_history(message),
         )
 
-    async def _download(self, attachment: Attachment, message: Message) -> bytes | None:
+    async def _download(self, attachment: Attachment, message: Message, target: Target) -> bytes | None:
+        """The file's bytes, or None once the person has been told why not."""
         outbox = self.adapter.outbox
+        chat = self.adapter.settings.chat
         try:
             file = await outbox.call(lambda: message.get_bot().get_file(attachment.file_id))
+            # The message's file_size is optional (documents often come without); getFile's is Telegram's.
+            known = replace(attachment, size=file.file_size or attachment.size)
+            refusal = limit_refusal(known, chat.max_file_bytes, chat.max_audio_seconds)
+            if refusal is not None:
+                await outbox.send(target, plain_text(refusal))
+                return None
             return bytes(await outbox.call(file.download_as_bytearray))
         except TelegramError as error:
             log.warning("could not download %s %s: %s", attachment.kind, attachment.file_id, error)
+            await outbox.send(target, plain_text(DOWNLOAD_FAILED))
             return None
 
     async def _take_correction(
@@ -120,6 +129,8 @@ class Conversation:
             await self.adapter.service.correct(person_of(user), turn_id, text, chat_of(message))
         except UnknownReply:
             await outbox.send(target, plain_text(REPLY_GONE))
+        except FeedbackLimited as limited:
+            await outbox.send(target, plain_text(str(limited)))
         else:
             await outbox.send(target, plain_text(CORRECTION_SAVED))
-        self.adapter.corrections.drop(message.chat.id, user.id)
+        await self.adapter.service.drop_awaited_correction(chat_of(message), person_of(user))

@@ -10,12 +10,13 @@ from telegram.ext import ContextTypes
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_fix, parse_rate, rating_keyboard
 from bots.telegram_bot.formatting import Rendered, plain_text
-from bots.telegram_bot.incoming import PLATFORM, person_of
+from bots.telegram_bot.incoming import PLATFORM, chat_of, person_of
 from bots.telegram_bot.outbox import Target
 from core.domain import ChatRef, RatingOutcome
-from core.service import UnknownReply
+from core.service import FeedbackLimited, UnknownReply
 
 REPLY_GONE = "That reply is no longer stored."
+UNKNOWN_BUTTON = "That button no longer works."
 ASK_FIX = "what should I have said? Send the better answer as your next message, or /cancel."
 
 
@@ -65,6 +66,9 @@ class Feedback:
         except UnknownReply:
             await outbox.answer(query.id, REPLY_GONE)
             return
+        except FeedbackLimited as limited:
+            await outbox.answer(query.id, str(limited))
+            return
         await outbox.answer(query.id, _rating_ack(outcome, press.up))
         if outcome is not RatingOutcome.UNCHANGED:
             await outbox.edit_buttons(*where, rating_keyboard(press.turn_id, chosen=press.up))
@@ -84,7 +88,7 @@ class Feedback:
             await self.adapter.outbox.answer(query.id, REPLY_GONE)
             return
         user = query.from_user
-        self.adapter.corrections.expect(where[0], user.id, press.turn_id)
+        await self.adapter.service.await_correction(_chat(where), person_of(user), press.turn_id)
         await self.adapter.outbox.answer(query.id, "Send me the better answer.")
         message = query.message
         thread = (
@@ -98,10 +102,18 @@ class Feedback:
         force = ForceReply(selective=True, input_field_placeholder="A better answer…")
         await self.adapter.outbox.send(Target(where[0], thread, where[1]), mention, force)
 
+    async def on_unknown_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A press whose data no button of Iris carries (an old version's, or a modified client's).
+
+        Answered, so the person's client stops waiting; nothing is stored.
+        """
+        if update.callback_query is not None:
+            await self.adapter.outbox.answer(update.callback_query.id, UNKNOWN_BUTTON)
+
     async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not await self.adapter.admitted(update):
             return
-        dropped = self.adapter.corrections.drop(message.chat.id, user.id)
+        dropped = await self.adapter.service.drop_awaited_correction(chat_of(message), person_of(user))
         text = "Cancelled; nothing was stored." if dropped else "There is nothing to cancel."
         await self.adapter.outbox.send(self.adapter.target(message), plain_text(text))

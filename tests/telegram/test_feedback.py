@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bots.app import App
-from bots.telegram_bot.feedback import REPLY_GONE
+from bots.telegram_bot.feedback import REPLY_GONE, UNKNOWN_BUTTON
 from core.access import REFUSAL
 from core.domain import Person
 from tests.fakes import HeldRetrainer
@@ -227,6 +227,8 @@ async def test_forged_presses_carrying_another_chats_reply_store_nothing(
         f"fix:{ada_turn}",
         f"review:{correction_id}:approve",
         f"forget:{ADA['id']}:yes",
+        "x" * 64,  # no button of Iris carries these: answered all the same, so the client stops waiting
+        f"rate:{ada_turn}:sideways",
     ]
     for data in forged:
         fake_api.press(eve, eve_reply, data)
@@ -237,6 +239,8 @@ async def test_forged_presses_carrying_another_chats_reply_store_nothing(
             REPLY_GONE,
             "Only admins can review suggested answers.",
             "This button is for someone else.",
+            UNKNOWN_BUTTON,
+            UNKNOWN_BUTTON,
         ]
     )
     await fake_api.settle(0.5)
