@@ -16,11 +16,12 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, aliased
 
-from core.domain import CorrectionStatus, Person, Role
+from core.domain import ChatRef, CorrectionStatus, Person, Role
+from core.ports import UnansweredTurn
 from storage import people
 from storage.database import session_factory
 from storage.mapping import aware
-from storage.tables import CorrectionRow, PersonRow, RatingRow, TurnRow, utcnow
+from storage.tables import ConversationRow, CorrectionRow, PersonRow, RatingRow, TurnRow, utcnow
 
 # Stay well under SQLite's bound-parameter limit in IN (...) lists.
 _CHUNK = 500
@@ -143,6 +144,40 @@ def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
     ordered = sorted(set(ids))
     for start in range(0, len(ordered), _CHUNK):
         yield ordered[start : start + _CHUNK]
+
+
+def unanswered_turns(engine: Engine, platform: str, since: datetime, until: datetime) -> list[UnansweredTurn]:
+    """People's turns of a platform stored in [since, until) with a message id, no reply and no error.
+
+    What a process that stopped left unanswered; oldest first, so people are answered in order.
+    """
+    reply = aliased(TurnRow)
+    answered = select(reply.id).where(reply.reply_to_id == TurnRow.id).exists()
+    query = (
+        select(TurnRow, ConversationRow.thread_id)
+        .join(ConversationRow, ConversationRow.id == TurnRow.conversation_id)
+        .where(
+            TurnRow.platform == platform,
+            TurnRow.role == Role.USER.value,
+            TurnRow.platform_message_id.is_not(None),
+            TurnRow.error.is_(None),
+            ~answered,
+            *_between(TurnRow.created_at, since, until),
+        )
+        .order_by(TurnRow.id)
+    )
+    with _session(engine) as session:
+        return [
+            UnansweredTurn(
+                turn_id=row.id,
+                conversation_id=row.conversation_id,
+                chat=ChatRef(row.platform, row.chat_id, thread_id or None),
+                message_id=row.platform_message_id or "",
+                from_voice=row.from_voice,
+                created_at=aware(row.created_at),
+            )
+            for row, thread_id in session.execute(query).all()
+        ]
 
 
 def ratings(engine: Engine, since: datetime | None = None, until: datetime | None = None) -> list[RatingRecord]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import discord
@@ -13,18 +15,24 @@ from discord import app_commands
 
 from bots.delivery import ReplyStream
 from bots.discord_bot.commands import add_commands
-from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY
+from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form
 from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
-from bots.discord_bot.people import may_use
+from bots.discord_bot.people import PLATFORM, may_use
 from bots.discord_bot.replies import DiscordChat, reply_to
 from bots.settings import Settings
 from core.access import REFUSAL
+from core.domain import IncomingMessage, ServiceEvent
+from core.ports import UnansweredTurn
 from core.service import ChatService
 
 log = logging.getLogger(__name__)
 
 # Ordinary messages and replies; joins, pins, boosts and the like are not talk.
 TALK = (discord.MessageType.default, discord.MessageType.reply)
+
+# Why a turn left unanswered by a stopped process can no longer be answered (stored on the turn).
+MESSAGE_GONE = "The message was deleted before it was answered."
+CHANNEL_GONE = "The channel was deleted, or I lost access to it, before the message was answered."
 
 
 class IrisClient(discord.AutoShardedClient):
@@ -51,6 +59,9 @@ class IrisClient(discord.AutoShardedClient):
         self.settings = settings
         self.chains = ReplyChains()
         self._background: set[asyncio.Task[None]] = set()
+        # What was stored before this moment was received by a process that stopped: see _recover.
+        self.started_at = datetime.now(UTC)
+        self.recovery: asyncio.Task[None] | None = None  # the one run of _recover, once ready
         self.tree: app_commands.CommandTree[Any] = app_commands.CommandTree(self)
         self.tree.error(self._on_command_error)
         add_commands(self.tree, self)
@@ -82,6 +93,70 @@ class IrisClient(discord.AutoShardedClient):
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s (%s)", self.user, self.user.id if self.user else "?")
+        if self.recovery is None:  # on_ready comes again after a reconnect: recover once
+            self.recovery = asyncio.create_task(self._recover())
+            self.keep(self.recovery)
+
+    async def _recover(self) -> None:
+        """Answer the messages that processes which stopped had stored and not answered.
+
+        Discord does not send a message again to a new session, so they are read from the
+        database, fetched again from Discord and answered (the service claims each turn, so
+        of several processes starting at once only one answers it). Only this process's
+        channels: those of its shards' servers, and DMs when it holds shard 0.
+        """
+        try:
+            turns = await self.service.unanswered(PLATFORM, self.started_at)
+        except Exception:
+            log.exception("could not read the messages left unanswered before this start")
+            return
+        if turns:
+            log.info("%s message(s) left unanswered before this start", len(turns))
+        for turn in turns:  # oldest first, one at a time: each person's in the order they wrote
+            try:
+                await self._recover_turn(turn)
+            except Exception:
+                log.exception("could not answer turn %s left unanswered before this start", turn.turn_id)
+
+    async def _recover_turn(self, turn: UnansweredTurn) -> None:
+        me = self.user
+        try:
+            channel = await self._channel_of(turn)
+            if channel is None:
+                return  # another process's shard answers it
+            message = await channel.fetch_message(int(turn.message_id))
+        except discord.NotFound as gone:
+            is_message = gone.code == 10008  # Unknown Message; else the channel is gone
+            await self.service.give_up(turn, MESSAGE_GONE if is_message else CHANNEL_GONE)
+            return
+        except discord.Forbidden:
+            await self.service.give_up(turn, CHANNEL_GONE)
+            return
+        if me is None:
+            return
+        incoming = await read_message(message, me, self.settings, self.chains)
+        # A voice note that cannot be downloaded again: the service asks for it again.
+        events = self.service.recover(turn, incoming if isinstance(incoming, IncomingMessage) else None)
+        await self._render(message, incoming if isinstance(incoming, IncomingMessage) else None, events)
+
+    async def _channel_of(self, turn: UnansweredTurn) -> discord.abc.Messageable | None:
+        """The channel (or thread) of a stored turn if it is this process's to answer, else None.
+
+        Raises ``discord.NotFound`` or ``discord.Forbidden`` for a channel that is gone.
+        """
+        for channel_id in (turn.chat.thread_id, turn.chat.chat_id):  # a thread id, or a reply chain's root
+            channel = self.get_channel(int(channel_id)) if channel_id and channel_id.isdigit() else None
+            if isinstance(channel, discord.abc.Messageable):
+                return channel  # in this process's cache: a server of its shards
+        if self.shard_ids is not None and 0 not in self.shard_ids:
+            return None  # DMs come to shard 0; other servers' channels are other processes'
+        fetched = await self.fetch_channel(int(turn.chat.chat_id))
+        return fetched if isinstance(fetched, discord.DMChannel) else None
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        # A submitted correction form: discord.py drops a modal submit whose Modal object this
+        # process does not hold (opened before a restart, or by another process).
+        await take_correction_form(interaction)
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.user
@@ -104,10 +179,16 @@ class IrisClient(discord.AutoShardedClient):
         if isinstance(incoming, Refusal):
             await reply_to(message, incoming.text)
             return
+        await self._render(message, incoming, self.service.handle(incoming))
+
+    async def _render(
+        self, message: discord.Message, incoming: IncomingMessage | None, events: AsyncIterator[ServiceEvent]
+    ) -> None:
+        """Show the service's events as replies to ``message``, remembering them in its reply chain."""
         chat = DiscordChat(message)
-        await ReplyStream(chat, self.settings.discord_edit_interval_seconds).render(
-            self.service.handle(incoming)
-        )
+        await ReplyStream(chat, self.settings.discord_edit_interval_seconds).render(events)
+        if incoming is None:
+            return
         if self.settings.discord_conversation == "reply_chain" and incoming.chat.thread_id is not None:
             root = int(incoming.chat.thread_id)
             for sent in chat.sent:

@@ -132,6 +132,7 @@ class FakeDiscord:
                 web.put(f"{API}/applications/{{app}}/commands", self._sync_commands),
                 web.post(f"{API}/channels/{{channel}}/typing", self._typing),
                 web.post(f"{API}/channels/{{channel}}/messages", self._create_message),
+                web.get(f"{API}/channels/{{channel}}", self._get_channel),
                 web.get(f"{API}/channels/{{channel}}/messages/{{message}}", self._get_message),
                 web.patch(f"{API}/channels/{{channel}}/messages/{{message}}", self._edit_message),
                 web.delete(f"{API}/channels/{{channel}}/messages/{{message}}", self._delete_message),
@@ -706,6 +707,18 @@ class FakeDiscord:
         if message is None or message_id in self.deleted:
             return None
         return message
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel"])
+        for user_id, dm in self.dm_channels.items():
+            if dm == channel_id:
+                recipient = next(m["author"] for m in self.messages.values() if m["author"]["id"] == user_id)
+                return _json({"id": str(dm), "type": 1, "recipients": [recipient], "last_message_id": None})
+        guild = self._guild()
+        channel = next((c for c in [*guild["channels"], *guild["threads"]] if c["id"] == str(channel_id)), None)
+        if channel is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, status=404)
+        return _json(channel)
 
     async def _get_message(self, request: web.Request) -> web.Response:
         message = self._stored(request)
