@@ -17,6 +17,7 @@ from bots.settings import Settings, check_renamed
 from core.ab import ABServing, PinnedGenerator
 from core.domain import ModelVersion
 from core.generation import LlamaGenerator, bundled_model, hub_gguf
+from core.ports import ServerUnavailable
 from core.remote import ServerGenerator, ServerTranscriber
 from core.service import ChatService, ServiceConfig
 from core.speaking import ReplySpeaker
@@ -26,7 +27,9 @@ from finetune.launcher import RetrainLauncher
 from storage.database import make_engine, sqlite_url
 from storage.experiments import SqlExperiments
 from storage.inbox import SqlInbox
+from storage.limits import SqlLimitLedger
 from storage.migrate import upgrade
+from storage.pending import SqlPendingCorrections
 from storage.repository import SqlStore
 from storage.voices import SqlVoicePreferences
 
@@ -48,7 +51,10 @@ class App:
     def warm_up(self) -> None:
         """Load both models now rather than on the first message (blocking)."""
         self.transcriber.load()
-        self.generator.load()
+        try:
+            self.generator.load()
+        except ServerUnavailable:  # logged by the generator; replies say so until a model loads
+            log.warning("starting without a model: replies say it is unavailable until one loads")
 
     def close(self) -> None:
         if self.service.ab is not None:
@@ -142,6 +148,8 @@ def build_generators(
 
 def build_app(settings: Settings | None = None) -> App:
     settings = settings or Settings()
+    # Conversations, voices and models live here: readable by the bot's own user only.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = open_store(settings)
     model = ensure_served_model(store, settings)
     transcriber = build_transcriber(settings)
@@ -172,10 +180,13 @@ def build_app(settings: Settings | None = None) -> App:
         copies=CopyEraser(settings.data_dir, retrain_dir(settings)),
         audit=store,
         # An A/B test's candidate is served by a second model, pinned to its version.
-        ab=ABServing(SqlExperiments(store.engine), store, pinned),
+        ab=ABServing(SqlExperiments(store.engine, settings.ab), store, pinned),
         speaker=build_speaker(settings, store),
+        ledger=SqlLimitLedger(store.engine),  # the limits count alike in every process on the database
+        pending=SqlPendingCorrections(store.engine),  # a ✏️ answered in another process, or after a restart
     )
-    return App(settings, store, service, transcriber, generator, SqlInbox(store.engine))
+    inbox = SqlInbox(store.engine, settings.inbox_max_attempts)
+    return App(settings, store, service, transcriber, generator, inbox)
 
 
 def build_speaker(settings: Settings, store: SqlStore) -> ReplySpeaker:

@@ -20,7 +20,7 @@ import typer
 
 from bots.app import load_settings
 from bots.cli_ab import ab_app
-from bots.cli_errors import explain
+from bots.cli_errors import explain, file_problem
 from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
 from bots.cli_trust import audit, db_prune
@@ -37,6 +37,8 @@ from core.domain import (
     Stats,
     Transcribed,
 )
+from core.experiments import ABConfig
+from core.files import atomic_write
 from core.service import ChatService
 
 app = typer.Typer(help="Iris: a voice chat bot that learns from its users.", no_args_is_help=True)
@@ -120,13 +122,18 @@ async def _ask(service: ChatService, message: IncomingMessage, speak: Path | Non
     result: dict[str, object] = {"turn_id": None, "transcript": None, "reply": None, "model": None}
     async for event in service.handle(message):
         if isinstance(event, Spoken) and speak is not None:
-            await asyncio.to_thread(speak.write_bytes, event.speech.ogg)
-            result["spoken"] = {
-                "path": str(speak),
-                "seconds": round(event.speech.seconds, 2),
-                "speak_ms": round(event.speak_ms, 1),
-                "truncated": event.speech.truncated,
-            }
+            try:
+                # Whole or not at all, 0600: a spoken reply holds the person's conversation.
+                await asyncio.to_thread(atomic_write, speak, event.speech.ogg, private=True)
+            except OSError as error:
+                result["speech_notice"] = f"(the spoken reply was not written: {file_problem(error)})"
+            else:
+                result["spoken"] = {
+                    "path": str(speak),
+                    "seconds": round(event.speech.seconds, 2),
+                    "speak_ms": round(event.speak_ms, 1),
+                    "truncated": event.speech.truncated,
+                }
         elif isinstance(event, Notice) and event.kind is NoticeKind.SPEECH_FAILED:
             result["speech_notice"] = event.text
         elif isinstance(event, Transcribed):
@@ -204,10 +211,11 @@ def stats(
     """Turns, voice share and ratings by model version."""
     from bots.app import opened_store
 
-    with opened_store(load_settings()) as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         figures = store.stats()
         if plot is not None:
-            draw_stats(store.engine, figures, plot)
+            draw_stats(store.engine, figures, plot, settings.ab)
     if as_json:
         from dataclasses import asdict
 
@@ -218,7 +226,7 @@ def stats(
     typer.echo(format_stats(figures))
 
 
-def draw_stats(engine: Any, figures: Stats, path: Path) -> None:
+def draw_stats(engine: Any, figures: Stats, path: Path, rules: ABConfig) -> None:
     """The picture behind ``iris stats --plot`` (needs the data extra: matplotlib)."""
     from core.ab import latest_report
     from finetune.plots import plot_stats
@@ -226,7 +234,7 @@ def draw_stats(engine: Any, figures: Stats, path: Path) -> None:
     from storage.queries import activity
 
     try:
-        plot_stats(figures, activity(engine), path, latest_report(SqlExperiments(engine)))
+        plot_stats(figures, activity(engine), path, latest_report(SqlExperiments(engine, rules)))
     except ModuleNotFoundError as error:
         typer.echo(f"{error.name} is missing: install the data extra (pip install -e '.[data]')", err=True)
         raise typer.Exit(1) from None

@@ -1,12 +1,14 @@
-"""Rendering helpers every chat adapter needs: splitting long replies, pacing edits."""
+"""Rendering helpers every chat adapter needs: splitting long replies, pacing edits, review cards."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 
-from core.domain import AuditEntry, ForgetReport, Stats
+from core.domain import AuditEntry, Correction, ForgetReport, Stats
 from core.experiments import ABReport, Decision
 
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
@@ -27,6 +29,22 @@ def split_message(text: str, limit: int) -> list[str]:
         rest = rest[cut:].lstrip()
     if rest:
         pieces.append(rest)
+    return pieces
+
+
+def split_rendered(text: str, limit: int, render: Callable[[str], str], cut: int | None = None) -> list[str]:
+    """Like ``split_message``, but each piece is ``render``-ed and the rendered piece fits ``limit``.
+
+    Escaping lengthens text (Discord's Markdown escapes add a backslash a character),
+    so a piece whose rendering is too long is cut finer, in proportion.
+    """
+    pieces: list[str] = []
+    for piece in split_message(text, cut or limit):
+        shown = render(piece)
+        if len(shown) <= limit or len(piece) <= 1:
+            pieces.append(shown)
+        else:
+            pieces.extend(split_rendered(piece, limit, render, max(1, len(piece) * limit // len(shown))))
     return pieces
 
 
@@ -72,6 +90,8 @@ def format_stats(stats: Stats) -> str:
         f"{stats.corrections_rejected} rejected",
         f"Active model: {stats.active_model or '-'}",
     ]
+    if stats.active_model_error:
+        lines.append(f"⚠️ Broken: {stats.active_model_error}; running bots keep the model they had loaded")
     for row in stats.by_model:
         rated = row.up + row.down
         share = f" ({row.up / rated:.0%} 👍)" if rated else ""
@@ -96,9 +116,17 @@ def format_ab(report: ABReport | None) -> str:
         if arm.up_share is not None and arm.interval is not None:
             up = f"{arm.up_share:.0%} (95% {arm.interval.low:.0%}–{arm.interval.high:.0%})"
         versions = ", ".join(counts.versions) or "-"
+        # Ratings past a person's share on the arm are stored but not counted: say how many.
+        left_out = counts.all_ratings - arm.ratings
+        uncounted = (
+            f" ({left_out} more not counted: over {experiment.ratings_per_person} a person)"
+            if left_out > 0
+            else ""
+        )
         lines.append(
             f"• {arm.arm.value} [{versions}]: {counts.conversations} conversations, {counts.replies} replies, "
-            f"{rated} rated; {arm.ratings}/{experiment.min_ratings} ratings, 👍 {up}"
+            f"{rated} rated; {arm.ratings}/{experiment.min_ratings} ratings{uncounted} "
+            f"from {arm.raters}/{experiment.min_raters} people, 👍 {up}"
         )
     comparison = report.comparison
     if comparison is None:
@@ -115,7 +143,10 @@ def format_ab(report: ABReport | None) -> str:
             )
         )
     rule = {
-        Decision.WAIT: f"wait: the rule decides at {experiment.min_ratings} ratings on both arms",
+        Decision.WAIT: (
+            f"wait: the rule decides at {experiment.min_ratings} ratings from at least "
+            f"{experiment.min_raters} people on both arms"
+        ),
         Decision.PROMOTE: f"promote: not worse than the control by more than {experiment.margin:.0%}",
         Decision.ROLLBACK: f"roll back: it may be worse than the control by more than {experiment.margin:.0%}",
     }[report.decision]
@@ -129,6 +160,12 @@ def _amount(count: int, noun: str) -> str:
 
 def format_forget(report: ForgetReport) -> str:
     """What /forget did, in words the person can hold Iris to (every chat and the console say the same)."""
+    if report.retry_after_s > 0:
+        minutes = max(1, math.ceil(report.retry_after_s / 60))
+        return (
+            "You used /forget a moment ago, and it takes a while to go through every copy. "
+            f"Please send /forget again in {_amount(minutes, 'minute')}."
+        )
     lines = [
         f"Done: I deleted {_amount(report.turns, 'message')}, {_amount(report.ratings, 'rating')} and "
         f"{_amount(report.corrections, 'suggested answer')}."
@@ -149,6 +186,11 @@ def format_forget(report: ForgetReport) -> str:
         lines.append(
             f"{_amount(len(copies.unreachable), 'file')} of training data could not be cleaned yet; "
             "the bot's admins have been told."
+        )
+    if copies is not None and copies.unchecked and not copies.unreachable:
+        lines.append(
+            f"{_amount(len(copies.unchecked), 'file')} beside the training data may hold a copy; "
+            "the bot's admins have been told to check them."
         )
     if report.complete:
         lines.append("Nothing about you is stored any more.")
@@ -190,3 +232,74 @@ def format_voice_choice(on: bool, available: bool) -> str:
     if not available:
         return VOICE_UNAVAILABLE
     return VOICE_ON if on else VOICE_OFF
+
+
+# What is stripped from people's text before a reviewer sees it: control characters (a terminal
+# runs ANSI escapes; a carriage return overwrites the line) and format characters (bidi overrides
+# such as U+202E reorder what is shown, zero-width and tag characters hide text).
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+_KEPT = frozenset("\n\t")
+_LINE_BREAKS = frozenset("\u2028\u2029\x85")
+
+
+def printable(text: str) -> str:
+    """``text`` as a reviewer may safely see it: without control, bidi and invisible format characters.
+
+    Line and paragraph separators become plain line breaks. Everything else is kept as written.
+    """
+    return "".join(_shown_char(char) for char in text)
+
+
+def _shown_char(char: str) -> str:
+    if char in _KEPT:
+        return char
+    if char in _LINE_BREAKS:
+        return "\n"
+    if unicodedata.category(char) in _HIDDEN_CATEGORIES or "\U000e0100" <= char <= "\U000e01ef":
+        return ""  # the last: variation selectors 17-256, invisible, used to smuggle text
+    return char
+
+
+def review_card(
+    correction: Correction,
+    limit: int,
+    bold: Callable[[str], str] = str,
+    escape: Callable[[str], str] = str,
+) -> list[str]:
+    """A correction as a reviewer sees it, in as many messages of at most ``limit`` characters as it takes.
+
+    Every character that approval would store is shown (less the hidden ones that
+    ``printable`` removes, which the card counts): a cut would let text hide behind it.
+    ``bold`` marks the card's own labels and ``escape`` neutralises a platform's markup
+    in people's text.
+    """
+    fields = [
+        ("Asked:", correction.prompt or "-"),
+        ("Iris replied:", correction.original_reply or "(the reply is gone)"),
+        ("Suggested answer:", correction.text),
+    ]
+    who = printable(correction.person.display_name or correction.person.user_id).strip()[:80]
+    head = f"{bold(f'Correction #{correction.id}')} from {escape(who)} ({correction.person.platform})"
+    hidden = sum(len(text) - len(printable(text)) for _, text in fields)
+    if hidden:
+        head += (
+            f"\n⚠ {_amount(hidden, 'hidden character')} (control, bidi or zero-width) not shown; "
+            "approval stores the text as written."
+        )
+    blocks = [head]
+    for label, text in fields:
+        label = bold(label)
+        pieces = split_rendered(printable(text).strip() or "-", limit - len(label) - 1, escape)
+        blocks += [f"{label} {pieces[0]}", *pieces[1:]]
+    return _pack(blocks, limit)
+
+
+def _pack(blocks: list[str], limit: int, separator: str = "\n\n") -> list[str]:
+    """Blocks (each within ``limit``) joined into as few messages of at most ``limit`` as keep their order."""
+    messages: list[str] = []
+    for block in blocks:
+        if messages and len(messages[-1]) + len(separator) + len(block) <= limit:
+            messages[-1] += separator + block
+        else:
+            messages.append(block)
+    return messages

@@ -120,12 +120,17 @@ class Settings(BaseSettings):
     # With a database, Telegram updates are stored before they are acknowledged and claimed by the
     # processes sharing it (docs/deploy.md); a process that stops gives its claims back after this long.
     inbox_lease_seconds: float = Field(default=30.0, gt=0)
+    # An update whose handling crashed or hung the process this many times is set aside, and its
+    # sender told, rather than taking down every process in turn.
+    inbox_max_attempts: int = Field(default=3, ge=1)
     telegram_webhook_url: str = Field(default="", validation_alias=_env("TELEGRAM_WEBHOOK_URL"))
-    # Checked on every delivery (X-Telegram-Bot-Api-Secret-Token); empty: a random one per start.
+    # Checked on every delivery (X-Telegram-Bot-Api-Secret-Token); empty: one derived from the bot
+    # token, the same in every process (bots.telegram_bot.webhook).
     telegram_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=_env("TELEGRAM_WEBHOOK_SECRET")
     )
-    telegram_webhook_listen: str = Field(default="0.0.0.0", validation_alias=_env("TELEGRAM_WEBHOOK_LISTEN"))
+    # Loopback: only a reverse proxy on this machine reaches the webhook server.
+    telegram_webhook_listen: str = Field(default="127.0.0.1", validation_alias=_env("TELEGRAM_WEBHOOK_LISTEN"))
     telegram_webhook_port: int = Field(default=8443, validation_alias=_env("TELEGRAM_WEBHOOK_PORT"))
     # The local path the webhook server answers on; empty: the path of TELEGRAM_WEBHOOK_URL.
     telegram_webhook_path: str = Field(default="", validation_alias=_env("TELEGRAM_WEBHOOK_PATH"))

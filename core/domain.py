@@ -137,6 +137,7 @@ class ModelVersion:
     created_at: datetime | None = None
     metrics: dict[str, object] = field(default_factory=dict)
     active: bool = False
+    load_error: str | None = None  # why its file last failed to load or answer; None: it loads
 
 
 class RatingOutcome(enum.StrEnum):
@@ -179,6 +180,7 @@ class Stats:
     corrections_rejected: int
     by_model: list[ModelStats]
     active_model: str | None
+    active_model_error: str | None = None  # the active version's file does not load: why
 
     @property
     def voice_share(self) -> float:
@@ -193,6 +195,9 @@ class ErasedCopies:
     rows: int = 0  # rows of training data dropped
     models: tuple[str, ...] = ()  # model versions already trained on the person's words
     unreachable: tuple[str, ...] = ()  # copies that could not be checked or rewritten
+    removed: tuple[tuple[str, int], ...] = ()  # each file changed, and the rows dropped from it
+    # Files beside the copies that may hold one and were left as they are, for the admins to look at.
+    unchecked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,11 +210,16 @@ class ForgetReport:
     # stored, so that copies outside the database can be found; never shown.
     words: tuple[str, ...] = field(default=(), repr=False)
     copies: ErasedCopies | None = None
+    known: bool = True  # False: nothing at all was stored about the person
+    turn_ids: tuple[int, ...] = field(default=(), repr=False)  # the turns deleted, to find their copies
+    # Refused: /forget was used moments ago; it can be used again after this many seconds.
+    retry_after_s: float = 0.0
 
     @property
     def complete(self) -> bool:
         """Whether nothing Iris knows of still holds the person's words."""
-        return self.copies is None or not (self.copies.models or self.copies.unreachable)
+        copies = self.copies
+        return copies is None or not (copies.models or copies.unreachable or copies.unchecked)
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,7 @@ class PruneReport:
     # What people said in the deleted conversations, for their copies outside the database; never shown.
     words: tuple[str, ...] = field(default=(), repr=False)
     copies: ErasedCopies | None = None
+    conversation_ids: tuple[int, ...] = field(default=(), repr=False)  # deleted: their copies go too
 
 
 class AuditAction(enum.StrEnum):

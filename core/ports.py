@@ -9,10 +9,10 @@ All methods here are blocking; the service calls them from worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from core.domain import (
     AuditAction,
@@ -41,8 +41,10 @@ class AudioError(Exception):
 
 
 class AudioTooLong(AudioError):
+    """Audio over the length limit; ``seconds`` is how much of it is known to be there (at least)."""
+
     def __init__(self, seconds: float, limit: float) -> None:
-        super().__init__(f"{seconds:.0f} s of audio is over the {limit:.0f} s limit")
+        super().__init__(f"at least {seconds:.0f} s of audio, over the {limit:.0f} s limit")
         self.seconds = seconds
         self.limit = limit
 
@@ -61,13 +63,27 @@ class Transcript:
     audio_seconds: float
 
 
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Audio decoded to 16 kHz mono float32 samples, never longer than the limit it was decoded to.
+
+    ``samples`` is a NumPy array (``Any`` so that ``core`` imports without NumPy's types).
+    """
+
+    samples: Any
+    seconds: float  # the length really decoded, whatever the file's header claimed
+
+
 class Transcriber(Protocol):
-    def probe(self, audio: bytes) -> float:
-        """Return the duration in seconds without decoding; raise AudioError."""
+    def decode(self, audio: bytes, max_seconds: float) -> DecodedAudio:
+        """Decode at most ``max_seconds`` (plus a small margin), whatever the file's header claims.
+
+        Raise ``AudioTooLong`` for more, ``AudioError`` for what is not audio.
+        """
         ...
 
-    def transcribe(self, audio: bytes) -> Transcript:
-        """Return what was said; raise AudioError for audio that cannot be decoded."""
+    def transcribe(self, audio: DecodedAudio) -> Transcript:
+        """Return what was said in audio ``decode`` returned; ``""`` when no speech was heard."""
         ...
 
 
@@ -97,6 +113,18 @@ class ReplyGenerator(Protocol):
     def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
         """Yield the reply in pieces; blocking, so run it in a worker thread."""
         ...
+
+
+@dataclass(frozen=True)
+class UnansweredTurn:
+    """A person's turn stored with its platform message id that has no reply and no failure reason."""
+
+    turn_id: int
+    conversation_id: int
+    chat: ChatRef
+    message_id: str
+    from_voice: bool
+    created_at: datetime
 
 
 class ConversationStore(Protocol):
@@ -139,6 +167,18 @@ class ConversationStore(Protocol):
 
     def get_turn(self, turn_id: int) -> Turn | None: ...
 
+    def unanswered_turns(self, platform: str, since: datetime, until: datetime) -> list[UnansweredTurn]:
+        """Turns of ``platform`` stored in [``since``, ``until``) with neither reply nor error, oldest first."""
+        ...
+
+    def claim_unanswered(self, turn_id: int, reason: str) -> bool:
+        """Mark an unanswered turn failed with ``reason``, only if it is still unanswered and not failed.
+
+        One conditional UPDATE: of several processes claiming one turn at once, exactly one gets True.
+        A reply stored later clears the reason (``record_reply``): the claimer answered it after all.
+        """
+        ...
+
     def rate(self, person: Person, turn_id: int, value: int) -> RatingOutcome:
         """Store +1/-1 from a person on a reply; a second press replaces the first."""
         ...
@@ -165,6 +205,52 @@ class ConversationStore(Protocol):
 
     def prune(self, cutoff: datetime, dry_run: bool = False) -> PruneReport:
         """Delete conversations last active before ``cutoff`` (consented ones with feedback kept anonymous)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LimitEvent:
+    """One thing a person did that a limit counts: when (seconds since the epoch) and how much."""
+
+    at: float
+    amount: float = 1.0
+
+
+Verdict = TypeVar("Verdict")
+
+
+class LimitLedger(Protocol):
+    """What each person did lately, as every process on one database sees it (``core.limits``).
+
+    ``kind`` names what is counted ("message", "voice", "press", "correction").
+    """
+
+    def recent(self, person: Person, kind: str, since: float) -> list[LimitEvent]:
+        """The person's events of ``kind`` after ``since``, oldest first."""
+        ...
+
+    def note(self, person: Person, kind: str, event: LimitEvent, since: float) -> None:
+        """Count ``event``; the person's events of ``kind`` at or before ``since`` may be dropped."""
+        ...
+
+    def take(
+        self,
+        person: Person,
+        kind: str,
+        event: LimitEvent,
+        since: float,
+        judge: Callable[[list[LimitEvent]], Verdict | None],
+    ) -> Verdict | None:
+        """``judge`` the person's events of ``kind`` after ``since``; count ``event`` if it returns None.
+
+        One step for every process on the database: no event of the person's ``kind`` is
+        counted between the judging and the counting. Returns what ``judge`` returned.
+        """
+        ...
+
+    def unanswered(self, person: Person, within_s: float) -> int:
+        """How many of the person's messages of the last ``within_s`` seconds (wall clock) are
+        stored with neither a reply nor a reason they got none: those still being answered."""
         ...
 
 
@@ -202,6 +288,17 @@ class ModelRegistry(Protocol):
 
     def rollback_model(self) -> ModelVersion:
         """Activate the version that was active before the current one."""
+        ...
+
+    def previous_model(self) -> ModelVersion | None:
+        """The version ``rollback_model`` would activate, if any."""
+        ...
+
+    def report_model_load(self, name: str, error: str | None) -> None:
+        """Record that a version's file failed to load or answer (``error``, one line), or loads (None).
+
+        Kept in the registry so every process and ``iris models list`` see a broken version.
+        """
         ...
 
 
@@ -248,13 +345,39 @@ class Inbox(Protocol):
     oldest unfinished one can be claimed, so one person's messages are answered in order
     whichever process received them. An item whose process stopped is claimed again once
     its lease runs out.
+
+    Every claim counts an attempt, in the database, so the count holds across processes
+    and restarts. An item whose handling crashed or hung its process on each of the
+    inbox's allowed attempts is never claimed again: ``set_aside`` marks it failed, so
+    that one poisonous message cannot take down every process in turn, forever.
     """
 
-    def put(self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object]) -> bool:
-        """Store an update; False when it was stored before (a platform's redelivery)."""
+    def put(
+        self, platform: str, update_id: str, order_key: str, payload: Mapping[str, object], urgent: bool = False
+    ) -> bool:
+        """Store an update; False when it was stored before (a platform's redelivery).
+
+        An ``urgent`` update (a button press, a command: quick, never for the model) is
+        claimed apart from the others, so that it never waits behind them.
+        """
         ...
 
-    def claim(self, platform: str, owner: str, lease_s: float, limit: int) -> list[InboxItem]: ...
+    def claim(
+        self, platform: str, owner: str, lease_s: float, limit: int, urgent: bool = False
+    ) -> list[InboxItem]:
+        """Take up to ``limit`` waiting items for ``lease_s`` seconds; each claim counts an attempt.
+
+        Only urgent items when ``urgent``, only the others otherwise: each kind has its own bound.
+        """
+        ...
+
+    def set_aside(self, platform: str) -> list[InboxItem]:
+        """Mark failed the items whose last allowed attempt ran out of its lease, and return them.
+
+        Each is returned once, to one caller, with its payload (so that its sender can be
+        told); the stored payload is dropped, and later items with its order key go on.
+        """
+        ...
 
     def renew(self, owner: str, item_ids: Sequence[int], lease_s: float) -> None:
         """Extend the leases of the items ``owner`` is still handling."""
@@ -262,6 +385,30 @@ class Inbox(Protocol):
 
     def done(self, item_id: int) -> None:
         """The item was handled: its payload (a person's words) is dropped, its id kept against redelivery."""
+        ...
+
+
+class PendingCorrections(Protocol):
+    """Who pressed ✏️ under a reply and owes a better answer: one per person and chat.
+
+    In the database, so that the answer lands whichever process receives it, after a restart too.
+    """
+
+    def expect(self, chat: ChatRef, person: Person, turn_id: int, stale: datetime) -> None:
+        """Take the person's next message in ``chat`` as their answer to ``turn_id`` (replacing an
+        earlier ✏️ there); anyone's pending corrections from before ``stale`` may be dropped."""
+        ...
+
+    def awaited(self, chat: ChatRef, person: Person, since: datetime) -> int | None:
+        """The turn the person owes a better answer to in ``chat``, if they pressed ✏️ after ``since``."""
+        ...
+
+    def drop(self, chat: ChatRef, person: Person, since: datetime) -> bool:
+        """Forget the person's pending correction in ``chat``; whether one from after ``since`` was there."""
+        ...
+
+    def drop_person(self, person: Person) -> None:
+        """Forget the person's pending corrections in every chat (/forget)."""
         ...
 
 
@@ -276,10 +423,14 @@ class RetrainOutcome:
 
 
 class CopyEraser(Protocol):
-    def erase(self, person: Person | None, texts: Sequence[str]) -> ErasedCopies:
-        """Take texts out of every copy outside the database (exports, datasets, runs).
+    def erase(
+        self, person: Person | None, turn_ids: Collection[int] = (), conversation_ids: Collection[int] = ()
+    ) -> ErasedCopies:
+        """Take rows out of every copy outside the database (exports, datasets, runs).
 
-        ``person``: whose they are (/forget), or None (retention: many people's).
+        The rows of ``person`` (/forget; None for retention), holding one of
+        ``turn_ids`` or from one of ``conversation_ids``: found by who they are
+        and where they came from, never by their words.
         """
         ...
 

@@ -13,11 +13,11 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from pydantic import Field
@@ -49,7 +49,7 @@ from core.domain import (
 )
 from core.drafting import Draft, follow, stream_in_thread
 from core.experiments import ABReport
-from core.limits import Clock, RateLimiter, RateLimits
+from core.limits import Clock, RateLimiter, RateLimits, Refused
 from core.ports import (
     AudioError,
     AudioTooLong,
@@ -57,11 +57,14 @@ from core.ports import (
     ConversationStore,
     CopyEraser,
     Generation,
+    LimitLedger,
+    PendingCorrections,
     ReplyGenerator,
     Retrainer,
     RetrainOutcome,
     ServerUnavailable,
     Transcriber,
+    UnansweredTurn,
 )
 from core.prompt import PromptTooLong, build_prompt
 from core.scheduling import FairQueue
@@ -72,6 +75,10 @@ log = logging.getLogger(__name__)
 # Empty: keep the system prompt the model was trained with, which its chat
 # template inserts. SmolLM2-135M drifts into French under most custom ones.
 DEFAULT_SYSTEM_PROMPT = ""
+
+# How long after ✏️ the person's next message is taken as their better answer; later it is a
+# question again (a ✏️ forgotten for days must not swallow one).
+CORRECTION_WAIT = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,11 @@ class ChatConfig:
     # Messages of one person being answered or waiting; past it they are asked to wait.
     max_queued_per_person: Annotated[int, Field(ge=1)] = 3
     queue_notice_seconds: float = 2.0  # a reply that waits longer shows its place in line
+    # A person's /forget sweeps every training data folder; another within this many seconds is refused.
+    forget_cooldown_seconds: float = 600.0
+    # On start, people's turns stored this many minutes before that no process answered are answered
+    # (Discord; Telegram's inbox keeps its own updates). 0: none.
+    recover_minutes: Annotated[float, Field(ge=0)] = 10.0
 
     @property
     def max_file_bytes(self) -> int:
@@ -120,6 +132,13 @@ class UnknownReply(LookupError):
     """
 
 
+class FeedbackLimited(RuntimeError):
+    """A press or correction over the person's hourly limit; nothing was stored.
+
+    ``str(error)`` is the sentence to show the person: the limit and when to come back.
+    """
+
+
 class ChatService:
     """Turns incoming messages into stored turns and streamed replies."""
 
@@ -135,6 +154,8 @@ class ChatService:
         audit: AuditLog | None = None,
         ab: ABServing | None = None,
         speaker: ReplySpeaker | None = None,
+        ledger: LimitLedger | None = None,
+        pending: PendingCorrections | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -142,15 +163,22 @@ class ChatService:
         self.config = config or ServiceConfig()
         self.retrainer = retrainer
         self.copies = copies
-        self.limiter = RateLimiter(self.config.limits, self.config.exempt, clock)
+        # The per-person limits count in ``ledger`` (the database: every process alike); None: in memory.
+        self.limiter = RateLimiter(self.config.limits, self.config.exempt, clock, ledger)
         self.audit = audit
         self.ab = ab  # A/B tests of model versions; None: the active version answers everyone
         self._retraining = asyncio.Lock()
+        self._sweeping = asyncio.Lock()  # one /forget sweep of the copies at a time
+        self._forgetting: dict[str, asyncio.Task[ForgetReport]] = {}  # per person: the /forget under way
+        self._forgot_at: dict[str, float] = {}  # per person: when their last /forget ran (without an audit log)
         self._in_progress: Counter[str] = Counter()  # per person: messages being answered or waiting
         self._model_queue = FairQueue(self.config.parallel_replies)
         self._model_threads = ThreadPoolExecutor(self.config.parallel_replies, thread_name_prefix="reply")
         self._speech_queue = FairQueue()
         self.speaker = speaker  # spoken replies (core.speaking); None: text only
+        # Who owes a better answer after ✏️ (Telegram). None: nothing is awaited and
+        # await_correction refuses (a service a test builds for messages alone).
+        self.pending = pending
 
     @property
     def waiting_for_model(self) -> int:
@@ -170,15 +198,13 @@ class ChatService:
         if problem is not None and problem.kind is NoticeKind.EMPTY:
             yield problem
             return
-        refused = self.limiter.check_message(message.sender)
-        if refused is not None:  # refused before anything is stored
-            yield Notice(NoticeKind.RATE_LIMITED, refused.text(self.limiter.clock()))
+        # A message taken over from a stopped process was admitted there: its own count must not refuse it.
+        refusal = None if message.redelivered else await self._refusal(message.sender)
+        if refusal is not None:  # refused before anything is stored
+            yield refusal
             return
         sender = message.sender.actor
-        if self._in_progress[sender] >= self.config.chat.max_queued_per_person:
-            yield Notice(NoticeKind.TOO_MANY_WAITING, _too_many_waiting(self._in_progress[sender]))
-            return
-        self._in_progress[sender] += 1
+        self._in_progress[sender] += 1  # no await since the count in _refusal: this process's is exact
         try:
             async with aclosing(self._handle(message, problem, started)) as events:
                 async for event in events:
@@ -187,6 +213,23 @@ class ChatService:
             self._in_progress[sender] -= 1
             if not self._in_progress[sender]:
                 del self._in_progress[sender]
+
+    async def _refusal(self, sender: Person) -> Notice | None:
+        """Why a new message from ``sender`` is refused now (over the hour's messages, or too many
+        waiting for an answer), or None. Counted across processes, so two messages sent to two
+        processes at the same moment may both pass the last place."""
+
+        def count() -> tuple[Refused | None, int]:
+            return self.limiter.check_message(sender), self.limiter.unanswered(sender)
+
+        refused, stored = await asyncio.to_thread(count)
+        if refused is not None:
+            return Notice(NoticeKind.RATE_LIMITED, refused.text(self.limiter.clock()))
+        # This process's count sees its messages not stored yet; the stored one every process's.
+        waiting = max(self._in_progress[sender.actor], stored)
+        if waiting >= self.config.chat.max_queued_per_person:
+            return Notice(NoticeKind.TOO_MANY_WAITING, _too_many_waiting(waiting))
+        return None
 
     async def _handle(
         self, message: IncomingMessage, problem: Notice | None, started: float
@@ -214,7 +257,16 @@ class ChatService:
             # showing it whole: show it (again); a plain second delivery is not answered twice.
             yield stored or Notice(NoticeKind.DUPLICATE, "Already answered.", receipt.turn_id)
             return
-        self.limiter.note_message(message.sender)
+        if not message.redelivered:  # taken over from a stopped process: counted there, not twice
+            await asyncio.to_thread(self.limiter.note_message, message.sender)
+        async with aclosing(self._answer(receipt, message, problem, started)) as events:
+            async for event in events:
+                yield event
+
+    async def _answer(
+        self, receipt: UserTurnReceipt, message: IncomingMessage, problem: Notice | None, started: float
+    ) -> AsyncGenerator[ServiceEvent, None]:
+        """Everything after the turn is stored: a received message and a recovered one go this way."""
         if problem is not None:
             await self._fail(receipt.turn_id, problem.text)
             yield Notice(problem.kind, problem.text, receipt.turn_id)
@@ -223,7 +275,7 @@ class ChatService:
         user_text = message.text or ""
         transcribe_ms: float | None = None
         if message.audio is not None:
-            heard = await self._transcribe(receipt, message.sender, message.audio.data)
+            heard = await self._transcribe(receipt, message.sender, message.audio.data, message.redelivered)
             if isinstance(heard, Notice):
                 yield heard
                 return
@@ -267,25 +319,29 @@ class ChatService:
         except Exception:
             log.exception("could not note why turn %s failed", turn_id)
 
-    async def _transcribe(self, receipt: UserTurnReceipt, sender: Person, audio: bytes) -> _Heard | Notice:
+    async def _transcribe(
+        self, receipt: UserTurnReceipt, sender: Person, audio: bytes, charged: bool = False
+    ) -> _Heard | Notice:
         turn_id = receipt.turn_id
         limit = self.config.chat.max_audio_seconds
         try:
             async with self._speech_queue.slot(sender.actor):
-                seconds = await asyncio.to_thread(self.transcriber.probe, audio)
-                if seconds > limit:
-                    raise AudioTooLong(seconds, limit)
-                refused = self.limiter.check_voice(sender, seconds)
+                began = time.perf_counter()
+                # Decoded once, by its real length (stopped at the limit, whatever the header claims):
+                # that length, not the claimed one, is what the voice minutes are charged.
+                decoded = await asyncio.to_thread(self.transcriber.decode, audio, limit)
+                # ``charged``: a note taken over from a process killed after charging it is neither
+                # charged again nor refused for that charge (the person would lose its reply to a crash).
+                take = self.limiter.take_voice
+                refused = None if charged else await asyncio.to_thread(take, sender, decoded.seconds)
                 if refused is not None:
                     text = refused.text(self.limiter.clock())
-                    await self._fail(turn_id, text, seconds)
+                    await self._fail(turn_id, text, decoded.seconds)
                     return Notice(NoticeKind.RATE_LIMITED, text, turn_id)
-                self.limiter.note_voice(sender, seconds)
-                began = time.perf_counter()
-                transcript = await asyncio.to_thread(self.transcriber.transcribe, audio)
+                transcript = await asyncio.to_thread(self.transcriber.transcribe, decoded)
                 ms = (time.perf_counter() - began) * 1000
         except AudioTooLong as too_long:
-            text = f"That voice note is {too_long.seconds:.0f} s long; I can take up to {limit:.0f} s."
+            text = f"That voice note is too long: I can take up to {limit:.0f} s."
             await self._fail(turn_id, text, too_long.seconds)
             return Notice(NoticeKind.TOO_LONG, text, turn_id)
         except AudioError as bad:
@@ -447,6 +503,60 @@ class ChatService:
         finally:
             draft.finish()
 
+    # --- recovery after a restart --------------------------------------------------
+
+    async def unanswered(self, platform: str, started_at: datetime) -> list[UnansweredTurn]:
+        """Turns of ``platform`` that processes which stopped left unanswered, oldest first.
+
+        Only those stored within ``ChatConfig.recover_minutes`` before ``started_at`` (when this
+        process started: what it stored itself is its own to answer); none when that is 0.
+        """
+        minutes = self.config.chat.recover_minutes
+        if minutes <= 0:
+            return []
+        since = started_at - timedelta(minutes=minutes)
+        return await asyncio.to_thread(self.store.unanswered_turns, platform, since, started_at)
+
+    async def recover(
+        self, turn: UnansweredTurn, message: IncomingMessage | None
+    ) -> AsyncGenerator[ServiceEvent, None]:
+        """Answer a turn a stopped process stored and left unanswered, as ``handle`` answers a message.
+
+        ``message`` is the turn's message read again from the platform; None when its voice note
+        could not be downloaded again (the person is asked to send it again). The turn is first
+        claimed in the store, so of several processes recovering it only one answers, once; a
+        process stopping during recovery leaves it failed with ``INTERRUPTED``, never answered
+        twice. Nothing is yielded for a turn another process took or answered meanwhile.
+        """
+        if not await asyncio.to_thread(self.store.claim_unanswered, turn.turn_id, INTERRUPTED):
+            return
+        if message is None:
+            text = LOST_IN_RESTART if turn.from_voice else INTERRUPTED
+            await self._fail(turn.turn_id, text)
+            yield Notice(NoticeKind.UNREADABLE_AUDIO, text, turn.turn_id)
+            return
+        receipt = UserTurnReceipt(turn.turn_id, turn.conversation_id)
+        sender = message.sender.actor
+        self._in_progress[sender] += 1
+        try:
+            # Taken over like a redelivered update: the stopped process may have charged its voice already.
+            message = replace(message, redelivered=True)
+            events = self._answer(receipt, message, self._check_input(message), time.perf_counter())
+            async with aclosing(events) as answer:
+                async for event in answer:
+                    yield event
+        finally:
+            self._in_progress[sender] -= 1
+            if not self._in_progress[sender]:
+                del self._in_progress[sender]
+
+    async def give_up(self, turn: UnansweredTurn, reason: str) -> bool:
+        """Mark a stored, unanswered turn failed with ``reason`` (its message or channel is gone).
+
+        False when another process claimed or answered it meanwhile.
+        """
+        return await asyncio.to_thread(self.store.claim_unanswered, turn.turn_id, reason)
+
     # --- feedback -------------------------------------------------------------
 
     async def rate(self, person: Person, turn_id: int, up: bool, where: ChatRef | None = None) -> RatingOutcome:
@@ -456,7 +566,12 @@ class ChatService:
         platform says, never from the button's data): a reply shown in another
         chat raises ``UnknownReply`` and nothing is stored. Only trusted local
         callers (the CLI, the console) leave it out.
+
+        Presses in a chat count against the person's hourly limit (``RateLimits.presses_per_hour``),
+        forged or repeated ones too: past it, ``FeedbackLimited`` is raised and nothing is stored.
         """
+        if where is not None:
+            await self._take(self.limiter.take_press, person)
         await self.check_reply(turn_id, where)
         outcome = await asyncio.to_thread(self.store.rate, person, turn_id, 1 if up else -1)
         if self.ab is not None and outcome is not RatingOutcome.UNCHANGED:
@@ -474,13 +589,23 @@ class ChatService:
     async def correct(self, person: Person, turn_id: int, text: str, where: ChatRef | None = None) -> int:
         """Store a better answer for a reply; it waits for review before training uses it.
 
-        ``where`` as for ``rate``.
+        ``where`` as for ``rate``; in a chat, corrections count against
+        ``RateLimits.corrections_per_hour`` (``FeedbackLimited`` past it).
         """
         text = text.strip()
         if not text:
             raise ValueError("a correction needs some text")
+        if where is not None:
+            await self._take(self.limiter.take_correction, person)
         await self.check_reply(turn_id, where)
         return await asyncio.to_thread(self.store.add_correction, person, turn_id, text)
+
+    async def _take(self, take: Callable[[Person], Refused | None], person: Person) -> None:
+        # Checked and counted as one step (core.limits), across processes: two presses at once
+        # cannot both pass the last place.
+        refused = await asyncio.to_thread(take, person)
+        if refused is not None:
+            raise FeedbackLimited(refused.text(self.limiter.clock()))
 
     async def check_reply(self, turn_id: int, where: ChatRef | None = None) -> None:
         """Raise ``UnknownReply`` unless ``turn_id`` is a reply of the bot (shown in ``where``, if given)."""
@@ -498,6 +623,37 @@ class ChatService:
             )
             raise UnknownReply(f"turn {turn_id} is not one of my replies in this chat")
 
+    # --- corrections typed as the next message (Telegram's ✏️) ----------------------
+
+    async def await_correction(self, chat: ChatRef, person: Person, turn_id: int) -> None:
+        """Take the person's next message in ``chat`` as their better answer to ``turn_id``.
+
+        Kept in the database: whichever process receives that message, even after a restart.
+        """
+        if self.pending is None:
+            raise RuntimeError("this service was built without a PendingCorrections store")
+        stale = datetime.now(UTC) - CORRECTION_WAIT
+        await asyncio.to_thread(self.pending.expect, chat, person, turn_id, stale)
+
+    async def awaited_correction(self, chat: ChatRef, person: Person) -> int | None:
+        """The reply the person owes a better answer to in ``chat``, if they pressed ✏️ lately."""
+        if self.pending is None:
+            return None
+        since = datetime.now(UTC) - CORRECTION_WAIT
+        return await asyncio.to_thread(self.pending.awaited, chat, person, since)
+
+    async def drop_awaited_correction(self, chat: ChatRef, person: Person) -> bool:
+        """Stop waiting for the person's better answer in ``chat``; whether one was awaited."""
+        if self.pending is None:
+            return False
+        since = datetime.now(UTC) - CORRECTION_WAIT
+        return await asyncio.to_thread(self.pending.drop, chat, person, since)
+
+    async def drop_awaited_corrections(self, person: Person) -> None:
+        """Stop waiting for the person's better answers in every chat (/forget)."""
+        if self.pending is not None:
+            await asyncio.to_thread(self.pending.drop_person, person)
+
     # --- conversations and people -----------------------------------------------
 
     async def reset(self, chat: ChatRef, person: Person, shared_history: bool = False) -> bool:
@@ -506,36 +662,69 @@ class ChatService:
 
     async def forget(self, person: Person) -> ForgetReport:
         """Delete everything stored about a person: their turns, ratings and corrections,
-        then their words in every copy outside the database (exports, datasets, retrain runs).
+        then their rows in every copy outside the database (exports, datasets, retrain runs).
 
-        The report names the model versions already trained on their words.
+        The report names the model versions already trained on their words. A
+        request while one for the same person runs gets that one's report; one
+        within ``ChatConfig.forget_cooldown_seconds`` of the last is refused
+        (``ForgetReport.retry_after_s``); a person with nothing stored costs no sweep.
         """
+        running = self._forgetting.get(person.actor)
+        if running is None:
+            running = asyncio.ensure_future(self._forget_once(person))
+            self._forgetting[person.actor] = running
+            running.add_done_callback(lambda _: self._forgetting.pop(person.actor, None))
+        # Shielded: a person who gives up waiting does not stop a sweep halfway.
+        return await asyncio.shield(running)
+
+    async def _forget_once(self, person: Person) -> ForgetReport:
+        wait = await self._forget_cooldown(person)
+        if wait > 0:
+            return ForgetReport(0, 0, 0, 0, retry_after_s=wait)
         report = await asyncio.to_thread(self.store.forget, person)
+        if not (report.turns or report.ratings or report.corrections):
+            # Nothing of theirs can be in a copy: a stranger's /forget must not cost a sweep.
+            if report.known:
+                await self._record(person.pseudonym, AuditAction.FORGET, None, {"turns": 0})
+            return report
+        self._forgot_at[person.actor] = time.time()
         if self.copies is not None:
-            report = replace(report, copies=await self._erase_copies(person, report.words))
-        details: dict[str, object] = {
-            "turns": report.turns,
-            "ratings": report.ratings,
-            "corrections": report.corrections,
-        }
-        if report.copies is not None:
-            details |= {
-                "files": report.copies.files,
-                "rows": report.copies.rows,
-                "models": list(report.copies.models),
-                "unreachable": list(report.copies.unreachable),
-            }
-        await self._record(person.pseudonym, AuditAction.FORGET, None, details)
+            copies = await self._erase_copies(person, turn_ids=report.turn_ids)
+            report = replace(report, copies=copies)
+        await self._record(person.pseudonym, AuditAction.FORGET, None, _forget_details(report))
         return report
 
-    async def _erase_copies(self, person: Person | None, words: Sequence[str]) -> ErasedCopies:
-        """Remove ``words`` from the copies outside the database; a failure is reported, not raised."""
+    async def _forget_cooldown(self, person: Person) -> float:
+        """Seconds until the person may use /forget again: from the audit trail (every process), else memory."""
+        cooldown = self.config.chat.forget_cooldown_seconds
+        now = time.time()  # wall time, as the audit trail keeps it
+        last = self._forgot_at.get(person.actor, float("-inf"))
+        if cooldown > 0 and self.audit is not None:
+            since = datetime.fromtimestamp(now - cooldown, UTC)
+            try:
+                entries = await asyncio.to_thread(self.audit.audit_entries, since)
+            except Exception:
+                log.exception("could not read the audit trail for the /forget cooldown")
+                entries = []
+            swept = [
+                e.at.timestamp()
+                for e in entries
+                if e.action is AuditAction.FORGET and e.actor == person.pseudonym and e.details.get("turns")
+            ]
+            last = max([last, *swept])
+        return max(0.0, last + cooldown - now)
+
+    async def _erase_copies(
+        self, person: Person | None, turn_ids: Sequence[int] = (), conversation_ids: Sequence[int] = ()
+    ) -> ErasedCopies:
+        """Take rows out of the copies outside the database, one sweep at a time; a failure is reported."""
         assert self.copies is not None
-        try:
-            return await asyncio.to_thread(self.copies.erase, person, words)
-        except Exception:
-            log.exception("could not remove words from the copies outside the database")
-            return ErasedCopies(unreachable=("the training data folders",))
+        async with self._sweeping:
+            try:
+                return await asyncio.to_thread(self.copies.erase, person, turn_ids, conversation_ids)
+            except Exception:
+                log.exception("could not remove rows from the copies outside the database")
+                return ErasedCopies(unreachable=("the training data folders",))
 
     async def set_voice(self, person: Person, on: bool | None) -> bool:
         """Record ``/voice on|off`` (None: back to the deployment's mode); False when speech is not set up."""
@@ -558,8 +747,9 @@ class ChatService:
         report = await asyncio.to_thread(self.store.prune, cutoff, dry_run)
         if dry_run:
             return report
-        if self.copies is not None and report.words:
-            report = replace(report, copies=await self._erase_copies(None, report.words))
+        if self.copies is not None and report.conversation_ids:
+            copies = await self._erase_copies(None, conversation_ids=report.conversation_ids)
+            report = replace(report, copies=copies)
         await self._record(actor, AuditAction.PRUNE, None, prune_details(report, days))
         return report
 
@@ -640,6 +830,30 @@ class ChatService:
             await asyncio.to_thread(self.audit.record_audit, actor, action, target, details)
         except Exception:
             log.exception("could not write %s by %s to the audit trail", action.value, actor)
+
+
+def _forget_details(report: ForgetReport) -> dict[str, object]:
+    """The audit entry of a /forget: what was deleted, and from which files outside the database."""
+    details: dict[str, object] = {
+        "turns": report.turns,
+        "ratings": report.ratings,
+        "corrections": report.corrections,
+    }
+    if report.copies is not None:
+        details |= {
+            "files": report.copies.files,
+            "rows": report.copies.rows,
+            "removed": dict(report.copies.removed),
+            "models": list(report.copies.models),
+            "unreachable": list(report.copies.unreachable),
+            "unchecked": list(report.copies.unchecked),
+        }
+    return details
+
+
+# Why a recovered turn has no reply, until it has one (kept if the recovering process stops too).
+INTERRUPTED = "A restart interrupted this message before it was answered."
+LOST_IN_RESTART = "Your voice message was lost in a restart before I could listen to it; please send it again."
 
 
 def _too_many_waiting(count: int) -> str:

@@ -30,6 +30,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.experiments import Arm
+from core.ports import UnansweredTurn
 from storage import people, queries, retention
 from storage.database import dialect_insert, session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
@@ -214,12 +215,35 @@ class SqlStore:
             )
             session.add(row)
             session.flush()
-            return row.id
+            reply_id = row.id
+        # Answered after all: a turn claimed after a restart carries a reason until now. Cleared only
+        # once the reply is committed, so a concurrent claim sees the turn failed or answered, never free.
+        with self._session() as session:
+            claimed = TurnRow.id == reply_to_turn_id, TurnRow.error.is_not(None)
+            session.execute(update(TurnRow).where(*claimed).values(error=None))
+        return reply_id
 
     def get_turn(self, turn_id: int) -> Turn | None:
         with self._session() as session:
             row = session.get(TurnRow, turn_id)
             return to_turn(row) if row else None
+
+    def unanswered_turns(self, platform: str, since: datetime, until: datetime) -> list[UnansweredTurn]:
+        return queries.unanswered_turns(self.engine, platform, since, until)
+
+    def claim_unanswered(self, turn_id: int, reason: str) -> bool:
+        reply = aliased(TurnRow)
+        answered = select(reply.id).where(reply.reply_to_id == turn_id).exists()
+        with self._session() as session:
+            # PostgreSQL re-reads the row after a concurrent claim commits: only one UPDATE matches.
+            claimed = session.execute(
+                update(TurnRow)
+                .where(TurnRow.id == turn_id, TurnRow.error.is_(None), ~answered)
+                .values(error=reason)
+                .returning(TurnRow.id)
+                .execution_options(synchronize_session=False)
+            ).first()
+            return claimed is not None
 
     # --- feedback ------------------------------------------------------------
 
@@ -307,7 +331,7 @@ class SqlStore:
         with self._session() as session:
             row = people.find(session, person)
             if row is None:
-                return ForgetReport(0, 0, 0, 0)
+                return ForgetReport(0, 0, 0, 0, known=False)
             own_conversations = select(ConversationRow.id).where(ConversationRow.owner_id == row.id)
             their_turns = select(TurnRow.id).where(TurnRow.person_id == row.id)
             doomed_turns = select(TurnRow.id).where(
@@ -326,6 +350,7 @@ class SqlStore:
                 corrections=self._count(session, CorrectionRow, CorrectionRow.person_id == row.id),
                 conversations=self._count(session, ConversationRow, ConversationRow.owner_id == row.id),
                 words=tuple(dict.fromkeys(text for text in [*said, *proposed] if text)),
+                turn_ids=tuple(turn_ids),
             )
             # Explicit deletes in dependency order, so nothing depends on the
             # backend's ON DELETE CASCADE being switched on.
@@ -394,7 +419,10 @@ class SqlStore:
                 .group_by(TurnRow.model_version)
                 .order_by(TurnRow.model_version)
             ).all()
-            active = session.scalars(select(ModelVersionRow.name).where(ModelVersionRow.active)).first()
+            active_row = session.execute(
+                select(ModelVersionRow.name, ModelVersionRow.load_error).where(ModelVersionRow.active)
+            ).first()
+        active, active_error = active_row if active_row else (None, None)
         return Stats(
             people=people,
             conversations=conversations,
@@ -406,6 +434,7 @@ class SqlStore:
             corrections_rejected=by_status.get(CorrectionStatus.REJECTED.value, 0),
             by_model=[ModelStats(model or "?", n, up, down) for model, n, up, down in by_model],
             active_model=active,
+            active_model_error=active_error,
         )
 
     # --- model registry ------------------------------------------------------------
@@ -448,6 +477,15 @@ class SqlStore:
             row.active, row.activated_at = True, utcnow()
         return self._model(name)
 
+    def report_model_load(self, name: str, error: str | None) -> None:
+        """Note that ``name``'s file failed to load or answer (``error``, one line), or loads again (None)."""
+        with self._session() as session:
+            session.execute(
+                update(ModelVersionRow)
+                .where(ModelVersionRow.name == name)
+                .values(load_error=error, load_error_at=utcnow() if error else None)
+            )
+
     def _model(self, name: str) -> ModelVersion:
         with self._session() as session:
             return to_model_version(
@@ -461,18 +499,23 @@ class SqlStore:
             )
             return [to_model_version(row) for row in rows]
 
-    def rollback_model(self) -> ModelVersion:
-        """Serve again the version that was active before the current one (the latest other activation)."""
+    def previous_model(self) -> ModelVersion | None:
+        """The version that was active before the current one (the latest other activation), if any."""
         with self._session() as session:
-            previous = session.scalars(
-                select(ModelVersionRow.name)
+            row = session.scalars(
+                select(ModelVersionRow)
                 .where(ModelVersionRow.active.is_(False), ModelVersionRow.activated_at.is_not(None))
                 .order_by(ModelVersionRow.activated_at.desc(), ModelVersionRow.id.desc())
                 .limit(1)
             ).first()
+            return to_model_version(row) if row else None
+
+    def rollback_model(self) -> ModelVersion:
+        """Serve again the version that was active before the current one (the latest other activation)."""
+        previous = self.previous_model()
         if previous is None:
             raise NotFound("no earlier active version to roll back to")
-        return self.activate_model(previous)
+        return self.activate_model(previous.name)
 
     # --- audit trail -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -152,6 +153,10 @@ class ModelVersionRow(Base):
     active: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     activated_at: Mapped[datetime | None]
+    # Why its file last failed to load or answer (None: it loads), so that every process and
+    # `iris models list` see a broken version, not only the process that tried it.
+    load_error: Mapped[str | None] = mapped_column(Text)
+    load_error_at: Mapped[datetime | None]
 
 
 class ExperimentRow(Base):
@@ -193,8 +198,11 @@ class InboxRow(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None]
-    attempts: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)  # claims so far, counted across processes
     done_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]  # set aside: its handling stopped a process on every attempt
+    # A press or a command: claimed apart from the messages, so that it never waits behind them.
+    urgent: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class AuditRow(Base):
@@ -208,3 +216,39 @@ class AuditRow(Base):
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(256))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LimitEventRow(Base):
+    """One thing a person did that a per-person limit counts (``storage.limits``), kept an hour.
+
+    By platform and user id, not a ``people`` row: /forget must not give a person a fresh hour.
+    """
+
+    __tablename__ = "limit_events"
+    __table_args__ = (Index("ix_limit_events_person", "platform", "user_id", "kind", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))  # "message", "voice", "press", "correction"
+    amount: Mapped[float] = mapped_column(Float)  # 1, or the seconds of a voice note
+    # Seconds since the epoch by the limiter's clock (which tests move), not the database's.
+    at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class PendingCorrectionRow(Base):
+    """Someone pressed ✏️ under a reply and owes a better answer in that chat (``storage.pending``).
+
+    In the database, not a process's memory: the answer may reach another process, or come
+    after a restart. One per person and chat; a newer ✏️ replaces it.
+    """
+
+    __tablename__ = "pending_corrections"
+    __table_args__ = (UniqueConstraint("platform", "chat_id", "user_id", name="uq_pending_corrections_person"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    chat_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    turn_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: a reply gone by then is told so
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
