@@ -388,7 +388,9 @@ def _balance(build: _Build, train: list[_Example]) -> list[_Example]:
     for example in feedback:
         by_person[example.person].append(example)
     capped: list[_Example] = []
-    for person, rows in sorted(by_person.items(), key=lambda item: item[0] or ""):
+    # In the order people first appear in the export (the database's), not by pseudonym: a keyed
+    # pseudonym differs between deployments, and the sample drawn must not.
+    for person, rows in by_person.items():
         if config.person_cap > 0 and person is not None and len(rows) > config.person_cap:
             rows = sorted(rng.sample(rows, len(rows)), key=lambda e: -e.score)[: config.person_cap]
         capped.extend(rows)

@@ -196,3 +196,17 @@ def test_a_missing_source_is_named(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FineTomeUnavailable, match=r"no \.parquet or \.jsonl"):
         build_dataset(str(tmp_path / "empty"), tmp_path / "out")
+
+
+def test_the_pseudonym_key_does_not_change_what_is_trained_on(seeded: Seeded, tmp_path: Path) -> None:
+    """Keyed pseudonyms differ between deployments (and library calls); the sample drawn must not."""
+    from finetune.feedback import Pseudonyms
+
+    config = BuildConfig(progress=False, eval_fraction=0.3, person_cap=1, eval_finetome=10)
+    for name in ("a", "b"):
+        build_dataset(
+            "sample", tmp_path / name, database_url=seeded.url, config=config, pseudonyms=Pseudonyms.ephemeral()
+        )
+    for split in OUTPUTS:
+        assert rows(tmp_path / "a", split) == rows(tmp_path / "b", split)
+    assert rows(tmp_path / "a", "feedback/sft_meta.jsonl") != rows(tmp_path / "b", "feedback/sft_meta.jsonl")
