@@ -131,20 +131,12 @@ class RateLimiter:
         """Refuse a new message when the person already sent the hour's share."""
         return self._check_count("message", person, self.limits.messages_per_hour)
 
-    def check_press(self, person: Person) -> Refused | None:
-        """Refuse a 👍/👎 press when the person already pressed the hour's share."""
-        return self._check_count("press", person, self.limits.presses_per_hour)
-
-    def check_correction(self, person: Person) -> Refused | None:
-        """Refuse a better answer when the person already sent the hour's share."""
-        return self._check_count("correction", person, self.limits.corrections_per_hour)
-
     def take_press(self, person: Person) -> Refused | None:
-        """``check_press`` and, if it passes, ``note_press``, as one step across processes."""
+        """Refuse a 👍/👎 press past the hour's share; otherwise count it, as one step across processes."""
         return self._take_count("press", person, self.limits.presses_per_hour)
 
     def take_correction(self, person: Person) -> Refused | None:
-        """``check_correction`` and, if it passes, ``note_correction``, as one step across processes."""
+        """Refuse a better answer past the hour's share; otherwise count it, as one step across processes."""
         return self._take_count("correction", person, self.limits.corrections_per_hour)
 
     def _check_count(self, kind: str, person: Person, limit: int) -> Refused | None:
@@ -165,16 +157,8 @@ class RateLimiter:
         since = now - WINDOW_S
         return self._safely(lambda: self.ledger.take(person, kind, LimitEvent(now), since, judge), None)
 
-    def check_voice(self, person: Person, seconds: float) -> Refused | None:
-        """Refuse ``seconds`` more of voice when it would go over the hour's minutes."""
-        if self.limits.voice_minutes_per_hour <= 0 or self._exempt(person):
-            return None
-        now = self.clock()
-        used: list[LimitEvent] = self._safely(lambda: self.ledger.recent(person, "voice", now - WINDOW_S), [])
-        return self._voice_refusal(used, seconds, now)
-
     def take_voice(self, person: Person, seconds: float) -> Refused | None:
-        """``check_voice`` and, if it passes, ``note_voice``, as one step across processes."""
+        """Refuse ``seconds`` more of voice past the hour's minutes; otherwise count them, as one step."""
         if self.limits.voice_minutes_per_hour <= 0 or self._exempt(person):
             return None
         now = self.clock()
@@ -208,15 +192,6 @@ class RateLimiter:
 
     def note_message(self, person: Person) -> None:
         self._note("message", person, self.limits.messages_per_hour, 1.0)
-
-    def note_press(self, person: Person) -> None:
-        self._note("press", person, self.limits.presses_per_hour, 1.0)
-
-    def note_correction(self, person: Person) -> None:
-        self._note("correction", person, self.limits.corrections_per_hour, 1.0)
-
-    def note_voice(self, person: Person, seconds: float) -> None:
-        self._note("voice", person, self.limits.voice_minutes_per_hour, seconds)
 
     def _note(self, kind: str, person: Person, limit: float, amount: float) -> None:
         if limit <= 0 or self._exempt(person):
