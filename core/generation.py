@@ -308,7 +308,8 @@ class LlamaGenerator:
     of the model's ``BatchedDecoder``. A newly promoted model gets a decoder of
     its own; the old one finishes the replies it is writing, then is freed. A
     promoted model whose file does not load leaves the old one serving (see
-    ``_try_to_serve``); ``clock`` times the back-off between tries.
+    ``_try_to_serve``), and at a fresh start the version active before it
+    serves; ``clock`` times the back-off between tries.
     """
 
     def __init__(
@@ -380,12 +381,32 @@ class LlamaGenerator:
             loaded = _open_serving(wanted.gguf_path, self.config)
         except Exception as error:
             self._note_failure(wanted, error)
+            if self._llm is None:
+                self._serve_previous(wanted)
             return
         if failed is not None:
             log.warning("model %s loads now and serves", wanted.name)
         self._failure = None
         self._install(wanted, *loaded)
         self._report(wanted, None)
+
+    def _serve_previous(self, broken: ModelVersion) -> None:
+        """Nothing loaded and the active version broken (a fresh start): serve the one active before it.
+
+        ``broken`` is tried again after its back-off, and takes over once it loads.
+        """
+        try:
+            previous = self.registry.previous_model() if self.registry is not None else None
+            if previous is None or previous.gguf_path == broken.gguf_path:
+                return
+            loaded = _open_serving(previous.gguf_path, self.config)
+        except Exception as error:
+            log.error("no earlier version could be served in place of %s: %s", broken.name, _one_line(error))
+            return
+        log.warning(
+            "serving %s, the version active before %s, until %s loads", previous.name, broken.name, broken.name
+        )
+        self._install(previous, *loaded)
 
     def _install(self, version: ModelVersion, llm: Llama, decoder: BatchedDecoder) -> None:
         old = (self._llm, self._decoder)

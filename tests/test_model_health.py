@@ -257,6 +257,32 @@ async def test_the_broken_mark_is_shown_by_iris_models_list(
     assert "broken: damaged.gguf does not load" in listed.stdout
 
 
+async def test_a_fresh_start_with_a_damaged_active_version_serves_the_version_before_it(
+    tmp_path: Path, served_gguf: Path, transcriber: WhisperTranscriber
+) -> None:
+    settings = make_settings(tmp_path, served_gguf)
+    first = build_app(settings)
+    good = first.store.active_model()
+    assert good is not None
+    damaged = truncated_copy(served_gguf, tmp_path / "damaged.gguf")
+    first.store.register_model("damaged", str(damaged), activate=True)  # while no bot runs
+    first.close()
+
+    restarted = build_app(settings)
+    restarted.service.transcriber = restarted.transcriber = transcriber
+    try:
+        restarted.warm_up()
+        answered = await reply(restarted, "What is the capital of France?")
+        assert isinstance(answered, ReplyDone) and answered.text.strip()
+        assert answered.model == good.name
+        stored_reply = restarted.store.get_turn(answered.turn_id)
+        assert stored_reply is not None and stored_reply.model_version == good.name
+        active = restarted.store.active_model()
+        assert active is not None and active.name == "damaged" and active.load_error  # shown broken
+    finally:
+        restarted.close()
+
+
 async def test_with_nothing_loaded_a_damaged_model_gets_a_sentence_and_a_failed_turn(
     tmp_path: Path, served_gguf: Path, transcriber: WhisperTranscriber, caplog: pytest.LogCaptureFixture
 ) -> None:
