@@ -71,9 +71,7 @@ class MemoryLedger:
             return self._recent(person, kind, since)
 
     def note(self, person: Person, kind: str, event: LimitEvent, since: float) -> None:
-        with self._lock:
-            self._recent(person, kind, since)
-            self._events.setdefault((kind, person.platform, person.user_id), deque()).append(event)
+        self.take(person, kind, event, since, lambda _: None)  # counted whatever came before
 
     def take(
         self,

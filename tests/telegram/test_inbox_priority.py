@@ -22,7 +22,7 @@ from storage.inbox import SqlInbox
 from storage.repository import SqlStore
 from tests.telegram.fake_bot_api import FakeBotApi, private_chat, user
 from tests.telegram.scenario import button, rated_replies, turn_of, wait_for_reply
-from tests.telegram.test_iris_run import _environment
+from tests.telegram.test_iris_run import iris_environment
 
 ADA, BOB = user(42, "Ada"), user(43, "Bob")
 CROWD = [user(100 + n, f"Guest{n}") for n in range(6)]
@@ -67,7 +67,7 @@ async def test_a_press_and_a_command_sent_into_a_crowd_are_answered_before_it(
     fake_api: FakeBotApi, tmp_path: Path, served_gguf: Path
 ) -> None:
     environment = {
-        **_environment(fake_api, tmp_path / "data", served_gguf),
+        **iris_environment(fake_api, tmp_path / "data", served_gguf),
         "IRIS_LLM_PARALLEL": "1",
         "IRIS_GENERATION_MAX_TOKENS": "64",
     }

@@ -16,7 +16,7 @@ from tests.telegram.scenario import button, turn_of, wait_for_reply
 ADA = user(42, "Ada")
 
 
-def _environment(fake_api: FakeBotApi, data_dir: Path, served_gguf: Path) -> dict[str, str]:
+def iris_environment(fake_api: FakeBotApi, data_dir: Path, served_gguf: Path) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("IRIS_", "TELEGRAM_", "DISCORD_"))}
     return {
         **inherited,
@@ -43,7 +43,7 @@ async def test_iris_run_telegram_answers_a_voice_note_and_stores_a_thumbs_up(
             str(iris),
             "run",
             "telegram",
-            env=_environment(fake_api, data_dir, served_gguf),
+            env=iris_environment(fake_api, data_dir, served_gguf),
             cwd=tmp_path,
             stdout=log,
             stderr=log,
