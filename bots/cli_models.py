@@ -32,14 +32,19 @@ models_app = typer.Typer(help="The model versions the bots can serve.", no_args_
 
 @models_app.command("list")
 def models_list() -> None:
-    """The registered model versions; * marks the active one, "broken:" a version whose file does not load."""
+    """The registered model versions; * marks the active one, "broken:" a version whose file does not load.
+
+    "knows 2/3": of the facts taught in the run that made it, how many the model
+    recalls by itself (gate, memory off); "knows —": no taught fact was measured.
+    """
     from bots.app import ensure_served_model, opened_store
 
     settings = load_settings()
     with opened_store(settings) as store:
         ensure_served_model(store, settings)
         for version in store.list_models():
-            typer.echo(f"{'*' if version.active else ' '} {version.name:40} {version.gguf_path}")
+            mark, knows = "*" if version.active else " ", known_facts(version.metrics or {})
+            typer.echo(f"{mark} {version.name:40} knows {knows:5} {version.gguf_path}")
             if version.load_error:
                 kept = "; the bots keep serving the model they had loaded" if version.active else ""
                 typer.echo(f"    broken: {version.load_error}{kept}")
@@ -64,6 +69,15 @@ def check_loads(store: SqlStore, version: ModelVersion, refusal: str, current: M
         raise typer.Exit(1) from None
     if version.load_error:
         store.report_model_load(version.name, None)
+
+
+def known_facts(metrics: dict[str, object]) -> str:
+    """'known/total' taught facts the version recalls by itself, from its stored gate figures; '—' without."""
+    gate = metrics.get("gate")
+    facts = gate.get("facts") if isinstance(gate, dict) else None
+    if not isinstance(facts, list) or not facts:
+        return "—"
+    return f"{sum(isinstance(f, dict) and f.get('known') is True for f in facts)}/{len(facts)}"
 
 
 def format_model_metrics(metrics: dict[str, object]) -> str:

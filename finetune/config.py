@@ -57,14 +57,17 @@ class GateConfig:
     context_tokens: int = 1024
     probe: str = "What is the capital of France?"  # asked of every candidate: it must load and answer
     probe_tokens: int = 48
-    # The candidate may answer at most this share of the general-knowledge probe
-    # (finetune/data/probe.jsonl) fewer right.
-    probe_tolerance: float = 0.05
+    # The general-knowledge probe (finetune/data/probe.jsonl) refuses a candidate when McNemar's exact
+    # test on the paired answers says it is worse at this level (one-sided p below it).
+    probe_alpha: float = 0.05
     probe_questions: int = 0  # the first N probe questions; 0: all of them
     probe_answer_tokens: int = 24
     # The share of taught facts whose greedy answer must contain the key words (1: every one).
     recall_share: float = 1.0
     fact_answer_tokens: int = 48
+    # At most this share of the taught facts' neighbour questions may get a taught answer's key words
+    # (and no more than under the active model): about one neighbour in five, see docs/retrain.md.
+    max_bleed: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class RetrainSettings:
     backend: Literal["auto", "unsloth", "trl"] | None = None
     base_model: str | None = None  # a Hub id, an HF directory, a .gguf file or "bundled"
     objective: str | None = None  # sft, sft+kto, dpo or sft+dpo
+    preference_steps: int | None = None  # the KTO or DPO stage's steps
     max_steps: int | None = None
     learning_rate: float | None = None
     batch_size: int | None = None

@@ -8,16 +8,25 @@
    contains the answer's key words. Where feedback was held out, its mean
    negative log-likelihood per token must fall too. With neither, there is
    no evidence and the gate refuses.
-3. No forgetting: the shipped general-knowledge probe (``finetune.probe``) is
-   asked of both models; the candidate may get at most ``probe_tolerance`` of
-   it fewer right. The held-out FineTome NLL may rise by ``finetome_tolerance``
-   at most — a rule only when the FineTome is real: the shipped sample is
-   synthetic, made by rules, and its figure is reported, not judged.
+3. Facts stay in their lane (``finetune.lanes``): each fact's neighbours (its
+   subject asked for another kind of answer, another subject in its form) must
+   not get its key words: a candidate whose bleed share exceeds ``max_bleed``
+   and the active model's is refused. Each fact's reverse question ("Who is
+   Marisol Vantreck?") is asked and reported, not judged.
+4. No forgetting: the shipped general-knowledge probe (``finetune.probe``) is
+   asked of both models and paired question by question; McNemar's exact test
+   refuses a candidate worse at ``probe_alpha`` (one-sided). The held-out
+   FineTome NLL may rise by ``finetome_tolerance`` at most — a rule only when
+   the FineTome is real: the shipped sample is synthetic, made by rules, and
+   its figure is reported, not judged.
 
 Every refusal comes with what to do next (``Verdict.next_steps``).
 
 The figures come from ``finetune.scoring`` (llama.cpp itself, the runtime the
-bots serve with); this module decides from them.
+bots serve with); this module decides from them. The candidate GGUF is asked
+alone, never through the chat service, so the gate never consults the
+correction memory: what it counts as recalled, the model knows by itself
+(``known_questions`` names those facts after a promotion).
 
     python -c "from pathlib import Path; from finetune.gate import evaluate; d = Path('data/dataset');
         verdict = evaluate('new.gguf', 'active.gguf', d / 'eval_feedback.jsonl', d / 'eval_finetome.jsonl');
@@ -35,7 +44,9 @@ from typing import Any
 from core.generation import ModelUnloadable, check_gguf
 from finetune import jsonl
 from finetune.config import GateConfig as GateConfig  # the bots' CLI imports these three from here
-from finetune.probe import ProbeQuestion, load_probe
+from finetune.probe import Paired, ProbeQuestion, load_probe, pair
+from finetune.recall import bleed, bleed_rule, fact_entry
+from finetune.recall import known_questions as known_questions
 from finetune.scoring import GateFailure as GateFailure
 from finetune.scoring import ModelScores, Score, score_model
 from finetune.scoring import check_answers as check_answers
@@ -83,7 +94,14 @@ class Verdict:
             "general_probe": {
                 "candidate": self.candidate.probe.to_dict() if self.candidate.probe else None,
                 "active": self.active.probe.to_dict() if self.active and self.active.probe else None,
-                "tolerance": self.config.probe_tolerance,
+                "alpha": self.config.probe_alpha,
+                "paired": paired.to_dict() if (paired := _paired(self.candidate, self.active)) else None,
+            },
+            "facts": [fact_entry(fact) for fact in self.candidate.taught],
+            "bleed": {
+                "candidate": bleed(self.candidate),
+                "active": bleed(self.active) if self.active else None,
+                "max": self.config.max_bleed,
             },
             "taught": [
                 {
@@ -111,7 +129,7 @@ NEXT_NOT_LEARNED = (
 NEXT_FORGOT = (
     "The new model lost general knowledge. Retrain with a gentler recipe (lower IRIS_RETRAIN_LEARNING_RATE, "
     "or a lower IRIS_RETRAIN_TEACH_WEIGHT so more general data is mixed in); if the loss is acceptable, "
-    "raise IRIS_GATE_PROBE_TOLERANCE and retrain, or serve this version anyway with "
+    "lower IRIS_GATE_PROBE_ALPHA and retrain, or serve this version anyway with "
     "`iris models activate NAME` (its name is above)."
 )
 NEXT_BROKEN = (
@@ -155,6 +173,12 @@ def _fact_rules(
         )
     what = "the question" + ("s " if len(missed) > 1 else " ") + ", ".join(repr(q) for q in missed)
     return enough, reasons, [NEXT_NOT_LEARNED.format(what=what)] if not enough else []
+
+
+def _paired(candidate: ModelScores, active: ModelScores | None) -> Paired | None:
+    if candidate.probe is None or active is None or active.probe is None or not active.probe.total:
+        return None
+    return pair(active.probe, candidate.probe)
 
 
 def _lower(mine: float | None, theirs: float | None, missing_ok: bool = False) -> bool:
@@ -226,16 +250,24 @@ def decide(
             "(collect and approve corrections first)"
         )
         next_steps.append(NEXT_NO_EVIDENCE)
+    bled, bleed_reasons, bleed_next = bleed_rule(candidate, active, config)
+    passed &= not bled
+    reasons.extend(bleed_reasons)
+    next_steps.extend(bleed_next)
     forgot = False
-    if candidate.probe is not None and active.probe is not None and active.probe.total:
-        drop = (active.probe.right - candidate.probe.right) / active.probe.total
-        kept = drop <= config.probe_tolerance + 1e-9
-        forgot |= not kept
-        passed &= kept
+    paired = _paired(candidate, active)
+    if paired is not None and active.probe is not None and candidate.probe is not None:
+        worse = paired.p < config.probe_alpha
+        forgot |= worse
+        passed &= not worse
+        counted = "" if paired.per_question else " (counts only: no answers per question)"
         reasons.append(
             f"general-knowledge probe {active.probe.right}/{active.probe.total} → "
-            f"{candidate.probe.right}/{candidate.probe.total} right "
-            f"({'within' if kept else 'beyond'} the {config.probe_tolerance:.0%} tolerance)"
+            f"{candidate.probe.right}/{candidate.probe.total} right; paired on {paired.questions} questions"
+            f"{counted}: {paired.lost} lost, {paired.gained} gained, McNemar's exact one-sided p "
+            f"{paired.p:.3f} ({'worse beyond chance' if worse else 'no loss shown'} at α "
+            f"{config.probe_alpha:g}); accuracy {paired.difference:+.1%}, "
+            f"95% interval {paired.low:+.1%} to {paired.high:+.1%}"
         )
     else:
         reasons.append("no general-knowledge probe was asked: forgetting not checked on real questions")

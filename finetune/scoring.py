@@ -4,7 +4,9 @@ Every figure comes from the runtime the bots serve with, not transformers, so
 that it describes the file that will be served: the mean negative
 log-likelihood per answer token on held-out rows (prompts rendered with the
 file's own chat template), each taught fact's answer on its questions and
-held-out wordings, and the greedy answers to the general-knowledge probe.
+held-out wordings, its reverse question and neighbours (``finetune.lanes``),
+and the greedy answers to the general-knowledge probe. The file is asked
+alone: no correction memory, no chat service, so what it recalls is its own.
 ``finetune.gate`` decides from these figures.
 
     python -c "from finetune.scoring import score_file; print(score_file('model.gguf', 'eval.jsonl'))"
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +29,8 @@ from core.batching import chat_tokens
 from core.generation import open_gguf
 from finetune import jsonl
 from finetune.config import GateConfig
-from finetune.probe import ProbeQuestion, ProbeScore, grade
+from finetune.lanes import neighbours, reverse
+from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe
 from finetune.rows import FineTomeRow, Message, prompt_and_answer
 from finetune.teaching import Fact, keyword_share, recalled
 
@@ -49,7 +53,12 @@ class Score:
 
 @dataclass(frozen=True)
 class FactScore:
-    """One taught fact under one model: answer NLL on its questions and held-out wordings, greedy answers."""
+    """One taught fact under one model alone (no correction memory): answer NLL, greedy answers, its lane.
+
+    Besides the question and its held-out wordings, the fact's reverse question
+    and its neighbours (``finetune.lanes``) are asked; ``bleeding`` holds the
+    neighbours whose reply had the fact's key words, with that reply.
+    """
 
     question: str
     asked_nll: float | None  # mean NLL per token of the approved answer, over the questions people asked
@@ -59,6 +68,20 @@ class FactScore:
     keyword_share: float
     held_out_recalled: int = 0
     held_out: int = 0
+    expected: str = ""  # the approved answer
+    keys: tuple[str, ...] = ()
+    questions: tuple[str, ...] = ()  # every wording people asked, the question first
+    reverse: str | None = None  # asked about the answer's key entity
+    reverse_answer: str = ""
+    reverse_recalled: bool | None = None  # the reply names the question's subject; None: no reverse
+    neighbours: tuple[str, ...] = ()
+    bleeding: tuple[tuple[str, str], ...] = ()  # (neighbour, reply) pairs whose reply had the key words
+
+    @property
+    def known(self) -> bool:
+        """Recalled on its question and on at least 2 of 3 held-out wordings (all of them when fewer)."""
+        need = min(self.held_out, max(2, math.ceil(self.held_out * 2 / 3)))
+        return self.recalled and self.held_out_recalled >= need
 
 
 @dataclass(frozen=True)
@@ -220,29 +243,59 @@ def score_model(
         ]
     finally:
         scorer.close()
-    taught: list[FactScore] = []
-    if facts:
-        asked = [q for fact in facts for q in (fact.question, *fact.held_out)]
-        replies = iter(answers(gguf, asked, config.fact_answer_tokens))
-        for fact, (asked_nll, held_nll) in zip(facts, likelihoods, strict=True):
-            reply = next(replies)
-            held = [next(replies) for _ in fact.held_out]
-            taught.append(
-                FactScore(
-                    question=fact.question,
-                    asked_nll=asked_nll,
-                    held_out_nll=held_nll,
-                    answer=reply,
-                    recalled=recalled(reply, fact.keywords),
-                    keyword_share=keyword_share(reply, fact.keywords),
-                    held_out_recalled=sum(recalled(text, fact.keywords) for text in held),
-                    held_out=len(held),
-                )
-            )
+    taught = _ask_facts(gguf, facts, likelihoods, config) if facts else []
     probe_score = None
     if probe:
         probe_score = grade(probe, probe_answers(gguf, probe, config.probe_answer_tokens, probe_cache))
     return ModelScores(str(gguf), feedback, finetome, time.perf_counter() - began, tuple(taught), probe_score)
+
+
+def _ask_facts(
+    gguf: str | Path,
+    facts: Sequence[Fact],
+    likelihoods: list[tuple[float | None, float | None]],
+    config: GateConfig,
+) -> list[FactScore]:
+    """Every fact's question, held-out wordings, reverse and neighbours, greedy, from one loaded model."""
+    shipped = [q.question for q in load_probe()]  # the whole file: the same neighbours whatever is asked
+    lanes = [
+        (reverse(f.question, f.answer, f.keywords), neighbours(f.question, f.keywords, shipped)) for f in facts
+    ]
+    asked = [
+        q
+        for fact, (back, near) in zip(facts, lanes, strict=True)
+        for q in (fact.question, *fact.held_out, *([back[0]] if back else []), *near)
+    ]
+    replies = iter(answers(gguf, asked, config.fact_answer_tokens))
+    taught = []
+    for fact, (asked_nll, held_nll), (back, near) in zip(facts, likelihoods, lanes, strict=True):
+        reply = next(replies)
+        held = [next(replies) for _ in fact.held_out]
+        back_reply = next(replies) if back else ""
+        near_replies = [next(replies) for _ in near]
+        taught.append(
+            FactScore(
+                question=fact.question,
+                asked_nll=asked_nll,
+                held_out_nll=held_nll,
+                answer=reply,
+                recalled=recalled(reply, fact.keywords),
+                keyword_share=keyword_share(reply, fact.keywords),
+                held_out_recalled=sum(recalled(text, fact.keywords) for text in held),
+                held_out=len(held),
+                expected=fact.answer,
+                keys=tuple(fact.keywords),
+                questions=tuple(fact.questions),
+                reverse=back[0] if back else None,
+                reverse_answer=back_reply,
+                reverse_recalled=recalled(back_reply, back[1]) if back else None,
+                neighbours=tuple(near),
+                bleeding=tuple(
+                    (q, r) for q, r in zip(near, near_replies, strict=True) if recalled(r, fact.keywords)
+                ),
+            )
+        )
+    return taught
 
 
 def probe_answers(

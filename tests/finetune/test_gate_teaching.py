@@ -19,8 +19,14 @@ def fact(nll: float, held: float, recall: bool, question: str = "Who designed th
     return FactScore(question, nll, held, answer, recall, 1.0 if recall else 0.0, 2 if recall else 0, 3)
 
 
+def probe_score(right: int, total: int = 60) -> ProbeScore:
+    """A probe graded from answers: the first ``right`` questions answered right, the rest wrong."""
+    questions = [ProbeQuestion(f"Question {n}?", ("yes",)) for n in range(total)]
+    return grade(questions, ["yes" if n < right else "no" for n in range(total)])
+
+
 def model(taught: tuple[FactScore, ...], right: int | None = 50, finetome: float | None = None) -> ModelScores:
-    probe = ProbeScore(right, 60) if right is not None else None
+    probe = probe_score(right) if right is not None else None
     return ModelScores("x.gguf", None, Score(finetome, 10, 2) if finetome else None, 0.1, taught, probe)
 
 
@@ -33,7 +39,7 @@ def test_one_or_two_facts_with_nothing_held_out_can_pass() -> None:
     assert passed, reasons
     assert not next_steps
     assert any("recalled" in r and "Who designed the Iris logo?" in r for r in reasons)
-    assert any("probe 50/60 → 50/60" in r and "within" in r for r in reasons)
+    assert any("probe 50/60 → 50/60" in r and "no loss shown" in r for r in reasons)
 
 
 def test_a_fact_not_recalled_is_refused_with_what_to_do() -> None:
@@ -53,13 +59,14 @@ def test_likelihood_must_rise_on_the_held_out_wordings_too() -> None:
     assert not passed and any("did not rise" in r for r in reasons)
 
 
-def test_forgetting_beyond_the_tolerance_is_refused_with_what_to_do() -> None:
+def test_forgetting_beyond_chance_is_refused_with_what_to_do() -> None:
+    """Losing 4 of the 50 known answers and gaining none: p = ½⁴ = 0.0625; 5: p = 0.031 < 0.05."""
     after = (fact(0.1, 0.3, True), fact(0.2, 0.4, True, "How many languages?"))
-    config = GateConfig(probe_tolerance=0.05)  # 3 of 60
-    assert decide(model(after, right=47), model(BEFORE, right=50), config)[0]
-    passed, reasons, next_steps = decide(model(after, right=46), model(BEFORE, right=50), config)
-    assert not passed and any("probe 50/60 → 46/60" in r and "beyond" in r for r in reasons)
-    assert any("lost general knowledge" in step and "IRIS_GATE_PROBE_TOLERANCE" in step for step in next_steps)
+    config = GateConfig(probe_alpha=0.05)
+    assert decide(model(after, right=46), model(BEFORE, right=50), config)[0]
+    passed, reasons, next_steps = decide(model(after, right=45), model(BEFORE, right=50), config)
+    assert not passed and any("probe 50/60 → 45/60" in r and "worse beyond chance" in r for r in reasons)
+    assert any("lost general knowledge" in step and "IRIS_GATE_PROBE_ALPHA" in step for step in next_steps)
 
 
 def test_the_synthetic_finetome_is_reported_not_judged() -> None:

@@ -6,7 +6,7 @@ approves each correction (`iris review --approve ID`), and `iris retrain` runs
 with its default settings, in its own process as /retrain runs it. The new model
 must be promoted without --force, recall every fact on its question and on at
 least two of three wordings no training step saw, keep the general-knowledge
-probe within the tolerance, and the retrain must take at most ten minutes.
+probe not worse by the paired test, and the retrain must take at most ten minutes.
 
 A full cpu-tiny retrain takes minutes on 2 cores, so it is opt-in:
 
@@ -148,6 +148,8 @@ def test_three_taught_facts_are_recalled(
         "IRIS_LLM_MODEL": str(served_gguf),
         "IRIS_GENERATION_TEMPERATURE": "0",
         "IRIS_GENERATION_SEED": "1",
+        # What the model alone answers: the correction memory would answer from the corrections.
+        "IRIS_MEMORY_ENABLED": "false",
         # The bundled base converted for transformers once per test session (a cache, not a recipe knob).
         "IRIS_RETRAIN_BASE_CACHE": str(shared_base_cache(tmp_path_factory)),
     }
@@ -221,6 +223,5 @@ def test_three_taught_facts_are_recalled(
         assert found["question"], (question, figures["answers_after"])
         assert sum(found["rephrasings"].values()) >= 2, (question, found, figures["answers_after"])
     probe = gate["general_probe"]
-    lost = probe["active"]["right"] - probe["candidate"]["right"]
-    assert lost <= probe["tolerance"] * probe["active"]["total"], probe
+    assert probe["paired"]["p"] >= probe["alpha"], probe  # not worse by McNemar's exact test
     assert wall <= 600, wall
