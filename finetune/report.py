@@ -80,16 +80,7 @@ def summary(run: Run, *, markdown: bool = False) -> str:
     if run.done("train"):
         trained = run.result("train")
         for stage in trained["stages"]:
-            if stage.get("skipped"):
-                lines.append(f"{stage['name']}: skipped ({stage['skipped']})")
-                continue
-            pace = f", {stage['seconds_per_step']:.2f} s/step" if stage.get("seconds_per_step") else ""
-            resumed = f", resumed from {stage['resumed_from']}" if stage.get("resumed_from") else ""
-            last = f", last loss {stage['losses'][-1][1]:.4f}" if stage["losses"] else ""
-            lines.append(
-                f"{stage['name']}: {stage['steps']} steps on {stage['rows']} rows with {trained['backend']} "
-                f"({trained['precision']}) in {stage['seconds']:.1f} s{pace}{resumed}{last}"
-            )
+            lines.extend(stage_block(stage, f"{trained['backend']} ({trained['precision']})"))
     if run.done("validate"):
         probe = run.result("validate")
         lines.append(f"answers {probe['question']!r} with {probe['answer']!r}")
@@ -99,6 +90,13 @@ def summary(run: Run, *, markdown: bool = False) -> str:
             f"gate ({'passed' if gate['passed'] else 'failed'}, vs {gate['compared_with'] or 'nothing'}):"
         )
         lines.extend(f"  {reason}" for reason in gate["reasons"])
+        if facts := gate.get("facts"):
+            reverse = [f for f in facts if f.get("reverse")]
+            lines.append(
+                f"  known by the model alone (its question and ≥ 2 of 3 unseen wordings): "
+                f"{sum(bool(f.get('known')) for f in facts)}/{len(facts)} taught facts; reverse recalled "
+                f"{sum(bool(f.get('reverse_recalled')) for f in reverse)}/{len(reverse)}"
+            )
         if not gate["passed"] and gate.get("next_steps"):
             lines.append("What to do next:")
             lines.extend(f"  {step}" for step in gate["next_steps"])
@@ -115,6 +113,37 @@ def summary(run: Run, *, markdown: bool = False) -> str:
         image = "\n\n![training loss](loss.png)" if loss_points(run) else ""
         return f"# {lines[0]}\n\n{body}{image}"
     return "\n".join(lines)
+
+
+def stage_block(stage: dict[str, Any], backend: str) -> list[str]:
+    """One stage of the training step in plain text: its rows by kind, steps, first and last loss,
+    seconds, what it started from and was measured against, and TRL's key figures (first → last)."""
+    name, kinds = stage["name"], stage.get("examples") or {}
+    if name == "kto" and kinds:
+        rows = f"{stage['rows']} ratings ({kinds.get('up', 0)} 👍, {kinds.get('down', 0)} 👎)"
+    elif name == "dpo" and kinds:
+        rows = f"{stage['rows']} pairs (approved correction chosen, the bot's reply rejected)"
+    else:
+        rows = f"{stage['rows']} rows"
+    if stage.get("skipped"):
+        return [f"{name}: skipped ({stage['skipped']}); {rows}, nothing trained"]
+    pace = f", {stage['seconds_per_step']:.2f} s/step" if stage.get("seconds_per_step") else ""
+    resumed = f", resumed from {stage['resumed_from']}" if stage.get("resumed_from") else ""
+    losses = stage.get("losses") or []
+    loss = f"; loss {losses[0][1]:.4f} → {losses[-1][1]:.4f}" if losses else ""
+    took = f"in {stage['seconds']:.1f} s{pace}{resumed}{loss}"
+    lines = [f"{name}: {stage['steps']} steps on {rows} with {backend} {took}"]
+    if stage.get("started_from"):
+        lines.append(f"  started from {stage['started_from']}")
+    if stage.get("reference"):
+        lines.append(f"  reference: {stage['reference']}")
+    figures = stage.get("metrics") or {}
+    if figures:
+        lines.append(
+            "  TRL's log, first → last step: "
+            + ", ".join(f"{key} {first:.4f} → {last:.4f}" for key, (first, last) in figures.items())
+        )
+    return lines
 
 
 def _outcome_words(run: Run) -> str:

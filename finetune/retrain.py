@@ -35,6 +35,7 @@ from finetune.profiles import BUNDLED, Profile, choose_backend, choose_quant, de
 from finetune.report import sources, summary, write_report
 from finetune.rows import prompt_and_answer
 from finetune.runs import Progress, Run, Status, exclusive
+from finetune.stages import preference_gap
 from finetune.teaching import Fact, facts_from_export, read_facts, write_facts
 from finetune.training_data import TrainingData, teaching_steps
 
@@ -466,5 +467,8 @@ def _dry_run(pipeline: Pipeline) -> RetrainResult:
         f"KTO rows {plan['kto_rows']}, DPO rows {plan['dpo_rows']}",
         f"compared with the active model: {plan['active_model'] or '(none)'}",
     ]
+    gaps = {stage: gap for stage in profile.stages if (gap := preference_gap(stage, data)) is not None}
+    plan["skipped"] = gaps
+    lines.extend(f"{stage}: would be skipped ({gap})" for stage, gap in gaps.items())
     pipeline.progress("\n".join(lines))
     return RetrainResult("dry-run", run.name, run.dir, "\n".join(lines), metrics={"plan": plan})

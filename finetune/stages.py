@@ -3,6 +3,11 @@
 Each stage checkpoints into its own folder and writes ``done.json`` with its
 result once its adapter is saved, so a resumed run loads finished stages and
 continues an unfinished one from its last complete checkpoint.
+
+A preference stage (KTO or DPO) continues the adapter the stage before it
+saved, and TRL measures it against a frozen copy of that adapter (its "ref"
+adapter); the result records both, with the rows by kind and TRL's key figures,
+so the report can say what each stage did.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from pydantic import TypeAdapter
 from core.files import atomic_write
 from finetune.callbacks import progress_callback
 from finetune.profiles import Precision, Profile, lora_arguments, preference_arguments
-from finetune.rows import DpoExample, KtoExample
 from finetune.runs import Progress
 from finetune.training_data import TrainingData
 
@@ -38,6 +42,10 @@ class StageResult:
     resumed_from: str | None = None
     losses: list[tuple[int, float]] = field(default_factory=list)
     skipped: str | None = None
+    examples: dict[str, int] = field(default_factory=dict)  # rows by kind: "up"/"down" (KTO), "pairs" (DPO)
+    started_from: str | None = None  # the adapter this stage continued; None: a new LoRA on the base
+    reference: str | None = None  # what a preference stage's loss compared the model with
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # TRL's KEY_METRICS: first, last
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -50,6 +58,23 @@ class StageResult:
             "seconds": round(self.seconds, 2),
             "seconds_per_step": round(self.seconds_per_step, 3) if self.seconds_per_step else None,
         }
+
+
+# What TRL 1.x logs each step that says what a preference stage did (KTOTrainer / DPOTrainer.log).
+KEY_METRICS = {
+    "kto": ("rewards/chosen", "rewards/rejected", "rewards/margins", "kl"),
+    "dpo": ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"),
+}
+
+
+def first_and_last(history: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Each key's first and last value in a trainer's ``log_history`` of steps (never logged: left out)."""
+    found: dict[str, tuple[float, float]] = {}
+    for key in keys:
+        values = [float(entry[key]) for entry in history if key in entry and "loss" in entry]
+        if values:
+            found[key] = (values[0], values[-1])
+    return found
 
 
 @dataclass
@@ -114,7 +139,10 @@ def _run_stage(
     rows: int,
     resume: bool,
     progress: Progress,
+    **recorded: Any,
 ) -> StageResult:
+    """Train (or continue) one stage, save its adapter and ``done.json``; ``recorded``: StageResult's
+    fields known before training (examples, started_from, reference)."""
     checkpoint = last_checkpoint(stage_dir) if resume else None
     if checkpoint is not None:
         progress(f"{name}: resuming from {checkpoint.name}")
@@ -140,6 +168,8 @@ def _run_stage(
         steps_this_process=trainer.state.global_step - start_step,
         resumed_from=checkpoint.name if checkpoint else None,
         losses=[(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry],
+        metrics=first_and_last(history, KEY_METRICS.get(name, ())),
+        **recorded,
     )
     # Whole or absent: a half-written done.json would fail every resume of this run.
     atomic_write(_done_file(stage_dir), json.dumps(result.to_dict(), indent=1).encode())
@@ -244,10 +274,18 @@ def run_stages(
 ) -> list[StageResult]:
     """Run the profile's stages in order on either backend; ``make_sft`` builds the backend's SFT trainer.
 
-    A stage finished in an earlier attempt is loaded, not trained again; a
-    preference stage with nothing to learn from is skipped with its reason.
+    A stage finished in an earlier attempt is loaded, not trained again. A
+    preference stage with nothing to learn from is skipped with its reason, said
+    before anything trains; an objective with no stage left to train is refused
+    then (ValueError), so no minutes are spent on a run that cannot end.
     """
+    gaps = {stage: gap for stage in profile.stages if (gap := preference_gap(stage, data)) is not None}
+    for stage, gap in gaps.items():
+        progress(f"{stage}: will be skipped ({gap})")
+    if len(gaps) == len(profile.stages):
+        raise ValueError(f"objective {profile.objective!r} has nothing to train: {'; '.join(gaps.values())}")
     stages: list[StageResult] = []
+    previous: Path | None = None  # the adapter the next stage continues
     for stage in profile.stages:
         stage_dir = output_dir / stage
         stage_dir.mkdir(parents=True, exist_ok=True)
@@ -256,28 +294,69 @@ def run_stages(
             progress(f"{stage}: finished in an earlier attempt ({finished.steps} steps)")
             model = _with_adapter(model, stage_dir / "adapter")
             stages.append(finished)
+            previous = stage_dir / "adapter"
             continue
         callback = progress_callback(stage, progress)
+        recorded: dict[str, Any] = {"started_from": str(previous) if previous else None}
         if stage == "sft":
             trainer, rows = make_sft(model, stage_dir, callback)
         else:
+            row_list = data.kto_rows() if stage == "kto" else data.dpo_rows()
+            recorded["examples"] = examples(stage, row_list)
+            if stage in gaps:
+                progress(f"{stage}: skipped ({gaps[stage]})")
+                stages.append(StageResult(stage, len(row_list), 0, 0.0, skipped=gaps[stage], **recorded))
+                continue
             if before_preference is not None:
                 before_preference(stage)
-            row_list, trainer_or_reason = _preference_trainer(
-                stage, profile, model, tokenizer, data, stage_dir, precision
-            )
-            if isinstance(trainer_or_reason, str):
-                progress(f"{stage}: skipped ({trainer_or_reason})")
-                stages.append(StageResult(stage, len(row_list), 0, 0.0, skipped=trainer_or_reason))
-                continue
-            trainer = trainer_or_reason
+            trainer = _preference_trainer(stage, profile, model, tokenizer, row_list, stage_dir, precision)
             trainer.add_callback(callback)
+            recorded["reference"] = reference(trainer.model, previous.parent.name if previous else None)
             rows = len(row_list)
         steps = trainer.args.max_steps if trainer.args.max_steps > 0 else "?"
-        progress(f"{stage}: {rows} rows, {steps} steps")
-        stages.append(_run_stage(stage, trainer, stage_dir, rows, resume, progress))
+        progress(
+            f"{stage}: {rows} rows, {steps} steps"
+            + (f"; reference: {recorded['reference']}" if stage != "sft" else "")
+        )
+        stages.append(_run_stage(stage, trainer, stage_dir, rows, resume, progress, **recorded))
         model = trainer.model
+        previous = stage_dir / "adapter"
     return stages
+
+
+def preference_gap(stage: str, data: TrainingData) -> str | None:
+    """Why a preference stage cannot train on ``data``, for the admin; None when it can (and for sft)."""
+    if stage == "kto":
+        kinds = examples("kto", data.kto_rows())
+        if not kinds["up"] or not kinds["down"]:
+            return (
+                f"KTO learns from 👍 against 👎 and needs both; the feedback has {kinds['up']} 👍 "
+                f"and {kinds['down']} 👎 it may train on"
+            )
+    if stage == "dpo" and not data.dpo_rows():
+        return "DPO needs approved corrections (chosen) of the bot's replies (rejected); there are none yet"
+    return None
+
+
+def examples(stage: str, rows: Sequence[Mapping[str, object]]) -> dict[str, int]:
+    """A preference stage's rows by kind: 👍 ("up") and 👎 ("down") for KTO, pairs for DPO."""
+    if stage == "kto":
+        up = sum(1 for row in rows if row["label"])
+        return {"up": up, "down": len(rows) - up}
+    return {"pairs": len(rows)}
+
+
+def reference(model: Any, previous_stage: str | None) -> str:
+    """What TRL measures a preference stage against, read from the model it prepared.
+
+    TRL 1.x copies a PEFT model's trained adapter into a frozen adapter named
+    "ref" and computes the reference log-probabilities with it; a model that
+    came without an adapter (objective ``dpo`` alone) has its new adapter
+    disabled for them instead: the bare base.
+    """
+    if "ref" in getattr(model, "peft_config", {}):
+        return f"a frozen copy of the {previous_stage} adapter (TRL's 'ref' adapter)"
+    return "the base model (the adapter disabled)"
 
 
 def _preference_trainer(
@@ -285,45 +364,29 @@ def _preference_trainer(
     profile: Profile,
     model: Any,
     tokenizer: Any,
-    data: TrainingData,
+    rows: Sequence[Mapping[str, object]],
     stage_dir: Path,
     precision: Precision,
-) -> tuple[Sequence[Mapping[str, object]], Any]:
-    """The KTO or DPO trainer for the adapter trained so far, or the reason to skip the stage.
-
-    With a PEFT model and no reference model, TRL copies the current adapter as
-    a frozen reference ("ref"), so the preference stage is measured against
-    the SFT result rather than the bare base.
-    """
+) -> Any:
+    """The KTO or DPO trainer for the adapter trained so far (a new LoRA when there is none)."""
     from peft import LoraConfig, PeftModel
 
     peft_config = None if isinstance(model, PeftModel) else LoraConfig(**lora_arguments(profile))
     arguments = preference_arguments(profile, stage_dir, precision)
-    rows: list[KtoExample] | list[DpoExample]
     if stage == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        rows = data.kto_rows()
-        if len(rows) < 2 or len({row["label"] for row in rows}) < 2:
-            return rows, "KTO needs both 👍 and 👎 examples; there are not enough yet"
         config: Any = make_config(KTOConfig, arguments)
         trainer_class: Any = KTOTrainer
     else:
         from trl import DPOConfig, DPOTrainer
 
-        rows = data.dpo_rows()
-        if not rows:
-            return (
-                rows,
-                "DPO needs approved corrections (chosen) of the bot's replies (rejected); there are none yet",
-            )
         config = make_config(DPOConfig, arguments)
         trainer_class = DPOTrainer
-    trainer = trainer_class(
+    return trainer_class(
         model=model,
         args=config,
         train_dataset=as_dataset(rows, tokenizer),
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    return rows, trainer
