@@ -4,11 +4,14 @@
 
 1. Real-time factor of synthesis (synthesis seconds / audio seconds) for about 5, 15 and 30 s of
    speech, engine by engine, side by side; each figure is the median of ``--runs``, the engines
-   interleaved so that a noisy machine slows them alike. The time includes starting the engine's
-   process (piper loads its voice each time) and the OGG/Opus encoding.
+   interleaved so that a noisy machine slows them alike. The time includes the OGG/Opus encoding,
+   and for espeak-ng and "piper, a process per reply" starting the engine's process (piper loads
+   its voice each time); "piper" is the process Iris keeps running between replies (core.piper),
+   started before the first measurement.
 2. What a spoken reply adds to the time until the person can listen: through the whole service
    (SQLite, the bundled model, ``IRIS_TTS_REPLIES=always``), the time until the text reply is
-   complete and the time until its voice note is ready, for a few questions.
+   complete and the time until its voice note is ready, for a few questions, each asked once of
+   every engine in turn (one application; its synthesizer swapped between messages).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def engines(names: list[str]) -> dict[str, EspeakSynthesizer | PiperSynthesizer]
         found["espeak-ng"] = EspeakSynthesizer()
     model = find_piper_voice(PIPER_PYTHON) if PIPER_PYTHON.exists() else None
     if "piper" in names and model is not None:
+        found["piper, a process per reply"] = PiperSynthesizer(PIPER_PYTHON, model, keep_running=False)
         found["piper"] = PiperSynthesizer(PIPER_PYTHON, model)
     elif "piper" in names:
         print("piper: not installed (make piper); skipped")
@@ -76,35 +80,51 @@ def real_time_factors(runs: int, names: list[str]) -> None:
             audio = statistics.median(a for _, a in rows[(name, target)])
             cells.append(f"{wall:6.2f} s / {audio:5.1f} s = {wall / audio:5.3f}x")
         print(f"{target:>5} s  " + "  ".join(f"{cell:>26}" for cell in cells))
+    for synthesizer in synthesizers.values():
+        if isinstance(synthesizer, PiperSynthesizer):
+            synthesizer.close()
 
 
-async def until_listening(engine: str) -> None:
+async def until_listening(names: list[str]) -> None:
+    synthesizers = engines(names)
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(  # type: ignore[call-arg]
-            _env_file=None, data_dir=Path(data), tts=SpeechConfig(replies=VoiceMode.ALWAYS, engine=engine)
+            _env_file=None, data_dir=Path(data), tts=SpeechConfig(replies=VoiceMode.ALWAYS)
         )
         app = build_app(settings)
+        speaker = app.service.speaker
+        assert speaker is not None
+        rows: dict[str, tuple[list[float], list[float], list[float]]] = {n: ([], [], []) for n in synthesizers}
         try:
             app.warm_up()
-            text_s, voice_s, spoken_s = [], [], []
+            for synthesizer in synthesizers.values():
+                synthesizer.speak(SENTENCE, 60)  # the kept piper starts here, as after a first reply
             for number, question in enumerate(QUESTIONS):
-                chat, person = ChatRef("bench", "speech"), Person("bench", "me")
-                message = IncomingMessage(chat, person, text=question, message_id=str(number))
-                began = time.perf_counter()
-                async for event in app.service.handle(message):
-                    if isinstance(event, ReplyDone):
-                        text_s.append(time.perf_counter() - began)
-                    elif isinstance(event, Spoken):
-                        voice_s.append(time.perf_counter() - began)
-                        spoken_s.append(event.speech.seconds)
+                for name, synthesizer in synthesizers.items():
+                    speaker.synthesizer = synthesizer
+                    text_s, voice_s, spoken_s = rows[name]
+                    chat, person = ChatRef("bench", f"speech-{name}"), Person("bench", name)
+                    message = IncomingMessage(chat, person, text=question, message_id=f"{name}-{number}")
+                    began = time.perf_counter()
+                    async for event in app.service.handle(message):
+                        if isinstance(event, ReplyDone):
+                            text_s.append(time.perf_counter() - began)
+                        elif isinstance(event, Spoken):
+                            voice_s.append(time.perf_counter() - began)
+                            spoken_s.append(event.speech.seconds)
         finally:
             app.close()
-    text, voice, spoken = (statistics.median(x) for x in (text_s, voice_s, spoken_s))
-    print(
-        f"{engine:>7}: text reply complete {text:5.2f} s, voice note ready {voice:5.2f} s "
-        f"(+{voice - text:4.2f} s, {voice / text:4.2f}x) for {spoken:4.1f} s of speech "
-        f"(median of {len(QUESTIONS)} questions, bundled model)"
-    )
+            for synthesizer in synthesizers.values():
+                if isinstance(synthesizer, PiperSynthesizer):
+                    synthesizer.close()
+    for name, (text_s, voice_s, spoken_s) in rows.items():
+        added = [voice - text for voice, text in zip(voice_s, text_s, strict=True)]
+        text, voice, spoken = (statistics.median(x) for x in (text_s, voice_s, spoken_s))
+        print(
+            f"{name:>28}: text reply complete {text:5.2f} s, voice note ready {voice:5.2f} s "
+            f"(+{statistics.median(added):4.2f} s, {min(added):4.2f}-{max(added):4.2f}) for "
+            f"{spoken:4.1f} s of speech (median of {len(QUESTIONS)} questions, bundled model)"
+        )
 
 
 def main() -> None:
@@ -115,10 +135,7 @@ def main() -> None:
     names = args.engines.split(",")
     real_time_factors(args.runs, names)
     print("\nuntil the person can listen (same machine, one message at a time):")
-    for engine in names:
-        if engine == "piper" and not PIPER_PYTHON.exists():
-            continue
-        asyncio.run(until_listening(engine))
+    asyncio.run(until_listening(names))
 
 
 if __name__ == "__main__":

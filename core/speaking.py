@@ -111,3 +111,6 @@ class ReplySpeaker:
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.synthesizer, "close", None)  # piper's kept process (core.piper)
+        if close is not None:
+            close()

