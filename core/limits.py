@@ -41,6 +41,7 @@ class RateLimits:
     # 👍/👎 presses (a changed or repeated one too): each one writes and may run the A/B rule.
     presses_per_hour: int = 120
     corrections_per_hour: int = 20  # better answers sent with ✏️; each one waits for an admin's review
+    again_per_hour: int = 10  # 🔁 second answers: each one takes a place at the model (core.choices)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,10 @@ class RateLimiter:
         """Refuse a better answer past the hour's share; otherwise count it, as one step across processes."""
         return self._take_count("correction", person, self.limits.corrections_per_hour)
 
+    def take_again(self, person: Person) -> Refused | None:
+        """Refuse a 🔁 second answer past the hour's share; otherwise count it, as one step."""
+        return self._take_count("again", person, self.limits.again_per_hour)
+
     def _check_count(self, kind: str, person: Person, limit: int) -> Refused | None:
         if limit <= 0 or self._exempt(person):
             return None
@@ -216,6 +221,8 @@ def _count_refusal(kind: str, events: list[LimitEvent], limit: int) -> Refused |
     retry = events[len(events) - limit].at + WINDOW_S
     if kind == "press":
         said = f"You have pressed 👍/👎 {_amount(limit, 'time')}"
+    elif kind == "again":
+        said = f"You have asked for {_amount(limit, 'other answer')}"
     else:
         said = f"You have sent me {_amount(limit, 'better answer' if kind == 'correction' else 'message')}"
     return Refused(f"{said} in the last hour, my limit per person.", retry)

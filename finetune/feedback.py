@@ -17,7 +17,10 @@ What becomes what:
   format: a list of ``{role, content}``), ``completion`` (``[{role: assistant,
   content: reply}]``) and ``label`` (true for 👍).
 * ``dpo.jsonl`` – one row per approved correction, for TRL's ``DPOTrainer``:
-  ``prompt`` as above, ``chosen`` = the correction, ``rejected`` = the bot's reply.
+  ``prompt`` as above, ``chosen`` = the correction, ``rejected`` = the bot's reply;
+  then one per 🔁 pair picked 1 or 2 (``core.choices``): ``chosen`` = the picked
+  answer, ``rejected`` = the other. "Neither" is counted (``choices_neither``) and
+  exports nothing; an exported pick no longer changes.
 * ``sft_meta.jsonl`` – beside each SFT row, in the same order: whose it is (a
   pseudonym, for the per-person cap of ``iris dataset build``), where it came from,
   and whose words it holds: the pseudonyms of everyone in it, its turn ids and its
@@ -55,6 +58,7 @@ from finetune import jsonl
 from finetune.rows import DpoExample, FineTomeRow, KtoExample, Message, RowOwners, SftMeta, ShareGptTurn
 
 if TYPE_CHECKING:
+    from storage.choices import ChoiceRecord
     from storage.queries import ContextTurn, CorrectionRecord, RatingRecord, Speaker
 
 SOURCE = "iris-feedback"
@@ -187,6 +191,7 @@ def export_feedback(
     every ``iris`` command, it first brings the database schema up to date
     (Alembic, idempotent).
     """
+    from storage import choices as stored_choices
     from storage import queries
     from storage.database import make_engine
     from storage.migrate import upgrade
@@ -198,8 +203,12 @@ def export_feedback(
     try:
         ratings = queries.ratings(engine, since, until)
         approved = queries.corrections(engine, CorrectionStatus.APPROVED, since, until)
+        picks = stored_choices.picked(engine, since, until)
         conversations = queries.conversation_turns(
-            engine, {r.conversation_id for r in ratings} | {c.conversation_id for c in approved}
+            engine,
+            {r.conversation_id for r in ratings}
+            | {c.conversation_id for c in approved}
+            | {p.conversation_id for p in picks},
         )
         people = queries.speakers(engine)
     finally:
@@ -211,9 +220,17 @@ def export_feedback(
     rows = _Rows(pseudonyms or Pseudonyms.ephemeral())
     corrected = _add_corrections(rows, approved, contexts, people, allowed, scrub)
     _add_ratings(rows, ratings, contexts, people, allowed, corrected, scrub)
+    used = _add_choices(rows, picks, contexts, people, allowed, scrub)
     rows.excluded["context_turns_of_others_left_out"] = len(contexts.left_out)
     rows.excluded["sft_context_turns_before_a_bad_reply"] = len(contexts.cut)
-    return _write(rows, out_dir, since, until, scrub, consent)
+    manifest = _write(rows, out_dir, since, until, scrub, consent)
+    if used:  # written whole first: a pick is frozen only once the files that used it exist
+        engine = make_engine(database_url)
+        try:
+            stored_choices.mark_exported(engine, used)
+        finally:
+            engine.dispose()
+    return manifest
 
 
 def _disliked(ratings: Iterable[RatingRecord], allowed: set[int]) -> set[int]:
@@ -455,6 +472,52 @@ def _add_ratings(
         owners = contexts.owners(first.conversation_id, reply_id, people, rows.name, *raters)
         meta = _meta(rows.name, people[asker_id], "rating", reply_id, first.model_version, owners)
         rows.sft.append(((reply_id, 1, first.id), sft, meta))
+
+
+def _add_choices(
+    rows: _Rows,
+    picks: Iterable[ChoiceRecord],
+    contexts: _Contexts,
+    people: dict[int, Speaker],
+    allowed: set[int],
+    scrub: bool,
+) -> list[int]:
+    """A DPO row per 🔁 pair picked 1 or 2 (the picked answer chosen, the other rejected).
+
+    "Neither" exports nothing: it says the two are as good (or as bad) as each other, which
+    is no preference, and a 👎 the person did not press is not read into it. The ids of the
+    pairs the export used (rows and "neither" counted), to freeze their picks.
+    """
+    used: list[int] = []
+    for pick in picks:
+        if pick.chooser_id not in allowed or pick.asker_id is None or pick.asker_id not in allowed:
+            rows.excluded["no_consent"] += 1
+            continue
+        prompt = contexts.prompt(pick.conversation_id, pick.reply_id)
+        if prompt is None:
+            rows.excluded["question_missing"] += 1
+            continue
+        used.append(pick.id)
+        if pick.pick.value == "neither":
+            rows.excluded["choices_neither"] += 1
+            continue
+        first, second = _clean(pick.first, scrub), _clean(pick.second, scrub)
+        chosen, rejected = (first, second) if pick.pick.value == "first" else (second, first)
+        if _same(chosen, rejected):
+            rows.excluded["choice_answers_equal"] += 1
+            continue
+        rows.models[pick.reply_id] = pick.first_model or "?"
+        rows.moments.append(pick.decided_at)
+        chooser = people[pick.chooser_id]
+        rows.dpo_meta.append(contexts.owners(pick.conversation_id, pick.reply_id, people, rows.name, chooser))
+        rows.dpo.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        )
+    return used
 
 
 def _sft_row(messages: Sequence[Message], score: float) -> FineTomeRow:

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bots.cli_errors import file_problem
-from bots.render import VOICE_ASK, format_forget, format_voice_choice, voice_choice
+from bots.render import VOICE_ASK, choice_card, format_forget, format_voice_choice, voice_choice
+from core.choices import AgainRefused, Pick, parse_pick
 from core.domain import (
     Audio,
     ChatRef,
@@ -27,6 +28,7 @@ from core.files import atomic_write
 from core.service import ChatService, UnknownReply
 
 PLATFORM = "console"
+CONSOLE_LIMIT = 100_000  # a terminal has no message limit: both answers are shown whole
 
 HELP = """\
 Type a message, or:
@@ -34,6 +36,7 @@ Type a message, or:
   /voice on|off replies also spoken (written to an OGG file), or text only
   /good /bad    rate the last reply
   /fix TEXT     suggest a better answer to the last reply
+  /again        another answer to the last reply; then 1, 2 or n (neither) picks the better
   /reset        start a new conversation
   /forget       delete everything stored about you
   /help /quit"""
@@ -67,6 +70,7 @@ class ConsoleChat:
         self.read_line = read_line
         self.write = write
         self.last_reply: int | None = None
+        self.pair: int | None = None  # the 🔁 pair shown last: a line "1", "2" or "n" picks in it
         self.spoken_dir = spoken_dir  # where spoken replies are written: a terminal cannot play them
 
     async def run(self) -> None:
@@ -82,6 +86,10 @@ class ConsoleChat:
     async def on_line(self, line: str) -> None:
         command, _, argument = line.partition(" ")
         argument = argument.strip()
+        pick = parse_pick(line) if self.pair is not None else None
+        if pick is not None and self.pair is not None:
+            await self.choose(self.pair, pick)
+            return
         if command == "/help":
             self.write(HELP + "\n")
         elif command == "/voice" and argument.lower() in ("on", "off", ""):
@@ -92,12 +100,14 @@ class ConsoleChat:
             await self.rate(up=command == "/good")
         elif command == "/fix":
             await self.fix(argument)
+        elif command == "/again":
+            await self.again()
         elif command == "/reset":
             await self.service.reset(self.chat, self.person)
             self.write("(new conversation)\n")
         elif command == "/forget":
             report = await self.service.forget(self.person)
-            self.last_reply = None
+            self.last_reply = self.pair = None
             self.write(f"({format_forget(report)})\n")
         elif command.startswith("/"):
             self.write(f"unknown command {command}; /help lists them\n")
@@ -126,7 +136,7 @@ class ConsoleChat:
                     streaming = True
                 self.write(event.delta)
             elif isinstance(event, ReplyDone):
-                self.last_reply = event.turn_id
+                self.last_reply, self.pair = event.turn_id, None
                 self.write(f"\n  [turn {event.turn_id} · {event.model} · {event.timings.total_ms:.0f} ms]\n")
             elif isinstance(event, Spoken):
                 try:
@@ -169,3 +179,26 @@ class ConsoleChat:
             self.write(f"({error})\n")
             return
         self.write(f"(correction {correction} saved; it waits for review)\n")
+
+    async def again(self) -> None:
+        """Write another answer to the last reply and show both; the next line may pick."""
+        if self.last_reply is None:
+            self.write("(nothing to answer again yet)\n")
+            return
+        try:
+            writing = await self.service.again.ask(self.person, self.last_reply)
+            self.write("(writing another answer…)\n")
+            pair = await writing
+        except (UnknownReply, AgainRefused) as error:
+            self.write(f"({error})\n")
+            return
+        self.pair = pair.id
+        self.write(
+            f"{choice_card(pair.first, pair.second or '', CONSOLE_LIMIT)}\n(type 1, 2 or n for neither)\n"
+        )
+
+    async def choose(self, pair_id: int, pick: Pick) -> None:
+        try:
+            self.write(f"({await self.service.again.choose(self.person, pair_id, pick)})\n")
+        except AgainRefused as error:
+            self.write(f"({error})\n")

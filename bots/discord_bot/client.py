@@ -14,6 +14,7 @@ import yarl
 from discord import app_commands
 
 from bots.delivery import ReplyStream
+from bots.discord_bot.choices import DYNAMIC_ITEMS as CHOICE_ITEMS
 from bots.discord_bot.commands import add_commands
 from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form
 from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
@@ -79,7 +80,7 @@ class IrisClient(discord.AutoShardedClient):
 
     async def setup_hook(self) -> None:
         await self._use_gateway_of_api()
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *CHOICE_ITEMS)
         if self.settings.discord_sync_commands:
             await self.tree.sync()
 

@@ -230,9 +230,12 @@ async def _save_correction(interaction: discord.Interaction[Any], turn_id: int, 
 
 
 def feedback_view(turn_id: int) -> discord.ui.View:
+    from bots.discord_bot.choices import AgainButton  # it builds on this module's helpers
+
     view = discord.ui.View(timeout=None)
     view.add_item(RateButton(turn_id, up=True))
     view.add_item(RateButton(turn_id, up=False))
+    view.add_item(AgainButton(turn_id))
     view.add_item(FixButton(turn_id))
     return view
 

@@ -30,7 +30,15 @@ from telegram.ext import (
 from bots.settings import Settings
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.admin import Admin
-from bots.telegram_bot.buttons import FIX_PATTERN, FORGET_PATTERN, RATE_PATTERN, REVIEW_PATTERN
+from bots.telegram_bot.again import Again
+from bots.telegram_bot.buttons import (
+    AGAIN_PATTERN,
+    FIX_PATTERN,
+    FORGET_PATTERN,
+    PICK_PATTERN,
+    RATE_PATTERN,
+    REVIEW_PATTERN,
+)
 from bots.telegram_bot.commands import MENU, Commands
 from bots.telegram_bot.conversation import Conversation
 from bots.telegram_bot.feedback import Feedback
@@ -145,7 +153,7 @@ def build_application(
 
 def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: ignore[type-arg]
     commands, conversation, admin = Commands(adapter), Conversation(adapter), Admin(adapter)
-    feedback = Feedback(adapter)
+    feedback, again = Feedback(adapter), Again(adapter)
     application.add_handlers(
         [
             CommandHandler("start", commands.on_start),
@@ -162,6 +170,8 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("audit", admin.on_audit),
             CallbackQueryHandler(feedback.on_rate, pattern=RATE_PATTERN),
             CallbackQueryHandler(feedback.on_fix, pattern=FIX_PATTERN),
+            CallbackQueryHandler(again.on_again, pattern=AGAIN_PATTERN),
+            CallbackQueryHandler(again.on_pick, pattern=PICK_PATTERN),
             CallbackQueryHandler(commands.on_forget_press, pattern=FORGET_PATTERN),
             CallbackQueryHandler(admin.on_review_press, pattern=REVIEW_PATTERN),
             CallbackQueryHandler(feedback.on_unknown_press),  # last: any other data

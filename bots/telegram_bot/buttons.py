@@ -11,10 +11,14 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from core.choices import Pick, parse_pick
+
 RATE_PATTERN = re.compile(r"^rate:(\d+):(up|down)$")
 FIX_PATTERN = re.compile(r"^fix:(\d+)$")
 FORGET_PATTERN = re.compile(r"^forget:(\d+):(yes|no)$")
 REVIEW_PATTERN = re.compile(r"^review:(\d+):(approve|reject)$")
+AGAIN_PATTERN = re.compile(r"^again:(\d+)$")
+PICK_PATTERN = re.compile(r"^pick:(\d+):(1|2|n)$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,17 @@ class RatePress:
 @dataclass(frozen=True)
 class FixPress:
     turn_id: int
+
+
+@dataclass(frozen=True)
+class AgainPress:
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class PickPress:
+    pair_id: int
+    pick: Pick
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ class ReviewPress:
 
 
 def rating_keyboard(turn_id: int, chosen: bool | None = None) -> InlineKeyboardMarkup:
-    """👍 / 👎 / ✏️ under a finished reply; ``chosen`` marks the rating just given."""
+    """👍 / 👎 / 🔁 / ✏️ under a finished reply; ``chosen`` marks the rating just given."""
     up = "👍 ✓" if chosen is True else "👍"
     down = "👎 ✓" if chosen is False else "👎"
     return InlineKeyboardMarkup(
@@ -49,8 +64,25 @@ def rating_keyboard(turn_id: int, chosen: bool | None = None) -> InlineKeyboardM
             [
                 InlineKeyboardButton(up, callback_data=f"rate:{turn_id}:up"),
                 InlineKeyboardButton(down, callback_data=f"rate:{turn_id}:down"),
+                InlineKeyboardButton("🔁", callback_data=f"again:{turn_id}"),
             ],
             [InlineKeyboardButton("✏️ Suggest a better answer", callback_data=f"fix:{turn_id}")],
+        ]
+    )
+
+
+def choice_keyboard(pair_id: int, chosen: Pick | None = None) -> InlineKeyboardMarkup:
+    """1 / 2 / Neither under the 🔁 pair; ``chosen`` marks the pick just made."""
+    words = (("1", Pick.FIRST), ("2", Pick.SECOND), ("n", Pick.NEITHER))
+    labels = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: "Neither"}
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    labels[pick] + (" ✓" if pick is chosen else ""), callback_data=f"pick:{pair_id}:{word}"
+                )
+                for word, pick in words
+            ]
         ]
     )
 
@@ -95,3 +127,14 @@ def parse_forget(data: str) -> ForgetPress | None:
 def parse_review(data: str) -> ReviewPress | None:
     match = REVIEW_PATTERN.match(data)
     return ReviewPress(int(match[1]), match[2] == "approve") if match else None
+
+
+def parse_again(data: str) -> AgainPress | None:
+    match = AGAIN_PATTERN.match(data)
+    return AgainPress(int(match[1])) if match else None
+
+
+def parse_pick_press(data: str) -> PickPress | None:
+    match = PICK_PATTERN.match(data)
+    pick = parse_pick(match[2]) if match else None
+    return PickPress(int(match[1]), pick) if match and pick else None
