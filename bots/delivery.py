@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Generic, Literal, Protocol, TypeVar
 
-from bots.render import EditPacer, split_message
+from bots.render import EditPacer, split_markdown, split_message
 from core.domain import (
     Notice,
     NoticeKind,
@@ -112,7 +112,8 @@ class ReplyStream(Generic[M]):
 
     async def _update(self, style: Style, text: str, turn_id: int | None = None) -> bool:
         """Bring the reply's messages up to ``text``; return whether there was anything to show."""
-        pieces = split_message(text, self.chat.limit)
+        split = split_markdown if style == "reply" else split_message  # code blocks stay whole in replies
+        pieces = split(text, self.chat.limit)
         if not pieces:
             return False
         for index, piece in enumerate(pieces):

@@ -54,3 +54,15 @@ class ScriptedGenerator:
             if self.pause_s:
                 time.sleep(self.pause_s)
             yield self.reply[start : start + size]
+
+
+class RecordingGenerator(ScriptedGenerator):
+    """A ``ScriptedGenerator`` that keeps every prompt it was given: what reached the model, turn by turn."""
+
+    def __init__(self, reply: str, pieces: int = 2, pause_s: float = 0.0) -> None:
+        super().__init__(reply, pieces, pause_s)
+        self.prompts: list[list[ChatMessage]] = []
+
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+        self.prompts.append(list(messages))
+        yield from super().stream(messages, options)

@@ -1,8 +1,9 @@
 from datetime import UTC, datetime
 
 import pytest
+from markdown_it import MarkdownIt
 
-from bots.render import EditPacer, printable, review_card, split_message, split_rendered
+from bots.render import EditPacer, printable, review_card, split_markdown, split_message, split_rendered
 from core.domain import Correction, CorrectionStatus, Person
 
 
@@ -95,3 +96,99 @@ def test_a_review_card_counts_the_hidden_characters_it_leaves_out() -> None:
     [card] = review_card(correction("ok\u202e fine\x1b[0m", prompt="why\u200b?"), 4000)
     assert "3 hidden characters" in card and "ok fine[0m" in card and "why?" in card
     assert "\u202e" not in card and "\x1b" not in card
+
+
+# --- code blocks in replies split across messages ---------------------------------------
+
+_PARSER = MarkdownIt("commonmark")
+
+
+def blocks(piece: str) -> list[tuple[str, str]]:
+    """(language, code) of every fenced code block in a piece, as a CommonMark renderer reads it."""
+    return [(token.info.strip(), token.content) for token in _PARSER.parse(piece) if token.type == "fence"]
+
+
+def program(lines: int, indent: str = "    ") -> str:
+    return "\n".join(f"{indent}value_{i} = work(items[{i}])  # line {i} of the program" for i in range(lines))
+
+
+@pytest.mark.parametrize("limit", [200, 333, 500, 2000])
+def test_a_code_block_longer_than_several_pieces_is_closed_and_reopened_with_its_language(limit: int) -> None:
+    code = "def main():\n" + program(80)
+    text = f"Here is the program:\n\n```python\n{code}\n```\n\nThat is all."
+    pieces = split_markdown(text, limit)
+
+    assert len(pieces) >= 3 and all(len(piece) <= limit for piece in pieces)  # the fences fit too
+    found = [blocks(piece) for piece in pieces]
+    with_code = [piece for piece, block in zip(pieces, found, strict=True) if block]
+    assert all(piece.startswith("```python\n") for piece in with_code[1:])  # reopened, with the language
+    assert all(piece.endswith("\n```") for piece in with_code[:-1])  # closed where it was cut
+    assert all(language == "python" for block in found for language, _ in block)
+    # Every line once, indentation kept.
+    assert "".join(content for block in found for _, content in block) == code + "\n"
+    assert pieces[0].startswith("Here is the program:") and pieces[-1].endswith("That is all.")
+
+
+def test_every_piece_fits_the_limit_with_the_fences_it_gains() -> None:
+    # Lines of every length, so that some cut fills a piece to the last character before its fence.
+    code = "\n".join("x" * (i % 37) + f" = {i}" for i in range(400))
+    text = f"Intro.\n\n```js\n{code}\n```"
+    for limit in range(60, 420, 7):
+        pieces = split_markdown(text, limit)
+        assert all(len(piece) <= limit for piece in pieces), limit
+        assert "".join(content for piece in pieces for _, content in blocks(piece)) == code + "\n", limit
+
+
+def test_a_fence_without_a_language_is_reopened_without_one() -> None:
+    code = program(40)
+    pieces = split_markdown(f"Output:\n```\n{code}\n```", 400)
+    assert len(pieces) > 2
+    assert all(piece.startswith("```\n") for piece in pieces[1:])
+    assert all(block == [("", block[0][1])] for block in map(blocks, pieces))
+
+
+def test_backticks_inside_a_longer_fence_do_not_end_the_block() -> None:
+    inner = "\n".join(f"Step {i}: run `make test`, then\n```sh\necho {i}\n```" for i in range(30))
+    text = f"The README says:\n\n````markdown\n{inner}\n````\n\nDone."
+    pieces = split_markdown(text, 300)
+    assert len(pieces) > 3 and all(len(piece) <= 300 for piece in pieces)
+    assert all(piece.startswith("````markdown\n") for piece in pieces[1:-1])
+    assert "".join(content for piece in pieces for _, content in blocks(piece)) == inner + "\n"
+    assert pieces[-1].endswith("Done.")
+
+
+def test_text_right_after_a_fence_is_not_reopened_as_code() -> None:
+    code = program(12)
+    text = f"Look:\n```python\n{code}\n```\nThis line follows the fence directly. " + "More words here. " * 20
+    pieces = split_markdown(text, len(f"Look:\n```python\n{code}\n```") + 5)
+    assert blocks(pieces[0]) == [("python", code + "\n")]  # cut after the closing fence: nothing added
+    assert all(not blocks(piece) and "```" not in piece for piece in pieces[1:])
+    assert pieces[1].startswith("This line follows the fence directly.")
+
+
+def test_a_cut_just_before_the_closing_fence_adds_no_empty_block() -> None:
+    code = program(10)
+    # The block's own closing fence (indented, as in a list item) is longer than the one added:
+    # the cut falls right before it, and the added fence takes its place.
+    text = f"```python\n{code}\n   ```\nAfter."
+    pieces = split_markdown(text, len(f"```python\n{code}\n```"))
+    assert pieces == [f"```python\n{code}\n```", "After."]
+
+
+def test_a_short_block_moves_whole_to_the_next_piece_rather_than_being_cut() -> None:
+    prose = " ".join(f"Sentence {i} explains the idea." for i in range(12))
+    code = "\n\n".join(program(6).split("\n"))  # blank lines: the best breaks are inside the block
+    pieces = split_markdown(f"{prose}\n```python\n{code}\n```", len(prose) + 200)
+    assert pieces == [prose, f"```python\n{code}\n```"]
+
+
+def test_plain_splitting_adds_no_fences() -> None:
+    text = f"```python\n{program(40)}\n```"
+    assert split_message(text, 500)[1].startswith("value_")  # review cards and notices: as written
+
+
+def test_triple_backticks_inline_open_no_block() -> None:
+    text = "\n".join(f"```x = {i}``` is inline code in line {i}, not a fence." for i in range(40))
+    pieces = split_markdown(text, 300)
+    assert len(pieces) > 3 and not any(blocks(piece) for piece in pieces)
+    assert "\n".join(pieces) == text  # nothing added
