@@ -17,6 +17,7 @@ from bots.settings import Settings, check_renamed
 from core.ab import ABServing, PinnedGenerator
 from core.domain import ModelVersion
 from core.generation import LlamaGenerator, bundled_model, hub_gguf
+from core.memory import CorrectionMemory, normalized
 from core.ports import ServerUnavailable
 from core.remote import ServerGenerator, ServerTranscriber
 from core.service import ChatService, ServiceConfig
@@ -24,10 +25,12 @@ from core.speaking import ReplySpeaker
 from core.transcription import WhisperTranscriber
 from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
+from storage.choices import SqlAnswerChoices
 from storage.database import make_engine, sqlite_url
 from storage.experiments import SqlExperiments
 from storage.inbox import SqlInbox
 from storage.limits import SqlLimitLedger
+from storage.memory import SqlMemoryStore
 from storage.migrate import upgrade
 from storage.pending import SqlPendingCorrections
 from storage.repository import SqlStore
@@ -51,6 +54,11 @@ class App:
     def warm_up(self) -> None:
         """Load both models now rather than on the first message (blocking)."""
         self.transcriber.load()
+        if self.service.memory is not None:
+            try:
+                self.service.memory.sync()
+            except Exception:  # replies go on without it; the first lookup tries again
+                log.exception("could not index the approved corrections")
         try:
             self.generator.load()
         except ServerUnavailable:  # logged by the generator; replies say so until a model loads
@@ -164,6 +172,7 @@ def build_app(settings: Settings | None = None) -> App:
             limits=settings.rate_limit,
             exempt=frozenset(settings.admin_user_ids),
             parallel_replies=settings.llm.parallel,
+            parallel_transcripts=settings.whisper.batch,
         ),
         retrainer=RetrainLauncher(
             log_dir=retrain_dir(settings) / "logs",
@@ -184,9 +193,39 @@ def build_app(settings: Settings | None = None) -> App:
         speaker=build_speaker(settings, store),
         ledger=SqlLimitLedger(store.engine),  # the limits count alike in every process on the database
         pending=SqlPendingCorrections(store.engine),  # a ✏️ answered in another process, or after a restart
+        choices=SqlAnswerChoices(store.engine),  # 🔁 pairs: one second answer per reply, in every process
+        memory=build_memory(settings, store),
     )
     inbox = SqlInbox(store.engine, settings.inbox_max_attempts)
     return App(settings, store, service, transcriber, generator, inbox)
+
+
+def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None:
+    """The correction memory: approved corrections answer at once (core.memory); None when switched off.
+
+    Indexed by the questions' rule-made wordings too, the ones a retrain trains on; a fact the
+    serving model's gate found it recalls alone is left to the model.
+    """
+    if not settings.memory.enabled:
+        return None
+    from core.embedding import default_embedder
+    from finetune.gate import known_questions
+    from finetune.teaching import rephrasings
+
+    def wordings(question: str) -> list[str]:
+        train, held_out = rephrasings([question], set())
+        return [*train, *held_out]
+
+    known: dict[str, set[str]] = {}  # a version's gate figures never change once it is registered
+
+    def known_by(model: str) -> set[str]:
+        if model not in known:
+            version = next((v for v in store.list_models() if v.name == model), None)
+            known[model] = {normalized(q) for q in known_questions(version.metrics)} if version else set()
+        return known[model]
+
+    embedder = default_embedder(settings.data_dir)
+    return CorrectionMemory(SqlMemoryStore(store.engine), embedder, settings.memory, wordings, known_by)
 
 
 def build_speaker(settings: Settings, store: SqlStore) -> ReplySpeaker:

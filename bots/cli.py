@@ -150,6 +150,7 @@ async def _ask(service: ChatService, message: IncomingMessage, speak: Path | Non
                     "total_ms": t.total_ms,
                     "tokens": t.tokens,
                 },
+                memory={"correction": event.memory[0], "mode": event.memory[1]} if event.memory else None,
             )
         elif isinstance(event, Notice):
             result.update(notice=event.text, notice_kind=event.kind.value, user_turn_id=event.turn_id)

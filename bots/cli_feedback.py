@@ -40,7 +40,7 @@ def review(
     reviewer: Annotated[str | None, typer.Option(help="Stored as who reviewed (default console:USER).")] = None,
 ) -> None:
     """Review corrections: one by one in the terminal, or --list / --approve ID / --reject ID."""
-    from bots.app import opened_store
+    from bots.app import build_memory, opened_store
     from bots.review import ReviewDesk, ReviewError
     from core.domain import CorrectionStatus
 
@@ -48,8 +48,11 @@ def review(
         raise typer.BadParameter("use one of --list, --approve ID and --reject ID")
     if text is not None and approve is None:
         raise typer.BadParameter("--text goes with --approve ID")
-    with opened_store(load_settings()) as store:
-        desk = ReviewDesk(store, reviewer or f"console:{getpass.getuser()}", audit=store)
+    settings = load_settings()
+    with opened_store(settings) as store:
+        desk = ReviewDesk(
+            store, reviewer or f"console:{getpass.getuser()}", audit=store, memory=build_memory(settings, store)
+        )
         try:
             if list_:
                 wanted = None if status is ReviewStatus.all else CorrectionStatus(status.value)

@@ -7,6 +7,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from core.domain import AuditEntry, Correction, ForgetReport, Stats
 from core.experiments import ABReport, Decision
@@ -59,6 +60,100 @@ def _cut_point(text: str, limit: int) -> int:
     return limit
 
 
+# A code fence line (CommonMark: up to three spaces, then three or more backticks or tildes).
+_FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class _Fence:
+    """A fenced code block still open: how it was opened, and where (in the text scanned)."""
+
+    indent: str
+    marks: str
+    language: str
+    start: int  # where its opening line starts
+    body: int  # where its code starts
+
+    @property
+    def opening(self) -> str:
+        return f"{self.indent}{self.marks}{self.language}\n"
+
+    @property
+    def closing(self) -> str:
+        return f"\n{self.indent}{self.marks}"
+
+    def closed_by(self, line: str) -> bool:
+        match = _FENCE.fullmatch(line)
+        if match is None:
+            return False
+        marks, after = match[2], match[3]
+        return marks[0] == self.marks[0] and len(marks) >= len(self.marks) and not after.strip()
+
+
+def _open_fence(text: str, start: int = 0) -> _Fence | None:
+    """The code block open at the end of ``text`` (scanned from ``start``), or None."""
+    fence: _Fence | None = None
+    for match in _FENCE.finditer(text, start):
+        indent, marks, info = match.groups()
+        if fence is None and not (marks[0] == "`" and "`" in info):  # ``` then a backtick: inline code
+            fence = _Fence(indent, marks, (info.split() or [""])[0], match.start(), match.end() + 1)
+        elif fence is not None and fence.closed_by(match[0]):
+            fence = None
+    return fence
+
+
+def split_markdown(text: str, limit: int) -> list[str]:
+    """Like ``split_message``, for the model's Markdown: code blocks stay code blocks.
+
+    A fenced block cut between two messages is closed at the end of the first and opened
+    again, with its language, at the start of the next, so both chats show code as code on
+    either side of the cut; the added fences count towards ``limit``. A block that would fit
+    in the next message whole starts there instead of being cut.
+    """
+    pieces: list[str] = []
+    rest, head = text.strip(), ""  # head: the fence reopening a block the last piece closed
+    while len(head) + len(rest) > limit:
+        piece, rest, head = _next_piece(head, rest, limit)
+        pieces.append(piece)
+    if rest:
+        pieces.append(head + rest)
+    return pieces
+
+
+def _next_piece(head: str, rest: str, limit: int) -> tuple[str, str, str]:
+    """One piece of at most ``limit`` characters off ``head + rest``: (piece, what is left, its head)."""
+    room = limit - len(head)
+    cut = _cut_point(rest, room)
+    fence = _open_fence(head + rest[:cut])
+    if fence is not None and len(fence.opening) + len(fence.closing) <= limit // 2:
+        cut = _cut_point(rest, room - len(fence.closing))
+        fence = _open_fence(head + rest[:cut])
+        if (
+            fence is not None
+            and fence.start - len(head) > room // 5
+            and _block_length(head + rest, fence) <= limit
+        ):
+            cut, fence = fence.start - len(head), None  # the whole block goes to the next piece
+    else:
+        fence = None  # a fence too long to repeat (or none): cut as plain text
+    piece = (head + rest[:cut]).rstrip()
+    if fence is None:
+        return piece, rest[cut:].lstrip(), ""
+    rest = rest[cut:].lstrip("\n")  # the code's own indentation stays
+    line = rest.split("\n", 1)[0]
+    if not rest.strip() or fence.closed_by(line):  # the block ends here anyway
+        return piece + fence.closing, rest[len(line) :].lstrip(), ""
+    return piece + fence.closing, rest, fence.opening
+
+
+def _block_length(text: str, fence: _Fence) -> int:
+    """How long ``fence``'s code block in ``text`` is, from its opening line to the end of its closing line."""
+    for match in _FENCE.finditer(text, fence.body):
+        if fence.closed_by(match[0]):
+            return match.end() - fence.start
+    return len(text) - fence.start
+
+
 class EditPacer:
     """Decides when a streamed reply is worth an edit: text changed and enough time passed.
 
@@ -88,6 +183,8 @@ def format_stats(stats: Stats) -> str:
         f"Replies: {stats.replies}",
         f"Corrections: {stats.corrections_pending} waiting for review, {stats.corrections_approved} approved, "
         f"{stats.corrections_rejected} rejected",
+        f"Answered from approved corrections: {stats.memory_served} as approved, "
+        f"{stats.memory_grounded} written with one given to the model",
         f"Active model: {stats.active_model or '-'}",
     ]
     if stats.active_model_error:
@@ -280,6 +377,8 @@ def review_card(
     ]
     who = printable(correction.person.display_name or correction.person.user_id).strip()[:80]
     head = f"{bold(f'Correction #{correction.id}')} from {escape(who)} ({correction.person.platform})"
+    if correction.served:
+        head += f"\nAnswered {_amount(correction.served, 'later question')} from the correction memory."
     hidden = sum(len(text) - len(printable(text)) for _, text in fields)
     if hidden:
         head += (
@@ -303,3 +402,39 @@ def _pack(blocks: list[str], limit: int, separator: str = "\n\n") -> list[str]:
         else:
             messages.append(block)
     return messages
+
+
+CHOICE_QUESTION = "Which answer is better?"
+
+
+def choice_card(first: str, second: str, limit: int, escape: Callable[[str], str] = str) -> str:
+    """The 🔁 pair as one message of at most ``limit`` characters, with its 1 / 2 / Neither buttons.
+
+    One message, so the buttons sit under both answers: an answer that does not fit is cut
+    at a whole sentence or word and marked "…", the shorter one keeping all of its text
+    and the longer one the rest of the room. ``escape`` neutralises a platform's markup
+    in the model's text (measured after escaping, never cut inside an escape).
+    """
+    labels = (f"{CHOICE_QUESTION}\n\n1: ", "\n\n2: ")
+    room = limit - sum(len(label) for label in labels)
+    texts = [printable(text).strip() or "-" for text in (first, second)]
+    sizes = [len(escape(text)) for text in texts]
+    short = 0 if sizes[0] <= sizes[1] else 1
+    shares = [0, 0]
+    shares[short] = min(sizes[short], room // 2)
+    shares[1 - short] = room - shares[short]
+    shown = [_whole(text, share, escape) for text, share in zip(texts, shares, strict=True)]
+    return f"{labels[0]}{shown[0]}{labels[1]}{shown[1]}"
+
+
+def _whole(text: str, limit: int, escape: Callable[[str], str]) -> str:
+    """``text`` escaped within ``limit`` characters: whole, or cut at the best boundary with "…"."""
+    shown = escape(text)
+    if len(shown) <= limit:
+        return shown
+    size = max(limit - 1, 1)
+    while True:
+        piece = escape(text[: _cut_point(text, size)].rstrip()) + "…"
+        if len(piece) <= limit or size <= 1:
+            return piece
+        size = max(1, size * limit // len(piece) - 1)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bots.render import printable
-from core.audit import review_entry
+from core.audit import memory_entry, review_entry
 from core.domain import Correction, CorrectionStatus, Role, Turn
+from core.memory import CorrectionMemory
 from core.ports import AuditLog, ConversationStore
 
 HELP = "[a]pprove  [e]dit, then approve  [r]eject  [s]kip  [q]uit"
@@ -40,12 +41,18 @@ class ReviewDesk:
     """Lists, shows and decides corrections as one reviewer."""
 
     def __init__(
-        self, store: ConversationStore, reviewer: str, context_turns: int = 6, audit: AuditLog | None = None
+        self,
+        store: ConversationStore,
+        reviewer: str,
+        context_turns: int = 6,
+        audit: AuditLog | None = None,
+        memory: CorrectionMemory | None = None,
     ) -> None:
         self.store = store
         self.reviewer = reviewer
         self.context_turns = context_turns
         self.audit = audit
+        self.memory = memory  # follows each decision at once, as the chats' review does
 
     def corrections(self, status: CorrectionStatus | None = CorrectionStatus.PENDING) -> list[Correction]:
         return self.store.corrections(status)
@@ -73,6 +80,10 @@ class ReviewDesk:
         after = self.store.review_correction(correction_id, approve, self.reviewer, text)
         if self.audit is not None:
             self.audit.record_audit(self.reviewer, *review_entry(after, edited=approve and bool(text)))
+        if self.memory is not None:
+            entry = memory_entry(after, self.memory.learn(after))
+            if self.audit is not None and entry is not None:
+                self.audit.record_audit(self.reviewer, *entry)
         note = f"correction {after.id} {after.status.value} by {after.reviewer}"
         if before.status is not CorrectionStatus.PENDING:
             note += f" (it was {before.status.value} by {before.reviewer or '?'})"
@@ -102,6 +113,8 @@ class ReviewDesk:
             )
         if correction.reviewer:
             lines.append(f"  reviewed by {correction.reviewer} at {correction.reviewed_at:%Y-%m-%d %H:%M} UTC")
+        if correction.served:
+            lines.append(f"  answered {correction.served} later question(s) from the correction memory")
         return "\n".join(lines)
 
     def as_json(self, correction: Correction) -> dict[str, Any]:
@@ -124,6 +137,7 @@ class ReviewDesk:
             "created_at": correction.created_at.isoformat(),
             "reviewer": correction.reviewer,
             "reviewed_at": correction.reviewed_at.isoformat() if correction.reviewed_at else None,
+            "served": correction.served,
         }
 
     # --- the interactive loop -----------------------------------------------------------

@@ -22,6 +22,7 @@ from core.access import AccessPolicy
 from core.experiments import ABConfig
 from core.generation import LlmConfig
 from core.limits import RateLimits
+from core.memory import MemoryConfig
 from core.ports import Generation
 from core.remote import ServerConfig
 from core.service import ChatConfig
@@ -89,6 +90,7 @@ class Settings(BaseSettings):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)  # iris retrain
     gate: GateConfig = Field(default_factory=GateConfig)  # when a retrained model may replace the active one
     ab: ABConfig = Field(default_factory=ABConfig)  # A/B tests of model versions
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)  # approved corrections answer at once
 
     # --- chats ---
     shared_group_history: bool = False  # one history per group instead of one per person

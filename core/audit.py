@@ -37,6 +37,16 @@ def review_entry(decided: Correction, *, edited: bool) -> tuple[AuditAction, str
     return action, f"correction:{decided.id}", {"status": decided.status.value, "turn": decided.turn_id}
 
 
+def memory_entry(decided: Correction, change: int) -> tuple[AuditAction, str, dict[str, object]] | None:
+    """The audit line of the correction memory following a review (``CorrectionMemory.learn``'s
+    ``change``: wordings indexed, or minus the entries dropped); None when it did not change."""
+    if change > 0:
+        return AuditAction.MEMORY_ADD, f"correction:{decided.id}", {"wordings": change}
+    if change < 0:
+        return AuditAction.MEMORY_DROP, f"correction:{decided.id}", {"entries": -change}
+    return None
+
+
 def retrain_entries(outcome: RetrainOutcome) -> list[tuple[AuditAction, str | None, dict[str, object]]]:
     """The audit lines of a finished retrain: its outcome, and the promotion if there was one."""
     entries: list[tuple[AuditAction, str | None, dict[str, object]]] = [

@@ -114,6 +114,8 @@ class Turn:
     error: str | None = None
     # The chat it was said or shown in (platform and chat id; no thread).
     chat: ChatRef | None = None
+    reply_to_id: int | None = None  # a reply: the person's turn it answers
+    memory_correction_id: int | None = None  # a reply the correction memory answered (core.memory)
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Correction:
     original_reply: str | None = None
     reviewer: str | None = None
     reviewed_at: datetime | None = None
+    served: int = 0  # replies the correction memory answered with it (core.memory)
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class Stats:
     by_model: list[ModelStats]
     active_model: str | None
     active_model_error: str | None = None  # the active version's file does not load: why
+    memory_served: int = 0  # replies that were an approved correction as it is (core.memory)
+    memory_grounded: int = 0  # replies the model wrote with an approved correction given to it
 
     @property
     def voice_share(self) -> float:
@@ -257,6 +262,8 @@ class AuditAction(enum.StrEnum):
     CONSENT = "consent"
     FORGET = "forget"
     PRUNE = "retention.prune"
+    MEMORY_ADD = "memory.add"  # an approved correction indexed in the correction memory
+    MEMORY_DROP = "memory.drop"  # a reviewed correction taken out of it
 
 
 @dataclass(frozen=True)
@@ -309,6 +316,7 @@ class ReplyDone:
     text: str
     model: str
     timings: Timings
+    memory: tuple[int, str] | None = None  # the approved correction that answered, and how (core.memory)
 
 
 class NoticeKind(enum.StrEnum):

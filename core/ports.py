@@ -161,8 +161,10 @@ class ConversationStore(Protocol):
         model_version: str,
         timings: Timings,
         experiment: tuple[int, Arm] | None = None,
+        memory: tuple[int, str] | None = None,
     ) -> int:
-        """Store a reply; ``experiment``: the A/B test and arm it was written in."""
+        """Store a reply; ``experiment``: the A/B test and arm it was written in; ``memory``: the
+        approved correction that served it and how (``core.memory``)."""
         ...
 
     def get_turn(self, turn_id: int) -> Turn | None: ...

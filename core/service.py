@@ -23,7 +23,8 @@ from typing import Annotated
 from pydantic import Field
 
 from core.ab import ABServing, Choice, decide_if_due, latest_report
-from core.audit import prune_details, retention_cutoff, retrain_entries, review_entry
+from core.audit import memory_entry, prune_details, retention_cutoff, retrain_entries, review_entry
+from core.choices import AnotherAnswer, AnswerChoices
 from core.domain import (
     AuditAction,
     AuditEntry,
@@ -50,6 +51,7 @@ from core.domain import (
 from core.drafting import Draft, follow, stream_in_thread
 from core.experiments import ABReport
 from core.limits import Clock, RateLimiter, RateLimits, Refused
+from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
 from core.ports import (
     AudioError,
     AudioTooLong,
@@ -117,6 +119,8 @@ class ServiceConfig:
     limits: RateLimits = field(default_factory=RateLimits)
     exempt: frozenset[str] = frozenset()  # user ids the rate limits spare (the admins)
     parallel_replies: int = 1  # how many replies the generator writes at once (IRIS_LLM_PARALLEL)
+    # Notes given to the transcriber at once; it decodes them as one batch (IRIS_WHISPER_BATCH).
+    parallel_transcripts: int = 1
 
 
 class RetrainBusy(RuntimeError):
@@ -156,6 +160,8 @@ class ChatService:
         speaker: ReplySpeaker | None = None,
         ledger: LimitLedger | None = None,
         pending: PendingCorrections | None = None,
+        memory: CorrectionMemory | None = None,
+        choices: AnswerChoices | None = None,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -174,11 +180,15 @@ class ChatService:
         self._in_progress: Counter[str] = Counter()  # per person: messages being answered or waiting
         self._model_queue = FairQueue(self.config.parallel_replies)
         self._model_threads = ThreadPoolExecutor(self.config.parallel_replies, thread_name_prefix="reply")
-        self._speech_queue = FairQueue()
+        self._speech_queue = FairQueue(self.config.parallel_transcripts)
         self.speaker = speaker  # spoken replies (core.speaking); None: text only
         # Who owes a better answer after ✏️ (Telegram). None: nothing is awaited and
         # await_correction refuses (a service a test builds for messages alone).
         self.pending = pending
+        # 🔁: a second answer to a reply and the person's pick, a DPO pair (core.choices).
+        self.again = AnotherAnswer(self, choices)
+        # Approved corrections answer the questions they fix before any retrain (core.memory); None: off.
+        self.memory = memory
 
     @property
     def waiting_for_model(self) -> int:
@@ -396,11 +406,12 @@ class ChatService:
             log.exception("could not read the history of turn %s", turn_id)
             history = []
         choice = await self._choose_model(receipt.conversation_id)
+        recall = await self._recall(user_text, choice.generator.model_name)
         # The model writes in a task of its own: it never waits for the chat to
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
-        writer = asyncio.create_task(self._write(sender, history, user_text, draft, choice.generator))
+        writer = asyncio.create_task(self._write(sender, history, user_text, draft, choice.generator, recall))
         try:
             async for event in follow(draft, self.config.chat.queue_notice_seconds):
                 yield event
@@ -428,6 +439,7 @@ class ChatService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writer
         text = draft.text.strip()
+        memory = (recall.correction_id, recall.mode.value) if recall else None
         if not text:
             notice = "Sorry, I had nothing to say to that. Try asking another way."
             await self._fail(turn_id, notice)
@@ -448,6 +460,7 @@ class ChatService:
                 written.model,
                 timings,
                 choice.experiment,
+                memory,
             )
         except Exception:
             log.exception("could not store the reply to turn %s", turn_id)
@@ -457,7 +470,7 @@ class ChatService:
                 turn_id,
             )
             return
-        yield ReplyDone(reply_id, text, written.model, timings)
+        yield ReplyDone(reply_id, text, written.model, timings, memory)
 
     async def _choose_model(self, conversation_id: int) -> Choice:
         """The model that answers: the active one, or an A/B test's arm for this conversation."""
@@ -469,23 +482,47 @@ class ChatService:
             log.exception("could not read the running experiment; the active model answers")
             return Choice(self.generator)
 
+    async def _recall(self, text: str, model: str) -> Recall | None:
+        """The approved correction this message asks, if the memory has one (a failing memory: none)."""
+        if self.memory is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.memory.recall, text, model)
+        except Exception:
+            log.exception("the correction memory could not be searched; the model answers alone")
+            return None
+
     async def _write(
-        self, sender: Person, history: Sequence[Turn], user_text: str, draft: Draft, generator: ReplyGenerator
+        self,
+        sender: Person,
+        history: Sequence[Turn],
+        user_text: str,
+        draft: Draft,
+        generator: ReplyGenerator,
+        recall: Recall | None = None,
     ) -> _Written:
         """Wait for a place at the model, then write the whole reply into ``draft``.
 
         Places go round-robin per person: in a busy group, one person's many
         notes do not make everyone else wait behind all of them. Both arms of
-        an A/B test share the places.
+        an A/B test share the places. A reply served from the correction memory
+        needs no place: the approved answer is the reply.
         """
         options = self.config.generation
+        system_prompt = self.config.chat.system_prompt
         try:
+            if recall is not None and recall.mode is MemoryMode.SERVED:
+                draft.add(recall.answer)
+                tokens = await asyncio.to_thread(generator.count_tokens, recall.answer)
+                return _Written(generator.model_name, 0.0, tokens)
+            if recall is not None:
+                system_prompt = grounding(recall, system_prompt)
             async with self._model_queue.slot(sender.actor, on_place=draft.queued):
                 draft.queued(None)
                 budget = generator.context_tokens - options.max_tokens
                 messages = await asyncio.to_thread(
                     build_prompt,
-                    self.config.chat.system_prompt,
+                    system_prompt,
                     history,
                     user_text,
                     generator.count_tokens,
@@ -574,9 +611,25 @@ class ChatService:
             await self._take(self.limiter.take_press, person)
         await self.check_reply(turn_id, where)
         outcome = await asyncio.to_thread(self.store.rate, person, turn_id, 1 if up else -1)
+        if not up and outcome is not RatingOutcome.UNCHANGED:
+            await self._dispute(turn_id)
         if self.ab is not None and outcome is not RatingOutcome.UNCHANGED:
             await self._decide_experiment()
         return outcome
+
+    async def _dispute(self, reply_id: int) -> None:
+        """A 👎 on a reply the memory served: its question is not one the correction answers."""
+        if self.memory is None:
+            return
+        try:
+            reply = await asyncio.to_thread(self.store.get_turn, reply_id)
+            if reply is None or reply.memory_correction_id is None or reply.reply_to_id is None:
+                return
+            asked = await asyncio.to_thread(self.store.get_turn, reply.reply_to_id)
+            if asked is not None and asked.text:
+                await asyncio.to_thread(self.memory.dispute, reply.memory_correction_id, asked.text)
+        except Exception:  # the rating is stored; the memory learns from the next one
+            log.exception("could not note the 👎 on reply %s in the correction memory", reply_id)
 
     async def _decide_experiment(self) -> None:
         """End a running A/B test once both arms have the ratings it was started to wait for."""
@@ -681,8 +734,10 @@ class ChatService:
         wait = await self._forget_cooldown(person)
         if wait > 0:
             return ForgetReport(0, 0, 0, 0, retry_after_s=wait)
+        picked = await self.again.forget(person)  # their 🔁 pairs: rows of theirs in the DPO copies
         report = await asyncio.to_thread(self.store.forget, person)
-        if not (report.turns or report.ratings or report.corrections):
+        report = replace(report, turn_ids=(*report.turn_ids, *picked)) if picked else report
+        if not (report.turns or report.ratings or report.corrections or picked):
             # Nothing of theirs can be in a copy: a stranger's /forget must not cost a sweep.
             if report.known:
                 await self._record(person.pseudonym, AuditAction.FORGET, None, {"turns": 0})
@@ -790,7 +845,21 @@ class ChatService:
         """Approve (optionally with edited text) or reject a pending correction; the trail records it."""
         decided = await asyncio.to_thread(self.store.review_correction, correction_id, approve, reviewer, text)
         await self._record(reviewer, *review_entry(decided, edited=approve and bool((text or "").strip())))
+        await self._remember(decided, reviewer)
         return decided
+
+    async def _remember(self, correction: Correction, actor: str) -> None:
+        """The memory follows a review at once: approved (or edited) indexed anew, rejected dropped."""
+        if self.memory is None:
+            return
+        try:
+            change = await asyncio.to_thread(self.memory.learn, correction)
+        except Exception:
+            # Stored approved all the same; the next start indexes it (CorrectionMemory.sync).
+            log.exception("could not index correction %s in the memory", correction.id)
+            return
+        if (entry := memory_entry(correction, change)) is not None:
+            await self._record(actor, *entry)
 
     async def retrain(self, profile: str | None = None, actor: str = "unknown") -> RetrainOutcome:
         """Run a retrain in its own process; the bots keep answering meanwhile.

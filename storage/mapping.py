@@ -37,11 +37,13 @@ def to_turn(row: TurnRow) -> Turn:
         ),
         error=row.error,
         chat=ChatRef(row.platform, row.chat_id),
+        reply_to_id=row.reply_to_id,
+        memory_correction_id=row.memory_correction_id,
     )
 
 
 def to_correction(
-    row: CorrectionRow, person: PersonRow, prompt: str | None, original_reply: str | None
+    row: CorrectionRow, person: PersonRow, prompt: str | None, original_reply: str | None, served: int = 0
 ) -> Correction:
     return Correction(
         id=row.id,
@@ -54,6 +56,7 @@ def to_correction(
         original_reply=original_reply,
         reviewer=row.reviewer,
         reviewed_at=aware(row.reviewed_at) if row.reviewed_at else None,
+        served=served,
     )
 
 

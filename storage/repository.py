@@ -37,6 +37,7 @@ from storage.mapping import aware, to_correction, to_model_version, to_turn
 from storage.tables import (
     AuditRow,
     ConversationRow,
+    CorrectionMemoryRow,
     CorrectionRow,
     ModelVersionRow,
     PersonRow,
@@ -195,6 +196,7 @@ class SqlStore:
         model_version: str,
         timings: Timings,
         experiment: tuple[int, Arm] | None = None,
+        memory: tuple[int, str] | None = None,
     ) -> int:
         with self._session() as session:
             asked = session.get_one(TurnRow, reply_to_turn_id)
@@ -212,6 +214,8 @@ class SqlStore:
                 tokens=timings.tokens,
                 experiment_id=experiment[0] if experiment else None,
                 arm=experiment[1].value if experiment else None,
+                memory_correction_id=memory[0] if memory else None,
+                memory_mode=memory[1] if memory else None,
             )
             session.add(row)
             session.flush()
@@ -281,8 +285,14 @@ class SqlStore:
 
     def corrections(self, status: CorrectionStatus | None = None) -> list[Correction]:
         reply, question = aliased(TurnRow), aliased(TurnRow)
+        served = (
+            select(func.count())
+            .where(TurnRow.memory_correction_id == CorrectionRow.id)
+            .correlate(CorrectionRow)
+            .scalar_subquery()
+        )
         query = (
-            select(CorrectionRow, PersonRow, question.text, reply.text)
+            select(CorrectionRow, PersonRow, question.text, reply.text, served)
             .join(PersonRow, PersonRow.id == CorrectionRow.person_id)
             .join(reply, reply.id == CorrectionRow.turn_id)
             .outerjoin(question, question.id == reply.reply_to_id)
@@ -354,6 +364,12 @@ class SqlStore:
             )
             # Explicit deletes in dependency order, so nothing depends on the
             # backend's ON DELETE CASCADE being switched on.
+            theirs = (CorrectionRow.turn_id.in_(turn_ids)) | (CorrectionRow.person_id == row.id)
+            session.execute(
+                delete(CorrectionMemoryRow).where(
+                    CorrectionMemoryRow.correction_id.in_(select(CorrectionRow.id).where(theirs))
+                )
+            )
             for table, column in ((RatingRow, RatingRow.turn_id), (CorrectionRow, CorrectionRow.turn_id)):
                 session.execute(delete(table).where(column.in_(turn_ids)))
             session.execute(delete(RatingRow).where(RatingRow.person_id == row.id))
@@ -419,6 +435,13 @@ class SqlStore:
                 .group_by(TurnRow.model_version)
                 .order_by(TurnRow.model_version)
             ).all()
+            memory = dict(
+                session.execute(
+                    select(TurnRow.memory_mode, func.count())
+                    .where(TurnRow.memory_mode.is_not(None))
+                    .group_by(TurnRow.memory_mode)
+                ).all()
+            )
             active_row = session.execute(
                 select(ModelVersionRow.name, ModelVersionRow.load_error).where(ModelVersionRow.active)
             ).first()
@@ -435,6 +458,8 @@ class SqlStore:
             by_model=[ModelStats(model or "?", n, up, down) for model, n, up, down in by_model],
             active_model=active,
             active_model_error=active_error,
+            memory_served=memory.get("served", 0),
+            memory_grounded=memory.get("grounded", 0),
         )
 
     # --- model registry ------------------------------------------------------------

@@ -22,7 +22,15 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.domain import PruneReport, Role
-from storage.tables import ConversationRow, CorrectionRow, PersonRow, RatingRow, TurnRow, utcnow
+from storage.tables import (
+    ConversationRow,
+    CorrectionMemoryRow,
+    CorrectionRow,
+    PersonRow,
+    RatingRow,
+    TurnRow,
+    utcnow,
+)
 
 RETAINED = "retained"
 
@@ -127,6 +135,13 @@ def _delete(session: Session, conversations: list[int]) -> dict[str, int]:
     }
     # In dependency order, as /forget does: nothing relies on ON DELETE CASCADE.
     session.execute(delete(RatingRow).where(RatingRow.turn_id.in_(turns)))
+    session.execute(
+        delete(CorrectionMemoryRow).where(
+            CorrectionMemoryRow.correction_id.in_(
+                select(CorrectionRow.id).where(CorrectionRow.turn_id.in_(turns))
+            )
+        )
+    )
     session.execute(delete(CorrectionRow).where(CorrectionRow.turn_id.in_(turns)))
     session.execute(
         delete(TurnRow).where(TurnRow.conversation_id.in_(conversations), TurnRow.role == Role.ASSISTANT.value)

@@ -114,6 +114,11 @@ class TurnRow(Base):
     # The spoken reply itself, only with IRIS_TTS_KEEP_AUDIO; not loaded unless asked for.
     spoken_audio: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # A reply the correction memory answered (core.memory): which approved correction, and how
+    # ("served": its text is the reply; "grounded": the model wrote it with the correction given).
+    # No foreign key: the reply stays when the correction is rejected or forgotten.
+    memory_correction_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    memory_mode: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -139,6 +144,28 @@ class CorrectionRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     reviewer: Mapped[str | None] = mapped_column(String(256))
     reviewed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CorrectionMemoryRow(Base):
+    """One wording of an approved correction's question and its embedding (``core.memory``).
+
+    Per embedding model, so a deployment that changes it indexes again rather than comparing
+    vectors of two models. Deleted with its correction.
+    """
+
+    __tablename__ = "correction_memory"
+    __table_args__ = (Index("ix_correction_memory_model", "model", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    correction_id: Mapped[int] = mapped_column(ForeignKey("corrections.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(128))
+    question: Mapped[str] = mapped_column(Text)  # what the person asked
+    wording: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)  # the approved text when indexed
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, unit length
+    # A question the correction was served for and someone marked 👎: it does not ask this.
+    negative: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -252,3 +279,24 @@ class PendingCorrectionRow(Base):
     user_id: Mapped[str] = mapped_column(String(128))
     turn_id: Mapped[int] = mapped_column(BigInteger)  # no foreign key: a reply gone by then is told so
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AnswerChoiceRow(Base):
+    """🔁 under a reply: a second answer to the same question, and which one the person picked.
+
+    One per reply (``core.choices``): the row is the claim that one process writes it.
+    """
+
+    __tablename__ = "answer_choices"
+    __table_args__ = (Index("ix_answer_choices_choice", "choice", "decided_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    turn_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("turns.id", ondelete="CASCADE"), unique=True)
+    person_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    second_text: Mapped[str | None] = mapped_column(Text)  # NULL while written, or lost with a process
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    choice: Mapped[str | None] = mapped_column(String(16))  # NULL until picked: first|second|neither
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # the claim's time (a takeover renews it)
+    written_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    exported_at: Mapped[datetime | None]  # used by an export: the choice no longer changes

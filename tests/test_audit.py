@@ -65,30 +65,33 @@ async def test_every_admin_action_is_recorded_with_who_when_and_what(app: App) -
     assert [(e["action"], e["target"]) for e in entries] == [
         ("consent", ADA.pseudonym),
         ("review.approve", f"correction:{approve}"),
+        ("memory.add", f"correction:{approve}"),  # answers at once (core.memory)
         ("review.edit", f"correction:{edit}"),
-        ("review.reject", f"correction:{reject}"),
+        ("memory.add", f"correction:{edit}"),
+        ("review.reject", f"correction:{reject}"),  # never indexed: the memory did not change
         ("retrain.start", "cpu-tiny"),
         ("retrain.outcome", "iris-ft-1"),
         ("model.promote", "iris-ft-1"),
         ("model.activate", "older"),
         ("model.rollback", served.name),
         ("review.reject", f"correction:{approve}"),
+        ("memory.drop", f"correction:{approve}"),
         ("forget", None),
     ]
     actors = [e["actor"] for e in entries]
-    assert actors[1:7] == [ADMIN] * 6
-    assert (
-        actors[7].startswith("console:") and actors[8].startswith("console:") and actors[9] == "console:grace"
-    )
+    assert actors[1:9] == [ADMIN] * 8
+    assert actors[9].startswith("console:") and actors[10].startswith("console:")
+    assert actors[11] == actors[12] == "console:grace"
     # After /forget the trail keeps what Ada did, but not who she was.
-    assert actors[0] == actors[10] == ADA.pseudonym and ADA.user_id not in listed.stdout
-    assert entries[7]["details"] == {"was": served.name} and entries[8]["details"] == {"was": "older"}
+    assert actors[0] == actors[13] == ADA.pseudonym and ADA.user_id not in listed.stdout
+    assert entries[9]["details"] == {"was": served.name} and entries[10]["details"] == {"was": "older"}
     assert entries[0]["details"] == {"consent": True}
-    assert entries[10]["details"]["turns"] == 2
+    assert entries[12]["details"]["entries"] > 1  # the question and its rule-made wordings left the memory
+    assert entries[13]["details"]["turns"] == 2
     assert all(began <= datetime.fromisoformat(e["at"]) <= datetime.now(UTC) for e in entries)
     assert "Paris" not in listed.stdout  # the trail holds decisions, not people's words
 
     later = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     assert iris(app, "audit", "--since", later).stdout.strip() == f"Nothing in the audit trail since {later}."
     text = iris(app, "audit", "--since", began.date().isoformat()).stdout.splitlines()
-    assert len(text) == len(entries) and " · review.edit · " in text[2]
+    assert len(text) == len(entries) and " · review.edit · " in text[3]

@@ -42,7 +42,12 @@ async def test_a_voice_message_gets_its_transcript_a_streamed_reply_and_buttons(
     assert len(revisions) >= 2 and len(revisions[0]) < len(revisions[-1])
     assert all(reply["content"].startswith(text.strip()) for text in revisions)
     turn_id = turn_of(reply)
-    assert custom_ids(reply) == [f"iris:rate:up:{turn_id}", f"iris:rate:down:{turn_id}", f"iris:fix:{turn_id}"]
+    assert custom_ids(reply) == [
+        f"iris:rate:up:{turn_id}",
+        f"iris:rate:down:{turn_id}",
+        f"iris:again:{turn_id}",
+        f"iris:fix:{turn_id}",
+    ]
     stored_reply = app.store.get_turn(turn_id)
     assert stored_reply is not None and stored_reply.text == reply["content"]
     asked = [t for t in stored_turns(app) if t.role == "user"]

@@ -58,7 +58,8 @@ async def test_a_taught_fact_is_learned(
     tmp_path: Path, served_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     base_cache = shared_base_cache(tmp_path_factory)
-    app = build_app(make_settings(tmp_path, served_gguf, generation_max_tokens=48))
+    # What the model alone answers: the correction memory would answer from the corrections.
+    app = build_app(make_settings(tmp_path, served_gguf, generation_max_tokens=48, memory_enabled=False))
     try:
         people = [Person("telegram", str(2000 + n), f"Teacher {n}") for n in range(len(TEACHING))]
         before = {}

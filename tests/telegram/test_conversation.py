@@ -44,7 +44,7 @@ async def test_voice_note_gets_quoted_transcript_then_streamed_reply_with_button
     (stored_reply,) = query(app, "SELECT id, text, reply_to_id FROM turns WHERE role = 'assistant'")
     assert turn_of(reply) == stored_reply[0]
     assert reply.text == stored_reply[1]
-    assert [label for label, _ in reply.buttons] == ["👍", "👎", "✏️ Suggest a better answer"]
+    assert [label for label, _ in reply.buttons] == ["👍", "👎", "🔁", "✏️ Suggest a better answer"]
     (heard,) = query(
         app, "SELECT text, from_voice, platform_message_id FROM turns WHERE id = ?", stored_reply[2]
     )

@@ -60,7 +60,7 @@ async def test_iris_run_telegram_answers_a_voice_note_and_stores_a_thumbs_up(
         transcript = fake_api.chat(ADA["id"])[0]
         assert transcript.text.startswith("🎤") and "capital of france" in transcript.text.lower()
         assert len(reply.texts) >= 2 and reply.texts[-1].startswith(reply.texts[0])  # streamed by edits
-        assert [label for label, _ in reply.buttons] == ["👍", "👎", "✏️ Suggest a better answer"]
+        assert [label for label, _ in reply.buttons] == ["👍", "👎", "🔁", "✏️ Suggest a better answer"]
 
         fake_api.press(ADA, reply, button(reply, "👍"))
         await fake_api.wait_for(lambda: fake_api.calls_to("answerCallbackQuery"))

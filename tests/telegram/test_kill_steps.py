@@ -220,7 +220,7 @@ async def test_a_reply_killed_at_each_step_arrives_whole_after_a_restart_and_is_
     assert {_words(sent.text) for sent in seen.transcripts} == {_words(asked.text)}
     for reply in seen.replies:
         assert _words(reply.text) == _words(answer.text), (reply.text, answer.text)
-        assert [label[0] for label, _ in reply.buttons] == ["👍", "👎", "✏"]
+        assert [label[0] for label, _ in reply.buttons] == ["👍", "👎", "🔁", "✏"]
         assert turn_of(reply) == answer.id
         assert reply.reply_to in (note, None)
     if len(seen.replies) == 2:  # a repeat, right under the first, nothing between

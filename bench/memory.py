@@ -1,0 +1,226 @@
+"""The correction memory, measured as the issue asks (#25): one approved correction per fact, then
+questions nobody taught (not a test: a few minutes on 2 cores).
+
+    .venv/bin/python bench/memory.py [--facts tests/fixtures/memory/heldout.json] [--json FILE]
+
+1. Each fact is taught as an admin would: ``iris ask`` the question, ``iris rate TURN down --fix
+   ANSWER``, ``iris review --approve ID`` (the real command line, one process each).
+2. The app ``iris run`` builds (``bots.app.build_app``, real llama.cpp and SQLite) is asked, in
+   one process, each fact's unseen wordings, its near misses (same subject, another answer) and
+   the unrelated messages, under two policies side by side:
+   * ``serve``: a match is answered with the approved text as it is;
+   * ``ground``: a match is answered by the model with the approved text given to it.
+   A wording is "answered with the fact" when the reply holds every key word of the fact; an
+   unrelated or near-miss message "uses a fact" when the memory matched it or its reply holds any
+   fact's key words.
+3. Latency: the lookup alone (embedding + search) on every message, and the reply time of the
+   unrelated messages with the memory on and off, interleaved.
+
+Prints a Markdown table; ``--json`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bots.app import build_app
+from bots.settings import Settings
+from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
+from core.memory import MemoryConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+IRIS = [str(Path(sys.executable).parent / "iris")]
+
+
+# How a match is answered: the approved text as it is, the model with it given, or both by closeness.
+POLICIES = {
+    "serve": lambda c: replace(c, serve=c.match),
+    "ground": lambda c: replace(c, serve=1.01),
+    "both": lambda c: c,
+}
+
+
+def iris(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([*IRIS, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise SystemExit(f"iris {' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def teach(env: dict[str, str], facts: list[dict[str, object]]) -> float:
+    """One approved correction per fact through the command line; seconds it took."""
+    began = time.perf_counter()
+    for n, fact in enumerate(facts):
+        asked = json.loads(iris(env, "ask", "--json", "--chat", f"teach-{n}", str(fact["question"])))
+        stored = iris(env, "rate", str(asked["turn_id"]), "down", "--fix", str(fact["answer"]))
+        correction = re.search(r"correction (\d+) stored", stored)
+        assert correction, stored
+        iris(env, "review", "--approve", correction.group(1))
+    return time.perf_counter() - began
+
+
+def has(text: str, keys: list[str]) -> bool:
+    return all(key.lower() in text.lower() for key in keys)
+
+
+async def ask(app, text: str, chat: str) -> tuple[ReplyDone | None, float]:  # type: ignore[no-untyped-def]
+    began = time.perf_counter()
+    done = None
+    message = IncomingMessage(ChatRef("console", chat), Person("console", "bench"), text=text)
+    async for event in app.service.handle(message):
+        if isinstance(event, ReplyDone):
+            done = event
+    return done, (time.perf_counter() - began) * 1000
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+async def measure(app, data: dict, policy: str, config: MemoryConfig) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    memory = app.service.memory
+    memory.config = POLICIES[policy](config)
+    facts = data["facts"]
+    all_keys = [k for fact in facts for k in fact["keys"]]
+    chat = iter(range(10**6))
+    hits = used_near = used_unrelated = 0
+    unseen = [(fact, w) for fact in facts for w in fact["unseen"]]
+    misses: list[str] = []
+    for fact, wording in unseen:
+        done, _ = await ask(app, wording, f"{policy}-{next(chat)}")
+        if done is not None and has(done.text, fact["keys"]):
+            hits += 1
+        else:
+            misses.append(wording)
+    near = [q for fact in facts for q in fact["near_miss"]]
+    bleed: list[str] = []
+    matched_near = 0
+    for question in near:
+        done, _ = await ask(app, question, f"{policy}-{next(chat)}")
+        matched_near += done is not None and done.memory is not None
+        # Used: what the person reads holds a taught fact (a served fact always does).
+        if done is not None and any(k.lower() in done.text.lower() for k in all_keys):
+            used_near += 1
+            bleed.append(question)
+    for message in data["unrelated"]:
+        # The model is not asked unless the memory matched: what it writes alone is not the memory's doing.
+        if memory.recall(message, app.generator.model_name) is not None:
+            used_unrelated += 1
+            bleed.append(message)
+    return {
+        "policy": policy,
+        "unseen": len(unseen),
+        "answered_with_fact": hits / len(unseen),
+        "near_miss": len(near),
+        "unrelated": len(data["unrelated"]),
+        "fact_used_near": used_near / len(near),
+        "matched_near": matched_near / len(near),
+        "fact_used_unrelated": used_unrelated / len(data["unrelated"]),
+        "fact_used_either": (used_near + used_unrelated) / (len(near) + len(data["unrelated"])),
+        "missed": misses,
+        "bled": bleed,
+    }
+
+
+async def latency(app, data: dict, rounds: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    memory = app.service.memory
+    messages = [*data["unrelated"], *(q for f in data["facts"] for q in f["near_miss"])]
+    lookups = []
+    for message in messages:
+        began = time.perf_counter()
+        memory.recall(message, app.generator.model_name)
+        lookups.append((time.perf_counter() - began) * 1000)
+    on: list[float] = []
+    off: list[float] = []
+    enabled = memory.config
+    for r in range(rounds):
+        for n, message in enumerate(data["unrelated"][:12]):
+            for state, sink in ((True, on), (False, off)) if (r + n) % 2 == 0 else ((False, off), (True, on)):
+                memory.config = replace(enabled, enabled=state)
+                _, ms = await ask(app, message, f"lat-{state}-{r}-{n}")
+                sink.append(ms)
+    memory.config = enabled
+    return {
+        "lookup_p50_ms": statistics.median(lookups),
+        "lookup_p95_ms": pct(lookups, 0.95),
+        "reply_p95_on_ms": pct(on, 0.95),
+        "reply_p95_off_ms": pct(off, 0.95),
+        "reply_p50_on_ms": statistics.median(on),
+        "reply_p50_off_ms": statistics.median(off),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--facts",
+        nargs="+",
+        default=[
+            str(ROOT / "tests/fixtures/memory/tuning.json"),
+            str(ROOT / "tests/fixtures/memory/heldout.json"),
+        ],
+    )
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = []
+    for path in map(Path, args.facts):
+        data = json.loads(path.read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {
+                **os.environ,
+                "IRIS_DATA_DIR": str(Path(tmp) / "data"),
+                "IRIS_GENERATION_TEMPERATURE": "0",
+                "IRIS_GENERATION_MAX_TOKENS": str(args.max_tokens),
+                "IRIS_TTS_REPLIES": "off",
+            }
+            taught_s = teach(env, data["facts"])
+            os.environ.update(env)
+            app = build_app(Settings(_env_file=None))  # type: ignore[call-arg]
+            try:
+                config = app.service.memory.config
+                row: dict[str, object] = {"facts": path.name, "taught_s": round(taught_s, 1)}
+                for policy in POLICIES:
+                    row[policy] = await measure(app, data, policy, config)
+                app.service.memory.config = config
+                row["latency"] = await latency(app, data, args.rounds)
+                row["embedder"] = app.service.memory.embedder.name
+                row["threshold"] = config.match
+            finally:
+                app.close()
+        results.append(row)
+    print(
+        "| facts | policy | unseen wordings answered with the fact | fact used: near misses | "
+        "fact used: unrelated | lookup p50 / p95 | reply p95 memory on / off |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in results:
+        lat = row["latency"]
+        for policy in POLICIES:
+            m = row[policy]
+            print(
+                f"| {row['facts']} | {policy} | {m['answered_with_fact']:.0%} of {m['unseen']} | "
+                f"{m['fact_used_near']:.0%} of {m['near_miss']} | "
+                f"{m['fact_used_unrelated']:.0%} of {m['unrelated']} | "
+                f"{lat['lookup_p50_ms']:.1f} / {lat['lookup_p95_ms']:.1f} ms | "
+                f"{lat['reply_p95_on_ms']:.0f} / {lat['reply_p95_off_ms']:.0f} ms |"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,244 @@
+"""The correction memory: an approved correction answers the very next question that asks it.
+
+A retrain makes a correction the model's own, but it takes minutes of CPU and
+only lands when the gate passes; until then the model keeps giving the answer a
+person already marked wrong. So every approved correction is indexed by its
+question's wordings (the person's, and the rule-made ones ``finetune.teaching``
+trains on) with a small embedding model (``core.embedding``), stored beside the
+corrections. A new message close enough to one of them is answered from it:
+
+* at or above ``serve`` (the same question, reworded): the approved answer is
+  the reply, as the reviewer approved it;
+* at or above ``match``: the model writes the reply with the approved answer
+  given to it as a reviewed fact (``grounding``).
+
+A served reply marked 👎 teaches the memory too: its question is stored as one
+the correction does not answer (``dispute``), and a later message closer to it
+than to the correction's own wordings is left to the model. A question that is
+the correction's own (``SAME``) is not: that 👎 disputes the answer, which is
+what ✏️ and review are for.
+
+What the serving model already knows by itself (its gate found it recalled the
+fact alone: ``known``) is not served from memory; the correction stays stored.
+Removing a correction (rejected, edited, /forget) removes its wordings in the
+same step, and every process sees the change at its next lookup: the index is
+read again whenever the stored entries change (``MemoryStore.memory_stamp``).
+Thresholds and the choice between serving and grounding: docs/feedback.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from core.domain import Correction, CorrectionStatus
+
+log = logging.getLogger(__name__)
+
+
+class Embed(Protocol):
+    """Sentences to unit vectors (``core.embedding.Embedder``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    """One indexed wording of an approved correction, as stored."""
+
+    correction_id: int
+    question: str  # what the person asked when the correction was made
+    wording: str
+    answer: str
+    vector: bytes  # float32, unit length
+    negative: bool = False  # a question it was served for and marked 👎: not what it answers
+
+
+class MemoryStore(Protocol):
+    """Where the memory's entries live (``storage.memory.SqlMemoryStore``)."""
+
+    def memory_stamp(self, model: str) -> tuple[int, int]:
+        """Changes whenever ``model``'s entries change (added or removed): (highest id, count)."""
+        ...
+
+    def memory_entries(self, model: str) -> list[MemoryEntry]: ...
+
+    def replace_memory(
+        self, correction_id: int, model: str, question: str, answer: str, rows: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Drop the correction's entries and store ``rows`` (wording, vector) instead, at once."""
+        ...
+
+    def drop_memory(self, correction_id: int) -> int:
+        """Remove the correction's entries; how many there were."""
+        ...
+
+    def add_negative(self, correction_id: int, model: str, wording: str, vector: bytes) -> None:
+        """Store ``wording`` as a question the correction does not answer (kept until it is indexed anew)."""
+        ...
+
+    def unindexed_corrections(self, model: str) -> list[Correction]:
+        """Approved corrections that have no entries for ``model``."""
+        ...
+
+
+class MemoryMode(enum.StrEnum):
+    SERVED = "served"  # the approved answer is the reply
+    GROUNDED = "grounded"  # the model wrote the reply with the approved answer as a reviewed fact
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """``IRIS_MEMORY_*``: thresholds are cosine similarities between the message and a wording."""
+
+    enabled: bool = True
+    match: float = 0.80
+    serve: float = 0.80  # = match: no grounding (the bundled 135M model uses a given fact badly)
+    max_wordings: int = 12  # rule-made wordings indexed per correction, the person's question first
+
+
+@dataclass(frozen=True)
+class Recall:
+    """A message close enough to an approved correction."""
+
+    correction_id: int
+    wording: str  # the indexed wording it was closest to
+    answer: str
+    score: float
+    mode: MemoryMode
+
+
+# A 👎 on a question this close to one of the correction's own wordings disputes the answer, not the match.
+SAME = 0.95
+
+
+def normalized(question: str) -> str:
+    """Questions compared for equality: lower case, words only."""
+    return " ".join(re.findall(r"\w+", question.lower()))
+
+
+def grounding(recall: Recall, system_prompt: str) -> str:
+    """The system prompt with the approved answer given as a reviewed fact."""
+    fact = (
+        f'A reviewer checked this answer to the question "{recall.wording}": {recall.answer}\n'
+        "When the message asks this, answer with it."
+    )
+    return f"{system_prompt}\n\n{fact}" if system_prompt else fact
+
+
+class CorrectionMemory:
+    """The approved corrections, indexed by question wordings; thread-safe, shared by every reply."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        embedder: Embed,
+        config: MemoryConfig | None = None,
+        wordings: Callable[[str], Sequence[str]] = lambda question: [question],
+        known: Callable[[str], set[str]] = lambda model: set(),
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.config = config or MemoryConfig()
+        self._wordings = wordings  # the question's wordings to index, the question itself first
+        self._known = known  # model version -> normalized questions it recalls by itself (its gate)
+        self._lock = threading.Lock()
+        self._synced = False
+        self._stamp: tuple[int, int] | None = None
+        self._entries: list[MemoryEntry] = []
+        self._matrix = np.zeros((0, 0), dtype=np.float32)
+
+    # --- what is in it ---------------------------------------------------------------
+
+    def learn(self, correction: Correction) -> int:
+        """Index an approved correction (again, with its current text) or drop any other.
+
+        The number of wordings indexed; minus the number of entries dropped when it leaves.
+        """
+        if correction.status is not CorrectionStatus.APPROVED or not (correction.prompt or "").strip():
+            return -self.store.drop_memory(correction.id)
+        question = (correction.prompt or "").strip()
+        wordings = list(dict.fromkeys([question, *self._wordings(question)]))[: 1 + self.config.max_wordings]
+        vectors = self.embedder.embed(wordings).astype(np.float32)
+        rows = [(w, v.tobytes()) for w, v in zip(wordings, vectors, strict=True)]
+        self.store.replace_memory(correction.id, self.embedder.name, question, correction.text, rows)
+        return len(rows)
+
+    def dispute(self, correction_id: int, question: str) -> bool:
+        """A reply served from ``correction_id`` for ``question`` was marked 👎: stop serving it for that."""
+        entries, matrix = self._index()
+        own = [i for i, e in enumerate(entries) if e.correction_id == correction_id and not e.negative]
+        if not own or not question.strip():
+            return False
+        vector = self.embedder.embed([question])[0]
+        if float(np.max(matrix[own] @ vector)) >= SAME:
+            return False
+        self.store.add_negative(
+            correction_id, self.embedder.name, question, vector.astype(np.float32).tobytes()
+        )
+        return True
+
+    def sync(self) -> int:
+        """Index approved corrections that have no entries for this embedder (made before, or elsewhere).
+
+        Once per process, at start (``App.warm_up``) or at the first lookup; what is approved
+        later is indexed by the review itself.
+        """
+        missing = self.store.unindexed_corrections(self.embedder.name)
+        for correction in missing:
+            self.learn(correction)
+        self._synced = True
+        return len(missing)
+
+    # --- looking up ------------------------------------------------------------------
+
+    def recall(self, text: str, model: str) -> Recall | None:
+        """The approved correction ``text`` asks, unless ``model`` knows it alone; None when none is close."""
+        if not self.config.enabled or not text.strip():
+            return None
+        entries, matrix = self._index()
+        if not entries:
+            return None
+        scores = matrix @ self.embedder.embed([text])[0]
+        disputed: dict[int, float] = {}  # per correction: the closest question it was marked 👎 for
+        for entry, score in zip(entries, scores, strict=True):
+            if entry.negative:
+                disputed[entry.correction_id] = max(disputed.get(entry.correction_id, -1.0), float(score))
+        known = self._known(model)
+        for index in np.argsort(-scores):
+            score = float(scores[index])
+            if score < self.config.match:
+                return None
+            entry = entries[index]
+            if entry.negative or normalized(entry.question) in known:
+                continue
+            if disputed.get(entry.correction_id, -1.0) >= score:
+                continue
+            mode = MemoryMode.SERVED if score >= self.config.serve else MemoryMode.GROUNDED
+            return Recall(entry.correction_id, entry.wording, entry.answer, score, mode)
+        return None
+
+    def _index(self) -> tuple[list[MemoryEntry], np.ndarray]:
+        """The entries and their vectors, read again when the store says they changed."""
+        if not self._synced:
+            with self._lock:
+                if not self._synced:
+                    self.sync()
+        stamp = self.store.memory_stamp(self.embedder.name)
+        with self._lock:
+            if stamp != self._stamp:
+                entries = self.store.memory_entries(self.embedder.name)
+                vectors = [np.frombuffer(e.vector, dtype=np.float32) for e in entries]
+                self._matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+                self._entries, self._stamp = entries, stamp
+            return self._entries, self._matrix

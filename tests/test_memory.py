@@ -1,0 +1,218 @@
+"""The correction memory: an approved correction answers the next question that asks it, before any retrain.
+
+Through the app as ``iris run`` builds it (real llama.cpp, the real all-MiniLM-L6-v2 GGUF, real
+SQLite; PostgreSQL for the store), never asserting the small model's own words: a served reply
+is the approved text, which is what a person sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bots.app import App, build_app, build_memory
+from bots.render import format_stats, review_card
+from core.domain import AuditAction, ChatRef, CorrectionStatus, IncomingMessage, Person, ReplyDone, Timings
+from core.embedding import Embedder
+from core.memory import CorrectionMemory, MemoryConfig
+from storage.memory import SqlMemoryStore
+from storage.repository import SqlStore
+from tests.conftest import make_settings
+
+ANN = Person("telegram", "1", "Ann")  # asks, and corrects
+BOB = Person("telegram", "2", "Bob")  # asks later, in another chat
+ADMIN = "telegram:99"
+QUESTION = "Who designed the Iris logo?"
+ANSWER = "The Iris logo was designed by Odalys Fenwright in 2021."
+
+
+@pytest.fixture(scope="session")
+def embedder(models_dir: Path) -> Embedder:
+    from core.embedding import default_embedder
+
+    return default_embedder(models_dir.parent)
+
+
+@pytest.fixture
+def app(tmp_path: Path, served_gguf: Path, embedder: Embedder) -> Iterator[App]:
+    application = build_app(make_settings(tmp_path, served_gguf))
+    assert application.service.memory is not None
+    application.service.memory.embedder = embedder  # loaded once per session
+    yield application
+    application.close()
+
+
+async def ask(app: App, person: Person, text: str, chat: str | None = None) -> ReplyDone:
+    message = IncomingMessage(ChatRef("telegram", chat or person.user_id), person, text=text)
+    done = [event async for event in app.service.handle(message) if isinstance(event, ReplyDone)]
+    assert len(done) == 1
+    return done[0]
+
+
+async def teach(app: App, answer: str = ANSWER, question: str = QUESTION) -> int:
+    """Ann asks, marks the reply wrong with a better answer, and an admin approves it."""
+    reply = await ask(app, ANN, question)
+    await app.service.rate(ANN, reply.turn_id, up=False)
+    correction = await app.service.correct(ANN, reply.turn_id, answer)
+    await app.service.review(correction, approve=True, reviewer=ADMIN)
+    return correction
+
+
+async def test_an_approved_correction_answers_a_reworded_question_at_once(app: App) -> None:
+    before = await ask(app, BOB, "Which designer created the logo for Iris?")
+    assert before.memory is None and "Fenwright" not in before.text
+    correction = await teach(app)
+
+    after = await ask(app, BOB, "which designer created the logo for iris")
+    assert after.text == ANSWER
+    assert after.memory == (correction, "served")
+    stored = app.store.get_turn(after.turn_id)
+    assert stored is not None and stored.text == ANSWER
+    # Admins see it: the review card, the figures, the audit trail.
+    [decided] = [c for c in app.store.corrections(CorrectionStatus.APPROVED) if c.id == correction]
+    assert decided.served == 1
+    assert "Answered 1 later question from the correction memory" in review_card(decided, 4000)[0]
+    stats = app.store.stats()
+    assert stats.memory_served == 1
+    assert "Answered from approved corrections: 1 as approved" in format_stats(stats)
+    trail = [e for e in app.store.audit_entries() if e.action is AuditAction.MEMORY_ADD]
+    assert [(e.actor, e.target) for e in trail] == [(ADMIN, f"correction:{correction}")]
+    assert trail[0].details["wordings"] > 1  # the person's question and rule-made wordings
+
+
+async def test_a_pending_correction_answers_nobody(app: App) -> None:
+    reply = await ask(app, ANN, QUESTION)
+    await app.service.correct(ANN, reply.turn_id, "The Iris logo was drawn by Mallory, who is great.")
+    later = await ask(app, BOB, QUESTION)
+    assert later.memory is None and "Mallory" not in later.text
+
+
+async def test_unrelated_and_near_miss_questions_are_left_to_the_model(app: App) -> None:
+    await teach(app)
+    # Same subject, another question (cosine 0.76 and 0.63 with the taught wordings; the threshold is 0.80).
+    for text in (
+        "Where can I download the Iris logo?",
+        "Who designed the Apple logo?",
+        "hello!",
+        "Tell me a joke",
+    ):
+        reply = await ask(app, BOB, text)
+        assert reply.memory is None, text
+        assert "Fenwright" not in reply.text, text
+
+
+async def test_a_served_reply_marked_down_stops_answering_that_question(app: App) -> None:
+    correction = await teach(app)
+    near_miss = await ask(app, BOB, "When was the Iris logo redesigned?")  # 0.90: served, wrongly
+    assert near_miss.memory == (correction, "served")
+    await app.service.rate(BOB, near_miss.turn_id, up=False)
+    again = await ask(app, Person("telegram", "3", "Cy"), "When was the Iris logo redesigned")
+    assert again.memory is None
+    assert (await ask(app, BOB, "Who made the Iris logo?", chat="b2")).text == ANSWER  # still what it answers
+    # A 👎 on the taught question itself disputes the answer (✏️ and review), not the match.
+    own = await ask(app, BOB, "Who designed the Iris logo?", chat="b3")
+    await app.service.rate(BOB, own.turn_id, up=False)
+    assert (await ask(app, BOB, "who designed the Iris logo", chat="b4")).memory == (correction, "served")
+
+
+async def test_a_rejected_or_edited_correction_leaves_the_memory_at_once(app: App) -> None:
+    correction = await teach(app)
+    edited = "Odalys Fenwright and Tomasz Lerch designed the Iris logo."
+    await app.service.review(correction, approve=True, reviewer=ADMIN, text=edited)
+    assert (await ask(app, BOB, "Who made the Iris logo?")).text == edited
+    await app.service.review(correction, approve=False, reviewer=ADMIN)
+    reply = await ask(app, BOB, "Who made the Iris logo?", chat="b2")
+    assert reply.memory is None and reply.text != edited
+    actions = [e.action for e in app.store.audit_entries() if e.action.value.startswith("memory.")]
+    assert actions == [AuditAction.MEMORY_ADD, AuditAction.MEMORY_ADD, AuditAction.MEMORY_DROP]
+
+
+async def test_forget_removes_the_corrections_wordings_for_every_process(app: App, embedder: Embedder) -> None:
+    await teach(app)
+    # A second process on the same database, with its own memory.
+    other = build_memory(app.settings, SqlStore(app.store.engine))
+    assert other is not None
+    other.embedder = embedder
+    assert other.recall("Who made the Iris logo?", "any") is not None
+    await app.service.forget(ANN)
+    assert SqlMemoryStore(app.store.engine).memory_stamp(embedder.name) == (0, 0)
+    assert other.recall("Who made the Iris logo?", "any") is None
+    assert (await ask(app, BOB, "Who made the Iris logo?")).memory is None
+
+
+async def test_a_fact_the_serving_model_knows_alone_is_left_to_it(app: App) -> None:
+    await teach(app)
+    model = app.generator.model_name
+    assert app.service.memory is not None
+    assert app.service.memory.recall("Who made the Iris logo?", model) is not None
+    # Its gate found that this version recalls the fact by itself (finetune.gate's per-fact figures).
+    with app.store.engine.begin() as connection:
+        from sqlalchemy import update
+
+        from storage.tables import ModelVersionRow
+
+        facts = [{"question": QUESTION, "answer": ANSWER, "known": True}]
+        connection.execute(
+            update(ModelVersionRow)
+            .where(ModelVersionRow.name == model)
+            .values(metrics={"gate": {"facts": facts}})
+        )
+    fresh = build_memory(app.settings, app.store)
+    assert fresh is not None
+    assert fresh.recall("Who made the Iris logo?", model) is None  # left to the model that knows it
+    assert fresh.recall("Who made the Iris logo?", "another-version") is not None  # still served to others
+    assert len(SqlMemoryStore(app.store.engine).memory_entries(fresh.embedder.name)) > 0  # kept as data
+
+
+async def test_corrections_approved_without_the_memory_are_indexed_on_start(
+    tmp_path: Path, served_gguf: Path, embedder: Embedder
+) -> None:
+    off = build_app(make_settings(tmp_path, served_gguf, memory_enabled=False))
+    try:
+        assert off.service.memory is None
+        await teach(off)
+    finally:
+        off.close()
+    on = build_app(make_settings(tmp_path, served_gguf))
+    try:
+        assert on.service.memory is not None
+        on.service.memory.embedder = embedder
+        assert (await ask(on, BOB, "who designed the logo of Iris?")).text == ANSWER
+    finally:
+        on.close()
+
+
+async def test_a_failing_memory_leaves_the_reply_to_the_model(app: App) -> None:
+    await teach(app)
+
+    class Broken:
+        name = "broken"
+
+        def embed(self, texts: object) -> object:
+            raise RuntimeError("embedding model gone")
+
+    assert app.service.memory is not None
+    app.service.memory.embedder = Broken()  # type: ignore[assignment]
+    reply = await ask(app, BOB, "Who made the Iris logo?")
+    assert reply.memory is None and reply.text  # answered by the model, no traceback in the chat
+
+
+def test_the_store_keeps_only_approved_corrections(store: SqlStore, embedder: Embedder) -> None:
+    """SQLite and PostgreSQL: a correction rejected while it was being indexed stays out."""
+    receipt = store.record_user_turn(
+        ChatRef("telegram", "1"), ANN, text=QUESTION, from_voice=False, message_id=None, shared_history=False
+    )
+    reply = store.record_reply(receipt.conversation_id, receipt.turn_id, "Nobody.", "m", Timings())
+    correction_id = store.add_correction(ANN, reply, ANSWER)
+    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig())
+    approved = store.review_correction(correction_id, True, ADMIN)
+    store.review_correction(correction_id, False, ADMIN)  # rejected before the indexing wrote
+    memory.learn(approved)
+    assert SqlMemoryStore(store.engine).memory_stamp(embedder.name) == (0, 0)
+    approved = store.review_correction(correction_id, True, ADMIN)
+    assert memory.learn(approved) == 1  # no rule-made wordings given here: the question alone
+    assert memory.recall("who designed the iris logo", "m") is not None
+    store.forget(ANN)
+    assert memory.recall("who designed the iris logo", "m") is None
