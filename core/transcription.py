@@ -68,8 +68,8 @@ class WhisperConfig:
     served_model: str | None = None  # the name the server knows its model by; None: whisper-1
     # Notes transcribed at the same moment are decoded by whisper together, up to this many
     # (core.whisper_batch); 1: one at a time. bench/transcribe_batch.py measured 8: 1.42× for 8 notes.
-    # Off (1) by default: 3 of the 10 `iris run` processes in one full test run did not stop on
-    # Ctrl+C within 60 s with it on, a hang not yet explained (not reproduced alone).
+    # Off (1) by default while it is new: it was first blamed for `iris run` processes that did not
+    # stop on Ctrl+C, which then happened with it off too (bots/serve.py bounds the stop now).
     batch: Annotated[int, Field(ge=1, le=64)] = 1
 
     @property
