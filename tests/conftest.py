@@ -6,6 +6,7 @@ The models load once per test session; every test gets its own database.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import is_dataclass
@@ -21,6 +22,12 @@ from core.transcription import WhisperTranscriber
 from storage.database import make_engine
 from storage.migrate import upgrade
 from storage.repository import SqlStore
+
+# Tests stop `iris run` processes with SIGINT, as Ctrl+C does. A suite started as a background
+# job of a non-interactive shell (`make test &`) runs with SIGINT ignored, which the processes it
+# starts would inherit; handled here, they start with its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ADMIN_URL = os.environ.get(
