@@ -1,20 +1,27 @@
 """The correction memory, measured as the issue asks (#25): one approved correction per fact, then
 questions nobody taught (not a test: a few minutes on 2 cores).
 
-    .venv/bin/python bench/memory.py [--facts tests/fixtures/memory/heldout.json] [--json FILE]
+    .venv/bin/python bench/memory.py [--facts tuning heldout fresh|PATH…] [--policies serve …] [--json FILE]
 
 1. Each fact is taught as an admin would: ``iris ask`` the question, ``iris rate TURN down --fix
    ANSWER``, ``iris review --approve ID`` (the real command line, one process each).
 2. The app ``iris run`` builds (``bots.app.build_app``, real llama.cpp and SQLite) is asked, in
    one process, each fact's unseen wordings, its near misses (same subject, another answer) and
-   the unrelated messages, under two policies side by side:
+   the unrelated messages, under several policies side by side:
    * ``serve``: a match is answered with the approved text as it is;
-   * ``ground``: a match is answered by the model with the approved text given to it.
+   * ``serve-unchecked``: the same without the question check (``core.question_kind``): the
+     embedding alone decides, as before issue 25's check;
+   * ``ground``: a match is answered by the model with the approved text given to it;
+   * ``both``: grounded from ``match``, served from ``serve`` (the configured thresholds).
    A wording is "answered with the fact" when the reply holds every key word of the fact; an
    unrelated or near-miss message "uses a fact" when the memory matched it or its reply holds any
    fact's key words.
-3. Latency: the lookup alone (embedding + search) on every message, and the reply time of the
-   unrelated messages with the memory on and off, interleaved.
+3. Latency: the lookup alone (embedding + search + check) on every unrelated and near-miss
+   message, with the check on and off, and the reply time of the unrelated messages with the
+   memory on and off, interleaved.
+
+``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``: tests/fixtures/memory/)
+or paths.
 
 Prints a Markdown table; ``--json`` writes the figures.
 """
@@ -31,24 +38,40 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from bots.app import build_app
 from bots.settings import Settings
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
-from core.memory import MemoryConfig
+from core.memory import CorrectionMemory, MemoryConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests/fixtures/memory"
 IRIS = [str(Path(sys.executable).parent / "iris")]
 
 
-# How a match is answered: the approved text as it is, the model with it given, or both by closeness.
-POLICIES = {
-    "serve": lambda c: replace(c, serve=c.match),
-    "ground": lambda c: replace(c, serve=1.01),
-    "both": lambda c: c,
+# How a match is answered: the approved text as it is, the model with it given, or both by
+# closeness; and whether the question check runs (True) or the embedding alone decides.
+POLICIES: dict[str, tuple[Callable[[MemoryConfig], MemoryConfig], bool]] = {
+    "serve": (lambda c: replace(c, serve=c.match), True),
+    "serve-unchecked": (lambda c: replace(c, serve=c.match), False),
+    "ground": (lambda c: replace(c, serve=1.01), True),
+    "both": (lambda c: c, True),
 }
+
+
+def use_policy(memory: CorrectionMemory, policy: str, config: MemoryConfig) -> None:
+    adjust, check = POLICIES[policy]
+    memory.config = adjust(config)
+    memory.check_question = check
+
+
+def fact_set(name: str) -> Path:
+    """A set's path from its name ("fresh") or a path."""
+    named = FIXTURES / f"{name}.json"
+    return named if not name.endswith(".json") and named.exists() else Path(name)
 
 
 def iris(env: dict[str, str], *args: str) -> str:
@@ -91,7 +114,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def measure(app, data: dict, policy: str, config: MemoryConfig) -> dict[str, object]:  # type: ignore[no-untyped-def]
     memory = app.service.memory
-    memory.config = POLICIES[policy](config)
+    use_policy(memory, policy, config)
     facts = data["facts"]
     all_keys = [k for fact in facts for k in fact["keys"]]
     chat = iter(range(10**6))
@@ -128,6 +151,7 @@ async def measure(app, data: dict, policy: str, config: MemoryConfig) -> dict[st
         "fact_used_near": used_near / len(near),
         "matched_near": matched_near / len(near),
         "fact_used_unrelated": used_unrelated / len(data["unrelated"]),
+        "matched_unrelated": used_unrelated / len(data["unrelated"]),
         "fact_used_either": (used_near + used_unrelated) / (len(near) + len(data["unrelated"])),
         "missed": misses,
         "bled": bleed,
@@ -137,11 +161,15 @@ async def measure(app, data: dict, policy: str, config: MemoryConfig) -> dict[st
 async def latency(app, data: dict, rounds: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     memory = app.service.memory
     messages = [*data["unrelated"], *(q for f in data["facts"] for q in f["near_miss"])]
-    lookups = []
-    for message in messages:
-        began = time.perf_counter()
-        memory.recall(message, app.generator.model_name)
-        lookups.append((time.perf_counter() - began) * 1000)
+    lookups: dict[bool, list[float]] = {True: [], False: []}  # check on, off
+    for _ in range(rounds):
+        for message in messages:
+            for check in (True, False):
+                memory.check_question = check
+                began = time.perf_counter()
+                memory.recall(message, app.generator.model_name)
+                lookups[check].append((time.perf_counter() - began) * 1000)
+    memory.check_question = True
     on: list[float] = []
     off: list[float] = []
     enabled = memory.config
@@ -153,8 +181,10 @@ async def latency(app, data: dict, rounds: int) -> dict[str, float]:  # type: ig
                 sink.append(ms)
     memory.config = enabled
     return {
-        "lookup_p50_ms": statistics.median(lookups),
-        "lookup_p95_ms": pct(lookups, 0.95),
+        "lookup_p50_ms": statistics.median(lookups[True]),
+        "lookup_p95_ms": pct(lookups[True], 0.95),
+        "lookup_unchecked_p50_ms": statistics.median(lookups[False]),
+        "lookup_unchecked_p95_ms": pct(lookups[False], 0.95),
         "reply_p95_on_ms": pct(on, 0.95),
         "reply_p95_off_ms": pct(off, 0.95),
         "reply_p50_on_ms": statistics.median(on),
@@ -164,20 +194,14 @@ async def latency(app, data: dict, rounds: int) -> dict[str, float]:  # type: ig
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--facts",
-        nargs="+",
-        default=[
-            str(ROOT / "tests/fixtures/memory/tuning.json"),
-            str(ROOT / "tests/fixtures/memory/heldout.json"),
-        ],
-    )
+    parser.add_argument("--facts", nargs="+", default=["tuning", "heldout", "fresh"], help="names or paths")
+    parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = []
-    for path in map(Path, args.facts):
+    for path in map(fact_set, args.facts):
         data = json.loads(path.read_text())
         with tempfile.TemporaryDirectory() as tmp:
             env = {
@@ -193,9 +217,9 @@ async def main() -> None:
             try:
                 config = app.service.memory.config
                 row: dict[str, object] = {"facts": path.name, "taught_s": round(taught_s, 1)}
-                for policy in POLICIES:
+                for policy in args.policies:
                     row[policy] = await measure(app, data, policy, config)
-                app.service.memory.config = config
+                use_policy(app.service.memory, "both", config)
                 row["latency"] = await latency(app, data, args.rounds)
                 row["embedder"] = app.service.memory.embedder.name
                 row["threshold"] = config.match
@@ -203,19 +227,20 @@ async def main() -> None:
                 app.close()
         results.append(row)
     print(
-        "| facts | policy | unseen wordings answered with the fact | fact used: near misses | "
-        "fact used: unrelated | lookup p50 / p95 | reply p95 memory on / off |"
+        "| facts | policy | unseen wordings answered with the fact | near misses matched "
+        "(reply holds a taught fact) | unrelated matched | lookup p50 / p95 | reply p95 memory on / off |"
     )
     print("|---|---|---|---|---|---|---|")
     for row in results:
         lat = row["latency"]
-        for policy in POLICIES:
+        for policy in args.policies:
             m = row[policy]
+            lookup = "lookup_unchecked" if policy == "serve-unchecked" else "lookup"
             print(
                 f"| {row['facts']} | {policy} | {m['answered_with_fact']:.0%} of {m['unseen']} | "
-                f"{m['fact_used_near']:.0%} of {m['near_miss']} | "
-                f"{m['fact_used_unrelated']:.0%} of {m['unrelated']} | "
-                f"{lat['lookup_p50_ms']:.1f} / {lat['lookup_p95_ms']:.1f} ms | "
+                f"{m['matched_near']:.0%} of {m['near_miss']} ({m['fact_used_near']:.0%}) | "
+                f"{m['matched_unrelated']:.0%} of {m['unrelated']} | "
+                f"{lat[f'{lookup}_p50_ms']:.1f} / {lat[f'{lookup}_p95_ms']:.1f} ms | "
                 f"{lat['reply_p95_on_ms']:.0f} / {lat['reply_p95_off_ms']:.0f} ms |"
             )
     if args.json:

@@ -18,6 +18,12 @@ than to the correction's own wordings is left to the model. A question that is
 the correction's own (``SAME``) is not: that 👎 disputes the answer, which is
 what ✏️ and review are for.
 
+A match must also ask what the correction asks (``core.question_kind``, English only): not
+another kind of answer ("When was it published?" against "Who wrote it?") and no number,
+weekday or month the correction's wordings lack, nor the opposite of one of their words ("close"
+against "open"). A message that asks for the same kind of answer counts ``SAME_KIND_BONUS``
+closer, so rewordings the embedding puts just under ``match`` still find their correction.
+
 What the serving model already knows by itself (its gate found it recalled the
 fact alone: ``known``) is not served from memory; the correction stays stored.
 Removing a correction (rejected, edited, /forget) removes its wordings in the
@@ -39,6 +45,7 @@ from typing import Protocol
 import numpy as np
 
 from core.domain import Correction, CorrectionStatus
+from core.question_kind import Asked, asks_something_else, kinds
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +127,9 @@ class Recall:
 
 # A 👎 on a question this close to one of the correction's own wordings disputes the answer, not the match.
 SAME = 0.95
+# A message that asks for the same known kind of answer as the correction (who/who, when/what
+# year…) counts this much closer: chosen on tests/fixtures/memory/tuning.json (docs/feedback.md).
+SAME_KIND_BONUS = 0.10
 
 
 def normalized(question: str) -> str:
@@ -157,6 +167,10 @@ class CorrectionMemory:
         self._stamp: tuple[int, int] | None = None
         self._entries: list[MemoryEntry] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
+        self._asked: dict[int, Asked] = {}  # per correction: what its wordings ask
+        # Whether a match must also ask what the correction asks (off: the embedding alone, as
+        # before issue 25's check; bench/memory.py measures both).
+        self.check_question = True
 
     # --- what is in it ---------------------------------------------------------------
 
@@ -176,7 +190,7 @@ class CorrectionMemory:
 
     def dispute(self, correction_id: int, question: str) -> bool:
         """A reply served from ``correction_id`` for ``question`` was marked 👎: stop serving it for that."""
-        entries, matrix = self._index()
+        entries, matrix, _ = self._index()
         own = [i for i, e in enumerate(entries) if e.correction_id == correction_id and not e.negative]
         if not own or not question.strip():
             return False
@@ -206,7 +220,7 @@ class CorrectionMemory:
         """The approved correction ``text`` asks, unless ``model`` knows it alone; None when none is close."""
         if not self.config.enabled or not text.strip():
             return None
-        entries, matrix = self._index()
+        entries, matrix, asked_by = self._index()
         if not entries:
             return None
         scores = matrix @ self.embedder.embed([text])[0]
@@ -215,21 +229,38 @@ class CorrectionMemory:
             if entry.negative:
                 disputed[entry.correction_id] = max(disputed.get(entry.correction_id, -1.0), float(score))
         known = self._known(model)
+        bonus = SAME_KIND_BONUS if self.check_question else 0.0
+        asked = kinds(text) if self.check_question else frozenset()
+        best: tuple[float, int] | None = None  # (closeness, entry index)
         for index in np.argsort(-scores):
             score = float(scores[index])
-            if score < self.config.match:
-                return None
+            if score + bonus < self.config.match:
+                break
             entry = entries[index]
             if entry.negative or normalized(entry.question) in known:
                 continue
             if disputed.get(entry.correction_id, -1.0) >= score:
                 continue
-            mode = MemoryMode.SERVED if score >= self.config.serve else MemoryMode.GROUNDED
-            return Recall(entry.correction_id, entry.wording, entry.answer, score, mode)
-        return None
+            closeness = score
+            if self.check_question:
+                stored = asked_by[entry.correction_id]
+                if reason := asks_something_else(text, stored):
+                    log.debug(
+                        "memory: %r is not correction %d's question: %s", text, entry.correction_id, reason
+                    )
+                    continue
+                closeness += bonus if asked & stored.kinds else 0.0
+            if closeness >= self.config.match and (best is None or closeness > best[0]):
+                best = (closeness, int(index))
+        if best is None:
+            return None
+        closeness, index = best
+        entry = entries[index]
+        mode = MemoryMode.SERVED if closeness >= self.config.serve else MemoryMode.GROUNDED
+        return Recall(entry.correction_id, entry.wording, entry.answer, float(scores[index]), mode)
 
-    def _index(self) -> tuple[list[MemoryEntry], np.ndarray]:
-        """The entries and their vectors, read again when the store says they changed."""
+    def _index(self) -> tuple[list[MemoryEntry], np.ndarray, dict[int, Asked]]:
+        """The entries, their vectors and what each correction asks; read again when the store changed."""
         if not self._synced:
             with self._lock:
                 if not self._synced:
@@ -240,5 +271,10 @@ class CorrectionMemory:
                 entries = self.store.memory_entries(self.embedder.name)
                 vectors = [np.frombuffer(e.vector, dtype=np.float32) for e in entries]
                 self._matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+                wordings: dict[int, list[str]] = {}
+                for e in entries:
+                    if not e.negative:
+                        wordings.setdefault(e.correction_id, []).append(e.wording)
+                self._asked = {c: Asked.of(w) for c, w in wordings.items()}
                 self._entries, self._stamp = entries, stamp
-            return self._entries, self._matrix
+            return self._entries, self._matrix, self._asked

@@ -16,7 +16,8 @@ from bots.app import App, build_app, build_memory
 from bots.render import format_stats, review_card
 from core.domain import AuditAction, ChatRef, CorrectionStatus, IncomingMessage, Person, ReplyDone, Timings
 from core.embedding import Embedder
-from core.memory import CorrectionMemory, MemoryConfig
+from core.memory import CorrectionMemory, MemoryConfig, MemoryMode
+from core.question_kind import Kind, asks_something_else, kinds, looks_english
 from storage.memory import SqlMemoryStore
 from storage.repository import SqlStore
 from tests.conftest import make_settings
@@ -91,10 +92,13 @@ async def test_a_pending_correction_answers_nobody(app: App) -> None:
 
 async def test_unrelated_and_near_miss_questions_are_left_to_the_model(app: App) -> None:
     await teach(app)
-    # Same subject, another question (cosine 0.76 and 0.63 with the taught wordings; the threshold is 0.80).
+    # Same subject, another question (cosine 0.76 and 0.63 with the taught wordings; the threshold is 0.80),
+    # and near misses the embedding puts above it (0.90, 0.97) that ask for another kind of answer.
     for text in (
         "Where can I download the Iris logo?",
         "Who designed the Apple logo?",
+        "When was the Iris logo redesigned?",
+        "What colour is the Iris logo? Was it the 2019 one?",
         "hello!",
         "Tell me a joke",
     ):
@@ -105,10 +109,11 @@ async def test_unrelated_and_near_miss_questions_are_left_to_the_model(app: App)
 
 async def test_a_served_reply_marked_down_stops_answering_that_question(app: App) -> None:
     correction = await teach(app)
-    near_miss = await ask(app, BOB, "When was the Iris logo redesigned?")  # 0.90: served, wrongly
+    # 0.90 and the same kind of answer (a person): served, wrongly; the question check cannot tell.
+    near_miss = await ask(app, BOB, "Who approved the Iris logo?")
     assert near_miss.memory == (correction, "served")
     await app.service.rate(BOB, near_miss.turn_id, up=False)
-    again = await ask(app, Person("telegram", "3", "Cy"), "When was the Iris logo redesigned")
+    again = await ask(app, Person("telegram", "3", "Cy"), "who approved the Iris logo")
     assert again.memory is None
     assert (await ask(app, BOB, "Who made the Iris logo?", chat="b2")).text == ANSWER  # still what it answers
     # A 👎 on the taught question itself disputes the answer (✏️ and review), not the match.
@@ -216,3 +221,131 @@ def test_the_store_keeps_only_approved_corrections(store: SqlStore, embedder: Em
     assert memory.recall("who designed the iris logo", "m") is not None
     store.forget(ANN)
     assert memory.recall("who designed the iris logo", "m") is None
+
+
+# --- the question check (core.question_kind): a near miss asks another thing ----------------------
+
+# (the stored question, a message about the same subject that asks something else): none of these
+# is in the fact sets the check was designed on.
+NEAR_MISSES = [
+    ("Who wrote The Glass Meridian?", "When was The Glass Meridian published?"),
+    ("Who wrote The Glass Meridian?", "Is The Glass Meridian being made into a film?"),
+    ("Where was Halden Roe born?", "When was Halden Roe born?"),
+    ("When was Halden Roe born?", "When did Halden Roe die?"),
+    ("How many floors does the Corbel Tower have?", "Who built the Corbel Tower?"),
+    ("How many floors does the Corbel Tower have?", "Why is the Corbel Tower leaning?"),
+    ("When does the Vetch market open?", "When does the Vetch market close?"),
+    ("When does the Vetch market open on Saturdays?", "when does the vetch market open on sundays"),
+    ("Who won the 2022 Ardley marathon?", "Who won the 2023 Ardley marathon?"),
+    ("What is the population of Sallowmere?", "Which county is Sallowmere in?"),
+    ("Why did the Cobble line shut down?", "Where did the Cobble line run?"),
+    ("How tall is Mount Keswin?", "Do you know who first climbed Mount Keswin?"),
+    ("Does the Orrin pool have a sauna?", "How much does the Orrin pool cost?"),
+    ("Where is the Orrin pool?", "How do I book a lane at the Orrin pool?"),
+]
+# (the stored question, the same question reworded: typos, lower case, no question mark, lead-ins).
+REWORDINGS = [
+    ("Who wrote The Glass Meridian?", "i wonder who the author of the glass meridian is"),
+    ("Who wrote The Glass Meridian?", "The Glass Meridian - which writer penned it?"),
+    ("When was the Corbel Tower built?", "What year did they finish buildng the Corbel Tower"),
+    ("When was the Corbel Tower built?", "How old is the Corbel Tower?"),
+    ("Where is the Vetch market?", "In which town is the Vetch market held?"),
+    ("How many floors does the Corbel Tower have?", "corbel tower number of floors?"),
+    ("How tall is Mount Keswin?", "Hey, what's the height of Mount Keswin"),
+    ("Does the Orrin pool have a sauna?", "Is there a sauna at the Orrin pool?"),
+    ("Why did the Cobble line shut down?", "How come the Cobble line closed"),
+    ("Who won the 2022 Ardley marathon?", "Can you tell me the winner of the Ardley marathon in 2022?"),
+    (
+        "What is the Wi-Fi password at the Orrin pool?",
+        "how do i get on the orrin pool wifi, whats the password",
+    ),
+    (
+        "When does the Vetch market open on Saturdays?",
+        "Quick question: what time does the Vetch market open on a saturday?",
+    ),
+]
+# Not English: no kind, never blocked, even with a number the stored question lacks.
+OTHER_LANGUAGES = [
+    "¿Cuándo se publicó The Glass Meridian en 2019?",
+    "Wann wurde The Glass Meridian 2019 veröffentlicht?",
+    "Quand est-ce que The Glass Meridian a été publié ?",
+    "Wanneer is The Glass Meridian gepubliceerd?",
+    "Quando è stato pubblicato The Glass Meridian nel 2019?",
+    "Quem escreveu The Glass Meridian em 2019?",
+    "Когда вышла книга The Glass Meridian?",
+    "The Glass Meridian はいつ出版されましたか？",
+]
+
+
+@pytest.mark.parametrize(("stored", "message"), NEAR_MISSES)
+def test_a_near_miss_asks_something_else(stored: str, message: str) -> None:
+    assert asks_something_else(message, [stored]) is not None
+
+
+@pytest.mark.parametrize(("stored", "message"), REWORDINGS)
+def test_a_rewording_asks_the_same_thing(stored: str, message: str) -> None:
+    assert asks_something_else(message, [stored]) is None
+
+
+@pytest.mark.parametrize("message", OTHER_LANGUAGES)
+def test_another_language_is_never_blocked(message: str) -> None:
+    assert not looks_english(message)
+    assert kinds(message) == frozenset()
+    assert asks_something_else(message, ["Who wrote The Glass Meridian?"]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Whose idea was the Corbel Tower?", Kind.PERSON),
+        ("Which architect drew the Corbel Tower", Kind.PERSON),
+        ("Do you know when the Corbel Tower was built?", Kind.TIME),
+        ("What date is the Vetch market this year", Kind.TIME),
+        ("whats the capital of sallowmere", Kind.PLACE),
+        ("Can you tell me where the Vetch market is?", Kind.PLACE),
+        ("How much is a ticket to the Orrin pool?", Kind.QUANTITY),
+        ("Is the Orrin pool heated?", Kind.YES_NO),
+        ("Can I bring my dog to the Vetch market?", Kind.YES_NO),
+        ("Why is the Corbel Tower leaning?", Kind.REASON),
+        ("How do I get to the Vetch market?", Kind.MANNER),
+    ],
+)
+def test_the_kind_of_answer_a_question_asks_for(text: str, kind: Kind) -> None:
+    assert kind in kinds(text)
+
+
+@pytest.mark.parametrize("text", ["What colour is the Orrin pool?", "Tell me about the Corbel Tower.", "hi"])
+def test_a_question_of_no_known_kind_has_none(text: str) -> None:
+    assert kinds(text) == frozenset()
+
+
+def test_the_memory_answers_rewordings_and_not_near_misses(store: SqlStore, embedder: Embedder) -> None:
+    """SQLite and PostgreSQL, the real embedding, the rule-made wordings ``iris run`` indexes."""
+    from finetune.teaching import rephrasings
+
+    def wordings(question: str) -> list[str]:
+        train, held_out = rephrasings([question], set())
+        return [*train, *held_out]
+
+    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), wordings)
+    chat = ChatRef("telegram", "1")
+    turn = {"from_voice": False, "message_id": None, "shared_history": False}
+    taught = {}
+    for question, answer in (
+        ("Who wrote the novel The Glass Meridian?", "The Glass Meridian was written by Ottoline Brask."),
+        ("When does the Vetch market open on Saturdays?", "The Vetch market opens at 7:15 on Saturdays."),
+    ):
+        receipt = store.record_user_turn(chat, ANN, text=question, **turn)
+        reply = store.record_reply(receipt.conversation_id, receipt.turn_id, "Nobody knows.", "m", Timings())
+        correction = store.review_correction(store.add_correction(ANN, reply, answer), True, ADMIN)
+        memory.learn(correction)
+        taught[question] = answer
+
+    for question, answer in taught.items():
+        served = memory.recall(question.lower().rstrip("?"), "m")
+        assert served is not None and served.answer == answer and served.mode is MemoryMode.SERVED
+    for message in ("When was The Glass Meridian published?", "When does the Vetch market close on Saturdays?"):
+        assert memory.recall(message, "m") is None, message
+    # The embedding alone (the check off) serves them the wrong fact: the check is what keeps them out.
+    memory.check_question = False
+    assert memory.recall("When was The Glass Meridian published?", "m") is not None
