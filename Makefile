@@ -18,7 +18,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy core storage bots finetune
+	$(BIN)/mypy core storage bots finetune bench
 
 setup: system-deps $(TEST_STAMP) piper
 

@@ -88,6 +88,10 @@ TEXTS = {
 }
 
 
+def returns(value: str) -> Callable[[], str]:
+    return lambda: value
+
+
 def hostile_inputs(limit_s: float) -> list[Hostile]:
     """At least 30 inputs: lying headers, long and bomb-like audio, non-audio, text, presses."""
     files = [
@@ -111,7 +115,7 @@ def hostile_inputs(limit_s: float) -> list[Hostile]:
         Hostile("8 channels at 192 kHz", "document", audio.many_channels, "audio/wav", ".wav"),
         Hostile("claims 25 MB (over the file limit)", "voice", lambda: audio.noise(1), claimed_size=25 << 20),
     ]
-    texts = [Hostile(name, "text", lambda text=text: text) for name, text in TEXTS.items()]
+    texts = [Hostile(name, "text", returns(text)) for name, text in TEXTS.items()]
     presses = [
         Hostile("forged press: another chat's reply", "press", lambda: "forged", refused=True),
         Hostile("replayed press (same query twice)", "press", lambda: "replayed"),
@@ -140,7 +144,7 @@ def run_ask(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, 
 def ask_path(inputs: list[Hostile], env: dict[str, str], work: Path) -> list[Outcome]:
     _, _, _, _, idle_mb = run_ask(["What is the capital of France?"], env, work)
     print(f"iris ask: a plain question peaks at {idle_mb:.0f} MB (the idle figure below)")
-    outcomes = []
+    outcomes: list[Outcome] = []
     for hostile in inputs:
         if hostile.kind == "press" or hostile.claimed_size is not None:
             continue  # presses and claimed sizes exist only on a platform
@@ -336,8 +340,8 @@ def print_table(outcomes: list[Outcome]) -> None:
         next_ok = "" if o.next_ok is None else ("yes" if o.next_ok else "NO")
         held = "held" if o.held else "**NOT HELD**"
         print(f"| {o.path} | {o.name} | {held} | {answer} | {o.seconds:.1f} | {o.peak_mb:+.0f} | {next_ok} |")
-    held = sum(o.held for o in outcomes)
-    print(f"\n{held} of {len(outcomes)} held.")
+    held_count = sum(o.held for o in outcomes)
+    print(f"\n{held_count} of {len(outcomes)} held.")
 
 
 def main() -> None:

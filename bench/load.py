@@ -27,17 +27,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 from sqlalchemy import text as sql_text
 
-from bots.app import build_app
+from bots.app import App, build_app
 from bots.settings import Settings
 from core.batching import BatchedDecoder, Job, chat_tokens
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDelta, ReplyDone
-from core.generation import LlmConfig, open_gguf
+from core.generation import LlamaGenerator, LlmConfig, open_gguf
 from core.ports import Generation
 
 PROBE_EVERY_S = 0.25
@@ -140,10 +141,21 @@ async def crowd(settings: Settings, audio: bytes, count: int) -> Result:
             stats_ms=stats_ms,
             worst_lag_ms=max(lags, default=0.0),
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            gguf=app.generator.load().model_path,
+            gguf=local_gguf(app),
         )
     finally:
         app.close()
+
+
+def local_gguf(app: App) -> str:
+    """The GGUF the app's own llama.cpp model was loaded from (the bench serves no remote model)."""
+    assert isinstance(app.generator, LlamaGenerator)
+    return app.generator.load().model_path
+
+
+def sets(event: threading.Event) -> Callable[[BaseException | None], None]:
+    """A job's ``on_end`` that sets ``event``."""
+    return lambda _error: event.set()
 
 
 @dataclass
@@ -223,7 +235,7 @@ def follow_up(gguf: str, parallel: int, context_tokens: int) -> tuple[float, flo
                     chat_tokens(llm, [{"role": "user", "content": text}]),
                     busy,
                     lambda _: None,
-                    lambda _, e=event: e.set(),
+                    sets(event),
                 )
             )
         time.sleep(0.5)  # the others are generating

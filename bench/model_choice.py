@@ -13,8 +13,12 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from core.generation import bundled_gguf_path, open_gguf, requantize
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import CreateChatCompletionResponse
 
 QUESTIONS = [
     ("What is the capital of France?", "paris"),
@@ -37,8 +41,11 @@ def score(path: Path, threads: int | None) -> tuple[int, float, list[str]]:
     right, tokens, seconds, answers = 0, 0, 0.0, []
     for question, expected in QUESTIONS:
         began = time.perf_counter()
-        out = llm.create_chat_completion(
-            messages=[{"role": "user", "content": question}], temperature=0.0, max_tokens=48
+        out = cast(  # not streamed: one response
+            "CreateChatCompletionResponse",
+            llm.create_chat_completion(
+                messages=[{"role": "user", "content": question}], temperature=0.0, max_tokens=48
+            ),
         )
         seconds += time.perf_counter() - began
         tokens += out["usage"]["completion_tokens"]

@@ -23,14 +23,20 @@ import io
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from bots.app import build_app
 from bots.settings import Settings
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDone
-from core.generation import open_gguf
+from core.generation import LlamaGenerator, open_gguf
 from core.ports import Generation
 from core.prompt import build_prompt
+from core.transcription import WhisperTranscriber
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import CreateChatCompletionStreamResponse
 
 TICK_S = 0.010
 
@@ -81,6 +87,8 @@ def main() -> None:
         )
         app = build_app(settings)
         app.warm_up()
+        # The bench runs the models in this process, not on servers.
+        assert isinstance(app.generator, LlamaGenerator) and isinstance(app.transcriber, WhisperTranscriber)
         gguf = app.generator.load().model_path
         whisper = WhisperModel(
             app.transcriber.model_source, device="cpu", compute_type=settings.whisper.compute_type
@@ -105,7 +113,7 @@ def main() -> None:
             )
             began = time.perf_counter()
             tokens = 0
-            for chunk in llm.create_chat_completion(
+            chunks = llm.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in messages],  # type: ignore[misc]
                 stream=True,
                 max_tokens=args.max_tokens,
@@ -113,8 +121,9 @@ def main() -> None:
                 top_p=settings.generation.top_p,
                 top_k=settings.generation.top_k,
                 repeat_penalty=settings.generation.repeat_penalty,
-            ):
-                tokens += bool(chunk["choices"][0]["delta"].get("content"))  # type: ignore[index]
+            )
+            for chunk in cast("Iterator[CreateChatCompletionStreamResponse]", chunks):  # streamed
+                tokens += bool(chunk["choices"][0]["delta"].get("content"))
             return time.perf_counter() - began, tokens
 
         transcribe_s, generate_s, service_s, worst_lags, reply = [], [], [], [], None

@@ -289,11 +289,70 @@ class LlmConfig:
     threads: int | None = None  # None: half the cores (llama-cpp-python's default), for batches too
     batch: int = 512
     # Replies decoded together in one llama.cpp context (continuous batching, core.batching); each
-    # holds context_tokens of KV cache. Beyond it, replies wait round-robin per person.
-    parallel: Annotated[int, Field(ge=1, le=64)] = 4
+    # holds context_tokens of KV cache. Beyond it, replies wait round-robin per person. 0 (the
+    # default): chosen from this machine when the settings are read (``machine_parallel``).
+    parallel: Annotated[int, Field(ge=0, le=64)] = 0
     url: str | None = None  # llama-server, llama_cpp.server, vLLM, SGLang or Ollama (its /v1 base URL)
     api_key: SecretStr | None = None
     served_model: str | None = None  # a fixed name to request; None: the registry's version name
+
+    def __post_init__(self) -> None:
+        if self.parallel == 0:
+            # A frozen dataclass sets its own field this way; the value is final from here on.
+            object.__setattr__(self, "parallel", self._parallel_for_this_machine())
+
+    def _parallel_for_this_machine(self) -> int:
+        if self.url is not None:
+            return REMOTE_PARALLEL  # the server's machine decides how fast it goes
+        threads = self.threads or max((os.cpu_count() or 1) // 2, 1)  # as llama-cpp-python chooses
+        if self.model == "bundled":
+            model_bytes = BUNDLED_MODEL_BYTES
+            slot_bytes = BUNDLED_KV_BYTES_PER_TOKEN * self.context_tokens
+        else:
+            path = Path(self.model).expanduser()
+            model_bytes = path.stat().st_size if path.is_file() else 0
+            # Another model's KV cache is not known before it loads: assumed as large against its
+            # weights as the bundled model's, which overestimates it for most larger models.
+            slot_bytes = max(model_bytes * BUNDLED_KV_BYTES_PER_TOKEN // BUNDLED_MODEL_BYTES, 1)
+            slot_bytes *= self.context_tokens
+        return machine_parallel(threads, available_memory(), model_bytes, slot_bytes)
+
+
+# IRIS_LLM_PARALLEL's default. bench/ceiling.py measured llama.cpp's batched decoding of the
+# bundled model on a 2-core machine (one decoding thread; README, "Decoding ceiling"): tokens per
+# second rose with every doubling of the replies decoded together up to SLOTS_PER_THREAD, and by
+# less than 15 % beyond it.
+SLOTS_PER_THREAD = 8
+MOST_SLOTS = 16  # the most the bench measures
+REMOTE_PARALLEL = 4  # replies sent to a server (IRIS_LLM_URL) at once
+# The bundled SmolLM2-135M: its f16 export (the largest of its files), and its KV cache per token
+# of context (30 layers x 3 KV heads x 64 dimensions, keys and values, 2 bytes each).
+BUNDLED_MODEL_BYTES = 271_000_000
+BUNDLED_KV_BYTES_PER_TOKEN = 30 * 3 * 64 * 2 * 2
+
+
+def machine_parallel(threads: int, available_bytes: int | None, model_bytes: int, slot_bytes: int) -> int:
+    """How many replies to decode together: ``SLOTS_PER_THREAD`` per decoding thread, if memory allows.
+
+    The model and every slot's KV cache (``slot_bytes`` each) take at most half of the memory
+    available now (``None``: not known, no limit); at least 1 slot, at most ``MOST_SLOTS``.
+    """
+    slots = min(SLOTS_PER_THREAD * threads, MOST_SLOTS)
+    if available_bytes is not None:
+        slots = min(slots, (available_bytes // 2 - model_bytes) // max(slot_bytes, 1))
+    return max(slots, 1)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new work (Linux's MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 @dataclass(frozen=True)

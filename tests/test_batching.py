@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from core.batching import BatchedDecoder, Job, chat_tokens
-from core.generation import open_gguf
+from core.generation import (
+    BUNDLED_KV_BYTES_PER_TOKEN,
+    BUNDLED_MODEL_BYTES,
+    MOST_SLOTS,
+    SLOTS_PER_THREAD,
+    machine_parallel,
+    open_gguf,
+)
 from core.ports import Generation
 
 QUESTIONS = (
@@ -162,3 +169,56 @@ def test_a_failing_decode_fails_its_reply_and_the_decoder_goes_on(llm: object) -
         assert after.text.strip()
     finally:
         decoder.close()
+
+
+# --- how many replies are decoded together when IRIS_LLM_PARALLEL is not set --------------------
+
+GB = 1 << 30
+BUNDLED_SLOT = BUNDLED_KV_BYTES_PER_TOKEN * 2048  # the bundled model's KV cache at 2,048 tokens
+
+
+def test_the_default_grows_with_the_decoding_threads_up_to_the_most_measured() -> None:
+    def slots(threads: int) -> int:
+        return machine_parallel(threads, 64 * GB, BUNDLED_MODEL_BYTES, BUNDLED_SLOT)
+
+    assert slots(1) == SLOTS_PER_THREAD
+    assert slots(2) == min(2 * SLOTS_PER_THREAD, MOST_SLOTS)
+    assert slots(32) == MOST_SLOTS
+
+
+def test_the_default_keeps_the_model_and_its_slots_within_half_the_memory_available() -> None:
+    # 3 GB available: 1.5 GB for a 1 GB model and slots of 100 MB each.
+    assert machine_parallel(4, 3 * GB, 1 * GB, 100 << 20) == 5
+    assert machine_parallel(4, 2 * GB, 1 * GB, 100 << 20) == 1  # nothing left: still one reply at a time
+    assert machine_parallel(1, None, 1 * GB, 100 << 20) == SLOTS_PER_THREAD  # memory not known: no limit
+
+
+def test_settings_choose_the_default_from_the_machine_and_iris_llm_parallel_overrides_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bots.settings import Settings
+    from core import generation
+
+    monkeypatch.delenv("IRIS_LLM_PARALLEL", raising=False)
+    monkeypatch.delenv("IRIS_LLM_THREADS", raising=False)
+    monkeypatch.delenv("IRIS_LLM_MODEL", raising=False)
+    monkeypatch.setattr(generation, "available_memory", lambda: 24 * GB)
+
+    def slots(cores: int, **env: str) -> int:
+        monkeypatch.setattr(generation.os, "cpu_count", lambda: cores)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return Settings(_env_file=None).llm.parallel  # type: ignore[call-arg]
+
+    assert slots(2) == SLOTS_PER_THREAD  # one decoding thread: half the cores, as llama-cpp-python
+    assert slots(4) == min(2 * SLOTS_PER_THREAD, MOST_SLOTS)
+    assert slots(4, IRIS_LLM_THREADS="1") == SLOTS_PER_THREAD
+    assert slots(4, IRIS_LLM_PARALLEL="3") == 3
+    monkeypatch.delenv("IRIS_LLM_PARALLEL")
+
+    # A 7 GB model file on a machine with 8 GB available: one reply at a time.
+    big = tmp_path / "big.gguf"
+    with big.open("wb") as file:
+        file.truncate(7 * GB)  # sparse: takes no disk
+    monkeypatch.setattr(generation, "available_memory", lambda: 8 * GB)
+    assert slots(16, IRIS_LLM_MODEL=str(big)) == 1
