@@ -16,7 +16,7 @@ from discord import app_commands
 from bots.delivery import ReplyStream
 from bots.discord_bot.choices import DYNAMIC_ITEMS as CHOICE_ITEMS
 from bots.discord_bot.commands import add_commands
-from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form
+from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form, take_review_form
 from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
 from bots.discord_bot.people import PLATFORM, may_use
 from bots.discord_bot.replies import DiscordChat, reply_to
@@ -158,6 +158,7 @@ class IrisClient(discord.AutoShardedClient):
         # A submitted correction form: discord.py drops a modal submit whose Modal object this
         # process does not hold (opened before a restart, or by another process).
         await take_correction_form(interaction)
+        await take_review_form(interaction)
 
     async def on_message(self, message: discord.Message) -> None:
         me = self.user

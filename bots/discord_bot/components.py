@@ -195,15 +195,15 @@ async def take_correction_form(interaction: discord.Interaction[Any]) -> None:
     await guarded(interaction, _save_correction(interaction, int(match["turn"]), text))
 
 
-def _submitted(components: list[Any]) -> str:
-    """The answer's text in a submitted form (a text input sits in a label or an action row)."""
+def _submitted(components: list[Any], input_id: str = ANSWER_ID) -> str:
+    """A text input's value in a submitted form (a text input sits in a label or an action row)."""
     for component in components:
-        if component.get("custom_id") == ANSWER_ID:
+        if component.get("custom_id") == input_id:
             return str(component.get("value") or "")
         inside = list(component.get("components") or [])
         if isinstance(component.get("component"), dict):
             inside.append(component["component"])
-        found = _submitted(inside)
+        found = _submitted(inside, input_id)
         if found:
             return found
     return ""
@@ -291,6 +291,10 @@ class ReviewButton(
         if not is_admin(interaction):
             await tell(interaction, ADMINS_ONLY)
             return
+        if await _pending(interaction, self.correction_id) is None:
+            # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
+            await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
+            return
         await interaction.response.defer()
         reviewer = f"discord:{interaction.user.id}"
         try:
@@ -305,10 +309,126 @@ class ReviewButton(
         )
 
 
+ALREADY_DECIDED = "Correction #{id} was already reviewed, or no longer exists; nothing changed."
+EDIT_EMPTY = "The edited answer is empty, so nothing was approved."
+TOO_LONG_TO_EDIT = (
+    "Correction #{id} is longer than a Discord form holds ({limit} characters): "
+    "edit it with `iris review --approve {id} --text ...` in a terminal."
+)
+
+
+async def _pending(interaction: discord.Interaction[Any], correction_id: int) -> Correction | None:
+    """The correction if it still waits for review."""
+    pending = await bot_of(interaction).service.pending_corrections()
+    return next((c for c in pending if c.id == correction_id), None)
+
+
+class EditReviewButton(discord.ui.DynamicItem[Button], template=r"iris:review:edit:(?P<correction>[0-9]+)"):
+    """✏️ Edit opens a form holding the correction's text; submitting it approves what it holds."""
+
+    def __init__(self, correction_id: int) -> None:
+        self.correction_id = correction_id
+        super().__init__(
+            discord.ui.Button(
+                style=discord.ButtonStyle.secondary,
+                label="Edit",
+                emoji="✏️",
+                custom_id=f"iris:review:edit:{correction_id}",
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> EditReviewButton:
+        return cls(int(match["correction"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await guarded(interaction, self._open(interaction))
+
+    async def _open(self, interaction: discord.Interaction[Any]) -> None:
+        if not is_admin(interaction):
+            await tell(interaction, ADMINS_ONLY)
+            return
+        correction = await _pending(interaction, self.correction_id)
+        if correction is None:
+            await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
+            return
+        # What the card shows: without the hidden characters ``printable`` removes.
+        text = printable(correction.text).strip()
+        if len(text) > TEXT_INPUT_LIMIT:
+            await tell(interaction, TOO_LONG_TO_EDIT.format(id=correction.id, limit=TEXT_INPUT_LIMIT))
+            return
+        form = ReviewEditModal(correction.id, text)
+        form.stop()  # taken by ``take_review_form``, as the correction form is
+        await interaction.response.send_modal(form)
+
+
+# As for the correction form: the id is in the form's custom id, so a submit lands in any process.
+REVIEW_FORM_ID = re.compile(r"iris:review-form:(?P<correction>[0-9]+)")
+EDITED_ID = "edited"
+
+
+class ReviewEditModal(discord.ui.Modal):
+    """The form behind a card's ✏️ Edit, prefilled with the correction's text."""
+
+    def __init__(self, correction_id: int, text: str) -> None:
+        super().__init__(
+            title=f"Edit correction #{correction_id}", custom_id=f"iris:review-form:{correction_id}"
+        )
+        self.edited: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            style=discord.TextStyle.paragraph,
+            default=text,
+            max_length=TEXT_INPUT_LIMIT,
+            custom_id=EDITED_ID,
+        )
+        self.add_item(discord.ui.Label(text="The answer as it should read", component=self.edited))
+
+
+async def take_review_form(interaction: discord.Interaction[Any]) -> None:
+    """Approve a correction with the text of a submitted ✏️ Edit form (``IrisClient.on_interaction``)."""
+    data: Any = interaction.data or {}
+    match = REVIEW_FORM_ID.fullmatch(str(data.get("custom_id", "")))
+    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+        return
+    text = _submitted(data.get("components", []), EDITED_ID)
+    await guarded(interaction, _approve_edited(interaction, int(match["correction"]), text.strip()))
+
+
+async def _approve_edited(interaction: discord.Interaction[Any], correction_id: int, text: str) -> None:
+    if not is_admin(interaction):
+        await tell(interaction, ADMINS_ONLY)
+        return
+    if not text:
+        await tell(interaction, EDIT_EMPTY)
+        return
+    if await _pending(interaction, correction_id) is None:
+        await tell(interaction, ALREADY_DECIDED.format(id=correction_id))
+        return
+    await interaction.response.defer()
+    reviewer = f"discord:{interaction.user.id}"
+    try:
+        correction = await bot_of(interaction).service.review(correction_id, True, reviewer, text)
+    except LookupError:
+        await tell(interaction, ALREADY_DECIDED.format(id=correction_id))
+        return
+    who = _clip(interaction.user.display_name, 80)
+    # The card the form came from loses its buttons; the approved text follows, whole.
+    if interaction.message is not None:
+        shown = interaction.message.content
+        await interaction.edit_original_response(
+            content=f"{shown}\n✏️ Edited by {who}; approved below.", view=None
+        )
+    *pieces, last = correction_card(correction)
+    for piece in [*pieces, f"{last}\n✏️ Edited and ✅ approved by {who}"]:
+        await tell(interaction, piece)
+
+
 def review_view(correction_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(ReviewButton(correction_id, approve=True))
     view.add_item(ReviewButton(correction_id, approve=False))
+    view.add_item(EditReviewButton(correction_id))
     return view
 
 
@@ -358,4 +478,4 @@ def forget_view(user_id: int) -> discord.ui.View:
     return view
 
 
-DYNAMIC_ITEMS = (RateButton, FixButton, ReviewButton, ForgetButton)
+DYNAMIC_ITEMS = (RateButton, FixButton, ReviewButton, EditReviewButton, ForgetButton)

@@ -30,6 +30,7 @@ PRIVATE_ONLY = (
     "open a chat with me, press Start, and send /{command} there."
 )
 SENT_PRIVATELY = "I've answered /{command} in our private chat."
+ALREADY_DECIDED = "Suggested answer #{id} was already reviewed, or no longer exists; nothing changed."
 REVIEW_PAGE = 10
 AUDIT_LINES = 30
 TEXT_LIMIT = 4096
@@ -118,11 +119,13 @@ class Admin:
         if not await self._allowed(update):
             return
         pending = await self.adapter.service.pending_corrections()
+        # ✏️ Edit fills in the admin's input field only for a bot with inline mode on (BotFather).
+        inline_edit = bool(context.bot.supports_inline_queries)
         messages: list[Outgoing] = []
         for correction in pending[:REVIEW_PAGE]:
             pieces = correction_messages(correction)
             messages += [(plain_text(piece), None) for piece in pieces[:-1]]
-            messages.append((plain_text(pieces[-1]), review_keyboard(correction.id)))
+            messages.append((plain_text(pieces[-1]), review_keyboard(correction, inline_edit)))
         if not pending:
             messages.append((plain_text("No suggested answers are waiting for review."), None))
         elif len(pending) > REVIEW_PAGE:
@@ -140,6 +143,11 @@ class Admin:
             await outbox.answer(query.id, "Only admins can review suggested answers.", alert=True)
             return
         reviewer = query.from_user
+        pending = await self.adapter.service.pending_corrections()
+        if all(correction.id != press.correction_id for correction in pending):
+            # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
+            await outbox.answer(query.id, ALREADY_DECIDED.format(id=press.correction_id), alert=True)
+            return
         try:
             await self.adapter.service.review(press.correction_id, press.approve, f"telegram:{reviewer.id}")
         except LookupError:

@@ -37,10 +37,12 @@ from bots.telegram_bot.buttons import (
     FORGET_PATTERN,
     PICK_PATTERN,
     RATE_PATTERN,
+    REVIEW_EDIT_PATTERN,
     REVIEW_PATTERN,
 )
 from bots.telegram_bot.commands import MENU, Commands
 from bots.telegram_bot.conversation import Conversation
+from bots.telegram_bot.edits import CorrectionEdits, EditMessage
 from bots.telegram_bot.feedback import Feedback
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.inbox import DurableUpdates
@@ -153,7 +155,7 @@ def build_application(
 
 def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: ignore[type-arg]
     commands, conversation, admin = Commands(adapter), Conversation(adapter), Admin(adapter)
-    feedback, again = Feedback(adapter), Again(adapter)
+    feedback, again, edits = Feedback(adapter), Again(adapter), CorrectionEdits(adapter)
     application.add_handlers(
         [
             CommandHandler("start", commands.on_start),
@@ -174,7 +176,10 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CallbackQueryHandler(again.on_pick, pattern=PICK_PATTERN),
             CallbackQueryHandler(commands.on_forget_press, pattern=FORGET_PATTERN),
             CallbackQueryHandler(admin.on_review_press, pattern=REVIEW_PATTERN),
+            CallbackQueryHandler(edits.on_edit_press, pattern=REVIEW_EDIT_PATTERN),
             CallbackQueryHandler(feedback.on_unknown_press),  # last: any other data
+            # Before the conversation: an admin's edited answer is not a question for the model.
+            MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & EditMessage(), edits.on_edit),
             MessageHandler(CONVERSATION, conversation.on_message),
             MessageHandler(PRIVATE_OTHER, conversation.on_unsupported),
         ]

@@ -10,13 +10,17 @@ import re
 from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import InlineQueryLimit
 
+from bots.render import printable
 from core.choices import Pick, parse_pick
+from core.domain import Correction
 
 RATE_PATTERN = re.compile(r"^rate:(\d+):(up|down)$")
 FIX_PATTERN = re.compile(r"^fix:(\d+)$")
 FORGET_PATTERN = re.compile(r"^forget:(\d+):(yes|no)$")
 REVIEW_PATTERN = re.compile(r"^review:(\d+):(approve|reject)$")
+REVIEW_EDIT_PATTERN = re.compile(r"^review:(\d+):edit$")
 AGAIN_PATTERN = re.compile(r"^again:(\d+)$")
 PICK_PATTERN = re.compile(r"^pick:(\d+):(1|2|n)$")
 
@@ -98,13 +102,37 @@ def forget_keyboard(user_id: int) -> InlineKeyboardMarkup:
     )
 
 
-def review_keyboard(correction_id: int) -> InlineKeyboardMarkup:
+def edit_query(correction_id: int, text: str) -> str:
+    """What ✏️ Edit puts in the admin's input field after the bot's @name: "fix 42: <the text>"."""
+    return f"fix {correction_id}: {text}"
+
+
+def _fits_inline_query(query: str) -> bool:
+    # Telegram caps an inline query at 256 characters (counted in UTF-16 units, as its clients do).
+    return len(query.encode("utf-16-le")) // 2 <= InlineQueryLimit.MAX_QUERY_LENGTH
+
+
+def review_keyboard(correction: Correction, inline_edit: bool) -> InlineKeyboardMarkup:
+    """✅ Approve / ❌ Reject, and ✏️ Edit under a correction's card.
+
+    Telegram cannot prefill a reply, so ✏️ Edit fills in the admin's input field
+    (an inline-query button: "@bot fix 42: <the text>") where the bot has inline mode on
+    (``inline_edit``) and the text fits an inline query; otherwise it asks for the edited
+    text in a reply to a prompt that quotes the text to copy (``review:42:edit``).
+    The text offered is the one the card shows, without hidden characters.
+    """
+    query = edit_query(correction.id, printable(correction.text).strip())
+    if inline_edit and _fits_inline_query(query):
+        edit = InlineKeyboardButton("✏️ Edit", switch_inline_query_current_chat=query)
+    else:
+        edit = InlineKeyboardButton("✏️ Edit", callback_data=f"review:{correction.id}:edit")
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("✅ Approve", callback_data=f"review:{correction_id}:approve"),
-                InlineKeyboardButton("❌ Reject", callback_data=f"review:{correction_id}:reject"),
-            ]
+                InlineKeyboardButton("✅ Approve", callback_data=f"review:{correction.id}:approve"),
+                InlineKeyboardButton("❌ Reject", callback_data=f"review:{correction.id}:reject"),
+            ],
+            [edit],
         ]
     )
 
@@ -127,6 +155,12 @@ def parse_forget(data: str) -> ForgetPress | None:
 def parse_review(data: str) -> ReviewPress | None:
     match = REVIEW_PATTERN.match(data)
     return ReviewPress(int(match[1]), match[2] == "approve") if match else None
+
+
+def parse_review_edit(data: str) -> int | None:
+    """The correction id of a ✏️ Edit press that asks for a reply."""
+    match = REVIEW_EDIT_PATTERN.match(data)
+    return int(match[1]) if match else None
 
 
 def parse_again(data: str) -> AgainPress | None:

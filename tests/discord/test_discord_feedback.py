@@ -199,7 +199,7 @@ async def test_stats_and_review_are_for_admins_and_review_approves_a_correction(
         assert "Who wrote Hamlet?" in card and "William Shakespeare wrote Hamlet." in card
         card_message = fake.messages[review.followup_ids[-1]]
         assert card_message["flags"] & EPHEMERAL
-        [approve, _reject] = custom_ids(card_message)
+        [approve, _reject, _edit] = custom_ids(card_message)
         refused = await fake.press(int(card_message["id"]), approve, person)
         assert await shown(fake, refused) == ["Only the bot's admins can do that."]
         approved = await fake.press(int(card_message["id"]), approve, admin)

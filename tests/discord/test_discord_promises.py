@@ -134,7 +134,7 @@ async def test_a_reviewer_rejects_a_suggested_answer(
         _heading, card = await shown(fake, review, count=2)
         assert "Madrid, obviously." in card
         card_message = fake.messages[review.followup_ids[-1]]
-        [_approve, reject] = custom_ids(card_message)
+        [_approve, reject, _edit] = custom_ids(card_message)
         assert reject.startswith("iris:review:reject:")
         [verdict] = await shown(fake, await fake.press(int(card_message["id"]), reject, admin))
         assert await shown(fake, await fake.command("review", admin), count=1) == [

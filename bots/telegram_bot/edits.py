@@ -1,0 +1,146 @@
+"""An admin edits a suggested answer in the chat, and the edited text is approved.
+
+Telegram cannot prefill a reply, so the card's ✏️ Edit offers the text in one of two ways
+(``buttons.review_keyboard``): it fills in the admin's input field with
+"@bot fix 42: <the text>" (a bot with inline mode on), or it sends a prompt quoting the text
+to copy, to be answered with a reply. Either message approves correction 42 with the text
+it carries. Nothing is kept between the press and the message: the correction's id travels
+in the message itself, so an edit sent after a restart, or to another process, still lands.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html import escape
+
+from telegram import ForceReply, Message, Update, User
+from telegram.ext import ContextTypes, filters
+
+from bots.render import printable, split_message
+from bots.telegram_bot.adapter import Adapter
+from bots.telegram_bot.admin import ALREADY_DECIDED, TEXT_LIMIT, correction_messages
+from bots.telegram_bot.buttons import parse_review_edit
+from bots.telegram_bot.formatting import Rendered, plain_text
+from bots.telegram_bot.outbox import Target
+from core.domain import Correction
+
+ADMINS_ONLY = "Only admins can review suggested answers."
+EMPTY = "The edited answer is empty, so nothing was approved. Send the answer as it should read."
+PRIVATE_ONLY = "Edit suggested answers in our private chat, where /review shows them."
+# The prompt's first words carry the correction's id; a reply to it is read back from them.
+PROMPT = (
+    "✏️ Suggested answer #{id}: reply to this message with the answer as it should read; "
+    "I approve it as you send it."
+)
+PROMPT_TEXT = "Its text now (tap to copy):"
+PROMPT_ID = re.compile(r"^✏️ Suggested answer #(\d+): reply to this message")
+# "@iris_bot fix 42: the edited answer", as the ✏️ Edit button fills it in (buttons.edit_query).
+INLINE_EDIT = re.compile(r"^@(?P<bot>\w+)\s+fix\s+(?P<id>\d+):(?P<text>.*)$", re.DOTALL | re.IGNORECASE)
+# Room for the prompt's words in its first message.
+PIECE_LIMIT = TEXT_LIMIT - 512
+
+
+@dataclass(frozen=True)
+class Edit:
+    correction_id: int
+    text: str
+
+
+def edit_in(message: Message) -> Edit | None:
+    """The edit a message carries: "@bot fix 42: text", or a reply to the bot's prompt for #42."""
+    bot = message.get_bot()
+    text = message.text or ""
+    inline = INLINE_EDIT.match(text)
+    if inline and inline["bot"].casefold() == (bot.username or "").casefold():
+        return Edit(int(inline["id"]), inline["text"].strip())
+    prompt = message.reply_to_message
+    if prompt is None or prompt.from_user is None or prompt.from_user.id != bot.id:
+        return None
+    asked = PROMPT_ID.match(prompt.text or "")
+    return Edit(int(asked[1]), text.strip()) if asked else None
+
+
+class EditMessage(filters.MessageFilter):
+    """Messages that carry an edit (``edit_in``); they are never answered as questions."""
+
+    def filter(self, message: Message) -> bool:
+        return edit_in(message) is not None
+
+
+def prompt_messages(correction: Correction) -> list[Rendered]:
+    """The prompt for an edit, with the current text in code blocks (one tap copies a block)."""
+    head = f"{PROMPT.format(id=correction.id)}\n\n{PROMPT_TEXT}"
+    pieces = split_message(printable(correction.text).strip() or "-", PIECE_LIMIT)
+    messages = [Rendered(f"<pre>{escape(piece, quote=False)}</pre>", piece) for piece in pieces]
+    first = messages[0]
+    messages[0] = Rendered(f"{escape(head, quote=False)}\n\n{first.html}", f"{head}\n\n{first.plain}")
+    return messages
+
+
+class CorrectionEdits:
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+
+    async def _pending(self, correction_id: int) -> Correction | None:
+        pending = await self.adapter.service.pending_corrections()
+        return next((c for c in pending if c.id == correction_id), None)
+
+    async def on_edit_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """✏️ Edit where the text cannot fill in the input field: a prompt to reply to."""
+        query = update.callback_query
+        correction_id = parse_review_edit(query.data or "") if query else None
+        if query is None or correction_id is None:
+            return
+        outbox = self.adapter.outbox
+        if not self.adapter.is_admin(update):
+            await outbox.answer(query.id, ADMINS_ONLY, alert=True)
+            return
+        correction = await self._pending(correction_id)
+        if correction is None or query.message is None:
+            await outbox.answer(query.id, ALREADY_DECIDED.format(id=correction_id))
+            return
+        await outbox.answer(query.id, "Reply to my next message with the edited answer.")
+        card = query.message
+        prompt, *rest = prompt_messages(correction)
+        chat = card.chat.id
+        asking = ForceReply(input_field_placeholder="The answer as it should read…")
+        await outbox.send(Target(chat, None, card.message_id), prompt, asking)
+        for piece in rest:
+            await outbox.send(Target(chat), piece)
+
+    async def on_edit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Approve a correction with the text an admin's message carries, and show the approved card."""
+        message, user = update.effective_message, update.effective_user
+        edit = edit_in(message) if message is not None else None
+        if message is None or user is None or edit is None:
+            return
+        target = self.adapter.target(message)
+        outbox = self.adapter.outbox
+        if not self.adapter.is_admin(update):
+            if await self.adapter.admitted(update):
+                await outbox.send(target, plain_text(ADMINS_ONLY))
+            return
+        if self.adapter.is_group(message):
+            # The approved card shows people's words: only in the admin's private chat.
+            await outbox.send(target, plain_text(PRIVATE_ONLY))
+            return
+        if not edit.text:
+            await outbox.send(target, plain_text(EMPTY))
+            return
+        if await self._pending(edit.correction_id) is None:
+            await outbox.send(target, plain_text(ALREADY_DECIDED.format(id=edit.correction_id)))
+            return
+        await self._approve(edit, user, target)
+
+    async def _approve(self, edit: Edit, user: User, target: Target) -> None:
+        reviewer = f"telegram:{user.id}"
+        try:
+            decided = await self.adapter.service.review(edit.correction_id, True, reviewer, edit.text)
+        except LookupError:
+            await self.adapter.outbox.send(target, plain_text(ALREADY_DECIDED.format(id=edit.correction_id)))
+            return
+        *pieces, last = correction_messages(decided)
+        verdict = f"{last}\n\n✏️ Edited and ✅ approved by {user.full_name}"[:TEXT_LIMIT]
+        for piece in [*pieces, verdict]:
+            await self.adapter.outbox.send(target, plain_text(piece))
