@@ -41,8 +41,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from bots.app import build_app
+from bots.app import App, build_app
 from bots.settings import Settings
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
 from core.memory import CorrectionMemory, MemoryConfig
@@ -97,7 +98,7 @@ def has(text: str, keys: list[str]) -> bool:
     return all(key.lower() in text.lower() for key in keys)
 
 
-async def ask(app, text: str, chat: str) -> tuple[ReplyDone | None, float]:  # type: ignore[no-untyped-def]
+async def ask(app: App, text: str, chat: str) -> tuple[ReplyDone | None, float]:
     began = time.perf_counter()
     done = None
     message = IncomingMessage(ChatRef("console", chat), Person("console", "bench"), text=text)
@@ -112,8 +113,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-async def measure(app, data: dict, policy: str, config: MemoryConfig) -> dict[str, object]:  # type: ignore[no-untyped-def]
+async def measure(app: App, data: dict[str, Any], policy: str, config: MemoryConfig) -> dict[str, object]:
     memory = app.service.memory
+    assert memory is not None, "the bench needs the correction memory on"
     use_policy(memory, policy, config)
     facts = data["facts"]
     all_keys = [k for fact in facts for k in fact["keys"]]
@@ -158,8 +160,9 @@ async def measure(app, data: dict, policy: str, config: MemoryConfig) -> dict[st
     }
 
 
-async def latency(app, data: dict, rounds: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+async def latency(app: App, data: dict[str, Any], rounds: int) -> dict[str, float]:
     memory = app.service.memory
+    assert memory is not None, "the bench needs the correction memory on"
     messages = [*data["unrelated"], *(q for f in data["facts"] for q in f["near_miss"])]
     lookups: dict[bool, list[float]] = {True: [], False: []}  # check on, off
     for _ in range(rounds):
@@ -200,7 +203,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, Any]] = []
     for path in map(fact_set, args.facts):
         data = json.loads(path.read_text())
         with tempfile.TemporaryDirectory() as tmp:
@@ -214,14 +217,16 @@ async def main() -> None:
             taught_s = teach(env, data["facts"])
             os.environ.update(env)
             app = build_app(Settings(_env_file=None))  # type: ignore[call-arg]
+            memory = app.service.memory
+            assert memory is not None, "the bench needs the correction memory on"
             try:
-                config = app.service.memory.config
-                row: dict[str, object] = {"facts": path.name, "taught_s": round(taught_s, 1)}
+                config = memory.config
+                row: dict[str, Any] = {"facts": path.name, "taught_s": round(taught_s, 1)}
                 for policy in args.policies:
                     row[policy] = await measure(app, data, policy, config)
-                use_policy(app.service.memory, "both", config)
+                use_policy(memory, "both", config)
                 row["latency"] = await latency(app, data, args.rounds)
-                row["embedder"] = app.service.memory.embedder.name
+                row["embedder"] = memory.embedder.name
                 row["threshold"] = config.match
             finally:
                 app.close()

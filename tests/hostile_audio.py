@@ -79,6 +79,7 @@ def encode(samples: Any, container: str = "ogg", *, rate: int = RATE, codec: str
     out = io.BytesIO()
     with av.open(out, mode="w", format=container) as file:
         stream = file.add_stream(codec, rate=rate, layout="mono")
+        assert isinstance(stream, av.AudioStream)
         if codec == "libopus":
             stream.bit_rate = 24000
         for frame in _frames(samples, rate):
@@ -101,11 +102,13 @@ def looped_opus(
     out = io.BytesIO()
     with av.open(out, mode="w", format=container, options=options or {}) as file:
         stream = file.add_stream("libopus", rate=RATE, layout="mono")
+        assert isinstance(stream, av.AudioStream)
         stream.bit_rate = bitrate
         stream.options = {"vbr": "off", "frame_duration": "60"}  # 45 bytes every 60 ms at 6 kbit/s
         second = [p for f in _frames(signal(RATE, RATE), RATE) for p in stream.encode(f)]
         second += stream.encode(None)
         payloads = [bytes(p) for p in second if p.size and p.duration]
+        assert second[0].duration is not None
         step = int(second[0].duration)  # one packet's samples, in the stream's 1/48000 time base
         time_base = second[0].time_base
         for index in range(int(seconds * RATE) // step):
@@ -120,7 +123,7 @@ def looped_opus(
 
 def wav(samples: Any, rate: int, *, channels: int = 1, claimed_seconds: float | None = None) -> bytes:
     """16-bit PCM WAV; with ``claimed_seconds`` the RIFF and data sizes say that length instead."""
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    pcm: bytes = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     claimed = len(pcm) if claimed_seconds is None else int(claimed_seconds * rate) * 2 * channels
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
     return (
