@@ -35,7 +35,7 @@ class Processes:
 
     def start(self) -> App:
         app = build_app(self.settings)
-        app.service.transcriber, app.service.generator = self.shared  # the models load once per session
+        app.service.transcriber, app.service.writer.generator = self.shared  # the models load once per session
         self.apps.append(app)
         return app
 
