@@ -52,7 +52,7 @@ class Processes:
     def start(self) -> App:
         app = build_app(self.settings)
         # The models load once per test session; everything else is this process's own.
-        app.service.transcriber, app.service.writer.generator = self.shared
+        app.service.listener.transcriber, app.service.writer.generator = self.shared
         self.apps.append(app)
         return app
 
