@@ -50,7 +50,7 @@ async def crowd(app: App, people: int, tag: str) -> tuple[float, list[float], di
         person = Person("bench", f"{tag}-{n}")
         began = time.perf_counter()
         message = IncomingMessage(ChatRef("bench", person.user_id), person, text=QUESTION)
-        done = [e async for e in app.service.handle(message) if isinstance(e, ReplyDone)]
+        done = [e async for e in app.service.replies.handle(message) if isinstance(e, ReplyDone)]
         assert done, "no reply"
         return time.perf_counter() - began, done[0].turn_id
 
@@ -77,10 +77,10 @@ def lookup_ms(app: App, times: int = 200) -> float:
 async def rating_ms(app: App, times: int = 20) -> float:
     person = Person("bench", "rater")
     message = IncomingMessage(ChatRef("bench", "rater"), person, text="Hi")
-    (done,) = [e async for e in app.service.handle(message) if isinstance(e, ReplyDone)]
+    (done,) = [e async for e in app.service.replies.handle(message) if isinstance(e, ReplyDone)]
     began = time.perf_counter()
     for n in range(times):
-        await app.service.rate(person, done.turn_id, up=n % 2 == 0)
+        await app.service.feedback.rate(person, done.turn_id, up=n % 2 == 0)
     return (time.perf_counter() - began) / times * 1000
 
 

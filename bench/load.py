@@ -80,7 +80,7 @@ async def crowd(settings: Settings, audio: bytes, count: int) -> Result:
         earlier_person = Person("bench", "earlier")
         earlier = [
             event
-            async for event in service.handle(
+            async for event in service.replies.handle(
                 IncomingMessage(ChatRef("bench", "earlier"), earlier_person, text="Hello!")
             )
         ]
@@ -101,10 +101,10 @@ async def crowd(settings: Settings, audio: bytes, count: int) -> Result:
             up = True
             while not done.is_set():
                 began = time.perf_counter()
-                await service.rate(earlier_person, earlier_turn, up)
+                await service.feedback.rate(earlier_person, earlier_turn, up)
                 rate_ms.append((time.perf_counter() - began) * 1000)
                 began = time.perf_counter()
-                await service.stats()
+                await service.admin.stats()
                 stats_ms.append((time.perf_counter() - began) * 1000)
                 up = not up
                 await asyncio.sleep(PROBE_EVERY_S)
@@ -115,7 +115,7 @@ async def crowd(settings: Settings, audio: bytes, count: int) -> Result:
             )
             first: float | None = None
             answered = False
-            async for event in service.handle(message):
+            async for event in service.replies.handle(message):
                 if isinstance(event, ReplyDelta) and first is None:
                     first = time.perf_counter() - began
                 answered = answered or isinstance(event, ReplyDone)

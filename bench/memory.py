@@ -102,7 +102,7 @@ async def ask(app: App, text: str, chat: str) -> tuple[ReplyDone | None, float]:
     began = time.perf_counter()
     done = None
     message = IncomingMessage(ChatRef("console", chat), Person("console", "bench"), text=text)
-    async for event in app.service.handle(message):
+    async for event in app.service.replies.handle(message):
         if isinstance(event, ReplyDone):
             done = event
     return done, (time.perf_counter() - began) * 1000

@@ -58,14 +58,14 @@ async def service_once(app: object, message: IncomingMessage) -> tuple[float, fl
     tick = asyncio.create_task(ticker(lags, stop))
     began = time.perf_counter()
     done = None
-    async for event in app.service.handle(message):
+    async for event in app.service.replies.handle(message):
         if isinstance(event, ReplyDone):
             done = event
     elapsed = time.perf_counter() - began
     stop.set()
     await tick
     assert done is not None, "the service gave no reply"
-    await app.service.reset(message.chat, message.sender)  # same prompt every run
+    await app.service.privacy.reset(message.chat, message.sender)  # same prompt every run
     return elapsed, max(lags, default=0.0), done
 
 

@@ -59,7 +59,7 @@ async def ask(service: object, n: int) -> tuple[float, float]:
     message = IncomingMessage(ChatRef("bench", person.user_id), person, text=QUESTION)
     began = time.perf_counter()
     first = None
-    async for event in service.handle(message):  # type: ignore[attr-defined]
+    async for event in service.replies.handle(message):  # type: ignore[attr-defined]
         if isinstance(event, ReplyDelta) and first is None:
             first = time.perf_counter() - began
         if isinstance(event, ReplyDone):

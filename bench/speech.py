@@ -106,7 +106,7 @@ async def until_listening(names: list[str]) -> None:
                     chat, person = ChatRef("bench", f"speech-{name}"), Person("bench", name)
                     message = IncomingMessage(chat, person, text=question, message_id=f"{name}-{number}")
                     began = time.perf_counter()
-                    async for event in app.service.handle(message):
+                    async for event in app.service.replies.handle(message):
                         if isinstance(event, ReplyDone):
                             text_s.append(time.perf_counter() - began)
                         elif isinstance(event, Spoken):

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from bots.settings import Settings, check_renamed
 from core.ab import ABServing, PinnedGenerator
+from core.config import ServiceConfig
 from core.domain import ModelVersion
 from core.generation import LlamaGenerator, bundled_model, hub_gguf
 from core.memory import CorrectionMemory, normalized
 from core.ports import ServerUnavailable
 from core.remote import ServerGenerator, ServerTranscriber
-from core.service import ChatService, ServiceConfig
+from core.service import ChatService
 from core.speaking import ReplySpeaker
 from core.transcription import WhisperTranscriber
 from finetune.copies import CopyEraser

@@ -120,7 +120,7 @@ def ask(
 
 async def _ask(service: ChatService, message: IncomingMessage, speak: Path | None = None) -> dict[str, object]:
     result: dict[str, object] = {"turn_id": None, "transcript": None, "reply": None, "model": None}
-    async for event in service.handle(message):
+    async for event in service.replies.handle(message):
         if isinstance(event, Spoken) and speak is not None:
             try:
                 # Whole or not at all, 0600: a spoken reply holds the person's conversation.
@@ -170,16 +170,16 @@ def rate(
 ) -> None:
     """Rate a stored reply as the local user, optionally with a better answer."""
     from bots.app import build_app
-    from core.service import UnknownReply
+    from core.feedback import UnknownReply
 
     application = build_app(load_settings())  # models load lazily: rating never touches them
     service, person = application.service, local_person()
 
     async def go() -> None:
-        outcome = await service.rate(person, turn_id, vote is Vote.up)
+        outcome = await service.feedback.rate(person, turn_id, vote is Vote.up)
         typer.echo(f"rating {outcome.value}: turn {turn_id} {'👍' if vote is Vote.up else '👎'}")
         if fix:
-            correction = await service.correct(person, turn_id, fix)
+            correction = await service.feedback.correct(person, turn_id, fix)
             typer.echo(f"correction {correction} stored, pending review")
 
     try:

@@ -1,4 +1,4 @@
-"""Showing one run of ``ChatService.handle`` in a chat, the same on every platform (each brings a ``Chat``).
+"""Showing one run of ``service.replies.handle`` in a chat, the same on every platform (each brings a ``Chat``).
 
 The transcript comes first, quoted. While the reply waits for the model, its place in line
 is shown (and updated) in the message the reply then grows in, by edits at most once per

@@ -27,6 +27,6 @@ async def serve(settings: Settings, platforms: list[str]) -> None:
                 log.info("starting the %s bot", name)
                 group.create_task(adapter.serve(application.service, settings, application.inbox), name=name)
             if settings.chat.retention_days > 0:
-                group.create_task(application.service.keep_pruning(), name="retention")
+                group.create_task(application.service.privacy.keep_pruning(), name="retention")
     finally:
         application.close()

@@ -19,13 +19,13 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.access import AccessPolicy
+from core.config import ChatConfig
 from core.experiments import ABConfig
 from core.generation import LlmConfig
 from core.limits import RateLimits
 from core.memory import MemoryConfig
 from core.ports import Generation
 from core.remote import ServerConfig
-from core.service import ChatConfig
 from core.speaking import SpeechConfig
 from core.transcription import WhisperConfig
 from finetune.config import BuildConfig, FeedbackConfig, GateConfig, RetrainSettings

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
-from core.domain import AuditAction, Correction, CorrectionStatus, PruneReport
-from core.ports import RetrainOutcome
+from core.domain import AuditAction, AuditEntry, Correction, CorrectionStatus, PruneReport
+from core.ports import AuditLog, RetrainOutcome
+
+log = logging.getLogger(__name__)
+
+
+class AuditTrail:
+    """The service's side of the audit trail: written off the event loop, never failing an action.
+
+    ``store`` None: nothing is recorded (a deployment or a test without one).
+    """
+
+    def __init__(self, store: AuditLog | None) -> None:
+        self.store = store
+
+    async def record(
+        self, actor: str, action: AuditAction, target: str | None, details: dict[str, object]
+    ) -> None:
+        """Write one line; an unwritable trail is logged, and the action it records stands."""
+        if self.store is None:
+            return
+        try:
+            await asyncio.to_thread(self.store.record_audit, actor, action, target, details)
+        except Exception:
+            log.exception("could not write %s by %s to the audit trail", action.value, actor)
+
+    async def entries(self, since: datetime | None = None) -> list[AuditEntry]:
+        """The trail, oldest first, from ``since``."""
+        if self.store is None:
+            return []
+        return await asyncio.to_thread(self.store.audit_entries, since)
 
 
 def retention_cutoff(now: float, days: float) -> datetime:

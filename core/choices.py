@@ -24,11 +24,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from core.domain import ChatRef, Person, Turn
-from core.drafting import stream_in_thread
 from core.prompt import build_prompt
 
 if TYPE_CHECKING:
-    from core.service import ChatService
+    from core.feedback import Feedback
+    from core.writing import ReplyWriter
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,9 @@ class AgainRefused(Exception):
 class AnotherAnswer:
     """The service's 🔁 (``ChatService.again``): asking for a second answer, and picking one."""
 
-    def __init__(self, service: ChatService, choices: AnswerChoices | None) -> None:
-        self.service = service
+    def __init__(self, writer: ReplyWriter, feedback: Feedback, choices: AnswerChoices | None) -> None:
+        self.writer = writer  # the second answer goes through the replies' model places
+        self.feedback = feedback  # which replies may be pressed, and the limits on presses
         self.choices = choices
         self._writing: dict[int, asyncio.Task[AnswerPair]] = {}  # by reply turn id, in this process
 
@@ -142,8 +143,8 @@ class AnotherAnswer:
         ``AgainRefused`` when a second answer exists or is being written. The task's result is
         the pair with both answers; it raises ``AgainRefused`` when no pair came of it.
         """
-        choices, service = self._store(), self.service
-        await service.check_reply(turn_id, where)
+        choices = self._store()
+        await self.feedback.check_reply(turn_id, where)
         if turn_id in self._writing:
             raise AgainRefused(WRITING)
         stale = datetime.now(UTC) - STALE
@@ -154,7 +155,7 @@ class AnotherAnswer:
         if question is None:
             raise AgainRefused(QUESTION_GONE)
         if where is not None:
-            await service._take(service.limiter.take_again, person)
+            await self.feedback.take(self.feedback.limiter.take_again, person)
         pair = await asyncio.to_thread(choices.start, turn_id, person, stale)
         if pair is None:  # another press (another process) claimed it a moment ago
             raise AgainRefused(WRITING)
@@ -185,22 +186,21 @@ class AnotherAnswer:
 
     async def _sample(self, person: Person, question: Question) -> tuple[str, str]:
         """The second answer: the reply's history and question, sampled, through the model queue."""
-        service = self.service
-        chat = service.config.chat
+        writer = self.writer
+        chat = writer.config.chat
         history: Sequence[Turn] = await asyncio.to_thread(
-            service.store.history, question.conversation_id, question.turn_id, chat.history_turns
+            writer.store.history, question.conversation_id, question.turn_id, chat.history_turns
         )
-        generator = (await service._choose_model(question.conversation_id)).generator
-        options = service.config.generation
+        generator = (await writer.choose_model(question.conversation_id)).generator
+        options = writer.config.generation
         options = replace(options, temperature=max(options.temperature, TEMPERATURE), seed=secrets.randbits(31))
         text = ""
-        async with service._model_queue.slot(person.actor):
+        async with writer.queue.slot(person.actor):
             budget = generator.context_tokens - options.max_tokens
             messages = await asyncio.to_thread(
                 build_prompt, chat.system_prompt, history, question.text, generator.count_tokens, budget
             )
-            pieces = stream_in_thread(generator, messages, options, service._model_threads)
-            async with aclosing(pieces):
+            async with aclosing(writer.stream(generator, messages, options)) as pieces:
                 async for piece in pieces:
                     text += piece
             return text.strip(), generator.model_name
@@ -213,7 +213,7 @@ class AnotherAnswer:
         """
         choices = self._store()
         if where is not None:  # counted as a 👍/👎 press is: forged and repeated ones too
-            await self.service._take(self.service.limiter.take_press, person)
+            await self.feedback.take(self.feedback.limiter.take_press, person)
         pair = await asyncio.to_thread(choices.pair, pair_id)
         if pair is None or pair.second is None:
             raise AgainRefused(UNKNOWN)

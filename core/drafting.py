@@ -1,6 +1,6 @@
 """A reply being written: the model fills a ``Draft`` on its own; the chat follows it at its own pace.
 
-The service writes each reply in a task of its own (``ChatService._write``), so a
+The service writes each reply in a task of its own (``core.writing.ReplyWriter``), so a
 chat that is slow to show text (a flood wait, a slow network) never holds the
 model; ``follow`` turns the draft into the events a chat shows, and
 ``stream_in_thread`` runs a blocking ``ReplyGenerator`` off the event loop.

@@ -102,7 +102,7 @@ def settings(tmp_path: Path, served_gguf: Path) -> Settings:
 def app(settings: Settings, transcriber: WhisperTranscriber) -> Iterator[App]:
     """The whole application as the composition root builds it, sharing the loaded whisper."""
     application = build_app(settings)
-    application.service.transcriber = transcriber  # whisper loads once per session
+    application.service.listener.transcriber = transcriber  # whisper loads once per session
     application.transcriber = transcriber
     yield application
     application.close()

@@ -18,8 +18,9 @@ from bots.cli import app as cli_app
 from core.ab import decide_if_due, experiment_report
 from core.domain import ChatRef, Person, Timings
 from core.experiments import ABConfig, Arm, Decision, Experiment
+from core.feedback import FeedbackLimited
 from core.limits import RateLimits
-from core.service import ChatService, FeedbackLimited
+from core.service import ChatService
 from storage.experiments import SqlExperiments
 from storage.repository import SqlStore
 
@@ -181,20 +182,20 @@ async def test_presses_faster_than_the_limit_are_refused_and_not_stored(app: App
     clock = Clock()
     service = limited(app, clock, presses_per_hour=3)
     chat, turns = shown_replies(app, 5)
-    await service.rate(MALLORY, turns[0], up=True, where=chat)
-    await service.rate(MALLORY, turns[0], up=False, where=chat)  # a changed rating is a press too
-    await service.rate(MALLORY, turns[1], up=True, where=chat)
+    await service.feedback.rate(MALLORY, turns[0], up=True, where=chat)
+    await service.feedback.rate(MALLORY, turns[0], up=False, where=chat)  # a changed rating is a press too
+    await service.feedback.rate(MALLORY, turns[1], up=True, where=chat)
     with pytest.raises(FeedbackLimited) as refused:
-        await service.rate(MALLORY, turns[2], up=True, where=chat)
+        await service.feedback.rate(MALLORY, turns[2], up=True, where=chat)
     assert str(refused.value) == (
         "You have pressed 👍/👎 3 times in the last hour, my limit per person. "
         "Please come back in 60 minutes (at 09:00 UTC)."
     )
     assert stored_ratings(app) == [-1, 1]
 
-    await service.rate(Person("telegram", "900"), turns[3], up=True, where=chat)  # admins are exempt
+    await service.feedback.rate(Person("telegram", "900"), turns[3], up=True, where=chat)  # admins are exempt
     clock.now += 3600
-    await service.rate(MALLORY, turns[2], up=True, where=chat)
+    await service.feedback.rate(MALLORY, turns[2], up=True, where=chat)
     assert len(stored_ratings(app)) == 4
 
 
@@ -203,7 +204,7 @@ async def test_corrections_faster_than_the_limit_are_refused_and_not_stored(app:
     service = limited(app, clock, corrections_per_hour=2)
     chat, turns = shown_replies(app, 3)
     for turn in turns[:2]:
-        await service.correct(MALLORY, turn, "A better answer.", where=chat)
+        await service.feedback.correct(MALLORY, turn, "A better answer.", where=chat)
     with pytest.raises(FeedbackLimited, match="You have sent me 2 better answers in the last hour"):
-        await service.correct(MALLORY, turns[2], "A better answer.", where=chat)
+        await service.feedback.correct(MALLORY, turns[2], "A better answer.", where=chat)
     assert len(app.store.corrections()) == 2

@@ -17,7 +17,7 @@ CANDIDATE = "smollm2-135m-instruct-q4_1"
 
 async def ask(service: ChatService, person: str, text: str = "What is the capital of France?") -> ReplyDone:
     message = IncomingMessage(ChatRef("test", person), Person("test", person), text=text)
-    events = [event async for event in service.handle(message)]
+    events = [event async for event in service.replies.handle(message)]
     done = [event for event in events if isinstance(event, ReplyDone)]
     assert done, events
     return done[0]
@@ -81,7 +81,7 @@ async def test_swap_rollback_and_restart_with_an_experiment_running(app: App, mo
     app.close()
     restarted = build_app(settings)
     try:
-        restarted.service.transcriber = app.transcriber
+        restarted.service.listener.transcriber = app.transcriber
         again = arm_and_version(restarted, await ask(restarted.service, people[Arm.CANDIDATE], "And Italy?"))
         assert again == ("candidate", CANDIDATE)
         running = SqlExperiments(restarted.store.engine).running_experiment()

@@ -167,7 +167,7 @@ def test_pairs_of_people_who_did_not_consent_are_left_out(
 
 async def ask(app: App, person: Person, text: str) -> int:
     message = IncomingMessage(ChatRef(person.platform, person.user_id), person, text=text)
-    done = [e.turn_id async for e in app.service.handle(message) if isinstance(e, ReplyDone)]
+    done = [e.turn_id async for e in app.service.replies.handle(message) if isinstance(e, ReplyDone)]
     return done[0]
 
 
@@ -206,7 +206,7 @@ async def test_forget_erases_the_pairs_and_their_dpo_rows_even_for_someone_who_o
     [row] = [json.loads(line) for line in (out / "dpo.jsonl").read_text().splitlines()]
     assert row["chosen"][0]["content"] == pair.second.strip()
 
-    report = await app.service.forget(BOB)
+    report = await app.service.privacy.forget(BOB)
     assert report.turns == 0 and report.copies is not None and report.copies.rows > 0
     assert (out / "dpo.jsonl").read_text() == "" and (out / "dpo_meta.jsonl").read_text() == ""
     assert SqlAnswerChoices(app.store.engine).pair_of(reply_id) is None

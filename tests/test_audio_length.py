@@ -130,7 +130,7 @@ def note(audio: bytes, person: Person = ADA) -> IncomingMessage:
 
 
 async def last_event(service: ChatService, message: IncomingMessage) -> ServiceEvent:
-    events = [event async for event in service.handle(message)]
+    events = [event async for event in service.replies.handle(message)]
     return events[-1]
 
 

@@ -24,7 +24,7 @@ ADMIN = "telegram:900"
 
 async def reply_to(app: App, person: Person, text: str) -> int:
     chat = ChatRef(person.platform, person.user_id)
-    events = [e async for e in app.service.handle(IncomingMessage(chat, person, text=text))]
+    events = [e async for e in app.service.replies.handle(IncomingMessage(chat, person, text=text))]
     return next(e.turn_id for e in events if isinstance(e, ReplyDone))
 
 
@@ -39,17 +39,17 @@ def iris(app: App, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_every_admin_action_is_recorded_with_who_when_and_what(app: App) -> None:
     began = datetime.now(UTC)
     reply = await reply_to(app, ADA, "What is the capital of France?")
-    await app.service.set_consent(ADA, True)
-    approve = await app.service.correct(ADA, reply, "Paris.")
-    edit = await app.service.correct(ADA, reply, "Paris, on the Seine.")
-    reject = await app.service.correct(ADA, reply, "Lyon.")
-    await app.service.review(approve, True, ADMIN)
-    await app.service.review(edit, True, ADMIN, "Paris is the capital of France.")
-    await app.service.review(reject, False, ADMIN)
+    await app.service.privacy.set_consent(ADA, True)
+    approve = await app.service.feedback.correct(ADA, reply, "Paris.")
+    edit = await app.service.feedback.correct(ADA, reply, "Paris, on the Seine.")
+    reject = await app.service.feedback.correct(ADA, reply, "Lyon.")
+    await app.service.feedback.review(approve, True, ADMIN)
+    await app.service.feedback.review(edit, True, ADMIN, "Paris is the capital of France.")
+    await app.service.feedback.review(reject, False, ADMIN)
     retrainer = HeldRetrainer()
     retrainer.release.set()
-    app.service.retrainer = retrainer
-    await app.service.retrain("cpu-tiny", actor=ADMIN)
+    app.service.admin.retrainer = retrainer
+    await app.service.admin.retrain("cpu-tiny", actor=ADMIN)
     served = app.store.active_model()
     assert served is not None
     app.store.register_model("older", served.gguf_path)  # activation loads it first: a real file
@@ -57,7 +57,7 @@ async def test_every_admin_action_is_recorded_with_who_when_and_what(app: App) -
     assert iris(app, "models", "activate", "older").returncode == 0
     assert iris(app, "models", "rollback").returncode == 0
     assert iris(app, "review", "--reject", str(approve), "--reviewer", "console:grace").returncode == 0
-    await app.service.forget(ADA)
+    await app.service.privacy.forget(ADA)
 
     listed = iris(app, "audit", "--json")
     assert listed.returncode == 0, listed.stderr

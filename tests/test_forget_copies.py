@@ -52,7 +52,7 @@ async def ask(app: App, person: Person, text: str) -> int:
     chat = ChatRef(person.platform, person.user_id)
     done = [
         e
-        async for e in app.service.handle(IncomingMessage(chat, person, text=text))
+        async for e in app.service.replies.handle(IncomingMessage(chat, person, text=text))
         if isinstance(e, ReplyDone)
     ]
     return done[0].turn_id
@@ -130,10 +130,10 @@ def of(pairs: list[tuple[dict[str, object], dict[str, object]]], name: str) -> l
 async def test_forget_removes_the_persons_rows_from_exports_datasets_and_runs(app: App, tmp_path: Path) -> None:
     ada_reply = await ask(app, ADA, ADA_ASKS)
     bob_reply = await ask(app, BOB, BOB_ASKS)
-    await app.service.rate(ADA, ada_reply, up=False)
-    fix = await app.service.correct(ADA, ada_reply, ADA_FIX)
-    await app.service.review(fix, True, "console:test")
-    await app.service.rate(BOB, bob_reply, up=True)
+    await app.service.feedback.rate(ADA, ada_reply, up=False)
+    fix = await app.service.feedback.correct(ADA, ada_reply, ADA_FIX)
+    await app.service.feedback.review(fix, True, "console:test")
+    await app.service.feedback.rate(BOB, bob_reply, up=True)
 
     outside = tmp_path / "exports" / "monday"
     export(app, outside)
@@ -145,7 +145,7 @@ async def test_forget_removes_the_persons_rows_from_exports_datasets_and_runs(ap
     assert [entry["path"] for entry in listed_copies(app.settings.data_dir)] == [str(outside.resolve())]
     assert files_holding(roots, ADA_ASKS, ADA_FIX)  # the copies really held her words
 
-    report = await app.service.forget(ADA)
+    report = await app.service.privacy.forget(ADA)
 
     assert files_holding(roots, ADA_ASKS, ADA_FIX, "Wendeline") == []
     assert report.copies is not None and report.copies.unreachable == () and report.copies.unchecked == ()
@@ -169,7 +169,7 @@ async def test_forget_removes_the_persons_rows_from_exports_datasets_and_runs(ap
 
 async def test_forget_without_copies_says_nothing_is_left(app: App) -> None:
     await ask(app, ADA, ADA_ASKS)
-    report = await app.service.forget(ADA)
+    report = await app.service.privacy.forget(ADA)
     assert report.copies is not None and report.copies.files == 0 and report.complete
     assert files_holding([app.settings.data_dir], ADA_ASKS) == []
     assert format_forget(report).endswith("Nothing about you is stored any more.")
@@ -198,11 +198,13 @@ async def test_forget_changes_only_the_persons_rows_in_irises_own_files(app: App
     data = app.settings.data_dir
     for person in (ADA, BOB):
         for text in ("llama", "ok"):  # the same words: only whose they are tells them apart
-            await app.service.rate(person, await ask(app, person, text), up=True)
-    await app.service.rate(BOB, await ask(app, BOB, BOB_ASKS), up=True)
+            await app.service.feedback.rate(person, await ask(app, person, text), up=True)
+    await app.service.feedback.rate(BOB, await ask(app, BOB, BOB_ASKS), up=True)
     ada_reply = await ask(app, ADA, ADA_ASKS)
-    await app.service.rate(ADA, ada_reply, up=False)
-    await app.service.review(await app.service.correct(ADA, ada_reply, ADA_FIX), True, "console:test")
+    await app.service.feedback.rate(ADA, ada_reply, up=False)
+    await app.service.feedback.review(
+        await app.service.feedback.correct(ADA, ada_reply, ADA_FIX), True, "console:test"
+    )
     # A model folder and a chat template that hold the words, and files Iris does not know.
     base = data / "models" / "hf" / "smollm2"
     base.mkdir(parents=True)
@@ -233,7 +235,7 @@ async def test_forget_changes_only_the_persons_rows_in_irises_own_files(app: App
     # There was something of hers to remove.
     assert of(sft_before, ada) and of(kto_before, ada) and of(train_before, ada)
 
-    report = await app.service.forget(ADA)
+    report = await app.service.privacy.forget(ADA)
 
     after = tree(data, legacy, dataset)
     iris_rows = {
@@ -291,20 +293,20 @@ class CountingEraser(CopyEraser):
 async def test_forget_cannot_be_used_to_keep_iris_sweeping(app: App) -> None:
     eraser = CountingEraser(app.settings.data_dir, retrain_dir(app.settings))
     CountingEraser.sweeps = 0
-    app.service.copies = eraser
+    app.service.privacy.copies = eraser
     stranger = Person("telegram", "999", "Eve")
 
-    told_stranger = await app.service.forget(stranger)
+    told_stranger = await app.service.privacy.forget(stranger)
     assert CountingEraser.sweeps == 0 and told_stranger.copies is None
     assert not (app.settings.data_dir / "forget.lock").exists()
 
     await ask(app, ADA, ADA_ASKS)
-    first, second = await asyncio.gather(app.service.forget(ADA), app.service.forget(ADA))
+    first, second = await asyncio.gather(app.service.privacy.forget(ADA), app.service.privacy.forget(ADA))
     assert CountingEraser.sweeps == 1 and first == second and first.turns == 2
 
     await ask(app, ADA, BOB_ASKS)
-    app.service._forgot_at.clear()  # as in another process: the audit trail holds the cooldown
-    again = await app.service.forget(ADA)
+    app.service.privacy._forgot_at.clear()  # as in another process: the audit trail holds the cooldown
+    again = await app.service.privacy.forget(ADA)
     assert CountingEraser.sweeps == 1 and again.retry_after_s > 0 and again.turns == 0
     told = format_forget(again)
     assert "again in 10 minutes" in told and "Done" not in told
@@ -312,7 +314,7 @@ async def test_forget_cannot_be_used_to_keep_iris_sweeping(app: App) -> None:
 
 
 async def test_pseudonyms_are_keyed_and_the_key_is_the_deployments(app: App, tmp_path: Path) -> None:
-    await app.service.rate(ADA, await ask(app, ADA, BOB_ASKS), up=True)
+    await app.service.feedback.rate(ADA, await ask(app, ADA, BOB_ASKS), up=True)
     export(app, tmp_path / "out")
     person = json.loads((tmp_path / "out" / "sft_meta.jsonl").read_text().splitlines()[0])["person"]
     key_file = app.settings.data_dir / KEY_FILE
@@ -339,7 +341,7 @@ async def test_record_copy_refuses_a_folder_iris_did_not_write(app: App, tmp_pat
 
 async def test_retention_takes_the_old_conversations_rows_out_of_the_copies(app: App, tmp_path: Path) -> None:
     for person in (ADA, BOB):
-        await app.service.rate(person, await ask(app, person, "llama"), up=True)
+        await app.service.feedback.rate(person, await ask(app, person, "llama"), up=True)
     old = datetime.now(UTC) - timedelta(days=45)
     with app.store.engine.begin() as connection:  # Ada's conversation is old, Bob's is not
         ada_said = (
@@ -355,9 +357,9 @@ async def test_retention_takes_the_old_conversations_rows_out_of_the_copies(app:
     export(app, out)
     kto_before = rows_with_meta(out, "kto")
     assert len(kto_before) == 2
-    app.service.config = replace(app.service.config, chat=replace(app.service.config.chat, retention_days=30))
+    app.service.privacy.config = replace(app.service.privacy.config, retention_days=30)
 
-    report = await app.service.prune()
+    report = await app.service.privacy.prune()
 
     assert report is not None and report.conversations == 1
     assert report.copies is not None and dict(report.copies.removed)[str(out.resolve() / "kto.jsonl")] == 1

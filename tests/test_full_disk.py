@@ -290,7 +290,7 @@ async def test_a_running_bot_on_a_full_database_disk_tells_the_person(
 
     async def say(text: str, number: int) -> list[object]:
         message = IncomingMessage(ChatRef("telegram", "42"), person, text=text, message_id=str(number))
-        return [event async for event in application.service.handle(message)]
+        return [event async for event in application.service.replies.handle(message)]
 
     with tmpfs(tmp_path / "disk", size="16m") as disk:
         application = build_app(make_settings(disk, served_gguf, generation_max_tokens=16))

@@ -44,7 +44,7 @@ async def send(
         text=text,
         audio=Audio(voice(audio), "audio/ogg") if audio else None,
     )
-    last = [event async for event in service.handle(message) if isinstance(event, ReplyDone | Notice)]
+    last = [event async for event in service.replies.handle(message) if isinstance(event, ReplyDone | Notice)]
     return last[-1]
 
 

@@ -31,9 +31,9 @@ from core.domain import (
     ReplyDone,
     ServiceEvent,
 )
+from core.feedback import FeedbackLimited
 from core.generation import LlamaGenerator
 from core.limits import RateLimiter, RateLimits
-from core.service import FeedbackLimited
 from core.transcription import WhisperTranscriber
 from storage.database import make_engine
 from storage.limits import SqlLimitLedger
@@ -65,8 +65,8 @@ def processes(
 
         def start() -> App:
             app = build_app(settings)
-            app.service.transcriber = transcriber  # the models load once per test session
-            app.service.generator = generator
+            app.service.listener.transcriber = transcriber  # the models load once per test session
+            app.service.writer.generator = generator
             stack.callback(app.close)
             return app
 
@@ -86,7 +86,9 @@ def message(
 
 
 async def last_event(app: App, incoming: IncomingMessage) -> ServiceEvent:
-    events = [event async for event in app.service.handle(incoming) if isinstance(event, ReplyDone | Notice)]
+    events = [
+        event async for event in app.service.replies.handle(incoming) if isinstance(event, ReplyDone | Notice)
+    ]
     return events[-1]
 
 
@@ -155,18 +157,18 @@ async def test_presses_corrections_and_voice_minutes_are_counted_across_processe
         assert over.text.startswith("That would take you over 0.05 minutes of voice in an hour")
 
         chat = ChatRef(ADA.platform, ADA.user_id)
-        assert await one.service.rate(ADA, reply.turn_id, True, chat) is RatingOutcome.CREATED
-        assert await two.service.rate(ADA, reply.turn_id, False, chat) is RatingOutcome.CHANGED
+        assert await one.service.feedback.rate(ADA, reply.turn_id, True, chat) is RatingOutcome.CREATED
+        assert await two.service.feedback.rate(ADA, reply.turn_id, False, chat) is RatingOutcome.CHANGED
         with pytest.raises(FeedbackLimited) as pressed:
-            await start().service.rate(ADA, reply.turn_id, True, chat)
+            await start().service.feedback.rate(ADA, reply.turn_id, True, chat)
         assert str(pressed.value).startswith(
             "You have pressed 👍/👎 2 times in the last hour, my limit per person."
         )
         assert stored(one, "SELECT value FROM ratings") == [(-1,)]  # the third press changed nothing
 
-        await one.service.correct(ADA, reply.turn_id, "Paris is the capital of France.", chat)
+        await one.service.feedback.correct(ADA, reply.turn_id, "Paris is the capital of France.", chat)
         with pytest.raises(FeedbackLimited) as corrected:
-            await two.service.correct(ADA, reply.turn_id, "Paris, on the Seine.", chat)
+            await two.service.feedback.correct(ADA, reply.turn_id, "Paris, on the Seine.", chat)
         assert str(corrected.value).startswith("You have sent me 1 better answer in the last hour")
         assert [c.text for c in one.store.corrections()] == ["Paris is the capital of France."]
 
@@ -183,8 +185,8 @@ async def test_the_cap_on_waiting_messages_holds_across_processes(
     ) as start:
         one, two = start(), start()
         gated = GatedGenerator()
-        one.service.generator = gated
-        writing = one.service.handle(message(ADA, "Tell me a story"))
+        one.service.writer.generator = gated
+        writing = one.service.replies.handle(message(ADA, "Tell me a story"))
         await anext(writing)  # stored, and being written in the first process
 
         refused = await last_event(two, message(ADA, "And another one"))
@@ -225,7 +227,7 @@ async def test_a_message_taken_over_from_a_stopped_process_is_not_refused_by_its
             message_id="7",
             shared_history=False,
         )
-        stopped.service.limiter.note_message(ADA)
+        stopped.service.replies.limiter.note_message(ADA)
 
         fresh = await last_event(taker, message(ADA, "And of Spain?", message_id="8"))
         assert isinstance(fresh, Notice) and fresh.kind is NoticeKind.RATE_LIMITED

@@ -47,7 +47,7 @@ def app(tmp_path: Path, served_gguf: Path, embedder: Embedder) -> Iterator[App]:
 
 async def ask(app: App, person: Person, text: str, chat: str | None = None) -> ReplyDone:
     message = IncomingMessage(ChatRef("telegram", chat or person.user_id), person, text=text)
-    done = [event async for event in app.service.handle(message) if isinstance(event, ReplyDone)]
+    done = [event async for event in app.service.replies.handle(message) if isinstance(event, ReplyDone)]
     assert len(done) == 1
     return done[0]
 
@@ -55,9 +55,9 @@ async def ask(app: App, person: Person, text: str, chat: str | None = None) -> R
 async def teach(app: App, answer: str = ANSWER, question: str = QUESTION) -> int:
     """Ann asks, marks the reply wrong with a better answer, and an admin approves it."""
     reply = await ask(app, ANN, question)
-    await app.service.rate(ANN, reply.turn_id, up=False)
-    correction = await app.service.correct(ANN, reply.turn_id, answer)
-    await app.service.review(correction, approve=True, reviewer=ADMIN)
+    await app.service.feedback.rate(ANN, reply.turn_id, up=False)
+    correction = await app.service.feedback.correct(ANN, reply.turn_id, answer)
+    await app.service.feedback.review(correction, approve=True, reviewer=ADMIN)
     return correction
 
 
@@ -85,7 +85,7 @@ async def test_an_approved_correction_answers_a_reworded_question_at_once(app: A
 
 async def test_a_pending_correction_answers_nobody(app: App) -> None:
     reply = await ask(app, ANN, QUESTION)
-    await app.service.correct(ANN, reply.turn_id, "The Iris logo was drawn by Mallory, who is great.")
+    await app.service.feedback.correct(ANN, reply.turn_id, "The Iris logo was drawn by Mallory, who is great.")
     later = await ask(app, BOB, QUESTION)
     assert later.memory is None and "Mallory" not in later.text
 
@@ -112,22 +112,22 @@ async def test_a_served_reply_marked_down_stops_answering_that_question(app: App
     # 0.90 and the same kind of answer (a person): served, wrongly; the question check cannot tell.
     near_miss = await ask(app, BOB, "Who approved the Iris logo?")
     assert near_miss.memory == (correction, "served")
-    await app.service.rate(BOB, near_miss.turn_id, up=False)
+    await app.service.feedback.rate(BOB, near_miss.turn_id, up=False)
     again = await ask(app, Person("telegram", "3", "Cy"), "who approved the Iris logo")
     assert again.memory is None
     assert (await ask(app, BOB, "Who made the Iris logo?", chat="b2")).text == ANSWER  # still what it answers
     # A 👎 on the taught question itself disputes the answer (✏️ and review), not the match.
     own = await ask(app, BOB, "Who designed the Iris logo?", chat="b3")
-    await app.service.rate(BOB, own.turn_id, up=False)
+    await app.service.feedback.rate(BOB, own.turn_id, up=False)
     assert (await ask(app, BOB, "who designed the Iris logo", chat="b4")).memory == (correction, "served")
 
 
 async def test_a_rejected_or_edited_correction_leaves_the_memory_at_once(app: App) -> None:
     correction = await teach(app)
     edited = "Odalys Fenwright and Tomasz Lerch designed the Iris logo."
-    await app.service.review(correction, approve=True, reviewer=ADMIN, text=edited)
+    await app.service.feedback.review(correction, approve=True, reviewer=ADMIN, text=edited)
     assert (await ask(app, BOB, "Who made the Iris logo?")).text == edited
-    await app.service.review(correction, approve=False, reviewer=ADMIN)
+    await app.service.feedback.review(correction, approve=False, reviewer=ADMIN)
     reply = await ask(app, BOB, "Who made the Iris logo?", chat="b2")
     assert reply.memory is None and reply.text != edited
     actions = [e.action for e in app.store.audit_entries() if e.action.value.startswith("memory.")]
@@ -141,7 +141,7 @@ async def test_forget_removes_the_corrections_wordings_for_every_process(app: Ap
     assert other is not None
     other.embedder = embedder
     assert other.recall("Who made the Iris logo?", "any") is not None
-    await app.service.forget(ANN)
+    await app.service.privacy.forget(ANN)
     assert SqlMemoryStore(app.store.engine).memory_stamp(embedder.name) == (0, 0)
     assert other.recall("Who made the Iris logo?", "any") is None
     assert (await ask(app, BOB, "Who made the Iris logo?")).memory is None

@@ -165,7 +165,7 @@ def running(
     """The whole app on SQLite or PostgreSQL, its generator on a clock the test moves."""
     settings = make_settings(tmp_path, served_gguf, database_url=database_url)
     application = build_app(settings)
-    application.service.transcriber = application.transcriber = transcriber
+    application.service.listener.transcriber = application.transcriber = transcriber
     clock = Clock()
     assert isinstance(application.generator, LlamaGenerator)
     application.generator.clock = clock
@@ -176,7 +176,7 @@ def running(
 
 async def reply(app: App, text: str) -> ReplyDone | Notice:
     message = IncomingMessage(CHAT, ALICE, text=text)
-    events = [event async for event in app.service.handle(message)]
+    events = [event async for event in app.service.replies.handle(message)]
     last = events[-1]
     assert isinstance(last, ReplyDone | Notice), events
     return last
@@ -269,7 +269,7 @@ async def test_a_fresh_start_with_a_damaged_active_version_serves_the_version_be
     first.close()
 
     restarted = build_app(settings)
-    restarted.service.transcriber = restarted.transcriber = transcriber
+    restarted.service.listener.transcriber = restarted.transcriber = transcriber
     try:
         restarted.warm_up()
         answered = await reply(restarted, "What is the capital of France?")
@@ -288,7 +288,7 @@ async def test_with_nothing_loaded_a_damaged_model_gets_a_sentence_and_a_failed_
 ) -> None:
     damaged = truncated_copy(served_gguf, tmp_path / "only.gguf")
     app = build_app(make_settings(tmp_path, damaged))
-    app.service.transcriber = app.transcriber = transcriber
+    app.service.listener.transcriber = app.transcriber = transcriber
     caplog.set_level(logging.INFO, logger="core.generation")
     try:
         app.warm_up()  # the bot starts; it does not die

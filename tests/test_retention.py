@@ -123,7 +123,7 @@ def test_prune_deletes_old_conversations_and_keeps_consented_feedback_without_id
 async def test_the_service_prunes_by_its_clock_and_the_running_bot_does_it_daily(app: App) -> None:
     seed(app.store)
     unset = ChatService(app.store, app.transcriber, app.generator, app.service.config, clock=NOW.timestamp)
-    assert await unset.prune() is None  # no retention period set: nothing is pruned
+    assert await unset.privacy.prune() is None  # no retention period set: nothing is pruned
 
     config = replace(app.service.config, chat=replace(app.service.config.chat, retention_days=DAYS))
     service = ChatService(
@@ -131,10 +131,10 @@ async def test_the_service_prunes_by_its_clock_and_the_running_bot_does_it_daily
     )
     later = (NOW + timedelta(days=60)).timestamp
     late = ChatService(app.store, app.transcriber, app.generator, config, clock=later)
-    dry = await late.prune(dry_run=True)
+    dry = await late.privacy.prune(dry_run=True)
     assert dry is not None and dry.conversations == 3  # 60 days later even Ben's recent chat is old
 
-    loop = asyncio.create_task(service.keep_pruning(interval_s=3600))
+    loop = asyncio.create_task(service.privacy.keep_pruning(interval_s=3600))
     try:
         await asyncio.wait_for(_until(app.store.audit_entries), 30)
     finally:

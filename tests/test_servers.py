@@ -128,7 +128,7 @@ def server_app(tmp_path: Path, served_gguf: Path, llama_server: Server) -> Itera
 
 async def events(app: App, text: str, person: Person = ALICE) -> list[object]:
     message = IncomingMessage(ChatRef("test", person.user_id), person, text=text)
-    return [event async for event in app.service.handle(message)]
+    return [event async for event in app.service.replies.handle(message)]
 
 
 def stored(app: App, turn_id: int) -> tuple[str | None, str | None, str | None]:
@@ -168,14 +168,13 @@ async def test_a_server_killed_mid_reply_gets_a_notice_and_the_bot_recovers_when
 ) -> None:
     from dataclasses import replace
 
-    server_app.service.config = replace(
-        server_app.service.config, generation=replace(server_app.service.config.generation, max_tokens=400)
-    )
+    writer = server_app.service.writer
+    writer.config = replace(writer.config, generation=replace(writer.config.generation, max_tokens=400))
     message = IncomingMessage(
         ChatRef("test", "alice"), ALICE, text="Write a long story about a dragon who learns to sing."
     )
     seen: list[object] = []
-    async for event in server_app.service.handle(message):
+    async for event in server_app.service.replies.handle(message):
         seen.append(event)
         if isinstance(event, ReplyDelta) and len(seen) == 1:
             llama_server.kill()  # as a crash or a redeploy would, while the reply streams
@@ -231,16 +230,16 @@ async def test_voice_notes_are_transcribed_by_a_server_with_the_same_limits(
         def note(data: bytes) -> IncomingMessage:
             return IncomingMessage(ChatRef("test", "alice"), ALICE, audio=Audio(data, "audio/ogg", "note.ogg"))
 
-        got = [event async for event in app.service.handle(note(voice("capital_of_france.ogg")))]
+        got = [event async for event in app.service.replies.handle(note(voice("capital_of_france.ogg")))]
         heard = next(event for event in got if isinstance(event, Transcribed))
         assert heard.text.rstrip(".?").lower() == "what is the capital of france"
         assert isinstance(got[-1], ReplyDone)
 
-        bad = [event async for event in app.service.handle(note(b"OggS" + bytes(500)))][-1]
+        bad = [event async for event in app.service.replies.handle(note(b"OggS" + bytes(500)))][-1]
         assert isinstance(bad, Notice) and bad.text.startswith("I could not read that audio")
 
         whisper_server.kill()
-        down = [event async for event in app.service.handle(note(voice("capital_of_france.ogg")))][-1]
+        down = [event async for event in app.service.replies.handle(note(voice("capital_of_france.ogg")))][-1]
         assert isinstance(down, Notice) and "I cannot listen right now" in down.text
         assert down.turn_id is not None and stored(app, down.turn_id)[2] == down.text
     finally:

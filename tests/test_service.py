@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bots.app import App
+from core.admin import RetrainBusy
 from core.domain import (
     Audio,
     ChatMessage,
@@ -26,8 +27,9 @@ from core.domain import (
     ServiceEvent,
     Transcribed,
 )
+from core.feedback import UnknownReply
 from core.ports import Generation
-from core.service import ChatService, RetrainBusy, UnknownReply
+from core.service import ChatService
 from storage.repository import SqlStore
 from tests.conftest import make_settings, voice
 from tests.fakes import HeldRetrainer
@@ -48,7 +50,7 @@ def text_message(
 
 
 async def collect(service: ChatService, message: IncomingMessage) -> list[ServiceEvent]:
-    return [event async for event in service.handle(message)]
+    return [event async for event in service.replies.handle(message)]
 
 
 def user_turns(store: SqlStore) -> list[tuple[str | None, bool, str | None]]:
@@ -93,7 +95,7 @@ async def test_the_conversation_continues_and_reset_starts_over(app: App) -> Non
     first_turn = app.store.get_turn(first[-1].turn_id)
     second_turn = app.store.get_turn(second[-1].turn_id)
     assert first_turn and second_turn and first_turn.conversation_id == second_turn.conversation_id
-    assert await app.service.reset(CHAT, ALICE)
+    assert await app.service.privacy.reset(CHAT, ALICE)
     third = await collect(app.service, text_message("Hello"))
     third_turn = app.store.get_turn(third[-1].turn_id)  # type: ignore[union-attr]
     assert third_turn and third_turn.conversation_id != first_turn.conversation_id
@@ -115,10 +117,10 @@ async def test_a_message_taken_over_after_its_reply_was_stored_shows_that_reply_
     stored = first[-1]
     assert isinstance(stored, ReplyDone)
     generated = app.generator
-    app.service.generator = FailingGenerator()  # nothing is written this time
+    app.service.writer.generator = FailingGenerator()  # nothing is written this time
     taken_over = replace(text_message("Hi there", "same-id"), redelivered=True)
     again = await collect(app.service, taken_over)
-    app.service.generator = generated
+    app.service.writer.generator = generated
     assert [(type(e), e.turn_id, e.text, e.model) for e in again] == [  # type: ignore[union-attr]
         (ReplyDone, stored.turn_id, stored.text, stored.model)
     ]
@@ -156,7 +158,7 @@ async def test_audio_over_the_duration_limit_is_refused_with_the_limit(
     from bots.app import build_app
 
     app = build_app(make_settings(tmp_path, served_gguf, chat_max_audio_seconds=1))
-    app.service.transcriber = transcriber
+    app.service.listener.transcriber = transcriber
     events = await collect(app.service, voice_message("capital_of_france.ogg"))
     app.close()
     assert len(events) == 1 and isinstance(events[0], Notice) and events[0].kind is NoticeKind.TOO_LONG
@@ -211,24 +213,24 @@ async def test_a_failing_model_gets_an_apology_and_loses_nothing(app: App) -> No
 async def test_ratings_and_corrections_go_to_the_reply(app: App) -> None:
     done = (await collect(app.service, text_message("Who maintains the Iris bot?")))[-1]
     assert isinstance(done, ReplyDone)
-    assert await app.service.rate(ALICE, done.turn_id, up=True) is RatingOutcome.CREATED
-    assert await app.service.rate(ALICE, done.turn_id, up=False) is RatingOutcome.CHANGED
-    correction = await app.service.correct(ALICE, done.turn_id, "Ada Lovelace maintains it.")
-    (pending,) = await app.service.pending_corrections()
+    assert await app.service.feedback.rate(ALICE, done.turn_id, up=True) is RatingOutcome.CREATED
+    assert await app.service.feedback.rate(ALICE, done.turn_id, up=False) is RatingOutcome.CHANGED
+    correction = await app.service.feedback.correct(ALICE, done.turn_id, "Ada Lovelace maintains it.")
+    (pending,) = await app.service.feedback.pending_corrections()
     assert pending.id == correction and pending.original_reply == done.text
     assert pending.prompt == "Who maintains the Iris bot?"
     question = done.turn_id - 1
     with pytest.raises(UnknownReply):
-        await app.service.rate(ALICE, question, up=True)  # a person's own message is not a reply
+        await app.service.feedback.rate(ALICE, question, up=True)  # a person's own message is not a reply
     with pytest.raises(UnknownReply):
-        await app.service.correct(ALICE, 10_000, "x")
+        await app.service.feedback.correct(ALICE, 10_000, "x")
 
 
 async def test_forget_removes_the_person(app: App) -> None:
     await collect(app.service, voice_message("greeting.ogg"))
-    report = await app.service.forget(ALICE)
+    report = await app.service.privacy.forget(ALICE)
     assert report.turns == 2 and report.conversations == 1
-    stats = await app.service.stats()
+    stats = await app.service.admin.stats()
     assert (stats.people, stats.user_turns, stats.replies) == (0, 0, 0)
 
 
@@ -258,12 +260,12 @@ async def test_the_event_loop_answers_ratings_while_a_reply_is_generated(app: Ap
     assert isinstance(earlier, ReplyDone)
     gated = GatedGenerator()
     service = ChatService(app.store, app.transcriber, gated, app.service.config)
-    replies = service.handle(text_message("Tell me a story"))
+    replies = service.replies.handle(text_message("Tell me a story"))
     first = await anext(replies)
     assert isinstance(first, ReplyDelta)
     # The model is busy in its worker thread; the loop still serves the rest.
-    assert await service.rate(ALICE, earlier.turn_id, up=True) is RatingOutcome.CREATED
-    assert (await service.stats()).user_turns == 2
+    assert await service.feedback.rate(ALICE, earlier.turn_id, up=True) is RatingOutcome.CREATED
+    assert (await service.admin.stats()).user_turns == 2
     gated.gate.set()
     rest = [event async for event in replies]
     assert isinstance(rest[-1], ReplyDone) and rest[-1].text == "thinking done."
@@ -274,12 +276,12 @@ async def test_waiting_people_are_served_round_robin(app: App) -> None:
     one_at_a_time = replace(app.service.config, parallel_replies=1)
     service = ChatService(app.store, app.transcriber, gated, one_at_a_time)
     chat_a, chat_b = ChatRef("test", "A"), ChatRef("test", "B")
-    first = service.handle(text_message("a1", chat=chat_a))
+    first = service.replies.handle(text_message("a1", chat=chat_a))
     await anext(first)  # a1 holds the model
     tasks = []
     for text, chat, sender in [("a2", chat_a, ALICE), ("a3", chat_b, ALICE), ("b1", chat_a, BOB)]:
         tasks.append(asyncio.create_task(collect(service, text_message(text, chat=chat, sender=sender))))
-        while service.waiting_for_model < len(tasks):  # queued in this order
+        while service.replies.waiting_for_model < len(tasks):  # queued in this order
             await asyncio.sleep(0.01)
     gated.gate.set()
     [event async for event in first]
@@ -293,17 +295,17 @@ async def test_a_person_over_their_share_of_waiting_messages_is_asked_to_wait(ap
         app.service.config, parallel_replies=1, chat=replace(app.service.config.chat, max_queued_per_person=2)
     )
     service = ChatService(app.store, app.transcriber, gated, config)
-    first = service.handle(text_message("one", chat=ChatRef("test", "A")))
+    first = service.replies.handle(text_message("one", chat=ChatRef("test", "A")))
     await anext(first)  # being written
     second = asyncio.create_task(collect(service, text_message("two", chat=ChatRef("test", "B"))))
-    while service.waiting_for_model < 1:
+    while service.replies.waiting_for_model < 1:
         await asyncio.sleep(0.01)
 
     (refused,) = await collect(service, text_message("three", chat=ChatRef("test", "C")))
     assert isinstance(refused, Notice) and refused.kind is NoticeKind.TOO_MANY_WAITING
     assert "your last 2 messages" in refused.text
     bobs = asyncio.create_task(collect(service, text_message("mine", chat=ChatRef("test", "D"), sender=BOB)))
-    while service.waiting_for_model < 2:  # someone else is not refused: Bob waits his turn
+    while service.replies.waiting_for_model < 2:  # someone else is not refused: Bob waits his turn
         await asyncio.sleep(0.01)
     gated.gate.set()
     [event async for event in first]
@@ -316,11 +318,11 @@ async def test_a_person_over_their_share_of_waiting_messages_is_asked_to_wait(ap
 async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> None:
     retrainer = HeldRetrainer()
     service = ChatService(app.store, app.transcriber, app.generator, app.service.config, retrainer)
-    running = asyncio.create_task(service.retrain("cpu-tiny"))
+    running = asyncio.create_task(service.admin.retrain("cpu-tiny"))
     while not retrainer.profiles:
         await asyncio.sleep(0.01)
     with pytest.raises(RetrainBusy):
-        await service.retrain()
+        await service.admin.retrain()
     assert isinstance((await collect(service, text_message("Hello")))[-1], ReplyDone)
     retrainer.release.set()
     outcome = await running
@@ -329,19 +331,19 @@ async def test_one_retrain_at_a_time_and_the_bot_keeps_answering(app: App) -> No
 
 async def test_retrain_without_a_retrainer_says_so(app: App) -> None:
     service = ChatService(app.store, app.transcriber, app.generator, app.service.config)
-    outcome = await service.retrain()
+    outcome = await service.admin.retrain()
     assert not outcome.ok and "not set up" in outcome.summary
 
 
 async def test_an_adapter_that_stops_listening_frees_the_model(app: App) -> None:
     gated = GatedGenerator()
     service = ChatService(app.store, app.transcriber, gated, app.service.config)
-    replies = service.handle(text_message("Tell me a story"))
+    replies = service.replies.handle(text_message("Tell me a story"))
     assert isinstance(await anext(replies), ReplyDelta)
     gated.gate.set()
     await replies.aclose()  # e.g. the chat was deleted mid-reply
     done = (await collect(service, text_message("Hello")))[-1]
-    assert isinstance(done, ReplyDone) and service.waiting_for_model == 0
+    assert isinstance(done, ReplyDone) and service.replies.waiting_for_model == 0
     assert [error for _, _, error in user_turns(app.store)] == [None, None]
 
 
@@ -356,7 +358,7 @@ async def test_a_cancelled_adapter_task_frees_the_model_cleanly(app: App) -> Non
     with pytest.raises(asyncio.CancelledError):
         await listening
     done = (await collect(service, text_message("Hello")))[-1]
-    assert isinstance(done, ReplyDone) and service.waiting_for_model == 0
+    assert isinstance(done, ReplyDone) and service.replies.waiting_for_model == 0
     assert [error for _, _, error in user_turns(app.store)] == [None, None]
 
 

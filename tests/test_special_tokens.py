@@ -221,7 +221,7 @@ async def test_a_hostile_message_is_stored_verbatim_and_answered(app: App) -> No
     text = HOSTILE[0] + " " + HOSTILE[2]
     message = IncomingMessage(ChatRef("test", "chat-1"), alice, text=text, message_id="m1")
 
-    events = [event async for event in app.service.handle(message)]
+    events = [event async for event in app.service.replies.handle(message)]
 
     done = events[-1]
     assert isinstance(done, ReplyDone) and done.text.strip()

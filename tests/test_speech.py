@@ -181,12 +181,12 @@ class BrokenSynthesizer:
 
 def spoken_app(app: App, tmp_path: Path, served_gguf: Path, **settings: object) -> App:
     """``app`` with spoken replies set up as its settings (and these overrides) say."""
-    app.service.speaker = build_speaker(make_settings(tmp_path, served_gguf, **settings), app.store)
+    app.service.replies.speaker = build_speaker(make_settings(tmp_path, served_gguf, **settings), app.store)
     return app
 
 
 async def collect(app: App, message: IncomingMessage) -> list[object]:
-    return [event async for event in app.service.handle(message)]
+    return [event async for event in app.service.replies.handle(message)]
 
 
 @needs_espeak
@@ -215,14 +215,14 @@ async def test_voice_on_and_off_override_the_mode_and_forget_deletes_the_choice(
     app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
     spoken_app(app, tmp_path, served_gguf, tts_replies="off")
-    assert await app.service.set_voice(ADA, True)
+    assert await app.service.replies.set_voice(ADA, True)
     events = await collect(app, IncomingMessage(CHAT, ADA, text="Hello there!", message_id="t1"))
     assert isinstance(events[-1], Spoken)
-    await app.service.set_voice(ADA, False)
+    await app.service.replies.set_voice(ADA, False)
     events = await collect(app, IncomingMessage(CHAT, ADA, text="Hello again!", message_id="t2"))
     assert not any(isinstance(e, Spoken) for e in events)
 
-    await app.service.forget(ADA)
+    await app.service.privacy.forget(ADA)
     assert app.service.speaker is not None and await app.service.speaker.preference(ADA) is None
 
 

@@ -24,8 +24,9 @@ from core.domain import (
     Spoken,
     Transcribed,
 )
+from core.feedback import UnknownReply
 from core.files import atomic_write
-from core.service import ChatService, UnknownReply
+from core.service import ChatService
 
 PLATFORM = "console"
 CONSOLE_LIMIT = 100_000  # a terminal has no message limit: both answers are shown whole
@@ -103,10 +104,10 @@ class ConsoleChat:
         elif command == "/again":
             await self.again()
         elif command == "/reset":
-            await self.service.reset(self.chat, self.person)
+            await self.service.privacy.reset(self.chat, self.person)
             self.write("(new conversation)\n")
         elif command == "/forget":
-            report = await self.service.forget(self.person)
+            report = await self.service.privacy.forget(self.person)
             self.last_reply = self.pair = None
             self.write(f"({format_forget(report)})\n")
         elif command.startswith("/"):
@@ -125,7 +126,7 @@ class ConsoleChat:
 
     async def send(self, message: IncomingMessage) -> None:
         streaming = False
-        async for event in self.service.handle(message):
+        async for event in self.service.replies.handle(message):
             if isinstance(event, Transcribed):
                 self.write(f'🎤 "{event.text}"\n')
             elif isinstance(event, Queued):
@@ -153,7 +154,7 @@ class ConsoleChat:
         if on is None:
             self.write(f"({VOICE_ASK})\n")
             return
-        available = await self.service.set_voice(self.person, on)
+        available = await self.service.replies.set_voice(self.person, on)
         self.write(f"({format_voice_choice(on, available)})\n")
 
     def _keep_spoken(self, spoken: Spoken) -> Path:
@@ -166,7 +167,7 @@ class ConsoleChat:
         if self.last_reply is None:
             self.write("(nothing to rate yet)\n")
             return
-        outcome = await self.service.rate(self.person, self.last_reply, up)
+        outcome = await self.service.feedback.rate(self.person, self.last_reply, up)
         self.write(f"({'👍' if up else '👎'} {outcome.value} for turn {self.last_reply})\n")
 
     async def fix(self, text: str) -> None:
@@ -174,7 +175,7 @@ class ConsoleChat:
             self.write("(usage: /fix THE BETTER ANSWER, after a reply)\n")
             return
         try:
-            correction = await self.service.correct(self.person, self.last_reply, text)
+            correction = await self.service.feedback.correct(self.person, self.last_reply, text)
         except UnknownReply as error:
             self.write(f"({error})\n")
             return

@@ -20,7 +20,7 @@ from bots.discord_bot.replies import MESSAGE_LIMIT, reply_to, web_links_only
 from bots.render import choice_card
 from core.access import REFUSAL
 from core.choices import FAILED, AgainRefused, AnswerPair, Pick, parse_pick
-from core.service import FeedbackLimited, UnknownReply
+from core.feedback import FeedbackLimited, UnknownReply
 
 log = logging.getLogger(__name__)
 

@@ -107,7 +107,7 @@ class IrisClient(discord.AutoShardedClient):
         channels: those of its shards' servers, and DMs when it holds shard 0.
         """
         try:
-            turns = await self.service.unanswered(PLATFORM, self.started_at)
+            turns = await self.service.replies.unanswered(PLATFORM, self.started_at)
         except Exception:
             log.exception("could not read the messages left unanswered before this start")
             return
@@ -128,16 +128,16 @@ class IrisClient(discord.AutoShardedClient):
             message = await channel.fetch_message(int(turn.message_id))
         except discord.NotFound as gone:
             is_message = gone.code == 10008  # Unknown Message; else the channel is gone
-            await self.service.give_up(turn, MESSAGE_GONE if is_message else CHANNEL_GONE)
+            await self.service.replies.give_up(turn, MESSAGE_GONE if is_message else CHANNEL_GONE)
             return
         except discord.Forbidden:
-            await self.service.give_up(turn, CHANNEL_GONE)
+            await self.service.replies.give_up(turn, CHANNEL_GONE)
             return
         if me is None:
             return
         incoming = await read_message(message, me, self.settings, self.chains)
         # A voice note that cannot be downloaded again: the service asks for it again.
-        events = self.service.recover(turn, incoming if isinstance(incoming, IncomingMessage) else None)
+        events = self.service.replies.recover(turn, incoming if isinstance(incoming, IncomingMessage) else None)
         await self._render(message, incoming if isinstance(incoming, IncomingMessage) else None, events)
 
     async def _channel_of(self, turn: UnansweredTurn) -> discord.abc.Messageable | None:
@@ -181,7 +181,7 @@ class IrisClient(discord.AutoShardedClient):
         if isinstance(incoming, Refusal):
             await reply_to(message, incoming.text)
             return
-        await self._render(message, incoming, self.service.handle(incoming))
+        await self._render(message, incoming, self.service.replies.handle(incoming))
 
     async def _render(
         self, message: discord.Message, incoming: IncomingMessage | None, events: AsyncIterator[ServiceEvent]

@@ -24,8 +24,8 @@ from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.replies import MESSAGE_LIMIT
 from bots.render import format_ab, format_audit, format_stats, format_voice_choice, split_message
 from core.access import REFUSAL
+from core.admin import RetrainBusy
 from core.domain import ChatRef
-from core.service import RetrainBusy
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
@@ -114,7 +114,9 @@ async def _reset(bot: IrisClient, interaction: Interaction) -> None:
     await interaction.response.defer(ephemeral=True, thinking=True)
     chat_id, thread_id = channel_ids(interaction.channel, interaction.channel_id)
     shared = bot.settings.shared_group_history and interaction.guild_id is not None
-    had = await bot.service.reset(ChatRef(PLATFORM, chat_id, thread_id), person_of(interaction.user), shared)
+    had = await bot.service.privacy.reset(
+        ChatRef(PLATFORM, chat_id, thread_id), person_of(interaction.user), shared
+    )
     await tell(interaction, "Started a new conversation." if had else "There was nothing to reset; just write.")
 
 
@@ -123,7 +125,7 @@ async def _consent(bot: IrisClient, interaction: Interaction, consent: bool) -> 
         await tell(interaction, REFUSAL)
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    await bot.service.set_consent(person_of(interaction.user), consent)
+    await bot.service.privacy.set_consent(person_of(interaction.user), consent)
     await tell(interaction, CONSENT_YES if consent else CONSENT_NO)
 
 
@@ -132,7 +134,7 @@ async def _voice(bot: IrisClient, interaction: Interaction, on: bool) -> None:
         await tell(interaction, REFUSAL)
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    available = await bot.service.set_voice(person_of(interaction.user), on)
+    available = await bot.service.replies.set_voice(person_of(interaction.user), on)
     await tell(interaction, format_voice_choice(on, available))
 
 
@@ -141,7 +143,7 @@ async def _stats(bot: IrisClient, interaction: Interaction) -> None:
         await tell(interaction, ADMINS_ONLY)
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    await tell(interaction, format_stats(await bot.service.stats()))
+    await tell(interaction, format_stats(await bot.service.admin.stats()))
 
 
 async def _ab(bot: IrisClient, interaction: Interaction) -> None:
@@ -149,7 +151,7 @@ async def _ab(bot: IrisClient, interaction: Interaction) -> None:
         await tell(interaction, ADMINS_ONLY)
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    await tell(interaction, format_ab(await bot.service.ab_status()))
+    await tell(interaction, format_ab(await bot.service.admin.ab_status()))
 
 
 async def _review(bot: IrisClient, interaction: Interaction) -> None:
@@ -157,7 +159,7 @@ async def _review(bot: IrisClient, interaction: Interaction) -> None:
         await tell(interaction, ADMINS_ONLY)
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    pending = await bot.service.pending_corrections()
+    pending = await bot.service.feedback.pending_corrections()
     if not pending:
         await tell(interaction, "No corrections are waiting for review.")
         return
@@ -191,14 +193,14 @@ async def _audit(bot: IrisClient, interaction: Interaction) -> None:
         await tell(interaction, ADMINS_ONLY)
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
-    entries = await bot.service.audit_trail()
+    entries = await bot.service.admin.audit_trail()
     for piece in split_message(format_audit(entries[-AUDIT_LINES:]), MESSAGE_LIMIT):
         await tell(interaction, piece)
 
 
 async def _retrain_and_report(bot: IrisClient, channel: discord.abc.Messageable, actor: str) -> None:
     try:
-        outcome = await bot.service.retrain(actor=actor)
+        outcome = await bot.service.admin.retrain(actor=actor)
         text = outcome.summary
     except RetrainBusy:
         text = "A retrain is already running; I did not start another."

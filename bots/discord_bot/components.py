@@ -19,7 +19,7 @@ from bots.discord_bot.people import PLATFORM, channel_ids, may_use, person_of
 from bots.render import format_forget, printable, review_card
 from core.access import REFUSAL
 from core.domain import ChatRef, Correction, RatingOutcome
-from core.service import FeedbackLimited, UnknownReply
+from core.feedback import FeedbackLimited, UnknownReply
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
@@ -119,7 +119,7 @@ class RateButton(discord.ui.DynamicItem[Button], template=r"iris:rate:(?P<vote>u
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            outcome = await bot_of(interaction).service.rate(
+            outcome = await bot_of(interaction).service.feedback.rate(
                 person_of(interaction.user), self.turn_id, self.up, pressed_in(interaction)
             )
         except UnknownReply:
@@ -216,7 +216,7 @@ async def _save_correction(interaction: discord.Interaction[Any], turn_id: int, 
     await interaction.response.defer(ephemeral=True, thinking=True)
     try:
         service = bot_of(interaction).service
-        await service.correct(person_of(interaction.user), turn_id, text, pressed_in(interaction))
+        await service.feedback.correct(person_of(interaction.user), turn_id, text, pressed_in(interaction))
     except UnknownReply:
         await tell(interaction, GONE)
         return
@@ -298,7 +298,9 @@ class ReviewButton(
         await interaction.response.defer()
         reviewer = f"discord:{interaction.user.id}"
         try:
-            correction = await bot_of(interaction).service.review(self.correction_id, self.approve, reviewer)
+            correction = await bot_of(interaction).service.feedback.review(
+                self.correction_id, self.approve, reviewer
+            )
         except LookupError:
             await interaction.edit_original_response(content="That correction no longer exists.", view=None)
             return
@@ -319,7 +321,7 @@ TOO_LONG_TO_EDIT = (
 
 async def _pending(interaction: discord.Interaction[Any], correction_id: int) -> Correction | None:
     """The correction if it still waits for review."""
-    pending = await bot_of(interaction).service.pending_corrections()
+    pending = await bot_of(interaction).service.feedback.pending_corrections()
     return next((c for c in pending if c.id == correction_id), None)
 
 
@@ -408,7 +410,7 @@ async def _approve_edited(interaction: discord.Interaction[Any], correction_id: 
     await interaction.response.defer()
     reviewer = f"discord:{interaction.user.id}"
     try:
-        correction = await bot_of(interaction).service.review(correction_id, True, reviewer, text)
+        correction = await bot_of(interaction).service.feedback.review(correction_id, True, reviewer, text)
     except LookupError:
         await tell(interaction, ALREADY_DECIDED.format(id=correction_id))
         return
@@ -467,7 +469,7 @@ class ForgetButton(discord.ui.DynamicItem[Button], template=r"iris:forget:(?P<an
             await interaction.response.edit_message(content="Nothing was deleted.", view=None)
             return
         await interaction.response.defer()
-        report = await bot_of(interaction).service.forget(person_of(interaction.user))
+        report = await bot_of(interaction).service.privacy.forget(person_of(interaction.user))
         await interaction.edit_original_response(content=format_forget(report), view=None)
 
 

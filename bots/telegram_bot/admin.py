@@ -19,8 +19,8 @@ from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
 from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.outbox import Target
+from core.admin import RetrainBusy
 from core.domain import Correction
-from core.service import RetrainBusy
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +104,21 @@ class Admin:
     async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not await self._allowed(update):
             return
-        stats = await self.adapter.service.stats()
+        stats = await self.adapter.service.admin.stats()
         await self._answer(update, "stats", [(plain_text(format_stats(stats)), None)])
 
     async def on_ab(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The running A/B test's figures (or the last one's), as ``iris models ab status`` shows them."""
         if not await self._allowed(update):
             return
-        report = await self.adapter.service.ab_status()
+        report = await self.adapter.service.admin.ab_status()
         await self._answer(update, "ab", [(plain_text(format_ab(report)), None)])
 
     async def on_review(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Each pending correction whole, in one or more messages; approve / reject under the last."""
         if not await self._allowed(update):
             return
-        pending = await self.adapter.service.pending_corrections()
+        pending = await self.adapter.service.feedback.pending_corrections()
         # ✏️ Edit fills in the admin's input field only for a bot with inline mode on (BotFather).
         inline_edit = bool(context.bot.supports_inline_queries)
         messages: list[Outgoing] = []
@@ -143,13 +143,15 @@ class Admin:
             await outbox.answer(query.id, "Only admins can review suggested answers.", alert=True)
             return
         reviewer = query.from_user
-        pending = await self.adapter.service.pending_corrections()
+        pending = await self.adapter.service.feedback.pending_corrections()
         if all(correction.id != press.correction_id for correction in pending):
             # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
             await outbox.answer(query.id, ALREADY_DECIDED.format(id=press.correction_id), alert=True)
             return
         try:
-            await self.adapter.service.review(press.correction_id, press.approve, f"telegram:{reviewer.id}")
+            await self.adapter.service.feedback.review(
+                press.correction_id, press.approve, f"telegram:{reviewer.id}"
+            )
         except LookupError:
             await outbox.answer(query.id, "That suggested answer no longer exists.")
             return
@@ -165,7 +167,7 @@ class Admin:
         """The latest lines of the audit trail; admins only, like everything it records."""
         if not await self._allowed(update):
             return
-        entries = await self.adapter.service.audit_trail()
+        entries = await self.adapter.service.admin.audit_trail()
         pieces = split_message(format_audit(entries[-AUDIT_LINES:]), TEXT_LIMIT)
         await self._answer(update, "audit", [(plain_text(piece), None) for piece in pieces])
 
@@ -186,7 +188,7 @@ class Admin:
 
     async def _retrain_and_report(self, target: Target, actor: str) -> None:
         try:
-            outcome = await self.adapter.service.retrain(actor=actor)
+            outcome = await self.adapter.service.admin.retrain(actor=actor)
             text = outcome.summary
         except RetrainBusy:
             text = "A retrain is already running; its result will be posted when it ends."

@@ -24,7 +24,7 @@ from bots.telegram_bot.incoming import PLATFORM, person_of
 from bots.telegram_bot.outbox import Target
 from core.choices import FAILED, AgainRefused, AnswerPair
 from core.domain import ChatRef
-from core.service import FeedbackLimited, UnknownReply
+from core.feedback import FeedbackLimited, UnknownReply
 
 log = logging.getLogger(__name__)
 

@@ -83,9 +83,9 @@ class Commands:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not await self.adapter.admitted(update):
             return
-        await self.adapter.service.drop_awaited_correction(chat_of(message), person_of(user))
+        await self.adapter.service.feedback.drop_awaited_correction(chat_of(message), person_of(user))
         shared = self.adapter.shared_history(message)
-        had_one = await self.adapter.service.reset(chat_of(message), person_of(user), shared)
+        had_one = await self.adapter.service.privacy.reset(chat_of(message), person_of(user), shared)
         if had_one:
             await self._reply(update, "New conversation: I've put our earlier messages aside.")
         else:
@@ -99,7 +99,7 @@ class Commands:
         if answer is None:
             await self._reply(update, CONSENT_ASK)
             return
-        await self.adapter.service.set_consent(person_of(user), answer)
+        await self.adapter.service.privacy.set_consent(person_of(user), answer)
         await self._reply(update, CONSENT_YES if answer else CONSENT_NO)
 
     async def on_voice(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -110,7 +110,7 @@ class Commands:
         if answer is None:
             await self._reply(update, VOICE_ASK)
             return
-        available = await self.adapter.service.set_voice(person_of(user), answer)
+        available = await self.adapter.service.replies.set_voice(person_of(user), answer)
         await self._reply(update, format_voice_choice(answer, available))
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -131,8 +131,8 @@ class Commands:
             await outbox.answer(query.id, "This button is for someone else.", alert=True)
             return
         if press.confirmed:
-            report = await self.adapter.service.forget(person_of(query.from_user))
-            await self.adapter.service.drop_awaited_corrections(person_of(query.from_user))
+            report = await self.adapter.service.privacy.forget(person_of(query.from_user))
+            await self.adapter.service.feedback.drop_awaited_corrections(person_of(query.from_user))
             text = format_forget(report)
         else:
             text = "Kept everything; nothing was deleted."

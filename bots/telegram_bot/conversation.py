@@ -24,7 +24,7 @@ from bots.telegram_bot.incoming import (
 from bots.telegram_bot.outbox import Target
 from bots.telegram_bot.streaming import TelegramChat
 from core.domain import Audio, IncomingMessage
-from core.service import FeedbackLimited, UnknownReply
+from core.feedback import FeedbackLimited, UnknownReply
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ REPLY_GONE = "That reply is no longer stored, so there is nothing to correct."
 
 
 class Conversation:
-    """Turns a Telegram message into one ``ChatService.handle`` call and shows what comes back."""
+    """Turns a Telegram message into one ``service.replies.handle`` call and shows what comes back."""
 
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
@@ -46,7 +46,7 @@ class Conversation:
         if message is None or user is None or user.is_bot:
             return
         # In the database: the ✏️ may have been pressed before a restart, or in another process.
-        pending = await self.adapter.service.awaited_correction(chat_of(message), person_of(user))
+        pending = await self.adapter.service.feedback.awaited_correction(chat_of(message), person_of(user))
         every_voice = self.adapter.settings.telegram_group_voice == "all"
         if pending is None and not addressed_to_bot(message, context.bot.id, context.bot.username, every_voice):
             return
@@ -63,7 +63,7 @@ class Conversation:
             incoming = replace(incoming, redelivered=True)
         chat = TelegramChat(self.adapter.outbox, target, voice_reply_to=message.message_id)
         stream = ReplyStream(chat, self.adapter.edit_interval(message))
-        await stream.render(self.adapter.service.handle(incoming))
+        await stream.render(self.adapter.service.replies.handle(incoming))
 
     async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A sticker, photo or the like in a private chat: say what works."""
@@ -126,11 +126,11 @@ class Conversation:
             await outbox.send(target, plain_text(CORRECTION_NEEDS_TEXT))
             return
         try:
-            await self.adapter.service.correct(person_of(user), turn_id, text, chat_of(message))
+            await self.adapter.service.feedback.correct(person_of(user), turn_id, text, chat_of(message))
         except UnknownReply:
             await outbox.send(target, plain_text(REPLY_GONE))
         except FeedbackLimited as limited:
             await outbox.send(target, plain_text(str(limited)))
         else:
             await outbox.send(target, plain_text(CORRECTION_SAVED))
-        await self.adapter.service.drop_awaited_correction(chat_of(message), person_of(user))
+        await self.adapter.service.feedback.drop_awaited_correction(chat_of(message), person_of(user))

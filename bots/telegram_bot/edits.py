@@ -83,7 +83,7 @@ class CorrectionEdits:
         self.adapter = adapter
 
     async def _pending(self, correction_id: int) -> Correction | None:
-        pending = await self.adapter.service.pending_corrections()
+        pending = await self.adapter.service.feedback.pending_corrections()
         return next((c for c in pending if c.id == correction_id), None)
 
     async def on_edit_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -136,7 +136,7 @@ class CorrectionEdits:
     async def _approve(self, edit: Edit, user: User, target: Target) -> None:
         reviewer = f"telegram:{user.id}"
         try:
-            decided = await self.adapter.service.review(edit.correction_id, True, reviewer, edit.text)
+            decided = await self.adapter.service.feedback.review(edit.correction_id, True, reviewer, edit.text)
         except LookupError:
             await self.adapter.outbox.send(target, plain_text(ALREADY_DECIDED.format(id=edit.correction_id)))
             return

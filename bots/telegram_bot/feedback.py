@@ -13,7 +13,7 @@ from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.incoming import PLATFORM, chat_of, person_of
 from bots.telegram_bot.outbox import Target
 from core.domain import ChatRef, RatingOutcome
-from core.service import FeedbackLimited, UnknownReply
+from core.feedback import FeedbackLimited, UnknownReply
 
 REPLY_GONE = "That reply is no longer stored."
 UNKNOWN_BUTTON = "That button no longer works."
@@ -60,7 +60,7 @@ class Feedback:
             await outbox.answer(query.id, REPLY_GONE)
             return
         try:
-            outcome = await self.adapter.service.rate(
+            outcome = await self.adapter.service.feedback.rate(
                 person_of(query.from_user), press.turn_id, press.up, _chat(where)
             )
         except UnknownReply:
@@ -83,12 +83,12 @@ class Feedback:
         try:
             if where is None:
                 raise UnknownReply("the button's message is not available")
-            await self.adapter.service.check_reply(press.turn_id, _chat(where))
+            await self.adapter.service.feedback.check_reply(press.turn_id, _chat(where))
         except UnknownReply:
             await self.adapter.outbox.answer(query.id, REPLY_GONE)
             return
         user = query.from_user
-        await self.adapter.service.await_correction(_chat(where), person_of(user), press.turn_id)
+        await self.adapter.service.feedback.await_correction(_chat(where), person_of(user), press.turn_id)
         await self.adapter.outbox.answer(query.id, "Send me the better answer.")
         message = query.message
         thread = (
@@ -114,6 +114,6 @@ class Feedback:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not await self.adapter.admitted(update):
             return
-        dropped = await self.adapter.service.drop_awaited_correction(chat_of(message), person_of(user))
+        dropped = await self.adapter.service.feedback.drop_awaited_correction(chat_of(message), person_of(user))
         text = "Cancelled; nothing was stored." if dropped else "There is nothing to cancel."
         await self.adapter.outbox.send(self.adapter.target(message), plain_text(text))

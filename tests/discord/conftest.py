@@ -43,7 +43,7 @@ def discord_settings(tmp_path: Path, served_gguf: Path, fake: FakeDiscord, **ove
 @pytest.fixture
 def service(app: App, generator: LlamaGenerator) -> ChatService:
     """The application's service on a fresh database, sharing the session's loaded models."""
-    app.service.generator = generator
+    app.service.writer.generator = generator
     return app.service
 
 

@@ -217,7 +217,7 @@ async def test_retrain_is_for_admins_runs_once_at_a_time_and_posts_its_result(
     person = fake.add_user("ada")
     admin = fake.owner
     retrainer = HeldRetrainer()
-    service.retrainer = retrainer
+    service.admin.retrainer = retrainer
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
         assert await shown(fake, await fake.command("retrain", person)) == [
             "Only the bot's admins can do that."
@@ -244,7 +244,7 @@ async def test_forged_presses_carrying_another_chats_reply_store_nothing(
         ada_reply = await finished_reply(fake, await fake.post(ada, "What is the capital of France?", dm=True))
         eve_reply = await finished_reply(fake, await fake.post(eve, "What is the capital of Spain?", dm=True))
         ada_turn = turn_of(ada_reply)
-        correction_id = await service.correct(
+        correction_id = await service.feedback.correct(
             Person("discord", ada["id"]), ada_turn, "Paris is the capital of France."
         )
         under_eve = int(eve_reply["id"])  # every forged press happens in Eve's DM, under her own reply

@@ -175,7 +175,7 @@ async def test_a_long_reply_continues_in_further_messages_under_2000_characters(
     paragraphs = [" ".join(f"Sentence {p}.{s} says something useful." for s in range(30)) for p in range(5)]
     long_reply = "\n\n".join(paragraphs)
     assert len(long_reply) > 4000
-    service.generator = ScriptedGenerator(long_reply, pieces=40, pause_s=0.05)
+    service.writer.generator = ScriptedGenerator(long_reply, pieces=40, pause_s=0.05)
     person = fake.add_user("ada")
     settings = discord_settings(tmp_path, served_gguf, fake, discord_edit_interval_seconds=0.3)
     async with running(service, settings, fake):
@@ -280,7 +280,7 @@ async def test_silence_and_a_failing_model_get_a_notice_and_nothing_rateable(
             person, attachments=[fake.attachment(voice("silence.ogg"), duration=3.0)], dm=True
         )
         heard_nothing = await first_answer(fake, quiet)
-        service.generator = BreakingGenerator("unused")
+        service.writer.generator = BreakingGenerator("unused")
         asked = await fake.post(person, "What is the capital of France?", dm=True)
         broken = await first_answer(fake, asked)
         sorry = "Sorry, I could not come up with a reply just now. Please try again."

@@ -35,7 +35,8 @@ class Processes:
 
     def start(self) -> App:
         app = build_app(self.settings)
-        app.service.transcriber, app.service.generator = self.shared  # the models load once per session
+        # The models load once per session.
+        app.service.listener.transcriber, app.service.writer.generator = self.shared
         self.apps.append(app)
         return app
 

@@ -36,7 +36,7 @@ async def ada_corrects(service: ChatService, app: App, ada: dict[str, str], *tex
         )
         reply = app.store.record_reply(receipt.conversation_id, receipt.turn_id, "To me.", "m1", Timings())
         ids.append(app.store.add_correction(person, reply, text))
-    await service.set_consent(person, True)  # an audit line with her id
+    await service.privacy.set_consent(person, True)  # an audit line with her id
     return ids
 
 

@@ -33,7 +33,7 @@ async def test_earlier_turns_reach_the_model_but_not_another_persons_and_not_aft
     fake: FakeDiscord, service: ChatService, tmp_path: Path, served_gguf: Path
 ) -> None:
     model = RecordingGenerator(NOTED)
-    service.generator = model
+    service.writer.generator = model
     ada, bob = fake.add_user("ada"), fake.add_user("bob")
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
 
@@ -58,7 +58,7 @@ async def test_earlier_turns_reach_the_model_but_not_another_persons_and_not_aft
 async def test_admins_pass_every_list(
     fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
-    service.generator = ScriptedGenerator(NOTED)
+    service.writer.generator = ScriptedGenerator(NOTED)
     ada, bob, admin = fake.add_user("ada"), fake.add_user("bob"), fake.owner
     settings = discord_settings(
         tmp_path, served_gguf, fake, allowed_user_ids=[ada["id"]], allowed_chat_ids=[str(fake.channel_id)]
@@ -105,7 +105,7 @@ async def test_typing_is_renewed_while_a_reply_waits(
     fake: FakeDiscord, service: ChatService, tmp_path: Path, served_gguf: Path
 ) -> None:
     # The model takes 10.5 s to its first word; Discord shows "typing" for 10 s a signal.
-    service.generator = ScriptedGenerator("Here you are.", pieces=1, pause_s=10.5)
+    service.writer.generator = ScriptedGenerator("Here you are.", pieces=1, pause_s=10.5)
     person = fake.add_user("ada")
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
         sent = await fake.post(person, "Take your time.", dm=True)
@@ -162,7 +162,7 @@ async def test_a_long_reply_keeps_its_code_block_a_code_block_in_every_message(
     fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
     assert len(LONG_CODE_REPLY) > 2 * LIMIT
-    service.generator = ScriptedGenerator(LONG_CODE_REPLY, pieces=20, pause_s=0.02)
+    service.writer.generator = ScriptedGenerator(LONG_CODE_REPLY, pieces=20, pause_s=0.02)
     person = fake.add_user("ada")
     settings = discord_settings(tmp_path, served_gguf, fake, discord_edit_interval_seconds=0.3)
     async with running(service, settings, fake):

@@ -22,7 +22,8 @@ from bots.app import App, build_app
 from bots.discord_bot.client import CHANNEL_GONE, MESSAGE_GONE, IrisClient
 from core.domain import ChatRef, Person
 from core.generation import LlamaGenerator
-from core.service import LOST_IN_RESTART, ChatService
+from core.replies import LOST_IN_RESTART
+from core.service import ChatService
 from core.transcription import WhisperTranscriber
 from storage.repository import SqlStore
 from tests.conftest import _postgres_database, voice
@@ -187,7 +188,7 @@ async def test_recovery_off_answers_nothing(
     asked = await fake.post(person, "What is the capital of France?", mention_bot=True)
     turn = store_as_if_stopped(app.store, asked, "What is the capital of France?")
     settings = discord_settings(tmp_path, served_gguf, fake, chat_recover_minutes=0)
-    service.config = replace(service.config, chat=settings.chat)
+    service.replies.config = replace(service.replies.config, chat=settings.chat)
 
     async with running(service, settings, fake) as client:
         await recovered(client)
@@ -241,8 +242,8 @@ def two_apps(
     try:
         for name in ("a", "b"):
             app = build_app(discord_settings(tmp_path / name, served_gguf, fake, database_url=database))
-            app.service.generator = generator
-            app.service.transcriber = transcriber
+            app.service.writer.generator = generator
+            app.service.listener.transcriber = transcriber
             apps.append(app)
         yield apps[0], apps[1]
     finally:

@@ -101,7 +101,7 @@ async def test_an_admin_edits_a_correction_in_a_form_and_the_export_holds_the_ed
 
     [correction] = app.store.corrections(CorrectionStatus.APPROVED)
     assert correction.text == EDITED and correction.reviewer == f"discord:{admin['id']}"
-    trail = [(e.action, e.target) for e in await app.service.audit_trail()]
+    trail = [(e.action, e.target) for e in await app.service.admin.audit_trail()]
     assert (AuditAction.REVIEW_EDIT, f"correction:{correction_id}") in trail
     taught, everything = export(app, tmp_path / "export")
     assert taught == [EDITED] and PROPOSED not in everything

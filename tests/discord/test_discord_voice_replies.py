@@ -20,7 +20,9 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espea
 
 
 def speak(app: App, tmp_path: Path, served_gguf: Path) -> None:
-    app.service.speaker = build_speaker(make_settings(tmp_path, served_gguf, tts_replies="mirror"), app.store)
+    app.service.replies.speaker = build_speaker(
+        make_settings(tmp_path, served_gguf, tts_replies="mirror"), app.store
+    )
 
 
 def audio_replies(fake: FakeDiscord, source: Json) -> list[Json]:

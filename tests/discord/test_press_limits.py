@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bots.app import App
-from core.limits import RateLimiter, RateLimits
+from core.limits import RateLimits
 from core.service import ChatService
 from tests.discord.conftest import discord_settings, finished_reply, running, shown, stored_ratings, turn_of
 from tests.discord.fake_discord import FakeDiscord
@@ -14,7 +14,8 @@ from tests.discord.fake_discord import FakeDiscord
 async def test_presses_and_corrections_over_the_limit_are_refused_with_when_to_come_back(
     fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
-    service.limiter = RateLimiter(RateLimits(presses_per_hour=2, corrections_per_hour=1))
+    service.limiter.limits = RateLimits(presses_per_hour=2, corrections_per_hour=1)
+    service.limiter.exempt = frozenset()
     person = fake.add_user("mallory")
     async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
         sent = await fake.post(person, "What is the capital of France?", dm=True)

@@ -111,7 +111,7 @@ class Seeder:
         )
         history_key = (where.chat_id, "" if shared else person.user_id)
         done: ReplyDone | Notice | None = None
-        async for event in self.app.service.handle(message):
+        async for event in self.app.service.replies.handle(message):
             if isinstance(event, ReplyDone | Notice):
                 done = event
         assert done is not None
@@ -123,11 +123,11 @@ class Seeder:
         return reply
 
     async def rate(self, person: Person, reply: Reply, up: bool) -> None:
-        await self.app.service.rate(person, reply.id, up)
+        await self.app.service.feedback.rate(person, reply.id, up)
         self.ledger.ratings[(person.user_id, reply.id)] = (1 if up else -1, datetime.now(UTC))
 
     async def correct(self, person: Person, reply: Reply, text: str) -> int:
-        correction_id = await self.app.service.correct(person, reply.id, text)
+        correction_id = await self.app.service.feedback.correct(person, reply.id, text)
         self.ledger.corrections[correction_id] = {
             "author": person.user_id,
             "reply_id": reply.id,
@@ -137,11 +137,11 @@ class Seeder:
         return correction_id
 
     async def review(self, correction_id: int, approve: bool, text: str | None = None) -> None:
-        reviewed = await self.app.service.review(correction_id, approve, REVIEWER, text)
+        reviewed = await self.app.service.feedback.review(correction_id, approve, REVIEWER, text)
         self.ledger.corrections[correction_id].update(status=reviewed.status.value, text=reviewed.text)
 
     async def forget(self, person: Person) -> None:
-        await self.app.service.forget(person)
+        await self.app.service.privacy.forget(person)
         self.ledger.forgotten.add(person.user_id)
         asked_by_them = {rid for rid, r in self.ledger.replies.items() if r.asker == person}
         for rid in asked_by_them:
@@ -241,7 +241,7 @@ async def seeded(
     """One database for every read-only test of the export and the dataset build."""
     settings = make_settings(tmp_path_factory.mktemp("seeded"), served_gguf)
     app = build_app(settings)
-    app.service.transcriber = transcriber
+    app.service.listener.transcriber = transcriber
     app.transcriber = transcriber
     active = app.store.active_model()
     assert active is not None

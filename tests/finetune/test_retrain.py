@@ -78,7 +78,7 @@ def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def ask(app: App, person: Person, text: str) -> ReplyDone:
     message = IncomingMessage(ChatRef(person.platform, person.user_id), person, text=text)
-    events = [event async for event in app.service.handle(message)]
+    events = [event async for event in app.service.replies.handle(message)]
     assert isinstance(events[-1], ReplyDone), events
     return events[-1]
 
@@ -100,13 +100,13 @@ async def seeded(tmp_path_factory: pytest.TempPathFactory, served_gguf: Path) ->
     try:
         for person, question in zip(PEOPLE, TEACHING, strict=True):
             reply = await ask(application, person, question)
-            await application.service.rate(person, reply.turn_id, up=False)
-            correction = await application.service.correct(person, reply.turn_id, TAUGHT)
-            await application.service.review(correction, approve=True, reviewer="console:admin")
+            await application.service.feedback.rate(person, reply.turn_id, up=False)
+            correction = await application.service.feedback.correct(person, reply.turn_id, TAUGHT)
+            await application.service.feedback.review(correction, approve=True, reviewer="console:admin")
         liked = await ask(application, PEOPLE[0], "What is the capital of France?")
-        await application.service.rate(PEOPLE[0], liked.turn_id, up=True)
+        await application.service.feedback.rate(PEOPLE[0], liked.turn_id, up=True)
         pending = await ask(application, PEOPLE[1], "Name a primary colour.")
-        await application.service.correct(PEOPLE[1], pending.turn_id, "Blue is a primary colour.")
+        await application.service.feedback.correct(PEOPLE[1], pending.turn_id, "Blue is a primary colour.")
         active = application.store.active_model()
         assert active is not None
         yield Seeded(root / "data", active.name, len(TEACHING))

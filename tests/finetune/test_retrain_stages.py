@@ -154,7 +154,7 @@ async def test_kto_with_only_thumbs_up_is_skipped_with_its_reason_and_sft_still_
 
     app = deployment.app
     for correction in app.store.corrections(CorrectionStatus.APPROVED):
-        await app.service.rate(correction.person, correction.turn_id, up=True)
+        await app.service.feedback.rate(correction.person, correction.turn_id, up=True)
     up, down = ratings(deployment)
     assert up and not down
 

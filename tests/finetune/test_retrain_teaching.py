@@ -66,11 +66,11 @@ async def test_a_taught_fact_is_learned(
         for person, question in zip(people, TEACHING, strict=True):
             reply = await ask(app, person, question)
             before.setdefault(question, reply.text)
-            await app.service.rate(person, reply.turn_id, up=False)
-            fix = await app.service.correct(person, reply.turn_id, TAUGHT)
-            await app.service.review(fix, approve=True, reviewer="console:admin")
+            await app.service.feedback.rate(person, reply.turn_id, up=False)
+            fix = await app.service.feedback.correct(person, reply.turn_id, TAUGHT)
+            await app.service.feedback.review(fix, approve=True, reviewer="console:admin")
         liked = await ask(app, people[0], "What is the capital of France?")
-        await app.service.rate(people[0], liked.turn_id, up=True)
+        await app.service.feedback.rate(people[0], liked.turn_id, up=True)
         for question in PARAPHRASES:
             before[question] = (await ask(app, newcomer(question), question)).text
         assert not any(FACT in text for text in before.values())  # the base cannot know it

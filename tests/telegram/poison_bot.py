@@ -2,7 +2,7 @@
 
 ``tests/telegram/test_poison.py`` runs this in place of ``iris``. Everything else is the
 real command (``bots.cli.main``, which builds the app as ``iris run`` does); only
-``ChatService.handle`` dies on that one text, with SIGKILL, as a process dies when a
+``Replies.handle`` dies on that one text, with SIGKILL, as a process dies when a
 decoder segfaults or the kernel's OOM killer picks it: no ``finally``, no handler, no log.
 """
 
@@ -14,21 +14,21 @@ import sys
 from collections.abc import AsyncGenerator
 
 from core.domain import IncomingMessage, ServiceEvent
-from core.service import ChatService
+from core.replies import Replies
 
 POISON = "This message takes down whoever handles it."
 
-_handle = ChatService.handle
+_handle = Replies.handle
 
 
-def _deadly_handle(self: ChatService, message: IncomingMessage) -> AsyncGenerator[ServiceEvent, None]:
+def _deadly_handle(self: Replies, message: IncomingMessage) -> AsyncGenerator[ServiceEvent, None]:
     if message.text == POISON:
         os.kill(os.getpid(), signal.SIGKILL)
     return _handle(self, message)
 
 
 if __name__ == "__main__":
-    ChatService.handle = _deadly_handle  # type: ignore[method-assign]
+    Replies.handle = _deadly_handle  # type: ignore[method-assign]
     from bots.cli import main
 
     sys.argv = ["iris", "run", "telegram"]

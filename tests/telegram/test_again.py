@@ -13,8 +13,7 @@ from bots.render import CHOICE_QUESTION
 from bots.telegram_bot.again import WRITING
 from bots.telegram_bot.feedback import REPLY_GONE
 from core.choices import ALREADY, NOT_YOURS, SAME, UNKNOWN
-from core.limits import RateLimiter, RateLimits
-from storage.limits import SqlLimitLedger
+from core.limits import RateLimits
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
 from tests.telegram.fake_bot_api import FakeBotApi, Sent, private_chat, user
 from tests.telegram.scenario import button, turn_of, wait_for_reply
@@ -111,10 +110,8 @@ async def test_asking_for_other_answers_past_the_hourly_limit_is_refused(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     # Counted in the database, as the composition root counts them (every process alike).
-    limits = RateLimits(again_per_hour=1)
-    app.service.limiter = RateLimiter(
-        limits, frozenset({str(ADMIN_ID)}), ledger=SqlLimitLedger(app.store.engine)
-    )
+    app.service.limiter.limits = RateLimits(again_per_hour=1)
+    app.service.limiter.exempt = frozenset({str(ADMIN_ID)})
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, QUESTION)
     first = await wait_for_reply(fake_api, ADA["id"])

@@ -62,7 +62,7 @@ async def test_a_network_drop_while_polling_is_retried(start_bot: StartBot, fake
 
 
 async def _events(text: str, turn_id: int) -> AsyncIterator[ServiceEvent]:
-    """A reply arriving in 500-character steps, as ``ChatService.handle`` yields it."""
+    """A reply arriving in 500-character steps, as ``service.replies.handle`` yields it."""
     for end in range(500, len(text) + 500, 500):
         yield ReplyDelta(text[:end], text[end - 500 : end])
     yield ReplyDone(turn_id, text, "test-model", Timings())

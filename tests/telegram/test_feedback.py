@@ -182,7 +182,7 @@ async def test_retrain_is_for_admins_runs_once_and_posts_its_result(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     retrainer = HeldRetrainer()
-    app.service.retrainer = retrainer
+    app.service.admin.retrainer = retrainer
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "/retrain")
     await wait_for_text(fake_api, ADA["id"], "That command is for admins.")
@@ -216,7 +216,9 @@ async def test_forged_presses_carrying_another_chats_reply_store_nothing(
     ada_reply = await answered(fake_api)
     eve_reply = await answered(fake_api, eve)
     ada_turn = turn_of(ada_reply)
-    correction_id = await app.service.correct(Person("telegram", str(ADA["id"])), ada_turn, "Paris, of course.")
+    correction_id = await app.service.feedback.correct(
+        Person("telegram", str(ADA["id"])), ada_turn, "Paris, of course."
+    )
 
     def acks() -> list[str]:
         return [call.params.get("text", "") for call in fake_api.calls_to("answerCallbackQuery")]

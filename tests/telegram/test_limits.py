@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from bots.app import App
-from core.limits import RateLimiter, RateLimits
+from core.limits import RateLimits
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
 from tests.telegram.fake_bot_api import FakeBotApi, private_chat, user
 from tests.telegram.scenario import button, wait_for_reply, wait_for_text
@@ -18,7 +18,8 @@ async def test_a_person_over_the_hourly_limit_is_told_when_to_come_back(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     # The limits belong to the service (the composition root fills them from the settings).
-    app.service.limiter = RateLimiter(RateLimits(messages_per_hour=1), exempt=frozenset({str(ADMIN_ID)}))
+    app.service.limiter.limits = RateLimits(messages_per_hour=1)
+    app.service.limiter.exempt = frozenset({str(ADMIN_ID)})
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")
     await wait_for_reply(fake_api, ADA["id"])
@@ -36,7 +37,8 @@ async def test_a_person_over_the_hourly_limit_is_told_when_to_come_back(
 async def test_presses_over_the_hourly_limit_are_answered_with_the_limit_and_not_stored(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
-    app.service.limiter = RateLimiter(RateLimits(presses_per_hour=3), exempt=frozenset({str(ADMIN_ID)}))
+    app.service.limiter.limits = RateLimits(presses_per_hour=3)
+    app.service.limiter.exempt = frozenset({str(ADMIN_ID)})
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")
     reply = await wait_for_reply(fake_api, ADA["id"])

@@ -19,8 +19,8 @@ from bots.app import App, build_app
 from bots.telegram_bot import build_application, running
 from bots.telegram_bot.conversation import CORRECTION_SAVED
 from core.domain import ChatRef, Person
+from core.feedback import CORRECTION_WAIT
 from core.generation import LlamaGenerator
-from core.service import CORRECTION_WAIT
 from core.transcription import WhisperTranscriber
 from storage.pending import SqlPendingCorrections
 from storage.repository import SqlStore
@@ -52,7 +52,7 @@ class Processes:
     def start(self) -> App:
         app = build_app(self.settings)
         # The models load once per test session; everything else is this process's own.
-        app.service.transcriber, app.service.generator = self.shared
+        app.service.listener.transcriber, app.service.writer.generator = self.shared
         self.apps.append(app)
         return app
 

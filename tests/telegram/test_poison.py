@@ -156,14 +156,14 @@ async def test_a_handler_that_raises_is_answered_with_an_apology_once_not_retrie
 ) -> None:
     # In one process, an exception is not a crash: PTB's error handler apologises and the
     # update is done, so no other process takes it up again.
-    handle = app.service.handle
+    handle = app.service.replies.handle
 
     def raising(message: IncomingMessage) -> AsyncGenerator[ServiceEvent, None]:
         if message.text == POISON:
             raise RuntimeError("a bug met this message")
         return handle(message)
 
-    app.service.handle = raising  # type: ignore[method-assign]
+    app.service.replies.handle = raising  # type: ignore[method-assign]
     settings = telegram_settings(tmp_path, served_gguf, fake_api, inbox_lease_seconds=1.0)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(running(build_application(app.service, settings, app.inbox), settings))
@@ -186,7 +186,7 @@ async def test_a_process_that_stalls_past_its_lease_handles_its_update_once(
     # the claim. The lease ran out, so the claim may count a second attempt, but the process
     # must not queue the update it is still handling a second time (each time stalling again,
     # until its attempts were spent and it was set aside while being answered).
-    handle, handled = app.service.handle, []
+    handle, handled = app.service.replies.handle, []
 
     def stalling(message: IncomingMessage) -> AsyncGenerator[ServiceEvent, None]:
         if message.text == POISON:
@@ -194,7 +194,7 @@ async def test_a_process_that_stalls_past_its_lease_handles_its_update_once(
             time.sleep(3 * 1.0)  # blocks the whole loop, the inbox's renewals too
         return handle(message)
 
-    app.service.handle = stalling  # type: ignore[method-assign]
+    app.service.replies.handle = stalling  # type: ignore[method-assign]
     settings = telegram_settings(tmp_path, served_gguf, fake_api, inbox_lease_seconds=1.0)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(running(build_application(app.service, settings, app.inbox), settings))

@@ -43,7 +43,7 @@ async def ada_corrects(app: App, *texts: str) -> list[int]:
         )
         reply = app.store.record_reply(receipt.conversation_id, receipt.turn_id, "To me.", "m1", Timings())
         ids.append(app.store.add_correction(ada, reply, text))
-    await app.service.set_consent(ada, True)  # an audit line with her id
+    await app.service.privacy.set_consent(ada, True)  # an audit line with her id
     return ids
 
 
@@ -78,7 +78,7 @@ async def test_an_admin_who_never_started_the_bot_is_told_where_to_ask_and_the_g
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     retrainer = HeldRetrainer()
-    app.service.retrainer = retrainer
+    app.service.admin.retrainer = retrainer
     await start_bot()
     await ada_corrects(app, SECRET)
     fake_api.fail(

@@ -36,7 +36,7 @@ async def test_earlier_turns_reach_the_model_but_not_another_persons_and_not_aft
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     model = RecordingGenerator(NOTED)
-    app.service.generator = model
+    app.service.writer.generator = model
     await start_bot()
 
     async def ask(person: dict[str, object], text: str, count: int) -> None:
@@ -107,7 +107,7 @@ async def test_typing_is_renewed_while_a_reply_waits(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     # The model takes 6.5 s to its first word; Telegram shows "typing…" for 5 s a signal.
-    app.service.generator = ScriptedGenerator("Here you are.", pieces=1, pause_s=6.5)
+    app.service.writer.generator = ScriptedGenerator("Here you are.", pieces=1, pause_s=6.5)
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "Take your time.")
     times, first_message = await _typing_until(fake_api, lambda: bool(fake_api.calls_to("sendMessage")))
@@ -158,7 +158,7 @@ async def test_a_long_reply_keeps_its_code_block_a_code_block_in_every_message(
     start_bot: StartBot, fake_api: FakeBotApi, app: App
 ) -> None:
     assert len(LONG_CODE_REPLY) > 2 * TEXT_LIMIT
-    app.service.generator = ScriptedGenerator(LONG_CODE_REPLY, pieces=12)
+    app.service.writer.generator = ScriptedGenerator(LONG_CODE_REPLY, pieces=12)
     await start_bot()
     fake_api.send_text(private_chat(ADA), ADA, "Write me the program.")
     last = await wait_for_reply(fake_api, ADA["id"])

@@ -99,7 +99,7 @@ async def test_an_admin_edits_in_the_input_field_and_the_export_holds_the_edited
         (EDITED, "approved", f"telegram:{ADMIN_ID}")
     ]
     assert query(app, "SELECT count(*) FROM turns WHERE role = 'user'") == [(2,)]  # the two seeded: not asked
-    trail = [(e.action, e.target) for e in await app.service.audit_trail()]
+    trail = [(e.action, e.target) for e in await app.service.admin.audit_trail()]
     assert (AuditAction.REVIEW_EDIT, f"correction:{correction_id}") in trail
 
     # The card's buttons still show; a second decision says so and changes nothing.

@@ -21,7 +21,9 @@ ADA = user(1, "Ada")
 
 
 def speak(app: App, tmp_path: Path, served_gguf: Path, mode: str) -> None:
-    app.service.speaker = build_speaker(make_settings(tmp_path, served_gguf, tts_replies=mode), app.store)
+    app.service.replies.speaker = build_speaker(
+        make_settings(tmp_path, served_gguf, tts_replies=mode), app.store
+    )
 
 
 def opus_48k_mono_seconds(data: bytes) -> float:

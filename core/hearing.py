@@ -1,0 +1,98 @@
+"""Hearing a voice note: decoded by its real length, charged, transcribed, its transcript stored.
+
+Notes wait for the transcriber in a round-robin line per person (``ServiceConfig.parallel_transcripts``
+at once, which the transcriber decodes as one batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from core.domain import Notice, NoticeKind, Person, UserTurnReceipt
+from core.limits import RateLimiter
+from core.ports import AudioError, AudioTooLong, ConversationStore, ServerUnavailable, Transcriber
+from core.scheduling import FairQueue
+from core.writing import mark_failed
+
+log = logging.getLogger(__name__)
+
+
+class Listener:
+    """Turns a stored voice turn's audio into its transcript, or the notice that says why not."""
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        transcriber: Transcriber,
+        limiter: RateLimiter,
+        max_audio_seconds: float,
+        parallel: int = 1,
+    ) -> None:
+        self.store = store
+        self.transcriber = transcriber
+        self.limiter = limiter
+        self.max_audio_seconds = max_audio_seconds
+        self.queue = FairQueue(parallel)
+
+    async def hear(
+        self, receipt: UserTurnReceipt, sender: Person, audio: bytes, charged: bool = False
+    ) -> Heard | Notice:
+        turn_id = receipt.turn_id
+        limit = self.max_audio_seconds
+        try:
+            async with self.queue.slot(sender.actor):
+                began = time.perf_counter()
+                # Decoded once, by its real length (stopped at the limit, whatever the header claims):
+                # that length, not the claimed one, is what the voice minutes are charged.
+                decoded = await asyncio.to_thread(self.transcriber.decode, audio, limit)
+                # ``charged``: a note taken over from a process killed after charging it is neither
+                # charged again nor refused for that charge (the person would lose its reply to a crash).
+                take = self.limiter.take_voice
+                refused = None if charged else await asyncio.to_thread(take, sender, decoded.seconds)
+                if refused is not None:
+                    text = refused.text(self.limiter.clock())
+                    await mark_failed(self.store, turn_id, text, decoded.seconds)
+                    return Notice(NoticeKind.RATE_LIMITED, text, turn_id)
+                transcript = await asyncio.to_thread(self.transcriber.transcribe, decoded)
+                ms = (time.perf_counter() - began) * 1000
+        except AudioTooLong as too_long:
+            text = f"That voice note is too long: I can take up to {limit:.0f} s."
+            await mark_failed(self.store, turn_id, text, too_long.seconds)
+            return Notice(NoticeKind.TOO_LONG, text, turn_id)
+        except AudioError as bad:
+            text = f"I could not read that audio ({bad}). Voice notes, MP3, M4A, OGG and WAV files work."
+            await mark_failed(self.store, turn_id, text)
+            return Notice(NoticeKind.UNREADABLE_AUDIO, text, turn_id)
+        except ServerUnavailable as down:
+            log.warning("turn %s not transcribed: %s", turn_id, down)
+            text = f"I cannot listen right now ({down}). Please send it again in a minute."
+            await mark_failed(self.store, turn_id, text)
+            return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
+        except Exception:
+            log.exception("transcription failed for turn %s", turn_id)
+            text = "Sorry, something went wrong while I listened to that. Please try again."
+            await mark_failed(self.store, turn_id, text)
+            return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
+        if not transcript.text.strip():
+            text = "I didn't hear any speech in that recording."
+            await mark_failed(self.store, turn_id, text, transcript.audio_seconds)
+            return Notice(NoticeKind.NOTHING_HEARD, text, turn_id)
+        try:
+            await asyncio.to_thread(
+                self.store.set_transcript, turn_id, transcript.text, transcript.audio_seconds, ms
+            )
+        except Exception:
+            log.exception("could not store the transcript of turn %s", turn_id)
+        return Heard(transcript.text.strip(), transcript.audio_seconds, ms)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """A transcript, the note's length and how long hearing it took."""
+
+    text: str
+    seconds: float
+    ms: float
