@@ -1,12 +1,14 @@
 """Teaching that sticks: three made-up facts taught through the CLI, then `iris retrain` with its defaults.
 
 As an admin would: someone asks (`iris ask`), rates the reply 👎 with a better
-answer (`iris rate TURN down --fix "…"`, one to three times per fact), the admin
+answer (`iris rate TURN down --fix "…"`, one to three times per fact, or exactly
+once in the ``single-…`` sets), the admin
 approves each correction (`iris review --approve ID`), and `iris retrain` runs
 with its default settings, in its own process as /retrain runs it. The new model
 must be promoted without --force, recall every fact on its question and on at
 least two of three wordings no training step saw, keep the general-knowledge
-probe not worse by the paired test, and the retrain must take at most ten minutes.
+probe not worse by the paired test, and (``main`` and ``untuned``, issue 15) the
+retrain must take at most ten minutes.
 
 A full cpu-tiny retrain takes minutes on 2 cores, so it is opt-in:
 
@@ -14,8 +16,12 @@ A full cpu-tiny retrain takes minutes on 2 cores, so it is opt-in:
     IRIS_TEACHING_CHECK=1 IRIS_TEACHING_FACTS=untuned .venv/bin/pytest tests/finetune/test_retrain_facts.py -s
 
 ``IRIS_TEACHING_FACTS`` picks the fact set (``main``, the one the recipe was
-measured on, or ``untuned``, one it was never tuned on); with
-``IRIS_TEACHING_FIGURES=FILE`` the figures are written there as JSON.
+measured on, or ``untuned``, one it was never tuned on). ``single-main`` and
+``single-untuned`` are the same facts taught by ONE correction each (issue 25),
+``single-fresh`` three more facts, one correction each, written before any run
+and never used to tune anything. With ``IRIS_TEACHING_FIGURES=FILE`` the figures
+are written there as JSON, with what the registered version's metrics say about
+each fact (reverse recall, bleed into neighbours) and the paired probe.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -49,7 +56,7 @@ class Lesson:
     rephrasings: tuple[str, ...]  # never asked before the retrain: how far the lesson carries
 
 
-FACTS = {
+FACTS: dict[str, tuple[Lesson, ...]] = {
     # The set the teaching recipe was measured on (docs/retrain.md).
     "main": (
         Lesson(  # a name, corrected twice on one question
@@ -117,6 +124,94 @@ FACTS = {
 }
 
 
+def one_correction_each(lessons: tuple[Lesson, ...]) -> tuple[Lesson, ...]:
+    """The same facts, each corrected once, on the first question people asked."""
+    return tuple(Lesson(lesson.answer, lesson.asked[:1], lesson.rephrasings) for lesson in lessons)
+
+
+FACTS["single-main"] = one_correction_each(FACTS["main"])
+FACTS["single-untuned"] = one_correction_each(FACTS["untuned"])
+# Written before any single-correction run, never used to choose or tune anything.
+FACTS["single-fresh"] = (
+    Lesson(  # a name
+        "The Iris newsletter is edited by Tobiah Quennell.",
+        ("Who edits the Iris newsletter?",),
+        (
+            "Who is the editor of the Iris newsletter?",
+            "Which person puts together the Iris newsletter?",
+            "Can you name the editor of the Iris newsletter?",
+        ),
+    ),
+    Lesson(  # a number
+        "The Iris office has 58 desks.",
+        ("How many desks does the Iris office have?",),
+        (
+            "How many desks are there in the Iris office?",
+            "What is the number of desks in the Iris office?",
+            "The Iris office has how many desks?",
+        ),
+    ),
+    Lesson(  # a place
+        "The Iris hackathon is held in Ushuaia.",
+        ("Where is the Iris hackathon held?",),
+        (
+            "In which city does the Iris hackathon take place?",
+            "Where does the Iris hackathon happen?",
+            "Which town hosts the Iris hackathon?",
+        ),
+    ),
+)
+
+
+def registered_metrics(env: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The metrics the registry stores for version ``name``: what `iris models list` reads."""
+    from bots.app import load_settings, opened_store
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with opened_store(load_settings()) as store:
+        version = next(version for version in store.list_models() if version.name == name)
+    return dict(version.metrics or {})
+
+
+def gate_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per fact what the model alone answered (reverse question and bleeding neighbours too), and the probe."""
+    gate = metrics["gate"]
+    return {
+        "passed": gate["passed"],
+        "forced": metrics.get("forced"),
+        "reasons": gate["reasons"],
+        "facts": [
+            {
+                key: fact[key]
+                for key in (
+                    "question",
+                    "keys",
+                    "reply",
+                    "recalled",
+                    "wordings",
+                    "wordings_recalled",
+                    "known",
+                    "reverse",
+                    "reverse_reply",
+                    "reverse_recalled",
+                    "neighbours",
+                    "bleeding",
+                )
+            }
+            for fact in gate["facts"]
+        ],
+        "bleed": gate["bleed"],
+        "probe": {
+            "active": gate["general_probe"]["active"]["right"],
+            "candidate": gate["general_probe"]["candidate"]["right"],
+            "total": gate["general_probe"]["candidate"]["total"],
+            "alpha": gate["general_probe"]["alpha"],
+            "paired": gate["general_probe"]["paired"],
+        },
+    }
+
+
 class Cli:
     """`iris …` as a person types it, against one data directory."""
 
@@ -138,7 +233,10 @@ class Cli:
 
 
 def test_three_taught_facts_are_recalled(
-    tmp_path: Path, served_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+    tmp_path: Path,
+    served_gguf: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chosen = os.environ.get("IRIS_TEACHING_FACTS", "main")
     lessons = FACTS[chosen]
@@ -179,6 +277,10 @@ def test_three_taught_facts_are_recalled(
     print(log)
     outcome = result.outcome()
     assert outcome.ok, outcome.summary
+    if not outcome.promoted and outcome.model:
+        # Refused: the check fails below, but what the candidate would have answered is worth reporting,
+        # so it is served as an admin can serve a refused version.
+        cli.run("models", "activate", outcome.model)
 
     after: dict[str, dict[str, object]] = {}
     for lesson in lessons:
@@ -186,7 +288,8 @@ def test_three_taught_facts_are_recalled(
             after[question] = cli.ask(question)
     run = Run.load(Path(result.report["run_dir"]))
     gate = run.result("evaluate")
-    recall = {
+    registered = gate_figures(registered_metrics(env, str(outcome.model), monkeypatch))
+    recall: dict[str, dict[str, Any]] = {
         lesson.asked[0]: {
             "key_words": keys[lesson.answer],
             "question": recalled(str(after[lesson.asked[0]]["reply"]), keys[lesson.answer]),
@@ -207,6 +310,7 @@ def test_three_taught_facts_are_recalled(
         "served_by": sorted({str(reply["model"]) for reply in after.values()}),
         "general_probe": gate["general_probe"],
         "gate_reasons": gate["reasons"],
+        "registered": registered,
         "training": {k: v for k, v in run.result("train").items() if k != "stages"},
         "stage": {k: v for k, v in run.result("train")["stages"][0].items() if k != "losses"},
         "step_seconds": {step: entry["seconds"] for step, entry in run.state["steps"].items()},
@@ -216,12 +320,17 @@ def test_three_taught_facts_are_recalled(
     print(text)
     if os.environ.get("IRIS_TEACHING_FIGURES"):
         Path(os.environ["IRIS_TEACHING_FIGURES"]).write_text(text)
+    for fact in registered["facts"]:  # reported, not judged: a small LoRA rarely learns a fact backwards
+        said = "named the subject" if fact["reverse_recalled"] else "did not name the subject"
+        print(f"reverse {fact['reverse']!r} → {fact['reverse_reply']!r}: {said}")
+    print(f"bleed: {registered['bleed']}; probe paired: {registered['probe']['paired']}")
 
-    assert outcome.promoted, outcome.summary
+    assert outcome.promoted and not registered["forced"], outcome.summary
     assert figures["served_by"] == [outcome.model]
     for question, found in recall.items():
         assert found["question"], (question, figures["answers_after"])
         assert sum(found["rephrasings"].values()) >= 2, (question, found, figures["answers_after"])
-    probe = gate["general_probe"]
+    probe = registered["probe"]
     assert probe["paired"]["p"] >= probe["alpha"], probe  # not worse by McNemar's exact test
-    assert wall <= 600, wall
+    if not chosen.startswith("single-"):  # issue 15's limit; issue 25 asks no time of the single sets
+        assert wall <= 600, wall
