@@ -178,11 +178,26 @@ class Feedback:
     async def pending_corrections(self) -> list[Correction]:
         return await asyncio.to_thread(self.store.corrections, CorrectionStatus.PENDING)
 
+    async def pending_correction(self, correction_id: int) -> Correction | None:
+        """The correction if it still waits for review, else None."""
+        found = await asyncio.to_thread(self.store.correction, correction_id)
+        return found if found is not None and found.status is CorrectionStatus.PENDING else None
+
     async def review(
-        self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
+        self,
+        correction_id: int,
+        approve: bool,
+        reviewer: str,
+        text: str | None = None,
+        pending_only: bool = False,
     ) -> Correction:
-        """Approve (optionally with edited text) or reject a pending correction; the trail records it."""
-        decided = await asyncio.to_thread(self.store.review_correction, correction_id, approve, reviewer, text)
+        """Approve (optionally with edited text) or reject a correction; the trail records it.
+
+        ``LookupError`` when there is none; with ``pending_only`` (a press in a chat, where two
+        admins may press at once) ``AlreadyReviewed`` when it was decided already.
+        """
+        decide = self.store.review_correction
+        decided = await asyncio.to_thread(decide, correction_id, approve, reviewer, text, pending_only)
         await self.trail.record(reviewer, *review_entry(decided, edited=approve and bool((text or "").strip())))
         await self._remember(decided, reviewer)
         return decided

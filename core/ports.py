@@ -127,6 +127,10 @@ class UnansweredTurn:
     created_at: datetime
 
 
+class AlreadyReviewed(LookupError):
+    """A correction decided already, by another admin or a moment ago: the first decision stands."""
+
+
 class ConversationStore(Protocol):
     def record_user_turn(
         self,
@@ -189,9 +193,19 @@ class ConversationStore(Protocol):
 
     def corrections(self, status: CorrectionStatus | None = None) -> list[Correction]: ...
 
+    def correction(self, correction_id: int) -> Correction | None: ...
+
     def review_correction(
-        self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
-    ) -> Correction: ...
+        self,
+        correction_id: int,
+        approve: bool,
+        reviewer: str,
+        text: str | None = None,
+        pending_only: bool = False,
+    ) -> Correction:
+        """Decide a correction (``LookupError`` when there is none). With ``pending_only``, only one
+        still pending, in one step: of two decisions at once the second raises ``AlreadyReviewed``."""
+        ...
 
     def reset(self, chat: ChatRef, sender: Person, shared_history: bool) -> bool:
         """Close the open conversation; return whether there was one."""

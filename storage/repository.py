@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Engine, case, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from core.domain import (
@@ -30,7 +30,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.experiments import Arm
-from core.ports import UnansweredTurn
+from core.ports import AlreadyReviewed, UnansweredTurn
 from storage import people, queries, retention
 from storage.database import dialect_insert, session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
@@ -284,6 +284,13 @@ class SqlStore:
             return row.id
 
     def corrections(self, status: CorrectionStatus | None = None) -> list[Correction]:
+        return self._corrections(*([] if status is None else [CorrectionRow.status == status.value]))
+
+    def correction(self, correction_id: int) -> Correction | None:
+        found = self._corrections(CorrectionRow.id == correction_id)
+        return found[0] if found else None
+
+    def _corrections(self, *conditions: ColumnElement[bool]) -> list[Correction]:
         reply, question = aliased(TurnRow), aliased(TurnRow)
         served = (
             select(func.count())
@@ -296,25 +303,36 @@ class SqlStore:
             .join(PersonRow, PersonRow.id == CorrectionRow.person_id)
             .join(reply, reply.id == CorrectionRow.turn_id)
             .outerjoin(question, question.id == reply.reply_to_id)
+            .where(*conditions)
             .order_by(CorrectionRow.id)
         )
-        if status is not None:
-            query = query.where(CorrectionRow.status == status.value)
         with self._session() as session:
             return [to_correction(*row) for row in session.execute(query).all()]
 
     def review_correction(
-        self, correction_id: int, approve: bool, reviewer: str, text: str | None = None
+        self,
+        correction_id: int,
+        approve: bool,
+        reviewer: str,
+        text: str | None = None,
+        pending_only: bool = False,
     ) -> Correction:
+        status = CorrectionStatus.APPROVED if approve else CorrectionStatus.REJECTED
+        values: dict[str, object] = {"status": status.value, "reviewer": reviewer, "reviewed_at": utcnow()}
+        if text and text.strip():
+            values["text"] = text.strip()
+        decide = update(CorrectionRow).where(CorrectionRow.id == correction_id).values(**values)
+        if pending_only:  # one statement: the database lets one of two decisions at once through
+            decide = decide.where(CorrectionRow.status == CorrectionStatus.PENDING.value)
         with self._session() as session:
-            row = session.get(CorrectionRow, correction_id)
-            if row is None:
-                raise NotFound(f"no correction {correction_id}")
-            row.status = (CorrectionStatus.APPROVED if approve else CorrectionStatus.REJECTED).value
-            row.reviewer, row.reviewed_at = reviewer, utcnow()
-            if text and text.strip():
-                row.text = text.strip()
-        return next(c for c in self.corrections() if c.id == correction_id)
+            if session.scalar(decide.returning(CorrectionRow.id)) is None:
+                if session.get(CorrectionRow, correction_id) is None:
+                    raise NotFound(f"no correction {correction_id}")
+                raise AlreadyReviewed(f"correction {correction_id} was reviewed already")
+        decided = self.correction(correction_id)
+        if decided is None:  # deleted (/forget) the moment after
+            raise NotFound(f"no correction {correction_id}")
+        return decided
 
     # --- /reset and /forget ----------------------------------------------------
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import inspect, select
 
 from core.domain import ChatRef, CorrectionStatus, Person, RatingOutcome, Role, Timings
+from core.ports import AlreadyReviewed
 from storage.migrate import current, upgrade
 from storage.queries import speakers
 from storage.repository import NotFound, SqlStore
@@ -162,6 +163,33 @@ def test_corrections_wait_for_review(store: SqlStore) -> None:
     assert store.corrections(CorrectionStatus.PENDING) == []
     with pytest.raises(NotFound):
         store.review_correction(12345, approve=False, reviewer="x")
+
+
+def test_of_decisions_pressed_at_once_in_chats_only_the_first_counts(store: SqlStore) -> None:
+    _, reply = ask(store, ALICE, "Who maintains Iris?")
+    correction_id = store.add_correction(ALICE, reply, "The Iris team.")
+    edits = {0: "Edit 0.", 2: "Edit 2.", 4: "Edit 4."}  # the others reject
+
+    def press(admin: int) -> str:
+        try:
+            text = edits.get(admin)
+            store.review_correction(correction_id, text is not None, f"admin:{admin}", text, pending_only=True)
+        except AlreadyReviewed:
+            return "already"
+        return f"admin:{admin}"
+
+    outcomes = at_once([partial(press, admin) for admin in range(6)])
+    [first] = [outcome for outcome in outcomes if outcome != "already"]
+    decided = store.correction(correction_id)
+    assert decided is not None and decided.reviewer == first  # what is stored is the first decision whole
+    edit = edits.get(int(first.split(":")[1]))
+    status = CorrectionStatus.REJECTED if edit is None else CorrectionStatus.APPROVED
+    assert (decided.status, decided.text) == (status, edit or "The Iris team.")
+    with pytest.raises(NotFound):
+        store.review_correction(12345, True, "admin:0", pending_only=True)
+    # Without pending_only (the terminal: an admin changing their mind) a decision is made again.
+    assert store.review_correction(correction_id, False, "cli").status is CorrectionStatus.REJECTED
+    assert store.correction(12345) is None
 
 
 def test_reset_starts_a_new_conversation(store: SqlStore) -> None:

@@ -20,6 +20,7 @@ from bots.render import format_forget, printable, review_card
 from core.access import REFUSAL
 from core.domain import ChatRef, Correction, RatingOutcome
 from core.feedback import FeedbackLimited, UnknownReply
+from core.ports import AlreadyReviewed
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
@@ -291,16 +292,16 @@ class ReviewButton(
         if not is_admin(interaction):
             await tell(interaction, ADMINS_ONLY)
             return
-        if await _pending(interaction, self.correction_id) is None:
-            # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
-            await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
-            return
         await interaction.response.defer()
         reviewer = f"discord:{interaction.user.id}"
         try:
             correction = await bot_of(interaction).service.feedback.review(
-                self.correction_id, self.approve, reviewer
+                self.correction_id, self.approve, reviewer, pending_only=True
             )
+        except AlreadyReviewed:
+            # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
+            await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
+            return
         except LookupError:
             await interaction.edit_original_response(content="That correction no longer exists.", view=None)
             return
@@ -317,12 +318,6 @@ TOO_LONG_TO_EDIT = (
     "Correction #{id} is longer than a Discord form holds ({limit} characters): "
     "edit it with `iris review --approve {id} --text ...` in a terminal."
 )
-
-
-async def _pending(interaction: discord.Interaction[Any], correction_id: int) -> Correction | None:
-    """The correction if it still waits for review."""
-    pending = await bot_of(interaction).service.feedback.pending_corrections()
-    return next((c for c in pending if c.id == correction_id), None)
 
 
 class EditReviewButton(discord.ui.DynamicItem[Button], template=r"iris:review:edit:(?P<correction>[0-9]+)"):
@@ -352,7 +347,7 @@ class EditReviewButton(discord.ui.DynamicItem[Button], template=r"iris:review:ed
         if not is_admin(interaction):
             await tell(interaction, ADMINS_ONLY)
             return
-        correction = await _pending(interaction, self.correction_id)
+        correction = await bot_of(interaction).service.feedback.pending_correction(self.correction_id)
         if correction is None:
             await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
             return
@@ -404,14 +399,12 @@ async def _approve_edited(interaction: discord.Interaction[Any], correction_id: 
     if not text:
         await tell(interaction, EDIT_EMPTY)
         return
-    if await _pending(interaction, correction_id) is None:
-        await tell(interaction, ALREADY_DECIDED.format(id=correction_id))
-        return
     await interaction.response.defer()
     reviewer = f"discord:{interaction.user.id}"
     try:
-        correction = await bot_of(interaction).service.feedback.review(correction_id, True, reviewer, text)
-    except LookupError:
+        service = bot_of(interaction).service
+        correction = await service.feedback.review(correction_id, True, reviewer, text, pending_only=True)
+    except LookupError:  # decided meanwhile (AlreadyReviewed), or deleted
         await tell(interaction, ALREADY_DECIDED.format(id=correction_id))
         return
     who = _clip(interaction.user.display_name, 80)

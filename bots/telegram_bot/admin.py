@@ -21,6 +21,7 @@ from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.outbox import Target
 from core.admin import RetrainBusy
 from core.domain import Correction
+from core.ports import AlreadyReviewed
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +144,14 @@ class Admin:
             await outbox.answer(query.id, "Only admins can review suggested answers.", alert=True)
             return
         reviewer = query.from_user
-        pending = await self.adapter.service.feedback.pending_corrections()
-        if all(correction.id != press.correction_id for correction in pending):
+        try:
+            await self.adapter.service.feedback.review(
+                press.correction_id, press.approve, f"telegram:{reviewer.id}", pending_only=True
+            )
+        except AlreadyReviewed:
             # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
             await outbox.answer(query.id, ALREADY_DECIDED.format(id=press.correction_id), alert=True)
             return
-        try:
-            await self.adapter.service.feedback.review(
-                press.correction_id, press.approve, f"telegram:{reviewer.id}"
-            )
         except LookupError:
             await outbox.answer(query.id, "That suggested answer no longer exists.")
             return

@@ -82,10 +82,6 @@ class CorrectionEdits:
     def __init__(self, adapter: Adapter) -> None:
         self.adapter = adapter
 
-    async def _pending(self, correction_id: int) -> Correction | None:
-        pending = await self.adapter.service.feedback.pending_corrections()
-        return next((c for c in pending if c.id == correction_id), None)
-
     async def on_edit_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """✏️ Edit where the text cannot fill in the input field: a prompt to reply to."""
         query = update.callback_query
@@ -96,7 +92,7 @@ class CorrectionEdits:
         if not self.adapter.is_admin(update):
             await outbox.answer(query.id, ADMINS_ONLY, alert=True)
             return
-        correction = await self._pending(correction_id)
+        correction = await self.adapter.service.feedback.pending_correction(correction_id)
         if correction is None or query.message is None:
             await outbox.answer(query.id, ALREADY_DECIDED.format(id=correction_id))
             return
@@ -128,16 +124,15 @@ class CorrectionEdits:
         if not edit.text:
             await outbox.send(target, plain_text(EMPTY))
             return
-        if await self._pending(edit.correction_id) is None:
-            await outbox.send(target, plain_text(ALREADY_DECIDED.format(id=edit.correction_id)))
-            return
         await self._approve(edit, user, target)
 
     async def _approve(self, edit: Edit, user: User, target: Target) -> None:
         reviewer = f"telegram:{user.id}"
         try:
-            decided = await self.adapter.service.feedback.review(edit.correction_id, True, reviewer, edit.text)
-        except LookupError:
+            decided = await self.adapter.service.feedback.review(
+                edit.correction_id, True, reviewer, edit.text, pending_only=True
+            )
+        except LookupError:  # decided meanwhile (AlreadyReviewed), or deleted
             await self.adapter.outbox.send(target, plain_text(ALREADY_DECIDED.format(id=edit.correction_id)))
             return
         *pieces, last = correction_messages(decided)
