@@ -132,6 +132,11 @@ _HOW_NEXT = {
     "old": frozenset({Kind.QUANTITY, Kind.TIME}),  # "how old is it" ≈ "when was it built"
     "come": frozenset({Kind.REASON}),
 }
+# The words after "how" that make it ask for a manner ("how do I…", "how is it made").
+_MANNER_NEXT = _word_set(
+    "do does did can could should would will is are was were am to i you we they it he she has have "
+    "had must might may shall"
+)
 # The noun after "what"/"which" ("what year", "which city", "what's the height of…").
 _NOUNS = {
     **dict.fromkeys(
@@ -218,7 +223,13 @@ def _wh_kinds(words: list[str]) -> frozenset[Kind]:
         if word in _HOW:
             if following == ["long"] and words[i + 2 : i + 3] == ["ago"]:
                 return frozenset({Kind.TIME})
-            return _HOW_NEXT.get(following[0], frozenset({Kind.MANNER})) if following else frozenset()
+            if not following:
+                return frozenset()
+            if following[0] in _HOW_NEXT:
+                return _HOW_NEXT[following[0]]
+            # "how do I…", "how is it made", "how to…": a manner; any other word ("how mny",
+            # a typo) says nothing, rather than block a quantity question.
+            return frozenset({Kind.MANNER}) if following[0] in _MANNER_NEXT else frozenset()
         if word in _WHAT:
             return _noun_kinds(words[i + 1 :])
     return frozenset()

@@ -263,6 +263,9 @@ REWORDINGS = [
         "When does the Vetch market open on Saturdays?",
         "Quick question: what time does the Vetch market open on a saturday?",
     ),
+    # A typo right after "how" says nothing about the kind (it is not "how do…", a manner).
+    ("How many floors does the Corbel Tower have?", "how mny floors has the corbel tower"),
+    ("How tall is Mount Keswin?", "how tal is mount keswin"),
 ]
 # Not English: no kind, never blocked, even with a number the stored question lacks.
 OTHER_LANGUAGES = [
@@ -314,7 +317,9 @@ def test_the_kind_of_answer_a_question_asks_for(text: str, kind: Kind) -> None:
     assert kind in kinds(text)
 
 
-@pytest.mark.parametrize("text", ["What colour is the Orrin pool?", "Tell me about the Corbel Tower.", "hi"])
+@pytest.mark.parametrize(
+    "text", ["What colour is the Orrin pool?", "Tell me about the Corbel Tower.", "hi", "how mny floors"]
+)
 def test_a_question_of_no_known_kind_has_none(text: str) -> None:
     assert kinds(text) == frozenset()
 
