@@ -19,6 +19,7 @@ question about "it" gets none rather than nonsense.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Sequence
@@ -87,9 +88,26 @@ def parse(question: str) -> Form | None:
     """The question's form, or None when no rule fits or its subject is a pronoun."""
     body = _expand(question)
     form = _parse(body)
+    if form is None:
+        return None
+    form = _past_generic(form)
     if form is None or not content_words(form.subject):
         return None
     return form
+
+
+def _past_generic(form: Form) -> Form | None:
+    """'the name of Iris's mascot' → subject 'Iris's mascot': the name is asked, the mascot is the thing.
+
+    None for the other generic words ("the number of desks in the Iris office"): no rule reads them well.
+    """
+    found = re.match(r"(?i)^(?:the|a)\s+(\w+)\s+of\s+(.+)$", form.subject)
+    if not found or found[1].casefold() not in GENERIC:
+        return form
+    if found[1].casefold() not in ("name", "names"):
+        return None
+    cut = len(form.subject) - len(found[2])
+    return dataclasses.replace(form, subject=found[2], before=form.before + form.subject[:cut])
 
 
 def _split_tail(rest: str) -> tuple[str, str, str]:
@@ -150,14 +168,9 @@ def neighbours(question: str, keys: Sequence[str], probe: Sequence[str] = ()) ->
     if form is None:
         return []
     taken = set(content_words(form.subject)) | set(keys)
-    plural = _plural(form.subject)
-    same = [
-        t.format(s=form.subject, **{"is": _BE[0][plural], "was": _BE[1][plural]})
-        for kind, t in SAME_SUBJECT
-        if kind != form.kind
-    ][:3]
+    same = same_subject(form, SAME_SUBJECT, 3)
     others = [s for s in OTHER_SUBJECTS if not set(content_words(s)) & taken]
-    swapped = [_capital(f"{_agree(form.before, s)}{s}{form.after}?") for s in _pick(others, question, 2)]
+    swapped = [swap_subject(form, s) for s in _pick(others, question, 2)]
     lead = " ".join(words(_expand(question))[: 2 if form.kind == "number" else 1])
     similar = [
         q for q in probe if " ".join(words(q)[: len(lead.split())]) == lead and not set(words(q)) & taken
@@ -168,6 +181,22 @@ def neighbours(question: str, keys: Sequence[str], probe: Sequence[str] = ()) ->
 
 
 _BE = (("is", "are"), ("was", "were"), ("does", "do"))
+
+
+def swap_subject(form: Form, subject: str) -> str:
+    """The question of ``form`` asked about ``subject`` instead ("Who designed the Eiffel Tower?")."""
+    return _capital(f"{_agree(form.before, subject)}{subject}{form.after}?")
+
+
+def same_subject(form: Form, templates: Sequence[tuple[str, str]], count: int) -> list[str]:
+    """``form``'s subject in up to ``count`` of ``templates`` that ask another kind of answer than its own."""
+    plural = _plural(form.subject)
+    made = [
+        t.format(s=form.subject, **{"is": _BE[0][plural], "was": _BE[1][plural], "does": _BE[2][plural]})
+        for kind, t in templates
+        if kind != form.kind
+    ]
+    return made[:count]
 
 
 def _plural(subject: str) -> int:

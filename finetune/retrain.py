@@ -158,15 +158,36 @@ class Pipeline:
                 pseudonyms=Pseudonyms.of_deployment(self.config.data_dir) if self.config.data_dir else None,
             )
             report = json.loads(built.to_json())
-        facts = taught_facts(self.dataset_dir)
+        facts, anchors = self._anchored(taught_facts(self.dataset_dir))
         write_facts(self.dataset_dir / "teach.json", facts)
         for fact in facts:
             self.progress(
                 f"taught: {fact.question!r} → {fact.answer!r} ({fact.corrections} corrections, "
-                f"{len(fact.train_wordings)} training wordings, {len(fact.held_out)} held out; "
-                f"key words {', '.join(fact.keywords)})"
+                f"{len(fact.train_wordings)} training wordings, {len(fact.held_out)} held out, "
+                f"{len(fact.anchors)} anchors; key words {', '.join(fact.keywords)})"
             )
-        return composition(self.dataset_dir, report) | {"facts": len(facts)}
+        return composition(self.dataset_dir, report) | {"facts": len(facts), "anchors": anchors}
+
+    def _anchored(self, facts: list[Fact]) -> tuple[list[Fact], dict[str, Any]]:
+        """The facts with their anchor rows (``finetune.anchors``), answered by the GGUF training starts at."""
+        from finetune.anchors import base_answers, with_anchors
+        from finetune.base_model import resolve_base
+        from finetune.probe import load_probe
+
+        base = resolve_base(self.profile.base_model)
+        active = self.registry.active_model()
+        # The base's own GGUF; else the active version when it was trained from the same base (a Hub id).
+        same = active is not None and active.base_model == self.profile.base_model
+        gguf = base if base.endswith(".gguf") else active.gguf_path if active and same else None
+        if not facts or gguf is None:
+            return facts, {"rows": 0, "skipped": 0, "answered_by": None}
+        began = time.perf_counter()
+        probe = [q.question for q in load_probe()]
+        anchored, skipped = with_anchors(facts, base_answers(gguf, self.config.gate.fact_answer_tokens), probe)
+        rows = sum(len(fact.anchors) for fact in anchored)
+        self.progress(f"anchors: {rows} questions around the taught facts answered by {Path(gguf).name}")
+        seconds = round(time.perf_counter() - began, 1)
+        return anchored, {"rows": rows, "skipped": skipped, "answered_by": Path(gguf).name, "seconds": seconds}
 
     def _held_out_feedback(self) -> Path:
         untaught = self.dataset_dir / UNTAUGHT

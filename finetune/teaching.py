@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from core.files import atomic_write
 from finetune import jsonl
@@ -57,6 +58,13 @@ _CONTRACTIONS = (
 )
 
 
+class Anchor(TypedDict):
+    """A question near a fact and the base model's own answer to it (``finetune.anchors``)."""
+
+    question: str
+    answer: str
+
+
 @dataclass
 class Fact:
     """One taught answer and the wordings it is trained and checked on."""
@@ -67,6 +75,7 @@ class Fact:
     keywords: list[str]
     train_wordings: list[str] = field(default_factory=list)  # questions + rule-made wordings
     held_out: list[str] = field(default_factory=list)  # rule-made wordings no step sees
+    anchors: list[Anchor] = field(default_factory=list)  # trained beside it so it stays in its lane
 
     @property
     def question(self) -> str:
@@ -255,15 +264,19 @@ def group_facts(pairs: list[tuple[str, str]]) -> list[Fact]:
 
 
 def training_rows(facts: list[Fact]) -> list[FineTomeRow]:
-    """One FineTome-shaped row per training wording of every fact (no conversation before it)."""
+    """One FineTome-shaped row per training wording of every fact, and one per anchor (no conversation before).
+
+    Anchors go with the taught rows, so they are repeated as often as the fact is.
+    """
+    taught = [(wording, fact.answer, "iris-teaching") for fact in facts for wording in fact.train_wordings]
+    anchors = [(a["question"], a["answer"], "iris-anchor") for fact in facts for a in fact.anchors]
     return [
         {
-            "conversations": [{"from": "human", "value": wording}, {"from": "gpt", "value": fact.answer}],
-            "source": "iris-teaching",
+            "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}],
+            "source": source,
             "score": 5.0,
         }
-        for fact in facts
-        for wording in fact.train_wordings
+        for question, answer, source in [*taught, *anchors]
     ]
 
 

@@ -110,6 +110,17 @@ def test_the_same_subject_is_asked_for_another_kind_of_answer() -> None:
     assert any(q.startswith("Where is ") for q in swapped)  # ... and so does a swapped-in one
 
 
+def test_the_name_of_a_thing_is_asked_about_the_thing() -> None:
+    form = parse("What is the name of Iris's mascot?")
+    assert form is not None and form.subject == "Iris's mascot"
+    near = neighbours("What is the name of Iris's mascot?", ["owl", "pemberly"], PROBE)
+    assert near and not any("the name of Iris's mascot" in q for q in near)  # never "Who owns the name of …?"
+    assert "Who owns Iris's mascot?" in near
+    assert any(q.startswith("What is the name of the ") for q in near)  # another subject, same form
+    # "the number of X" reads no better: no neighbours rather than "When was desks in the Iris office made?"
+    assert neighbours("What is the number of desks in the Iris office?", ["58"], PROBE) == []
+
+
 @pytest.mark.parametrize(
     "question",
     ["Who designed it?", "Tell me about Iris.", "What is it?", "Where are they based?", "Hello", ""],
