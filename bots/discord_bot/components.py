@@ -320,7 +320,9 @@ TOO_LONG_TO_EDIT = (
 )
 
 
-class EditReviewButton(discord.ui.DynamicItem[Button], template=r"iris:review:edit:(?P<correction>[0-9]+)"):
+class EditReviewButton(
+    discord.ui.DynamicItem[Button], template=r"iris:review:edit:(?P<correction>[0-9]{1,18})"
+):
     """✏️ Edit opens a form holding the correction's text; submitting it approves what it holds."""
 
     def __init__(self, correction_id: int) -> None:
@@ -362,7 +364,7 @@ class EditReviewButton(discord.ui.DynamicItem[Button], template=r"iris:review:ed
 
 
 # As for the correction form: the id is in the form's custom id, so a submit lands in any process.
-REVIEW_FORM_ID = re.compile(r"iris:review-form:(?P<correction>[0-9]+)")
+REVIEW_FORM_ID = re.compile(r"iris:review-form:(?P<correction>[0-9]{1,18})")  # fits the database's integers
 EDITED_ID = "edited"
 
 

@@ -20,7 +20,7 @@ RATE_PATTERN = re.compile(r"^rate:(\d+):(up|down)$")
 FIX_PATTERN = re.compile(r"^fix:(\d+)$")
 FORGET_PATTERN = re.compile(r"^forget:(\d+):(yes|no)$")
 REVIEW_PATTERN = re.compile(r"^review:(\d+):(approve|reject)$")
-REVIEW_EDIT_PATTERN = re.compile(r"^review:(\d+):edit$")
+REVIEW_EDIT_PATTERN = re.compile(r"^review:([0-9]{1,18}):edit$")  # a forged id fits the database's integers
 AGAIN_PATTERN = re.compile(r"^again:(\d+)$")
 PICK_PATTERN = re.compile(r"^pick:(\d+):(1|2|n)$")
 

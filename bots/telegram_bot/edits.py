@@ -36,7 +36,8 @@ PROMPT = (
 PROMPT_TEXT = "Its text now (tap to copy):"
 PROMPT_ID = re.compile(r"^✏️ Suggested answer #(\d+): reply to this message")
 # "@iris_bot fix 42: the edited answer", as the ✏️ Edit button fills it in (buttons.edit_query).
-INLINE_EDIT = re.compile(r"^@(?P<bot>\w+)\s+fix\s+(?P<id>\d+):(?P<text>.*)$", re.DOTALL | re.IGNORECASE)
+# At most 18 digits: any such id fits the database's integers (a longer one is not an edit).
+INLINE_EDIT = re.compile(r"^@(?P<bot>\w+)\s+fix\s+(?P<id>[0-9]{1,18}):(?P<text>.*)$", re.DOTALL | re.IGNORECASE)
 # Room for the prompt's words in its first message.
 PIECE_LIMIT = TEXT_LIMIT - 512
 

@@ -109,6 +109,10 @@ async def test_an_admin_edits_in_the_input_field_and_the_export_holds_the_edited
     assert "already reviewed" in answer.params["text"]
     fake_api.send_text(private_chat(ADMIN), ADMIN, f"@{BOT_USERNAME} fix {correction_id}: Rome.")
     await wait_for_text(fake_api, ADMIN_ID, f"#{correction_id} was already reviewed")
+    # A forged id gets the same answer, the largest the database holds too: nothing is stored.
+    for forged in (99999, 10**18 - 1):
+        fake_api.send_text(private_chat(ADMIN), ADMIN, f"@{BOT_USERNAME} fix {forged}: Rome.")
+        await wait_for_text(fake_api, ADMIN_ID, f"#{forged} was already reviewed, or no longer exists")
     assert query(app, "SELECT text, status FROM corrections WHERE id = ?", correction_id) == [
         (EDITED, "approved")
     ]
