@@ -420,7 +420,7 @@ def retrain(
             reason = f"{refusal}; nothing was registered\nWhat to do next: {NEXT_NO_ANSWER}"
             return _finish(pipeline, "refused", reason, str(refusal))
         except Exception as error:
-            log.exception("retrain %s failed", run.name)
+            _log_failure(run.name, error)
             run.finish("failed", f"{type(error).__name__}: {error}")
             message = (
                 f"{run.name} failed: {error}. The active model is unchanged; `iris retrain --resume` continues."
@@ -429,13 +429,22 @@ def retrain(
         try:
             pipeline.execute(STEPS[5:])
         except Exception as error:
-            log.exception("retrain %s failed", run.name)
+            _log_failure(run.name, error)
             run.finish("failed", f"{type(error).__name__}: {error}")
             message = f"{run.name} failed: {error}. `iris retrain --resume` continues."
             return RetrainResult("failed", run.name, run.dir, message, error=f"{type(error).__name__}: {error}")
         promote = run.result("promote")
         status: Status = "promoted" if promote["promoted"] else "ab-test" if promote.get("ab") else "refused"
         return _finish(pipeline, status, None, None)
+
+
+def _log_failure(name: str, error: Exception) -> None:
+    """A failed step in the log: one line for the machine's state (a full disk, a read-only or missing
+    file: the error names the file), a traceback for anything else, which is a bug to look into."""
+    if isinstance(error, OSError):
+        log.error("retrain %s failed: %s", name, error)
+    else:
+        log.exception("retrain %s failed", name)
 
 
 def _finish(pipeline: Pipeline, status: Status, reason: str | None, error: str | None) -> RetrainResult:

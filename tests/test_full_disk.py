@@ -312,3 +312,53 @@ async def test_a_running_bot_on_a_full_database_disk_tells_the_person(
         texts = [text for _, text in turns(disk / "data" / "iris.db")]
         assert texts[0] == "What is the capital of France?" and texts[1] == first[-1].text
         assert texts[2:3] == ["What is the largest planet?"] and len(texts) == 4
+
+
+def stored_feedback_and_models(database_url: str) -> list[list[tuple[object, ...]]]:
+    """The stored feedback (turns, ratings, corrections) and the model registry, row by row."""
+    tables = ("turns", "ratings", "corrections", "model_versions")
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+        return [list(connection.execute(f"SELECT * FROM {table} ORDER BY id")) for table in tables]
+
+
+def test_retrain_anchor_rows_on_a_full_disk(feedback_env: dict[str, str], tmp_path: Path) -> None:
+    """The anchor step asks the base model its questions, then writing the facts with their anchor
+    rows (``teach.json``) meets a full disk: the run fails in one line, before any training."""
+    import shutil
+
+    pytest.importorskip("datasets")
+    work = tmp_path / "work"
+    # Should the run get past the dataset step after all, one training step, not a hundred.
+    env_ = {**feedback_env, "IRIS_RETRAIN_DIR": str(work), "IRIS_DATASET_SAMPLE_SIZE": "40"}
+    env_ |= {"IRIS_RETRAIN_MAX_STEPS": "1", "IRIS_RETRAIN_MAX_TEACH_STEPS": "1"}
+    # A dataset as a run builds it (its feedback export included), built off the small disk.
+    built = iris(env_, "retrain", "--dry-run", "--profile", "cpu-tiny")
+    assert built.returncode == 0, built.stderr
+    (made,) = work.glob("runs/*/dataset")
+    with tmpfs(tmp_path / "disk", size="8m") as disk:
+        dataset = disk / "dataset"
+        shutil.copytree(made, dataset)
+        (dataset / "teach.json").unlink()  # the anchor step below writes it anew
+        untaught = dataset / "eval_feedback_untaught.jsonl"  # rewritten before the anchor step
+        os.link(untaught, disk / "kept")  # so replacing it frees no room for teach.json
+        earlier = {path: path.read_bytes() for path in dataset.rglob("*") if path.is_file()}
+        stored = stored_feedback_and_models(feedback_env["DATABASE_URL"])
+        fill(disk, leave=-(-untaught.stat().st_size // 4096) * 4096)  # room for that file alone
+
+        result = iris(env_, "retrain", "--profile", "cpu-tiny", "--dataset", str(dataset))
+
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+        assert "anchors: " in result.stdout  # the base model answered the anchor questions first
+        failure = result.stdout.strip().splitlines()[-1]  # what the person reads last: one line
+        assert "failed: " in failure and "No space left on device" in failure
+        assert str(dataset / "teach.json") in failure and "The active model is unchanged" in failure
+        logged = [line for line in result.stderr.splitlines() if " ERROR " in line]
+        assert len(logged) == 1 and "No space left on device" in logged[0]  # in the log: one line too
+        # No dataset file half-written: no teach.json, nothing temporary, every other file as it was.
+        assert not (dataset / "teach.json").exists() and not leftovers(disk)
+        assert {path: path.read_bytes() for path in dataset.rglob("*") if path.is_file()} == earlier
+    (state_file,) = [path for path in work.glob("runs/*/state.json") if "dry-run" not in path.parent.name]
+    state = json.loads(state_file.read_text())
+    assert state["status"] == "failed" and state["steps"] == {}  # --resume makes the anchors again
+    assert not (state_file.parent / "train").exists()  # nothing trained
+    assert stored_feedback_and_models(feedback_env["DATABASE_URL"]) == stored  # the active model too

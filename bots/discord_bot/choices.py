@@ -14,7 +14,7 @@ from typing import Any
 
 import discord
 
-from bots.discord_bot.components import GONE, Button, allowed, bot_of, guarded, pressed_in, tell
+from bots.discord_bot.components import GONE, ID, Button, allowed, bot_of, guarded, pressed_in, tell
 from bots.discord_bot.people import person_of
 from bots.discord_bot.replies import MESSAGE_LIMIT, reply_to, web_links_only
 from bots.render import choice_card
@@ -30,7 +30,7 @@ WORDS = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: "n"}
 _showing: set[asyncio.Task[None]] = set()  # kept, so none is collected half-way
 
 
-class AgainButton(discord.ui.DynamicItem[Button], template=r"iris:again:(?P<turn>[0-9]+)"):
+class AgainButton(discord.ui.DynamicItem[Button], template=rf"iris:again:(?P<turn>{ID})"):
     """🔁: another answer to one reply, to pick the better of the two."""
 
     def __init__(self, turn_id: int) -> None:
@@ -94,7 +94,7 @@ def choice_content(pair: AnswerPair) -> str:
     return choice_card(pair.first, pair.second or "", MESSAGE_LIMIT, web_links_only)
 
 
-class PickButton(discord.ui.DynamicItem[Button], template=r"iris:pick:(?P<pair>[0-9]+):(?P<pick>1|2|n)"):
+class PickButton(discord.ui.DynamicItem[Button], template=rf"iris:pick:(?P<pair>{ID}):(?P<pick>1|2|n)"):
     """1 / 2 / Neither under a pair; only the person who pressed 🔁 may pick."""
 
     def __init__(self, pair_id: int, pick: Pick, chosen: bool = False) -> None:

@@ -18,6 +18,7 @@ import discord
 from bots.discord_bot.people import PLATFORM, channel_ids, may_use, person_of
 from bots.render import format_forget, printable, review_card
 from core.access import REFUSAL
+from core.choices import UNKNOWN as PAIR_GONE
 from core.domain import ChatRef, Correction, RatingOutcome
 from core.feedback import FeedbackLimited, UnknownReply
 from core.ports import AlreadyReviewed
@@ -40,6 +41,12 @@ TEXT_INPUT_LIMIT = 4000
 SAVED = "Thanks! Your answer is saved; an admin reviews it before I learn from it."
 
 Button = discord.ui.Button[Any]
+
+# A reply's, an answer pair's or a correction's id in a custom id: at most 18 digits, so that any
+# id a client sends back fits the database's 64-bit integers. Iris never makes a longer one; a
+# custom id with one is forged, and ``ForgedButton`` answers it as a deleted one is answered.
+ID = "[0-9]{1,18}"
+TOO_LONG_ID = "[0-9]{19,}"
 
 
 def bot_of(interaction: discord.Interaction[Any]) -> IrisClient:
@@ -88,7 +95,7 @@ async def guarded(interaction: discord.Interaction[Any], work: Awaitable[None]) 
 # --- feedback on a reply --------------------------------------------------------
 
 
-class RateButton(discord.ui.DynamicItem[Button], template=r"iris:rate:(?P<vote>up|down):(?P<turn>[0-9]+)"):
+class RateButton(discord.ui.DynamicItem[Button], template=rf"iris:rate:(?P<vote>up|down):(?P<turn>{ID})"):
     """👍 or 👎 on one reply; a second press by the same person changes their rating."""
 
     def __init__(self, turn_id: int, up: bool) -> None:
@@ -132,7 +139,7 @@ class RateButton(discord.ui.DynamicItem[Button], template=r"iris:rate:(?P<vote>u
         await tell(interaction, RATED[outcome].format(emoji=self.emoji))
 
 
-class FixButton(discord.ui.DynamicItem[Button], template=r"iris:fix:(?P<turn>[0-9]+)"):
+class FixButton(discord.ui.DynamicItem[Button], template=rf"iris:fix:(?P<turn>{ID})"):
     """✏️ opens a form for the answer the person expected."""
 
     def __init__(self, turn_id: int) -> None:
@@ -164,7 +171,7 @@ class FixButton(discord.ui.DynamicItem[Button], template=r"iris:fix:(?P<turn>[0-
 
 # The correction form's custom id carries the reply's turn id, so that a form opened before a
 # restart (or by another process) still lands: discord.py drops a submit whose Modal it does not hold.
-FORM_ID = re.compile(r"iris:fix-form:(?P<turn>[0-9]+)")
+FORM_ID = re.compile(rf"iris:fix-form:(?P<turn>{ID})")
 ANSWER_ID = "answer"
 
 
@@ -189,8 +196,14 @@ async def take_correction_form(interaction: discord.Interaction[Any]) -> None:
     Called for every interaction (``IrisClient.on_interaction``); anything else is left alone.
     """
     data: Any = interaction.data or {}
-    match = FORM_ID.fullmatch(str(data.get("custom_id", "")))
-    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+    custom_id = str(data.get("custom_id", ""))
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return
+    if re.fullmatch(f"iris:fix-form:{TOO_LONG_ID}", custom_id):  # forged: no reply has that id
+        await guarded(interaction, _tell_gone(interaction, "fix", custom_id))
+        return
+    match = FORM_ID.fullmatch(custom_id)
+    if match is None:
         return
     text = _submitted(data.get("components", []))
     await guarded(interaction, _save_correction(interaction, int(match["turn"]), text))
@@ -263,7 +276,7 @@ def correction_card(correction: Correction) -> list[str]:
 
 
 class ReviewButton(
-    discord.ui.DynamicItem[Button], template=r"iris:review:(?P<verdict>approve|reject):(?P<correction>[0-9]+)"
+    discord.ui.DynamicItem[Button], template=rf"iris:review:(?P<verdict>approve|reject):(?P<correction>{ID})"
 ):
     """Approve or reject a pending correction (admins only)."""
 
@@ -303,7 +316,7 @@ class ReviewButton(
             await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
             return
         except LookupError:
-            await interaction.edit_original_response(content="That correction no longer exists.", view=None)
+            await interaction.edit_original_response(content=CORRECTION_GONE, view=None)
             return
         verdict = "✅ Approved" if self.approve else "❌ Rejected"
         last = correction_card(correction)[-1]  # the message the buttons were under
@@ -313,6 +326,7 @@ class ReviewButton(
 
 
 ALREADY_DECIDED = "Correction #{id} was already reviewed, or no longer exists; nothing changed."
+CORRECTION_GONE = "That correction no longer exists."
 EDIT_EMPTY = "The edited answer is empty, so nothing was approved."
 TOO_LONG_TO_EDIT = (
     "Correction #{id} is longer than a Discord form holds ({limit} characters): "
@@ -320,9 +334,7 @@ TOO_LONG_TO_EDIT = (
 )
 
 
-class EditReviewButton(
-    discord.ui.DynamicItem[Button], template=r"iris:review:edit:(?P<correction>[0-9]{1,18})"
-):
+class EditReviewButton(discord.ui.DynamicItem[Button], template=rf"iris:review:edit:(?P<correction>{ID})"):
     """✏️ Edit opens a form holding the correction's text; submitting it approves what it holds."""
 
     def __init__(self, correction_id: int) -> None:
@@ -364,7 +376,7 @@ class EditReviewButton(
 
 
 # As for the correction form: the id is in the form's custom id, so a submit lands in any process.
-REVIEW_FORM_ID = re.compile(r"iris:review-form:(?P<correction>[0-9]{1,18})")  # fits the database's integers
+REVIEW_FORM_ID = re.compile(rf"iris:review-form:(?P<correction>{ID})")
 EDITED_ID = "edited"
 
 
@@ -387,8 +399,14 @@ class ReviewEditModal(discord.ui.Modal):
 async def take_review_form(interaction: discord.Interaction[Any]) -> None:
     """Approve a correction with the text of a submitted ✏️ Edit form (``IrisClient.on_interaction``)."""
     data: Any = interaction.data or {}
-    match = REVIEW_FORM_ID.fullmatch(str(data.get("custom_id", "")))
-    if interaction.type is not discord.InteractionType.modal_submit or match is None:
+    custom_id = str(data.get("custom_id", ""))
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return
+    if re.fullmatch(f"iris:review-form:{TOO_LONG_ID}", custom_id):  # forged: no correction has that id
+        await guarded(interaction, _tell_gone(interaction, "review:edit", custom_id))
+        return
+    match = REVIEW_FORM_ID.fullmatch(custom_id)
+    if match is None:
         return
     text = _submitted(data.get("components", []), EDITED_ID)
     await guarded(interaction, _approve_edited(interaction, int(match["correction"]), text.strip()))
@@ -427,6 +445,54 @@ def review_view(correction_id: int) -> discord.ui.View:
     view.add_item(ReviewButton(correction_id, approve=False))
     view.add_item(EditReviewButton(correction_id))
     return view
+
+
+# --- forged ids -------------------------------------------------------------------
+
+
+# The buttons' custom ids (``iris:again:…`` and ``iris:pick:…`` are ``choices``'s) with a longer id.
+FORGED_ID = (
+    r"iris:(?P<kind>rate:(?:up|down)|fix|again|pick|review:(?:approve|reject|edit))"
+    rf":(?P<id>{TOO_LONG_ID})(?::[12n])?"
+)
+
+
+class ForgedButton(discord.ui.DynamicItem[Button], template=FORGED_ID):
+    """A press on an Iris custom id whose id is too long for the database: forged, since Iris makes none.
+
+    Answered as a press on a deleted reply, pair or correction is (after the same checks of who
+    pressed), so that the id never reaches the database and the client stops waiting.
+    """
+
+    def __init__(self, kind: str, forged_id: str) -> None:
+        self.kind = kind
+        super().__init__(discord.ui.Button(label="forged", custom_id=f"iris:{kind}:{forged_id}"))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ForgedButton:
+        return cls(match["kind"], match["id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        data: Any = interaction.data or {}
+        await guarded(interaction, _tell_gone(interaction, self.kind, str(data.get("custom_id", ""))))
+
+
+async def _tell_gone(interaction: discord.Interaction[Any], kind: str, custom_id: str) -> None:
+    """What a press (or form) on a deleted reply, pair or correction of this ``kind`` is told."""
+    if kind.startswith("review:"):
+        if not is_admin(interaction):
+            text = ADMINS_ONLY
+        elif kind == "review:edit":
+            text = ALREADY_DECIDED.format(id=custom_id.rsplit(":", 1)[-1])
+        else:
+            text = CORRECTION_GONE
+    elif not allowed(interaction):
+        text = REFUSAL
+    else:
+        text = PAIR_GONE if kind == "pick" else GONE
+    await tell(interaction, text)
 
 
 # --- /forget ----------------------------------------------------------------------
@@ -475,4 +541,4 @@ def forget_view(user_id: int) -> discord.ui.View:
     return view
 
 
-DYNAMIC_ITEMS = (RateButton, FixButton, ReviewButton, EditReviewButton, ForgetButton)
+DYNAMIC_ITEMS = (RateButton, FixButton, ReviewButton, EditReviewButton, ForgetButton, ForgedButton)

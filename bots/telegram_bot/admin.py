@@ -32,6 +32,8 @@ PRIVATE_ONLY = (
 )
 SENT_PRIVATELY = "I've answered /{command} in our private chat."
 ALREADY_DECIDED = "Suggested answer #{id} was already reviewed, or no longer exists; nothing changed."
+REVIEWERS_ONLY = "Only admins can review suggested answers."
+SUGGESTION_GONE = "That suggested answer no longer exists."
 REVIEW_PAGE = 10
 AUDIT_LINES = 30
 TEXT_LIMIT = 4096
@@ -141,7 +143,7 @@ class Admin:
             return
         outbox = self.adapter.outbox
         if not self.adapter.is_admin(update):
-            await outbox.answer(query.id, "Only admins can review suggested answers.", alert=True)
+            await outbox.answer(query.id, REVIEWERS_ONLY, alert=True)
             return
         reviewer = query.from_user
         try:
@@ -153,7 +155,7 @@ class Admin:
             await outbox.answer(query.id, ALREADY_DECIDED.format(id=press.correction_id), alert=True)
             return
         except LookupError:
-            await outbox.answer(query.id, "That suggested answer no longer exists.")
+            await outbox.answer(query.id, SUGGESTION_GONE)
             return
         verdict = "✅ Approved" if press.approve else "❌ Rejected"
         await outbox.answer(query.id, f"{verdict}.")

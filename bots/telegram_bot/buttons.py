@@ -16,13 +16,23 @@ from bots.render import printable
 from core.choices import Pick, parse_pick
 from core.domain import Correction
 
-RATE_PATTERN = re.compile(r"^rate:(\d+):(up|down)$")
-FIX_PATTERN = re.compile(r"^fix:(\d+)$")
+# A reply's, an answer pair's or a correction's id, as a button carries it: at most 18 digits, so
+# that any id a client sends back fits the database's 64-bit integers. Iris never makes a longer
+# one; data with one is forged (``parse_forged``) and reaches no handler that looks it up.
+ID = r"([0-9]{1,18})"
+RATE_PATTERN = re.compile(rf"^rate:{ID}:(up|down)$")
+FIX_PATTERN = re.compile(rf"^fix:{ID}$")
+# A person's Telegram id (at most 52 bits), compared with the presser's, never looked up.
 FORGET_PATTERN = re.compile(r"^forget:(\d+):(yes|no)$")
-REVIEW_PATTERN = re.compile(r"^review:(\d+):(approve|reject)$")
-REVIEW_EDIT_PATTERN = re.compile(r"^review:([0-9]{1,18}):edit$")  # a forged id fits the database's integers
-AGAIN_PATTERN = re.compile(r"^again:(\d+)$")
-PICK_PATTERN = re.compile(r"^pick:(\d+):(1|2|n)$")
+REVIEW_PATTERN = re.compile(rf"^review:{ID}:(approve|reject)$")
+REVIEW_EDIT_PATTERN = re.compile(rf"^review:{ID}:edit$")
+AGAIN_PATTERN = re.compile(rf"^again:{ID}$")
+PICK_PATTERN = re.compile(rf"^pick:{ID}:(1|2|n)$")
+# The same data with an id too long for the database: what a forged press sends.
+FORGED_PATTERN = re.compile(
+    r"^(?P<kind>rate|fix|again|pick|review):(?P<id>[0-9]{19,})"
+    r"(?::(?P<action>up|down|1|2|n|approve|reject|edit))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,14 @@ class ForgetPress:
 class ReviewPress:
     correction_id: int
     approve: bool
+
+
+@dataclass(frozen=True)
+class ForgedPress:
+    """A press whose data has the shape of an Iris button's but an id no database row can have."""
+
+    kind: str  # rate, fix, again, pick, review (✅ / ❌) or edit (a review's ✏️ Edit)
+    forged_id: str  # the digits as sent: too many for an int the database holds
 
 
 def rating_keyboard(turn_id: int, chosen: bool | None = None) -> InlineKeyboardMarkup:
@@ -172,3 +190,12 @@ def parse_pick_press(data: str) -> PickPress | None:
     match = PICK_PATTERN.match(data)
     pick = parse_pick(match[2]) if match else None
     return PickPress(int(match[1]), pick) if match and pick else None
+
+
+def parse_forged(data: str) -> ForgedPress | None:
+    """The press, when ``data`` is an Iris button's with an id longer than any Iris makes."""
+    match = FORGED_PATTERN.match(data)
+    if match is None:
+        return None
+    kind = "edit" if match["action"] == "edit" else match["kind"]
+    return ForgedPress(kind, match["id"])

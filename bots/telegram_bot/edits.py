@@ -19,13 +19,12 @@ from telegram.ext import ContextTypes, filters
 
 from bots.render import printable, split_message
 from bots.telegram_bot.adapter import Adapter
-from bots.telegram_bot.admin import ALREADY_DECIDED, TEXT_LIMIT, correction_messages
+from bots.telegram_bot.admin import ALREADY_DECIDED, REVIEWERS_ONLY, TEXT_LIMIT, correction_messages
 from bots.telegram_bot.buttons import parse_review_edit
 from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.outbox import Target
 from core.domain import Correction
 
-ADMINS_ONLY = "Only admins can review suggested answers."
 EMPTY = "The edited answer is empty, so nothing was approved. Send the answer as it should read."
 PRIVATE_ONLY = "Edit suggested answers in our private chat, where /review shows them."
 # The prompt's first words carry the correction's id; a reply to it is read back from them.
@@ -91,7 +90,7 @@ class CorrectionEdits:
             return
         outbox = self.adapter.outbox
         if not self.adapter.is_admin(update):
-            await outbox.answer(query.id, ADMINS_ONLY, alert=True)
+            await outbox.answer(query.id, REVIEWERS_ONLY, alert=True)
             return
         correction = await self.adapter.service.feedback.pending_correction(correction_id)
         if correction is None or query.message is None:
@@ -116,7 +115,7 @@ class CorrectionEdits:
         outbox = self.adapter.outbox
         if not self.adapter.is_admin(update):
             if await self.adapter.admitted(update):
-                await outbox.send(target, plain_text(ADMINS_ONLY))
+                await outbox.send(target, plain_text(REVIEWERS_ONLY))
             return
         if self.adapter.is_group(message):
             # The approved card shows people's words: only in the admin's private chat.

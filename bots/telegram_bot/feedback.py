@@ -8,10 +8,12 @@ from telegram import CallbackQuery, ForceReply, Message, Update
 from telegram.ext import ContextTypes
 
 from bots.telegram_bot.adapter import Adapter
-from bots.telegram_bot.buttons import parse_fix, parse_rate, rating_keyboard
+from bots.telegram_bot.admin import ALREADY_DECIDED, REVIEWERS_ONLY, SUGGESTION_GONE
+from bots.telegram_bot.buttons import ForgedPress, parse_fix, parse_forged, parse_rate, rating_keyboard
 from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.incoming import PLATFORM, chat_of, person_of
 from bots.telegram_bot.outbox import Target
+from core.choices import UNKNOWN as PAIR_GONE
 from core.domain import ChatRef, RatingOutcome
 from core.feedback import FeedbackLimited, UnknownReply
 
@@ -105,10 +107,30 @@ class Feedback:
     async def on_unknown_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A press whose data no button of Iris carries (an old version's, or a modified client's).
 
-        Answered, so the person's client stops waiting; nothing is stored.
+        Answered, so the person's client stops waiting; nothing is stored. An Iris button's
+        data with a forged id too long for the database gets what a deleted one gets.
         """
-        if update.callback_query is not None:
-            await self.adapter.outbox.answer(update.callback_query.id, UNKNOWN_BUTTON)
+        query = update.callback_query
+        if query is None:
+            return
+        forged = parse_forged(query.data or "")
+        if forged is None:
+            await self.adapter.outbox.answer(query.id, UNKNOWN_BUTTON)
+        else:
+            await self._on_forged(update, query, forged)
+
+    async def _on_forged(self, update: Update, query: CallbackQuery, forged: ForgedPress) -> None:
+        """The answer a press on a deleted reply, pair or suggestion gets, after the same checks."""
+        outbox = self.adapter.outbox
+        if forged.kind in ("review", "edit"):
+            if not self.adapter.is_admin(update):
+                await outbox.answer(query.id, REVIEWERS_ONLY, alert=True)
+            elif forged.kind == "edit":
+                await outbox.answer(query.id, ALREADY_DECIDED.format(id=forged.forged_id))
+            else:
+                await outbox.answer(query.id, SUGGESTION_GONE)
+        elif await self.adapter.admitted(update):
+            await outbox.answer(query.id, PAIR_GONE if forged.kind == "pick" else REPLY_GONE)
 
     async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.effective_message, update.effective_user
