@@ -19,6 +19,7 @@ from core.config import ServiceConfig
 from core.domain import ModelVersion
 from core.generation import LlamaGenerator, bundled_model, hub_gguf
 from core.memory import CorrectionMemory, normalized
+from core.personas import PersonaBook, PersonaFile
 from core.ports import ServerUnavailable
 from core.remote import ServerGenerator, ServerTranscriber
 from core.service import ChatService
@@ -34,6 +35,7 @@ from storage.limits import SqlLimitLedger
 from storage.memory import SqlMemoryStore
 from storage.migrate import upgrade
 from storage.pending import SqlPendingCorrections
+from storage.personas import SqlPersonas
 from storage.repository import SqlStore
 from storage.voices import SqlVoicePreferences
 
@@ -196,9 +198,17 @@ def build_app(settings: Settings | None = None) -> App:
         pending=SqlPendingCorrections(store.engine),  # a ✏️ answered in another process, or after a restart
         choices=SqlAnswerChoices(store.engine),  # 🔁 pairs: one second answer per reply, in every process
         memory=build_memory(settings, store),
+        personas=build_personas(settings, store),  # read at each reply: a change holds from the next one
     )
     inbox = SqlInbox(store.engine, settings.inbox_max_attempts)
     return App(settings, store, service, transcriber, generator, inbox)
+
+
+def build_personas(settings: Settings, store: SqlStore) -> PersonaBook:
+    """Which persona writes each reply: the chat's, else the default, else IRIS_CHAT_SYSTEM_PROMPT;
+    with IRIS_PERSONAS_FILE, the file's personas loaded whenever it changes."""
+    file = PersonaFile(settings.personas_file.expanduser()) if settings.personas_file else None
+    return PersonaBook(SqlPersonas(store.engine), settings.chat.system_prompt, file, audit=store)
 
 
 def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None:

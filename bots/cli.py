@@ -23,6 +23,7 @@ from bots.cli_ab import ab_app
 from bots.cli_errors import explain, file_problem
 from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
+from bots.cli_personas import persona_app
 from bots.cli_trust import audit, db_prune
 from bots.logs import redact
 from core.domain import (
@@ -48,6 +49,7 @@ app.add_typer(models_app, name="models")
 models_app.add_typer(ab_app, name="ab")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(persona_app, name="persona")
 app.command()(review)
 app.command()(retrain)
 app.command()(audit)
@@ -86,9 +88,13 @@ def ask(
         Path | None,
         typer.Option(help="Also write the spoken reply to this OGG/Opus file.", dir_okay=False, writable=True),
     ] = None,
+    persona: Annotated[
+        str | None, typer.Option(help="Answer with this persona, whatever the chat's (`iris persona list`).")
+    ] = None,
 ) -> None:
     """Send one message and print the reply (scriptable)."""
     from bots.app import build_app
+    from core.personas import PersonaNotFound
 
     if (text is None) == (voice is None):
         raise typer.BadParameter("give either TEXT or --voice PATH")
@@ -101,7 +107,12 @@ def ask(
     )
     application = build_app(load_settings())
     try:
+        if persona is not None:
+            application.service.writer.personas.pin(persona)
         result = asyncio.run(_ask(application.service, message, speak))
+    except PersonaNotFound as error:
+        typer.echo(f"{error.args[0]} (`iris persona list` shows them)", err=True)
+        raise typer.Exit(1) from None
     finally:
         application.close()
     if as_json:
@@ -151,6 +162,7 @@ async def _ask(service: ChatService, message: IncomingMessage, speak: Path | Non
                     "tokens": t.tokens,
                 },
                 memory={"correction": event.memory[0], "mode": event.memory[1]} if event.memory else None,
+                persona=event.persona,
             )
         elif isinstance(event, Notice):
             result.update(notice=event.text, notice_kind=event.kind.value, user_turn_id=event.turn_id)

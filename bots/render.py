@@ -193,6 +193,13 @@ def format_stats(stats: Stats) -> str:
         rated = row.up + row.down
         share = f" ({row.up / rated:.0%} 👍)" if rated else ""
         lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
+    if any(row.persona is not None for row in stats.by_persona):  # only once a persona wrote a reply
+        lines.append("By persona:")
+        for figures in stats.by_persona:
+            rated = figures.up + figures.down
+            share = f" ({figures.up / rated:.0%} 👍)" if rated else ""
+            name = figures.persona or "(configured prompt)"
+            lines.append(f"• {name}: {figures.replies} replies, {figures.up} 👍, {figures.down} 👎{share}")
     return "\n".join(lines)
 
 

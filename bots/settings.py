@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     allowed_chat_ids: IdList = Field(default_factory=list)  # empty: every chat
     allowed_role_ids: IdList = Field(default_factory=list)  # Discord roles; a listed role admits too
     admin_user_ids: IdList = Field(default_factory=list)
+    # TOML personas loaded into the database when the file changes (core.personas; docs/personas.md).
+    personas_file: Path | None = None
 
     # --- Telegram ---
     telegram_bot_token: SecretStr | None = Field(default=None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))

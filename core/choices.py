@@ -192,13 +192,14 @@ class AnotherAnswer:
             writer.store.history, question.conversation_id, question.turn_id, chat.history_turns
         )
         generator = (await writer.choose_model(question.conversation_id)).generator
-        options = writer.config.generation
+        persona = await writer.persona_of(question.conversation_id)  # the chat's persona, as replies
+        options = persona.options(writer.config.generation)
         options = replace(options, temperature=max(options.temperature, TEMPERATURE), seed=secrets.randbits(31))
         text = ""
         async with writer.queue.slot(person.actor):
             budget = generator.context_tokens - options.max_tokens
             messages = await asyncio.to_thread(
-                build_prompt, chat.system_prompt, history, question.text, generator.count_tokens, budget
+                build_prompt, persona.prompt, history, question.text, generator.count_tokens, budget
             )
             async with aclosing(writer.stream(generator, messages, options)) as pieces:
                 async for piece in pieces:

@@ -172,6 +172,16 @@ class ModelStats:
 
 
 @dataclass(frozen=True)
+class PersonaStats:
+    """Replies written with one persona's prompt (any version) and their ratings."""
+
+    persona: str | None  # None: the configured IRIS_CHAT_SYSTEM_PROMPT
+    replies: int
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
 class Stats:
     people: int
     conversations: int
@@ -186,6 +196,7 @@ class Stats:
     active_model_error: str | None = None  # the active version's file does not load: why
     memory_served: int = 0  # replies that were an approved correction as it is (core.memory)
     memory_grounded: int = 0  # replies the model wrote with an approved correction given to it
+    by_persona: list[PersonaStats] = field(default_factory=list)  # core.personas
 
     @property
     def voice_share(self) -> float:
@@ -264,6 +275,12 @@ class AuditAction(enum.StrEnum):
     PRUNE = "retention.prune"
     MEMORY_ADD = "memory.add"  # an approved correction indexed in the correction memory
     MEMORY_DROP = "memory.drop"  # a reviewed correction taken out of it
+    # core.personas: details hold a persona's version and settings, never its prompt's words
+    PERSONA_ADD = "persona.add"
+    PERSONA_EDIT = "persona.edit"
+    PERSONA_REMOVE = "persona.remove"  # details: the chats sent back to the default
+    PERSONA_USE = "persona.use"  # an admin set a chat's persona; target: platform:chat_id
+    PERSONA_FILE = "persona.file"  # the personas file changed stored personas
 
 
 @dataclass(frozen=True)
@@ -317,6 +334,7 @@ class ReplyDone:
     model: str
     timings: Timings
     memory: tuple[int, str] | None = None  # the approved correction that answered, and how (core.memory)
+    persona: str | None = None  # the persona whose prompt wrote it; None: the configured prompt (core.personas)
 
 
 class NoticeKind(enum.StrEnum):

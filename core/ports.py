@@ -34,6 +34,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.experiments import Arm, ArmCounts, ArmRating, Decision, Experiment
+from core.personas import Persona
 
 
 class AudioError(Exception):
@@ -166,9 +167,11 @@ class ConversationStore(Protocol):
         timings: Timings,
         experiment: tuple[int, Arm] | None = None,
         memory: tuple[int, str] | None = None,
+        persona: tuple[str, int] | None = None,
     ) -> int:
         """Store a reply; ``experiment``: the A/B test and arm it was written in; ``memory``: the
-        approved correction that served it and how (``core.memory``)."""
+        approved correction that served it and how (``core.memory``); ``persona``: the name and
+        prompt version of the persona that wrote it (``core.personas``; None: the configured prompt)."""
         ...
 
     def get_turn(self, turn_id: int) -> Turn | None: ...
@@ -488,4 +491,20 @@ class VoicePreferences(Protocol):
 
     def record_speech(self, turn_id: int, seconds: float, speak_ms: float, audio: bytes | None) -> None:
         """Note a reply's spoken length and synthesis time (and keep its audio, when given)."""
+        ...
+
+
+class PersonaStore(Protocol):
+    """Personas and each chat's choice of one, as every process on the database sees them
+    (``core.personas``; ``storage.personas.SqlPersonas``)."""
+
+    def persona(self, name: str) -> Persona | None: ...
+
+    def persona_for(self, conversation_id: int) -> Persona | None:
+        """The persona of the conversation's chat: the one set for it, else the default; None: no default."""
+        ...
+
+    def load_personas(self, personas: Sequence[Persona], by: str) -> list[str]:
+        """Add or change each (a changed prompt gets the next version; ``is_default`` makes it the
+        default); the names of those that changed. Others stored stay as they are."""
         ...

@@ -31,6 +31,7 @@ from core.feedback import Feedback
 from core.hearing import Listener
 from core.limits import Clock, RateLimiter
 from core.memory import CorrectionMemory
+from core.personas import PersonaBook
 from core.ports import (
     AuditLog,
     ConversationStore,
@@ -66,6 +67,7 @@ class ChatService:
         pending: PendingCorrections | None = None,
         memory: CorrectionMemory | None = None,
         choices: AnswerChoices | None = None,
+        personas: PersonaBook | None = None,
     ) -> None:
         config = config or ServiceConfig()
         # The per-person limits count in ``ledger`` (the database: every process alike); None: in memory.
@@ -74,7 +76,7 @@ class ChatService:
         self.listener = Listener(
             store, transcriber, limiter, config.chat.max_audio_seconds, config.parallel_transcripts
         )
-        self.writer = ReplyWriter(store, generator, config, ab, memory)
+        self.writer = ReplyWriter(store, generator, config, ab, memory, personas)
         self.replies = Replies(store, self.listener, self.writer, limiter, config, speaker)
         self.feedback = Feedback(store, limiter, trail, ab, memory, pending)
         self.again = AnotherAnswer(self.writer, self.feedback, choices)

@@ -31,6 +31,7 @@ from core.domain import (
 )
 from core.drafting import Draft, follow, stream_in_thread
 from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
+from core.personas import Persona, PersonaBook
 from core.ports import ConversationStore, Generation, ReplyGenerator, ServerUnavailable
 from core.prompt import PromptTooLong, build_prompt
 from core.scheduling import FairQueue
@@ -48,6 +49,7 @@ class ReplyWriter:
         config: ServiceConfig,
         ab: ABServing | None = None,
         memory: CorrectionMemory | None = None,
+        personas: PersonaBook | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -55,6 +57,8 @@ class ReplyWriter:
         self.ab = ab  # A/B tests of model versions; None: the active version answers everyone
         # Approved corrections answer the questions they fix before any retrain (core.memory); None: off.
         self.memory = memory
+        # Whose prompt writes each reply, read at each reply (core.personas); None: the configured prompt.
+        self.personas = personas or PersonaBook(None, config.chat.system_prompt)
         self.queue = FairQueue(config.parallel_replies)  # the model's places, round-robin per person
         self.threads = ThreadPoolExecutor(config.parallel_replies, thread_name_prefix="reply")
 
@@ -82,11 +86,14 @@ class ReplyWriter:
             history = []
         choice = await self.choose_model(receipt.conversation_id)
         recall = await self._recall(user_text, choice.generator.model_name)
+        persona = await self.persona_of(receipt.conversation_id)
         # The model writes in a task of its own: it never waits for the chat to
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
-        writer = asyncio.create_task(self._write(sender, history, user_text, draft, choice.generator, recall))
+        writer = asyncio.create_task(
+            self._write(sender, history, user_text, draft, choice.generator, recall, persona)
+        )
         try:
             async for event in follow(draft, self.config.chat.queue_notice_seconds):
                 yield event
@@ -131,6 +138,7 @@ class ReplyWriter:
                 timings,
                 choice.experiment,
                 memory,
+                persona.recorded,
             )
         except Exception:
             log.exception("could not store the reply to turn %s", turn_id)
@@ -140,7 +148,7 @@ class ReplyWriter:
                 turn_id,
             )
             return
-        yield ReplyDone(reply_id, text, written.model, timings, memory)
+        yield ReplyDone(reply_id, text, written.model, timings, memory, persona.name)
 
     async def fail(self, turn_id: int, reason: str, kind: NoticeKind = NoticeKind.MODEL_FAILED) -> Notice:
         """Store why the turn got no reply; the notice that tells the person."""
@@ -156,6 +164,16 @@ class ReplyWriter:
         except Exception:
             log.exception("could not read the running experiment; the active model answers")
             return Choice(self.generator)
+
+    async def persona_of(self, conversation_id: int) -> Persona:
+        """The persona that writes the conversation's next reply (a failing lookup: the configured prompt)."""
+        try:
+            return await asyncio.to_thread(self.personas.for_conversation, conversation_id)
+        except Exception:
+            log.exception(
+                "could not read the persona of conversation %s; the configured prompt answers", conversation_id
+            )
+            return self.personas.configured
 
     async def _recall(self, text: str, model: str) -> Recall | None:
         """The approved correction this message asks, if the memory has one (a failing memory: none)."""
@@ -175,6 +193,7 @@ class ReplyWriter:
         draft: Draft,
         generator: ReplyGenerator,
         recall: Recall | None = None,
+        persona: Persona | None = None,
     ) -> _Written:
         """Wait for a place at the model, then write the whole reply into ``draft``.
 
@@ -183,8 +202,9 @@ class ReplyWriter:
         an A/B test share the places. A reply served from the correction memory
         needs no place: the approved answer is the reply.
         """
-        options = self.config.generation
-        system_prompt = self.config.chat.system_prompt
+        persona = persona or self.personas.configured
+        options = persona.options(self.config.generation)
+        system_prompt = persona.prompt
         try:
             if recall is not None and recall.mode is MemoryMode.SERVED:
                 draft.add(recall.answer)

@@ -407,6 +407,7 @@ def _add_corrections(
         author = people[correction.author_id]
         owners = contexts.owners(correction.conversation_id, correction.reply_id, people, rows.name, author)
         meta = _meta(rows.name, author, "correction", correction.reply_id, correction.model_version, owners)
+        meta["persona"] = correction.persona  # which persona's prompt wrote the corrected reply
         rows.sft.append(((correction.reply_id, 0, correction.id), sft, meta))
         if _same(chosen, rejected):
             rows.excluded["correction_equals_reply"] += 1
@@ -471,6 +472,7 @@ def _add_ratings(
         raters = [people[rating.rater_id] for rating, _, _, _ in given]
         owners = contexts.owners(first.conversation_id, reply_id, people, rows.name, *raters)
         meta = _meta(rows.name, people[asker_id], "rating", reply_id, first.model_version, owners)
+        meta["persona"] = first.persona  # which persona's prompt wrote the rated reply
         rows.sft.append(((reply_id, 1, first.id), sft, meta))
 
 
@@ -549,6 +551,7 @@ def _meta(
         "kind": kind,
         "reply_id": reply_id,
         "model_version": model or "?",
+        "persona": None,  # the caller sets it from the reply's record
     }
 
 

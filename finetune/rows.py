@@ -47,6 +47,7 @@ class SftMeta(RowOwners):
     kind: str  # "correction" or "rating"
     reply_id: int
     model_version: str
+    persona: str | None  # the persona whose prompt wrote the reply (core.personas); None: the configured prompt
 
 
 class PromptCompletion(TypedDict):

@@ -66,6 +66,7 @@ class RatingRecord:
     rater_id: int
     asker_id: int | None
     rated_at: datetime
+    persona: str | None = None  # the persona whose prompt wrote the reply (core.personas)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class CorrectionRecord:
     created_at: datetime
     reviewer: str | None = None
     reviewed_at: datetime | None = None
+    persona: str | None = None  # the persona whose prompt wrote the reply (core.personas)
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,7 @@ def ratings(engine: Engine, since: datetime | None = None, until: datetime | Non
                 rater_id=rating.person_id,
                 asker_id=asker_id,
                 rated_at=aware(rating.updated_at),
+                persona=turn.persona,
             )
             for rating, turn, asker_id in session.execute(query).all()
         ]
@@ -246,6 +249,7 @@ def corrections(
                 created_at=aware(row.created_at),
                 reviewer=row.reviewer,
                 reviewed_at=aware(row.reviewed_at) if row.reviewed_at else None,
+                persona=turn.persona,
             )
             for row, turn, asker_id in session.execute(query).all()
         ]

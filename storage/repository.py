@@ -31,7 +31,7 @@ from core.domain import (
 )
 from core.experiments import Arm
 from core.ports import AlreadyReviewed, UnansweredTurn
-from storage import people, queries, retention
+from storage import people, personas, queries, retention
 from storage.database import dialect_insert, session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
 from storage.tables import (
@@ -197,6 +197,7 @@ class SqlStore:
         timings: Timings,
         experiment: tuple[int, Arm] | None = None,
         memory: tuple[int, str] | None = None,
+        persona: tuple[str, int] | None = None,
     ) -> int:
         with self._session() as session:
             asked = session.get_one(TurnRow, reply_to_turn_id)
@@ -216,6 +217,8 @@ class SqlStore:
                 arm=experiment[1].value if experiment else None,
                 memory_correction_id=memory[0] if memory else None,
                 memory_mode=memory[1] if memory else None,
+                persona=persona[0] if persona else None,
+                persona_version=persona[1] if persona else None,
             )
             session.add(row)
             session.flush()
@@ -460,6 +463,7 @@ class SqlStore:
                     .group_by(TurnRow.memory_mode)
                 ).all()
             )
+            by_persona = personas.reply_figures(session)
             active_row = session.execute(
                 select(ModelVersionRow.name, ModelVersionRow.load_error).where(ModelVersionRow.active)
             ).first()
@@ -478,6 +482,7 @@ class SqlStore:
             active_model_error=active_error,
             memory_served=memory.get("served", 0),
             memory_grounded=memory.get("grounded", 0),
+            by_persona=by_persona,
         )
 
     # --- model registry ------------------------------------------------------------

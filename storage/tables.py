@@ -119,6 +119,10 @@ class TurnRow(Base):
     # No foreign key: the reply stays when the correction is rejected or forgotten.
     memory_correction_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     memory_mode: Mapped[str | None] = mapped_column(String(16))
+    # The persona whose prompt wrote a reply, and that prompt's version (``core.personas``);
+    # NULL: the configured IRIS_CHAT_SYSTEM_PROMPT. No foreign key: a removed persona's replies stay.
+    persona: Mapped[str | None] = mapped_column(String(40))
+    persona_version: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -300,3 +304,42 @@ class AnswerChoiceRow(Base):
     written_at: Mapped[datetime | None]
     decided_at: Mapped[datetime | None]
     exported_at: Mapped[datetime | None]  # used by an export: the choice no longer changes
+
+
+class PersonaRow(Base):
+    """A persona: a name, the system prompt replies are written with, and optional voice, temperature
+    and greeting (``core.personas``). ``version`` goes up each time the prompt changes."""
+
+    __tablename__ = "personas"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(default=1)
+    voice: Mapped[str | None] = mapped_column(String(64))
+    temperature: Mapped[float | None] = mapped_column(Float)
+    greeting: Mapped[str | None] = mapped_column(Text)
+    # True for the default persona, NULL for the others: the unique constraint lets one be the
+    # default at a time (NULLs never collide), on SQLite and PostgreSQL alike.
+    is_default: Mapped[bool | None] = mapped_column(unique=True)
+    updated_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChatSettingsRow(Base):
+    """What admins set for one chat (``core.personas``): its persona, and room for the other
+    per-chat settings of issue #29 (NULL everywhere: the deployment's setting decides)."""
+
+    __tablename__ = "chat_settings"
+    __table_args__ = (UniqueConstraint("platform", "chat_id", name="uq_chat_settings_chat"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    chat_id: Mapped[str] = mapped_column(String(128))
+    persona: Mapped[str | None] = mapped_column(String(40))  # NULL: the default persona
+    spoken_replies: Mapped[str | None] = mapped_column(String(16))  # off|mirror|always (not wired yet)
+    reply_length: Mapped[str | None] = mapped_column(String(16))  # not wired yet
+    history_turns: Mapped[int | None]  # not wired yet
+    updated_by: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
