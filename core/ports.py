@@ -4,12 +4,14 @@ Implementations: ``core.transcription.WhisperTranscriber``,
 ``core.generation.LlamaGenerator`` and ``storage.repository.SqlStore``. Tests
 use fakes of these ports where the real part is not what is under test.
 
-All methods here are blocking; the service calls them from worker threads.
+All methods here are blocking (the service calls them from worker threads), except
+``ReplyGenerator.stream``, which hands the reply's pieces to the event loop as the
+model writes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -110,8 +112,12 @@ class ReplyGenerator(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
-        """Yield the reply in pieces; blocking, so run it in a worker thread."""
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
+        """The reply in pieces, as the model writes them, without blocking the event loop.
+
+        An async generator: whoever stops listening closes it (``contextlib.aclosing``),
+        and the model stops writing that reply at its next piece.
+        """
         ...
 
 
