@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.domain import (
     AuditAction,
@@ -36,6 +36,10 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.experiments import Arm, ArmCounts, ArmRating, Decision, Experiment
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class AudioError(Exception):
@@ -480,6 +484,15 @@ class Synthesizer(Protocol):
 
     def speak(self, text: str, max_seconds: float) -> Speech:
         """Say ``text`` as OGG/Opus, cut at ``max_seconds``; raise SynthesisFailed."""
+        ...
+
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
+        """Say ``text`` (a sentence or a few) as mono 16-bit samples, with their rate; raise SynthesisFailed.
+
+        A reply's sentences said one by one and joined are its voice note (``core.speaking``
+        says them while the rest of the reply is written): piper says a whole text sentence by
+        sentence too, with no pause between them.
+        """
         ...
 
 
