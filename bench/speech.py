@@ -11,7 +11,8 @@
 2. What a spoken reply adds to the time until the person can listen: through the whole service
    (SQLite, the bundled model, ``IRIS_TTS_REPLIES=always``), the time until the text reply is
    complete and the time until its voice note is ready, for a few questions, each asked once of
-   every engine in turn (one application; its synthesizer swapped between messages), each engine
+   every engine in turn (the order reversed every other question; one application, its
+   synthesizer swapped between messages; ``--rounds`` asks them again), each engine
    both ways: its sentences said while the reply is written (as Iris does) and the whole reply
    said once written (``IRIS_TTS_EARLY=false``).
 """
@@ -89,7 +90,7 @@ def real_time_factors(runs: int, names: list[str]) -> None:
             synthesizer.close()
 
 
-async def until_listening(names: list[str]) -> None:
+async def until_listening(names: list[str], rounds: int) -> None:
     synthesizers = engines(names)
     # Each engine twice: sentences said while the reply is written (as Iris does), and the
     # whole reply said once it is written (IRIS_TTS_EARLY=false, as before).
@@ -108,8 +109,8 @@ async def until_listening(names: list[str]) -> None:
             app.warm_up()
             for synthesizer in synthesizers.values():
                 synthesizer.speak(SENTENCE, 60)  # the kept piper starts here, as after a first reply
-            for number, question in enumerate(QUESTIONS):
-                for variant, name, early in variants:
+            for number, question in enumerate(QUESTIONS * rounds):
+                for variant, name, early in variants[:: 1 if number % 2 == 0 else -1]:
                     speaker.synthesizer = synthesizers[name]
                     speaker.config = dataclasses.replace(speaker.config, early=early)
                     text_s, voice_s, spoken_s = rows[variant]
@@ -133,7 +134,7 @@ async def until_listening(names: list[str]) -> None:
         print(
             f"{name:>40}: text reply complete {text:5.2f} s, voice note ready {voice:5.2f} s "
             f"(+{statistics.median(added):4.2f} s, {min(added):4.2f}-{max(added):4.2f}) for "
-            f"{spoken:4.1f} s of speech (median of {len(QUESTIONS)} questions, bundled model)"
+            f"{spoken:4.1f} s of speech (median of {len(text_s)} replies, bundled model)"
         )
 
 
@@ -141,11 +142,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--engines", default="espeak,piper")
+    parser.add_argument("--rounds", type=int, default=1, help="times the questions are asked of each engine")
+    parser.add_argument("--skip-synthesis", action="store_true", help="only the time until one can listen")
     args = parser.parse_args()
     names = args.engines.split(",")
-    real_time_factors(args.runs, names)
+    if not args.skip_synthesis:
+        real_time_factors(args.runs, names)
     print("\nuntil the person can listen (same machine, one message at a time):")
-    asyncio.run(until_listening(names))
+    asyncio.run(until_listening(names, args.rounds))
 
 
 if __name__ == "__main__":
