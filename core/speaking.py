@@ -132,10 +132,7 @@ class ReplySpeaker:
         parts: list[tuple[int, npt.NDArray[np.int16]]] = []
         for sentence in said:
             ahead = early.take(sentence) if early is not None else None
-            if ahead is not None:
-                parts.append(await asyncio.wrap_future(ahead))
-            else:
-                parts.append(await asyncio.wrap_future(self.say_soon(sentence)))
+            parts.append(await asyncio.wrap_future(ahead if ahead is not None else self.say_soon(sentence)))
         if early is not None:
             early.cancel()  # sentences the final text no longer has
         return await loop.run_in_executor(self._thread, join_and_encode, parts, limit)
