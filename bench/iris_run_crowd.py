@@ -63,6 +63,7 @@ async def iris_run_crowd(
     data_dir.mkdir(parents=True)
     environment = {
         **iris_environment(api, data_dir, gguf),
+        "TELEGRAM_EDIT_INTERVAL_SECONDS": "1.0",  # iris run's default (the tests' environment says 0.2)
         "IRIS_GENERATION_MAX_TOKENS": str(max_tokens),
         "IRIS_ADMIN_USER_IDS": ",".join(str(admin["id"]) for admin in [RATER, *ADMINS]),
         "IRIS_LOG_LEVEL": "WARNING",
