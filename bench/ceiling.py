@@ -13,8 +13,8 @@ the two flips every round, so a machine that gets busier slows both alike):
 2. **service**: the same questions through ``core.generation.LlamaGenerator``
    (``core.batching.BatchedDecoder`` underneath), driven as ``ChatService``
    drives it: the prompt built by ``core.prompt.build_prompt``, each reply
-   streamed by ``core.drafting.stream_in_thread`` on its own worker thread
-   into an asyncio event loop. No platform and no storage.
+   streamed by the generator's ``stream`` (the decoder's thread hands each
+   piece to the asyncio event loop). No platform and no storage.
 
 Both use the model, context size, threads and batch size of ``iris run``
 (``IRIS_LLM_*``; the bundled model is exported once into ``data/models``),
@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +41,7 @@ from bots.app import configured_model
 from bots.settings import Settings
 from core.batching import chat_tokens
 from core.domain import ModelVersion
-from core.drafting import stream_in_thread
-from core.generation import LlamaGenerator, LlmConfig, open_gguf
+from core.generation import LlamaGenerator, LlmConfig, open_gguf, whole
 from core.ports import Generation
 from core.prompt import build_prompt
 
@@ -189,7 +187,6 @@ async def service(
 ) -> Round:
     size = len(asked)
     generator = LlamaGenerator(None, version, dataclasses.replace(config, parallel=size))
-    threads = ThreadPoolExecutor(size, thread_name_prefix="reply")
     try:
         llm = generator.load()  # the model and a fresh decoder, before the clock starts
 
@@ -198,14 +195,13 @@ async def service(
             messages = await asyncio.to_thread(
                 build_prompt, system_prompt, [], question, generator.count_tokens, budget
             )
-            return "".join([piece async for piece in stream_in_thread(generator, messages, options, threads)])
+            return await whole(generator.stream(messages, options))
 
         began = time.perf_counter()
         texts = await asyncio.gather(*(reply(question) for question in asked))
         seconds = time.perf_counter() - began
         return Round("service", size, seconds, text_tokens(llm, texts), texts)
     finally:
-        threads.shutdown()
         generator.close()
 
 

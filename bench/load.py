@@ -1,12 +1,16 @@
 """Iris under a crowd: many voice notes at once through the real service path (not a test).
 
-    .venv/bin/python bench/load.py [--counts 1,4,16,32] [--parallel 4] [--max-tokens 128]
+    .venv/bin/python bench/load.py [--counts 1,4,16,32] [--parallel N] [--max-tokens 128] [--rounds 3]
+        [--iris-run-counts 16,32] [--skip-service]
 
 For each count N, N people send the same voice note at the same moment to one
-``ChatService`` (real faster-whisper, real llama.cpp, SQLite in a temporary
-directory), once with one reply at a time (``IRIS_LLM_PARALLEL=1``, how Iris
-served before batching) and once with ``--parallel`` replies decoded together,
-side by side in one run. While the notes are answered, a probe rates an earlier
+``ChatService`` built as ``iris run`` builds it (real faster-whisper, real llama.cpp,
+SQLite in a temporary directory), once with one reply at a time
+(``IRIS_LLM_PARALLEL=1``, how Iris served before batching) and once with
+``--parallel`` replies decoded together (default: as many as ``iris run``
+chooses on this machine), side by side, in ``--rounds`` rounds whose order
+flips each round; the tables give medians with their min-max. While the notes
+are answered, a probe rates an earlier
 reply (👍) and reads the admin figures (/stats) every 250 ms, and a 10 ms
 ticker records how late the event loop wakes.
 
@@ -14,7 +18,10 @@ Then the follow-up case: a conversation with about 1,500 tokens of history,
 while 3 other chats are being answered, asks again; its time to first token
 is compared with the same prompt sent cold (nothing of it evaluated before).
 
-Prints a Markdown table (README, "Serving a crowd").
+Then the same crowds through ``iris run telegram`` itself, with presses and
+commands sent into them (``bench/iris_run_crowd.py``).
+
+Prints Markdown tables (README, "Serving a crowd").
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ import argparse
 import asyncio
 import resource
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
+from iris_run_crowd import RunResult, iris_run_crowd  # beside this file
 from sqlalchemy import text as sql_text
 
 from bots.app import App, build_app
@@ -158,55 +164,6 @@ def sets(event: threading.Event) -> Callable[[BaseException | None], None]:
     return lambda _error: event.set()
 
 
-@dataclass
-class TelegramResult:
-    parallel: int
-    count: int
-    wall_s: float
-    help_s: float
-    answered: int
-
-
-async def telegram_crowd(settings: Settings, audio: bytes, count: int) -> TelegramResult:
-    """N voice notes at once through the Telegram adapter and a fake Bot API; /help from a newcomer 2 s in."""
-    from bots.telegram_bot import build_application, running
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake Bot API
-    from tests.telegram.fake_bot_api import TOKEN, FakeBotApi, private_chat, user
-    from tests.telegram.scenario import rated_replies
-
-    api = FakeBotApi()
-    await api.start()
-    settings = settings.model_copy(
-        update={
-            "telegram_bot_token": SecretStr(TOKEN),
-            "telegram_base_url": api.base_url,
-            "telegram_base_file_url": api.base_file_url,
-        }
-    )
-    app = build_app(settings)
-    try:
-        app.warm_up()
-        people = [user(100 + n, f"P{n}") for n in range(count)]
-        newcomer = user(99, "New")
-        async with running(build_application(app.service, settings), settings):
-            began = time.perf_counter()
-            for person in people:
-                api.send_voice(private_chat(person), person, audio)
-            await asyncio.sleep(2)
-            asked = time.perf_counter()
-            api.send_text(private_chat(newcomer), newcomer, "/help")
-            await api.wait_for(lambda: api.chat(newcomer["id"]), timeout=600)
-            help_s = time.perf_counter() - asked
-            await api.wait_for(lambda: all(rated_replies(api, p["id"]) for p in people), timeout=1200)
-            wall = time.perf_counter() - began
-        answered = sum(len(rated_replies(api, p["id"])) for p in people)
-        return TelegramResult(settings.llm.parallel, count, wall, help_s, answered)
-    finally:
-        app.close()
-        await api.stop()
-
-
 def follow_up(gguf: str, parallel: int, context_tokens: int) -> tuple[float, float, int, int]:
     """Time to first token of a follow-up with ~1,500 tokens of history, cold and with its slot kept."""
     llm = open_gguf(gguf, n_ctx=64)
@@ -273,21 +230,71 @@ def bench_settings(tmp: str, name: str, parallel: int, max_tokens: int) -> Setti
     )
 
 
-def print_service_table(results: list[Result]) -> None:
-    one = {r.count: r for r in results if r.parallel == 1}
+def spread(values: list[float], digits: int = 1) -> str:
+    """The median of the rounds, with their min-max."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def p50_p95(milliseconds: list[float]) -> str:
+    return f"{pct(milliseconds, 0.5):.0f} / {pct(milliseconds, 0.95):.0f} ms"
+
+
+def print_service_table(rounds: list[list[Result]]) -> None:
+    """Per count and slots: medians over the rounds; "×" compares with one at a time in the same round."""
     print()
     print(
         "| notes at once | replies decoded together | replies/min | × one at a time | first text p50 / p95 "
-        "| 👍 p95 | /stats p95 | worst loop lag | answered / stored | peak RSS |"
+        "| 👍 p95 | /stats p95 | worst loop lag | answered / stored |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    keys = dict.fromkeys((r.count, r.parallel) for r in rounds[0])
+    for count, parallel in sorted(keys):
+        runs = [r for results in rounds for r in results if (r.count, r.parallel) == (count, parallel)]
+        ratios = [
+            r.per_minute / one.per_minute
+            for results in rounds
+            for r in results
+            for one in results
+            if (r.count, r.parallel) == (count, parallel) and (one.count, one.parallel) == (count, 1)
+        ]
+        print(
+            f"| {count} | {parallel} | {spread([r.per_minute for r in runs])} | {spread(ratios, 2)} | "
+            f"{spread([statistics.median(r.first_text_s) for r in runs])} s / "
+            f"{spread([pct(r.first_text_s, 0.95) for r in runs])} s | "
+            f"{pct([ms for r in runs for ms in r.rate_ms], 0.95):.0f} ms | "
+            f"{pct([ms for r in runs for ms in r.stats_ms], 0.95):.0f} ms | "
+            f"{max(r.worst_lag_ms for r in runs):.0f} ms | "
+            f"{sum(r.answered for r in runs)}/{count * len(runs)} · {sum(r.stored for r in runs)} |"
+        )
+    print(flush=True)
+
+
+def print_iris_run_table(rounds: list[list[RunResult]]) -> None:
+    """The same through ``iris run telegram``: the crowd's pace and how long presses and commands took."""
+    print()
+    print(
+        "| voice notes at once | decoded together | replies/min | × one at a time | first message p50 "
+        "| 👍/👎 press p50 / p95 | /help p50 / p95 | /stats p50 / p95 | probes | peak RSS |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        ratio = r.per_minute / one[r.count].per_minute
+    keys = dict.fromkeys((r.count, r.parallel) for r in rounds[0])
+    for count, parallel in sorted(keys):
+        runs = [r for results in rounds for r in results if (r.count, r.parallel) == (count, parallel)]
+        ratios = [
+            r.per_minute / one.per_minute
+            for results in rounds
+            for r in results
+            for one in results
+            if (r.count, r.parallel) == (count, parallel) and (one.count, one.parallel) == (count, "1")
+        ]
+
         print(
-            f"| {r.count} | {r.parallel} | {r.per_minute:.1f} | {ratio:.2f} | "
-            f"{statistics.median(r.first_text_s):.1f} s / {pct(r.first_text_s, 0.95):.1f} s | "
-            f"{pct(r.rate_ms, 0.95):.0f} ms | {pct(r.stats_ms, 0.95):.0f} ms | {r.worst_lag_ms:.0f} ms | "
-            f"{r.answered}/{r.count} · {r.stored} | {r.peak_rss_mb:.0f} MB |"
+            f"| {count} | {parallel} | {spread([r.per_minute for r in runs])} | {spread(ratios, 2)} | "
+            f"{spread([statistics.median(r.first_message_s) for r in runs])} s | "
+            f"{p50_p95([ms for r in runs for ms in r.press_ms])} | "
+            f"{p50_p95([ms for r in runs for ms in r.help_ms])} | "
+            f"{p50_p95([ms for r in runs for ms in r.stats_ms])} | "
+            f"{sum(len(r.press_ms) for r in runs)} × 3 | {max(r.peak_rss_mb for r in runs):.0f} MB |"
         )
     print(flush=True)
 
@@ -296,38 +303,56 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--voice", type=Path, default=Path("tests/fixtures/short_story.ogg"))
     parser.add_argument("--counts", default="1,4,16,32")
-    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--parallel", type=int, default=0, help="decoded together; 0: as iris run chooses")
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--telegram-count", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iris-run-counts", default="16,32", help="through iris run telegram; empty: skip")
+    parser.add_argument("--skip-service", action="store_true", help="only the iris run telegram crowd")
     args = parser.parse_args()
     audio = args.voice.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        results: list[Result] = []
-        for count in [int(c) for c in args.counts.split(",")]:
-            for parallel in (1, args.parallel):
-                settings = bench_settings(tmp, f"p{parallel}-n{count}", parallel, args.max_tokens)
-                results.append(await crowd(settings, audio, count))
-                print(f"done: N={count} parallel={parallel} in {results[-1].wall_s:.1f} s", flush=True)
-        print_service_table(results)
-
-        cold, warm, cold_len, warm_len = follow_up(results[0].gguf, args.parallel, 2048)
-        print(
-            f"Follow-up with {cold_len} → {warm_len} tokens of history, 3 other chats being answered: "
-            f"time to first token cold {cold * 1000:.0f} ms, "
-            f"with the conversation's slot kept {warm * 1000:.0f} ms ({warm / cold:.0%} of cold).\n",
-            flush=True,
-        )
-
-        print("| through Telegram (fake Bot API) | decoded together | all answered in | /help sent 2 s in |")
-        print("| --- | --- | --- | --- |")
-        for parallel in (1, args.parallel):
-            settings = bench_settings(tmp, f"telegram-p{parallel}", parallel, args.max_tokens)
-            t = await telegram_crowd(settings, audio, args.telegram_count)
+        rounds: list[list[Result]] = []
+        for round_ in range(0 if args.skip_service else args.rounds):
+            results: list[Result] = []
+            for count in [int(c) for c in args.counts.split(",")]:
+                # Which goes first flips every round, so a machine that gets busier slows both alike.
+                for parallel in (1, args.parallel)[:: 1 if round_ % 2 == 0 else -1]:
+                    name = f"r{round_}-p{parallel}-n{count}"
+                    settings = bench_settings(tmp, name, parallel, args.max_tokens)
+                    results.append(await crowd(settings, audio, count))
+                    print(f"done: {name} in {results[-1].wall_s:.1f} s", flush=True)
+            rounds.append(results)
+        if rounds:
+            print_service_table(rounds)
+            cold, warm, cold_len, warm_len = follow_up(rounds[0][0].gguf, rounds[0][-1].parallel, 2048)
             print(
-                f"| {t.count} voice notes | {t.parallel} | {t.wall_s:.1f} s ({t.answered}/{t.count}) "
-                f"| answered after {t.help_s * 1000:.0f} ms |",
+                f"Follow-up with {cold_len} → {warm_len} tokens of history, 3 other chats being answered: "
+                f"time to first token cold {cold * 1000:.0f} ms, "
+                f"with the conversation's slot kept {warm * 1000:.0f} ms ({warm / cold:.0%} of cold).\n",
                 flush=True,
             )
+        if not args.iris_run_counts:
+            return
+        gguf = Path(exported_gguf(tmp, args.max_tokens))
+        runs: list[list[RunResult]] = []
+        for round_ in range(args.rounds):
+            row: list[RunResult] = []
+            for count in [int(c) for c in args.iris_run_counts.split(",")]:
+                for parallel in (1, args.parallel or None)[:: 1 if round_ % 2 == 0 else -1]:
+                    where = Path(tmp) / f"iris-run-r{round_}-p{parallel or 'default'}-n{count}"
+                    row.append(await iris_run_crowd(gguf, where, audio, count, parallel, args.max_tokens))
+                    print(f"done: {where.name} in {row[-1].wall_s:.1f} s", flush=True)
+            runs.append(row)
+        print_iris_run_table(runs)
+
+
+def exported_gguf(tmp: str, max_tokens: int) -> str:
+    """The GGUF ``iris run`` serves by default (the bundled model, exported once into the data folder)."""
+    app = build_app(bench_settings(tmp, "export", 1, max_tokens))
+    try:
+        return local_gguf(app)
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

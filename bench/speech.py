@@ -11,13 +11,17 @@
 2. What a spoken reply adds to the time until the person can listen: through the whole service
    (SQLite, the bundled model, ``IRIS_TTS_REPLIES=always``), the time until the text reply is
    complete and the time until its voice note is ready, for a few questions, each asked once of
-   every engine in turn (one application; its synthesizer swapped between messages).
+   every engine in turn (the order reversed every other question; one application, its
+   synthesizer swapped between messages; ``--rounds`` asks them again), each engine
+   both ways: its sentences said while the reply is written (as Iris does) and the whole reply
+   said once written (``IRIS_TTS_EARLY=false``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -38,6 +42,7 @@ QUESTIONS = [
     "Why is the sky blue?",
 ]
 PIPER_PYTHON = Path(".venv-piper/bin/python")
+WAYS = (("", True), (", said once written", False))
 
 
 def text_for(seconds: float, words_per_second: float) -> str:
@@ -85,8 +90,11 @@ def real_time_factors(runs: int, names: list[str]) -> None:
             synthesizer.close()
 
 
-async def until_listening(names: list[str]) -> None:
+async def until_listening(names: list[str], rounds: int) -> None:
     synthesizers = engines(names)
+    # Each engine twice: sentences said while the reply is written (as Iris does), and the
+    # whole reply said once it is written (IRIS_TTS_EARLY=false, as before).
+    variants = [(f"{name}{suffix}", name, early) for name in synthesizers for suffix, early in WAYS]
     with tempfile.TemporaryDirectory() as data:
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None, data_dir=Path(data), tts=SpeechConfig(replies=VoiceMode.ALWAYS)
@@ -94,17 +102,20 @@ async def until_listening(names: list[str]) -> None:
         app = build_app(settings)
         speaker = app.service.speaker
         assert speaker is not None
-        rows: dict[str, tuple[list[float], list[float], list[float]]] = {n: ([], [], []) for n in synthesizers}
+        rows: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for variant, _, _ in variants:
+            rows[variant] = ([], [], [])
         try:
             app.warm_up()
             for synthesizer in synthesizers.values():
                 synthesizer.speak(SENTENCE, 60)  # the kept piper starts here, as after a first reply
-            for number, question in enumerate(QUESTIONS):
-                for name, synthesizer in synthesizers.items():
-                    speaker.synthesizer = synthesizer
-                    text_s, voice_s, spoken_s = rows[name]
-                    chat, person = ChatRef("bench", f"speech-{name}"), Person("bench", name)
-                    message = IncomingMessage(chat, person, text=question, message_id=f"{name}-{number}")
+            for number, question in enumerate(QUESTIONS * rounds):
+                for variant, name, early in variants[:: 1 if number % 2 == 0 else -1]:
+                    speaker.synthesizer = synthesizers[name]
+                    speaker.config = dataclasses.replace(speaker.config, early=early)
+                    text_s, voice_s, spoken_s = rows[variant]
+                    chat, person = ChatRef("bench", f"speech-{variant}"), Person("bench", variant)
+                    message = IncomingMessage(chat, person, text=question, message_id=f"{variant}-{number}")
                     began = time.perf_counter()
                     async for event in app.service.replies.handle(message):
                         if isinstance(event, ReplyDone):
@@ -121,9 +132,9 @@ async def until_listening(names: list[str]) -> None:
         added = [voice - text for voice, text in zip(voice_s, text_s, strict=True)]
         text, voice, spoken = (statistics.median(x) for x in (text_s, voice_s, spoken_s))
         print(
-            f"{name:>28}: text reply complete {text:5.2f} s, voice note ready {voice:5.2f} s "
+            f"{name:>40}: text reply complete {text:5.2f} s, voice note ready {voice:5.2f} s "
             f"(+{statistics.median(added):4.2f} s, {min(added):4.2f}-{max(added):4.2f}) for "
-            f"{spoken:4.1f} s of speech (median of {len(QUESTIONS)} questions, bundled model)"
+            f"{spoken:4.1f} s of speech (median of {len(text_s)} replies, bundled model)"
         )
 
 
@@ -131,11 +142,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--engines", default="espeak,piper")
+    parser.add_argument("--rounds", type=int, default=1, help="times the questions are asked of each engine")
+    parser.add_argument("--skip-synthesis", action="store_true", help="only the time until one can listen")
     args = parser.parse_args()
     names = args.engines.split(",")
-    real_time_factors(args.runs, names)
+    if not args.skip_synthesis:
+        real_time_factors(args.runs, names)
     print("\nuntil the person can listen (same machine, one message at a time):")
-    asyncio.run(until_listening(names))
+    asyncio.run(until_listening(names, args.rounds))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ class AnotherAnswer:
             messages = await asyncio.to_thread(
                 build_prompt, persona.prompt, history, question.text, generator.count_tokens, budget
             )
-            async with aclosing(writer.stream(generator, messages, options)) as pieces:
+            async with aclosing(generator.stream(messages, options)) as pieces:
                 async for piece in pieces:
                     text += piece
             return text.strip(), generator.model_name

@@ -2,22 +2,18 @@
 
 The service writes each reply in a task of its own (``core.writing.ReplyWriter``), so a
 chat that is slow to show text (a flood wait, a slow network) never holds the
-model; ``follow`` turns the draft into the events a chat shows, and
-``stream_in_thread`` runs a blocking ``ReplyGenerator`` off the event loop.
+model; ``follow`` turns the draft into the events a chat shows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
-from concurrent.futures import Executor
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from core.domain import ChatMessage, Queued, ReplyDelta, ServiceEvent
-from core.ports import Generation, ReplyGenerator
+from core.domain import Queued, ReplyDelta, ServiceEvent
 
 
 @dataclass(eq=False)
@@ -40,11 +36,6 @@ class Draft:
     def finish(self) -> None:
         self.finished = True
         self.changed.set()
-
-
-@dataclass(frozen=True)
-class _Finished:
-    error: BaseException | None
 
 
 async def follow(draft: Draft, notice_after_s: float) -> AsyncGenerator[ServiceEvent, None]:
@@ -77,40 +68,3 @@ async def follow(draft: Draft, notice_after_s: float) -> AsyncGenerator[ServiceE
             yield Queued(draft.place)
         if draft.finished and draft.text == shown_text:
             return
-
-
-async def stream_in_thread(
-    generator: ReplyGenerator, messages: Sequence[ChatMessage], options: Generation, threads: Executor
-) -> AsyncGenerator[str, None]:
-    """Run the blocking generator in a worker thread; pass its pieces to the loop."""
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue[str | _Finished] = asyncio.Queue()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for piece in generator.stream(messages, options):
-                if stop.is_set():
-                    break
-                loop.call_soon_threadsafe(pieces.put_nowait, piece)
-        except BaseException as error:  # handed to the loop, re-raised there
-            loop.call_soon_threadsafe(pieces.put_nowait, _Finished(error))
-        else:
-            loop.call_soon_threadsafe(pieces.put_nowait, _Finished(None))
-
-    # Threads of their own: a crowd of replies never fills the pool that
-    # storage calls (and so commands and button presses) use.
-    worker = loop.run_in_executor(threads, work)
-    try:
-        while True:
-            item = await pieces.get()
-            if isinstance(item, _Finished):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
-    finally:
-        # If the consumer went away, stop the model at its next piece, and
-        # keep the place until the thread has really let go of the model.
-        stop.set()
-        await asyncio.shield(worker)

@@ -11,16 +11,17 @@ costs nothing. ``llama_cpp`` is imported only inside this module's functions.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
-import queue
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -231,12 +232,18 @@ def answer_in_child(argv: Sequence[str]) -> None:
         print(_CHECK_MARK + json.dumps({"error": f"does not load in llama.cpp ({_one_line(error)})"}))
         return
     try:
-        answer = "".join(generator.stream([ChatMessage("user", question)], Generation(max_tokens=max_tokens)))
+        messages = [ChatMessage("user", question)]
+        answer = asyncio.run(whole(generator.stream(messages, Generation(max_tokens=max_tokens))))
         print(_CHECK_MARK + json.dumps({"answer": answer}))
     except Exception as error:
         print(_CHECK_MARK + json.dumps({"error": f"failed to answer ({_one_line(error)})"}))
     finally:
         generator.close()
+
+
+async def whole(pieces: AsyncIterator[str]) -> str:
+    """A streamed reply in one piece (for checks and scripts that need no streaming)."""
+    return "".join([piece async for piece in pieces])
 
 
 def _one_line(error: BaseException) -> str:
@@ -363,8 +370,8 @@ class _End:
 class LlamaGenerator:
     """One llama.cpp model, writing up to ``config.parallel`` replies together.
 
-    ``stream`` may be called from several threads at once: each call is one job
-    of the model's ``BatchedDecoder``. A newly promoted model gets a decoder of
+    Each ``stream`` is one job of the model's ``BatchedDecoder``, whose thread
+    writes every reply in progress together. A newly promoted model gets a decoder of
     its own; the old one finishes the replies it is writing, then is freed. A
     promoted model whose file does not load leaves the old one serving (see
     ``_try_to_serve``), and at a fresh start the version active before it
@@ -391,6 +398,9 @@ class LlamaGenerator:
         self.backoff = backoff or LoadBackoff()
         self.clock = clock
         self._failure: _LoadFailure | None = None  # the last version that failed to load, until one loads
+        # Where a reply's prompt is tokenized (and a promoted model loaded): a pool of its own,
+        # so a crowd waiting for a load never takes the threads that storage calls use.
+        self._preparing = ThreadPoolExecutor(2, thread_name_prefix="llama-prompt")
 
     @property
     def model_name(self) -> str:
@@ -516,19 +526,37 @@ class LlamaGenerator:
         llm = self._llm or self.load()
         return len(llm.tokenize(text.encode(), add_bos=False, special=False))
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
-        llm, decoder = self._current()
-        tokens = chat_tokens(llm, [{"role": m.role, "content": m.content} for m in messages])
-        pieces: queue.SimpleQueue[str | _End] = queue.SimpleQueue()
-        job = Job(tokens, options, on_piece=pieces.put, on_end=lambda error: pieces.put(_End(error)))
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
+        """One job of the decoder: its thread hands each piece straight to the event loop.
+
+        Only the short preparation (which model serves, the prompt's tokens; a load
+        after a promotion) runs in a thread, one of the generator's few: no thread
+        waits on a reply while it is written.
+        """
+        loop = asyncio.get_running_loop()
+        tokens, decoder = await loop.run_in_executor(self._preparing, self._prepare, messages)
+        pieces: asyncio.Queue[str | _End] = asyncio.Queue()
+
+        def hand(item: str | _End) -> None:  # on the decoder's thread
+            try:
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+            except RuntimeError:  # the event loop has closed: nobody listens any more
+                job.cancelled = True
+
+        job = Job(tokens, options, on_piece=hand, on_end=lambda error: hand(_End(error)))
         decoder.submit(job)
         try:
-            while not isinstance(item := pieces.get(), _End):
+            while not isinstance(item := await pieces.get(), _End):
                 yield item
             if item.error is not None:
                 raise item.error
         finally:
             job.cancelled = True  # the caller stopped listening: free the slot at the next token
+
+    def _prepare(self, messages: Sequence[ChatMessage]) -> tuple[list[int], BatchedDecoder]:
+        """The prompt's tokens for the model serving now (loading it first if it changed)."""
+        llm, decoder = self._current()
+        return chat_tokens(llm, [{"role": m.role, "content": m.content} for m in messages]), decoder
 
 
 def _retire(llm: Llama, decoder: BatchedDecoder) -> None:

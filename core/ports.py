@@ -4,15 +4,17 @@ Implementations: ``core.transcription.WhisperTranscriber``,
 ``core.generation.LlamaGenerator`` and ``storage.repository.SqlStore``. Tests
 use fakes of these ports where the real part is not what is under test.
 
-All methods here are blocking; the service calls them from worker threads.
+All methods here are blocking (the service calls them from worker threads), except
+``ReplyGenerator.stream``, which hands the reply's pieces to the event loop as the
+model writes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from core.domain import (
     AuditAction,
@@ -35,6 +37,10 @@ from core.domain import (
 )
 from core.experiments import Arm, ArmCounts, ArmRating, Decision, Experiment
 from core.personas import Persona
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 class AudioError(Exception):
@@ -111,8 +117,12 @@ class ReplyGenerator(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
-        """Yield the reply in pieces; blocking, so run it in a worker thread."""
+    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
+        """The reply in pieces, as the model writes them, without blocking the event loop.
+
+        An async generator: whoever stops listening closes it (``contextlib.aclosing``),
+        and the model stops writing that reply at its next piece.
+        """
         ...
 
 
@@ -477,6 +487,15 @@ class Synthesizer(Protocol):
 
     def speak(self, text: str, max_seconds: float) -> Speech:
         """Say ``text`` as OGG/Opus, cut at ``max_seconds``; raise SynthesisFailed."""
+        ...
+
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
+        """Say ``text`` (a sentence or a few) as mono 16-bit samples, with their rate; raise SynthesisFailed.
+
+        A reply's sentences said one by one and joined are its voice note (``core.speaking``
+        says them while the rest of the reply is written): piper says a whole text sentence by
+        sentence too, with no pause between them.
+        """
         ...
 
 

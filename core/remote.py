@@ -5,8 +5,9 @@ llama-cpp-python's ``python -m llama_cpp.server``, vLLM, SGLang or Ollama;
 ``ServerTranscriber`` posts to ``/v1/audio/transcriptions`` (faster-whisper-server,
 speaches, vLLM's whisper). Both go through the official ``openai`` client, whose
 retries (exponential backoff on connection errors, 408, 429 and 5xx) and
-connect/read timeouts are settings. The ports are blocking, so these use the
-client's blocking flavour from the service's worker threads.
+connect/read timeouts are settings. Replies stream through the client's asynchronous
+flavour on the event loop; the rest (listing models, counting tokens, transcribing)
+blocks, so it uses the blocking flavour from the service's worker threads.
 
 Model versions: a request names the registry's active version (or the version an
 A/B arm pins) as its ``model``, so the server must serve every version under its
@@ -17,11 +18,12 @@ server's default model, since every reply records the version that wrote it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,7 +35,7 @@ from core.ports import DecodedAudio, Generation, ModelRegistry, ServerUnavailabl
 from core.transcription import WhisperConfig, decode, flac, heard
 
 if TYPE_CHECKING:
-    from openai import OpenAI
+    from openai import AsyncOpenAI, OpenAI
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,24 @@ class ServerConfig:
 
 def openai_client(url: str, api_key: SecretStr | None, server: ServerConfig) -> OpenAI:
     """The official client for a server; servers on a private network often take any key."""
-    from openai import OpenAI, Timeout
+    from openai import OpenAI
+
+    return OpenAI(**_client_options(url, api_key, server))
+
+
+def async_openai_client(url: str, api_key: SecretStr | None, server: ServerConfig) -> AsyncOpenAI:
+    """The same client for the event loop it is first used on (an async client belongs to one loop)."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(**_client_options(url, api_key, server))
+
+
+def _client_options(url: str, api_key: SecretStr | None, server: ServerConfig) -> dict[str, Any]:
+    from openai import Timeout
 
     timeout = Timeout(server.read_timeout_seconds, connect=server.connect_timeout_seconds)
     key = api_key.get_secret_value() if api_key else "none"
-    return OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=server.retries)
+    return {"base_url": url, "api_key": key, "timeout": timeout, "max_retries": server.retries}
 
 
 def _unavailable(what: str, error: Exception) -> ServerUnavailable:
@@ -109,6 +124,7 @@ class ServerGenerator:
         self.registry = registry
         self.fallback = fallback
         self._client: OpenAI | None = None
+        self._streaming: tuple[asyncio.AbstractEventLoop, AsyncOpenAI] | None = None  # and its loop
         self._served: set[str] = set()  # names the server listed
         self._served_at = 0.0
         self._counter: _TokenCounter | None = None
@@ -120,6 +136,13 @@ class ServerGenerator:
             if self._client is None:
                 self._client = openai_client(self.url, self.config.api_key, self.server)
             return self._client
+
+    def _streaming_client(self) -> AsyncOpenAI:
+        """The async client of the running event loop; a new loop (a test, a restart) gets its own."""
+        loop = asyncio.get_running_loop()
+        if self._streaming is None or self._streaming[0] is not loop:
+            self._streaming = (loop, async_openai_client(self.url, self.config.api_key, self.server))
+        return self._streaming[1]
 
     @property
     def model_name(self) -> str:
@@ -165,13 +188,18 @@ class ServerGenerator:
             counter = self._counter = _TokenCounter(self.url, self.config.api_key, self.server, self.fallback)
         return counter.count(self.model_name, as_plain_text(text))  # counted as it is sent
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    def _served_name(self) -> str:
+        """The name this reply asks the server for, checked against what it serves (blocking)."""
         name = self.model_name
         self._check_served(name)
+        return name
+
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
+        name = await asyncio.to_thread(self._served_name)
         extra: dict[str, Any] = {"top_k": options.top_k, "repeat_penalty": options.repeat_penalty}
         payload: Any = [{"role": m.role, "content": as_plain_text(m.content)} for m in messages]
         try:
-            chunks = self.client.chat.completions.create(
+            chunks = await self._streaming_client().chat.completions.create(
                 model=name,
                 messages=payload,
                 stream=True,
@@ -184,20 +212,23 @@ class ServerGenerator:
         except Exception as error:
             raise _unavailable("model", error) from error
         try:
-            for chunk in chunks:
+            async for chunk in chunks:
                 piece = chunk.choices[0].delta.content if chunk.choices else None
                 if piece:
                     yield piece
         except Exception as error:
             raise _unavailable("model", error) from error
         finally:
-            chunks.close()  # the caller stopped listening or the reply ended: free the server's slot
+            await chunks.close()  # the caller stopped listening or the reply ended: free the server's slot
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            streaming, self._streaming = self._streaming, None
+        if streaming is not None and streaming[0].is_running():  # an async client closes on its own loop
+            asyncio.run_coroutine_threadsafe(streaming[1].close(), streaming[0])
 
 
 class _TokenCounter:

@@ -23,6 +23,7 @@ from core.domain import (
     Notice,
     NoticeKind,
     Person,
+    ReplyDelta,
     ReplyDone,
     ServiceEvent,
     Transcribed,
@@ -164,20 +165,27 @@ class Replies:
             user_text, transcribe_ms = heard.text, heard.ms
             yield Transcribed(user_text, heard.seconds)
 
-        speak = self.speaker is not None and await self.speaker.wanted(message)
+        speaker = self.speaker if self.speaker is not None and await self.speaker.wanted(message) else None
+        early = speaker.early() if speaker is not None else None  # its sentences said as they are written
         done: ReplyDone | None = None
-        # aclosing: if the adapter stops listening, the reply generator (and the
-        # model thread behind it) is closed now, in order, not by the garbage collector.
-        async with aclosing(
-            self.writer.reply(receipt, message.sender, user_text, started, transcribe_ms)
-        ) as events:
-            async for event in events:
-                yield event
-                done = event if isinstance(event, ReplyDone) else done
-        if speak and done is not None and self.speaker is not None:  # the text is shown whole first
-            spoken = await self.speaker.speak(done.turn_id, done.text)
-            if spoken is not None:
-                yield spoken
+        try:
+            # aclosing: if the adapter stops listening, the reply generator (and the
+            # model's job behind it) is closed now, in order, not by the garbage collector.
+            async with aclosing(
+                self.writer.reply(receipt, message.sender, user_text, started, transcribe_ms)
+            ) as events:
+                async for event in events:
+                    yield event
+                    done = event if isinstance(event, ReplyDone) else done
+                    if early is not None and isinstance(event, ReplyDelta):
+                        early.feed(event.text)
+            if speaker is not None and done is not None:  # the text is shown whole first
+                spoken = await speaker.speak(done.turn_id, done.text, early)
+                if spoken is not None:
+                    yield spoken
+        finally:
+            if early is not None:
+                early.cancel()
 
     def _check_input(self, message: IncomingMessage) -> Notice | None:
         if message.audio is not None:

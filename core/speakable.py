@@ -21,7 +21,7 @@ _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+", re.M)
 _RULE = re.compile(r"^\s*(?:[-*_]\s*){3,}$", re.M)
 _EMPHASIS = re.compile(r"(\*{1,3}|_{1,3}|~~)(?=\S)(.+?)(?<=\S)\1")
 _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$", re.M)
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_MARK = re.compile(r"\s+([.,!?;:…])")
 _ENDS_SENTENCE = (".", "!", "?", "…", ":", ";", ",")
@@ -57,7 +57,7 @@ def trim_to_seconds(text: str, seconds: float, words_per_second: float) -> tuple
     budget = seconds * words_per_second
     kept: list[str] = []
     words = 0
-    for sentence in _SENTENCE_END.split(text.strip()):
+    for sentence in SENTENCE_END.split(text.strip()):
         count = len(sentence.split())
         if kept and words + count > budget:
             return " ".join(kept), True

@@ -1,8 +1,10 @@
 """Spoken replies: whether a reply is spoken, and speaking it off the event loop.
 
 The text reply always comes first and stays (its buttons are where rating happens); the voice
-note follows it. Synthesis runs in a thread of its own, after the reply is written, so it
-never holds a place at the language model.
+note follows it. Synthesis runs in a thread of its own, so it never holds a place at the
+language model. Each sentence is said as soon as the model has finished writing it
+(``EarlySpeech``), so when the text is complete most of its voice note is already said: what
+is left is the last sentence and the encoding.
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ import asyncio
 import enum
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from core.domain import IncomingMessage, Notice, NoticeKind, Person, Spoken
+from core.domain import IncomingMessage, Notice, NoticeKind, Person, Speech, Spoken
 from core.ports import SynthesisFailed, Synthesizer, VoicePreferences
-from core.speakable import speakable, trim_to_seconds
+from core.speakable import SENTENCE_END, speakable, trim_to_seconds
+from core.speech import encode_speech
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ class SpeechConfig:
     # Longer replies are spoken in part (whole sentences); the text reply is always complete.
     max_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     keep_audio: bool = False  # keep each spoken reply's OGG in the database with the reply
+    # Say each sentence while the rest of the reply is being written (off: all of it once written).
+    early: bool = True
 
 
 class ReplySpeaker:
@@ -81,10 +90,15 @@ class ReplySpeaker:
     async def set_preference(self, person: Person, on: bool | None) -> None:
         await asyncio.to_thread(self.preferences.set_voice_preference, person, on)
 
-    async def speak(self, turn_id: int, text: str) -> Spoken | Notice | None:
+    def early(self) -> EarlySpeech | None:
+        """Where a reply being written hands its text, to say its sentences as they are finished."""
+        return EarlySpeech(self) if self.config.early else None
+
+    async def speak(self, turn_id: int, text: str, early: EarlySpeech | None = None) -> Spoken | Notice | None:
         """Speak a stored reply and note how long it took; None when it has nothing to say aloud.
 
-        A failing synthesizer gives a short ``Notice``; the text reply is untouched either way.
+        Sentences ``early`` already said are not said again. A failing synthesizer gives a
+        short ``Notice``; the text reply is untouched either way.
         """
         words = speakable(text)
         if not words:
@@ -93,8 +107,7 @@ class ReplySpeaker:
         words, _ = trim_to_seconds(words, limit, self.synthesizer.words_per_second)
         began = time.perf_counter()
         try:
-            loop = asyncio.get_running_loop()
-            speech = await loop.run_in_executor(self._thread, self.synthesizer.speak, words, limit)
+            speech = await self._say(sentences(words), limit, early)
         except SynthesisFailed as failed:
             log.warning("reply %s not spoken: %s", turn_id, failed)
             return Notice(NoticeKind.SPEECH_FAILED, SPEECH_FAILED, turn_id)
@@ -109,8 +122,74 @@ class ReplySpeaker:
             log.exception("could not store how reply %s was spoken", turn_id)
         return Spoken(turn_id, speech, ms)
 
+    def say_soon(self, sentence: str) -> Future[tuple[int, npt.NDArray[np.int16]]]:
+        """Say ``sentence`` in the speech thread, after what it is saying now."""
+        return self._thread.submit(self.synthesizer.utterance, sentence)
+
+    async def _say(self, said: list[str], limit: float, early: EarlySpeech | None) -> Speech:
+        """Each sentence's samples (said early, or now, in order), joined and encoded once."""
+        loop = asyncio.get_running_loop()
+        parts: list[tuple[int, npt.NDArray[np.int16]]] = []
+        for sentence in said:
+            ahead = early.take(sentence) if early is not None else None
+            parts.append(await asyncio.wrap_future(ahead if ahead is not None else self.say_soon(sentence)))
+        if early is not None:
+            early.cancel()  # sentences the final text no longer has
+        return await loop.run_in_executor(self._thread, join_and_encode, parts, limit)
+
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.synthesizer, "close", None)  # piper's kept process (core.piper)
         if close is not None:
             close()
+
+
+class EarlySpeech:
+    """A reply's finished sentences, said while the model writes the rest (one per reply being spoken).
+
+    ``feed`` gets the reply's text as it grows; every sentence followed by another is finished
+    and goes to the speech thread at once. The voice note is made of the final text's sentences
+    (``ReplySpeaker.speak``): one said early is used when the final text has it word for word
+    (a sentence whose markup was still open, a link or a code block, may read otherwise once
+    closed, and is then said again).
+    """
+
+    def __init__(self, speaker: ReplySpeaker) -> None:
+        self._speaker = speaker
+        self._ahead: dict[str, Future[tuple[int, npt.NDArray[np.int16]]]] = {}
+        self._words = 0.0  # how many words were sent to be said: none beyond the time limit
+
+    def feed(self, text: str) -> None:
+        speaker = self._speaker
+        budget = speaker.config.max_seconds * speaker.synthesizer.words_per_second
+        for sentence in sentences(speakable(text))[:-1]:  # the last one may still grow
+            if sentence in self._ahead:
+                continue
+            self._words += len(sentence.split())
+            if self._words > budget:
+                return
+            self._ahead[sentence] = speaker.say_soon(sentence)
+
+    def take(self, sentence: str) -> Future[tuple[int, npt.NDArray[np.int16]]] | None:
+        return self._ahead.pop(sentence, None)
+
+    def cancel(self) -> None:
+        """Drop what is not said yet (the reply failed, or its final text lacks it)."""
+        for ahead in self._ahead.values():
+            ahead.cancel()
+        self._ahead.clear()
+
+
+def sentences(words: str) -> list[str]:
+    """Speakable words split where they would be said as separate sentences."""
+    return [sentence for sentence in SENTENCE_END.split(words.strip()) if sentence]
+
+
+def join_and_encode(parts: list[tuple[int, npt.NDArray[np.int16]]], max_seconds: float) -> Speech:
+    """One voice note of utterances said one after another (all at one rate: one voice)."""
+    import numpy as np
+
+    rates = {rate for rate, _ in parts}
+    if len(rates) != 1:
+        raise SynthesisFailed(f"the utterances differ in sample rate ({sorted(rates)})")
+    return encode_speech(np.concatenate([pcm for _, pcm in parts]), rates.pop(), max_seconds)

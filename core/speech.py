@@ -49,14 +49,16 @@ class EspeakSynthesizer:
         return self.words_per_minute / 60 * 1.15
 
     def speak(self, text: str, max_seconds: float) -> Speech:
+        rate, pcm = self.utterance(text)
+        return encode_speech(pcm, rate, max_seconds)
+
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
         binary = shutil.which(self.binary)
         if binary is None:
             raise SynthesisFailed("espeak-ng is not installed")
         # The text goes in on stdin: a reply starting with "-" must not read as an option.
         command = [binary, "-v", self.voice, "-s", str(self.words_per_minute), "--stdout", "--stdin"]
-        wav = _run(command, text)
-        rate, pcm = _read_wav(wav)
-        return encode_speech(pcm, rate, max_seconds)
+        return _read_wav(_run(command, text))
 
 
 class PiperSynthesizer:
@@ -80,6 +82,10 @@ class PiperSynthesizer:
         self.kept = KeptPiper(python, model, SYNTHESIS_TIMEOUT_S)
 
     def speak(self, text: str, max_seconds: float) -> Speech:
+        rate, pcm = self.utterance(text)
+        return encode_speech(pcm, rate, max_seconds)
+
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
         if not self.python.exists():
             raise SynthesisFailed(f"piper's environment is missing ({self.python.name}); run `make piper`")
         try:
@@ -94,10 +100,9 @@ class PiperSynthesizer:
         if not line:
             raise SynthesisFailed("nothing to say")
         if self.keep_running:
-            rate, pcm = _read_wav(self.kept.say(line))
-        else:
-            pcm = _int16(_run([str(self.python), "-m", "piper", "-m", str(self.model), "--output-raw"], line))
-        return encode_speech(pcm, rate, max_seconds)
+            return _read_wav(self.kept.say(line))
+        command = [str(self.python), "-m", "piper", "-m", str(self.model), "--output-raw"]
+        return rate, _int16(_run(command, line))
 
     def close(self) -> None:
         """End the kept piper process (a later reply starts a new one)."""

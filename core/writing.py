@@ -1,7 +1,7 @@
 """The model's side of a reply: which model answers, what the memory knows, a place in line, the text.
 
 ``ReplyWriter`` holds what writing needs (the generator, the A/B serving, the correction
-memory, the model's places and threads); ``core.replies`` gives it each stored, heard turn,
+memory, the model's places); ``core.replies`` gives it each stored, heard turn,
 and 🔁 (``core.choices``) writes its second answers through the same places.
 """
 
@@ -12,14 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from core.ab import ABServing, Choice
 from core.config import ServiceConfig
 from core.domain import (
-    ChatMessage,
     Notice,
     NoticeKind,
     Person,
@@ -29,10 +27,10 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
-from core.drafting import Draft, follow, stream_in_thread
+from core.drafting import Draft, follow
 from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
 from core.personas import Persona, PersonaBook
-from core.ports import ConversationStore, Generation, ReplyGenerator, ServerUnavailable
+from core.ports import ConversationStore, ReplyGenerator, ServerUnavailable
 from core.prompt import PromptTooLong, build_prompt
 from core.scheduling import FairQueue
 
@@ -60,7 +58,6 @@ class ReplyWriter:
         # Whose prompt writes each reply, read at each reply (core.personas); None: the configured prompt.
         self.personas = personas or PersonaBook(None, config.chat.system_prompt)
         self.queue = FairQueue(config.parallel_replies)  # the model's places, round-robin per person
-        self.threads = ThreadPoolExecutor(config.parallel_replies, thread_name_prefix="reply")
 
     @property
     def waiting(self) -> int:
@@ -219,7 +216,7 @@ class ReplyWriter:
                     build_prompt, system_prompt, history, user_text, generator.count_tokens, budget
                 )
                 began = time.perf_counter()
-                async with aclosing(self.stream(generator, messages, options)) as pieces:
+                async with aclosing(generator.stream(messages, options)) as pieces:
                     async for piece in pieces:
                         draft.add(piece)
                 generate_ms = (time.perf_counter() - began) * 1000
@@ -228,13 +225,6 @@ class ReplyWriter:
             return _Written(model, generate_ms, tokens)
         finally:
             draft.finish()
-
-    def stream(
-        self, generator: ReplyGenerator, messages: Sequence[ChatMessage], options: Generation
-    ) -> AsyncGenerator[str, None]:
-        """The model's pieces for ``messages``, written in the model's threads (hold a place first;
-        close it with ``aclosing``, so a reply given up stops its thread in order)."""
-        return stream_in_thread(generator, messages, options, self.threads)
 
 
 async def mark_failed(

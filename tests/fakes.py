@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from core.domain import ChatMessage
 from core.ports import Generation, RetrainOutcome
@@ -48,11 +48,11 @@ class ScriptedGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         size = -(-len(self.reply) // self.pieces)
         for start in range(0, len(self.reply), size):
             if self.pause_s:
-                time.sleep(self.pause_s)
+                await asyncio.sleep(self.pause_s)
             yield self.reply[start : start + size]
 
 
@@ -63,6 +63,7 @@ class RecordingGenerator(ScriptedGenerator):
         super().__init__(reply, pieces, pause_s)
         self.prompts: list[list[ChatMessage]] = []
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         self.prompts.append(list(messages))
-        yield from super().stream(messages, options)
+        async for piece in super().stream(messages, options):
+            yield piece

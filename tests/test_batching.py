@@ -9,6 +9,7 @@ prompt than under any other prompt of the batch.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import Iterator
@@ -17,13 +18,17 @@ from pathlib import Path
 import pytest
 
 from core.batching import BatchedDecoder, Job, chat_tokens
+from core.domain import ChatMessage, ModelVersion
 from core.generation import (
     BUNDLED_KV_BYTES_PER_TOKEN,
     BUNDLED_MODEL_BYTES,
     MOST_SLOTS,
     SLOTS_PER_THREAD,
+    LlamaGenerator,
+    LlmConfig,
     machine_parallel,
     open_gguf,
+    whole,
 )
 from core.ports import Generation
 
@@ -175,6 +180,26 @@ def test_a_failing_decode_fails_its_reply_and_the_decoder_goes_on(llm: object) -
 
 GB = 1 << 30
 BUNDLED_SLOT = BUNDLED_KV_BYTES_PER_TOKEN * 2048  # the bundled model's KV cache at 2,048 tokens
+
+
+async def test_replies_being_written_hold_no_thread_each(served_gguf: Path) -> None:
+    """Eight replies at once, twice the slots: the decoder's one thread writes them and hands each
+    piece to the event loop; no thread waits on a reply (a crowd would need one per person)."""
+    version = ModelVersion(id=0, name="served", gguf_path=str(served_gguf))
+    generator = LlamaGenerator(None, version, LlmConfig(context_tokens=1024, parallel=4))
+    await asyncio.to_thread(generator.load)
+    before = threading.active_count()
+    streams = [generator.stream([ChatMessage("user", question)], GREEDY) for question in QUESTIONS * 2]
+    try:
+        firsts = await asyncio.gather(*(anext(stream) for stream in streams))
+        during = threading.active_count()
+        rests = await asyncio.gather(*(whole(stream) for stream in streams))
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        generator.close()
+    assert during - before <= 2, f"{during - before} threads for 8 replies"  # the prompts' pool, at most
+    assert all((first + rest).strip() for first, rest in zip(firsts, rests, strict=True))
 
 
 def test_the_default_grows_with_the_decoding_threads_up_to_the_most_measured() -> None:

@@ -9,7 +9,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Barrier
@@ -56,9 +56,10 @@ class OptionsRecorder(RecordingGenerator):
         super().__init__("Ahoy there, friend.")
         self.options: list[Generation] = []
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         self.options.append(options)
-        yield from super().stream(messages, options)
+        async for piece in super().stream(messages, options):
+            yield piece
 
 
 def service_on(store: SqlStore, generator: RecordingGenerator, file: PersonaFile | None = None) -> ChatService:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -194,7 +193,7 @@ class FailingGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         yield "Half a"
         raise RuntimeError("llama_decode returned -3")
 
@@ -235,23 +234,22 @@ async def test_forget_removes_the_person(app: App) -> None:
 
 
 class GatedGenerator:
-    """Yields one piece, then holds the worker thread until the test opens the gate."""
+    """Yields one piece, then holds the reply until the test opens the gate."""
 
     model_name = "gated"
     context_tokens = 2048
 
     def __init__(self) -> None:
-        self.gate = threading.Event()
+        self.gate = asyncio.Event()
         self.started: list[str] = []
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         self.started.append(messages[-1].content)
         yield "thinking"
-        if not self.gate.wait(timeout=30):
-            raise TimeoutError("the test never opened the gate")
+        await asyncio.wait_for(self.gate.wait(), 30)  # a TimeoutError if the test never opens it
         yield " done."
 
 

@@ -11,6 +11,7 @@ their chat templates: enough for llama.cpp to tokenize as it would for them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections import Counter
@@ -25,7 +26,7 @@ import pytest
 from bots.app import App
 from core.batching import chat_tokens
 from core.domain import ChatMessage, ChatRef, IncomingMessage, Person, ReplyDone
-from core.generation import LlmConfig, bundled_gguf_path, open_gguf
+from core.generation import LlmConfig, bundled_gguf_path, open_gguf, whole
 from core.ports import Generation
 from core.remote import ServerConfig, ServerGenerator
 
@@ -367,7 +368,7 @@ def test_the_server_path_sends_text_that_no_server_parses_as_control_tokens(
     llm, chat = vocabularies[name], formats[name]
     for hostile in HOSTILE:
         messages = [ChatMessage(m["role"], m["content"]) for m in conversation(hostile)]  # type: ignore[arg-type]
-        assert "".join(generator.stream(messages, Generation(max_tokens=8))) == "ok"
+        assert asyncio.run(whole(generator.stream(messages, Generation(max_tokens=8)))) == "ok"
         sent = _FakeChatServer.requests[-1]["messages"]
 
         # The server renders the template and tokenizes it whole, special tokens parsed.

@@ -8,10 +8,13 @@ import os
 import re
 import shutil
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -27,13 +30,18 @@ from core.domain import (
     Speech,
     Spoken,
 )
-from core.ports import SynthesisFailed
+from core.ports import SynthesisFailed, Synthesizer
 from core.speakable import CODE_BLOCK_SAID, speakable, trim_to_seconds
-from core.speaking import ReplySpeaker
+from core.speaking import ReplySpeaker, SpeechConfig, VoiceMode, sentences
 from core.speech import EspeakSynthesizer, PiperSynthesizer, find_piper_voice
 from core.transcription import WhisperTranscriber
 from storage.tables import TurnRow
+from storage.voices import SqlVoicePreferences
 from tests.conftest import make_settings, voice
+from tests.fakes import ScriptedGenerator
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 ADA = Person("test", "ada", "Ada")
 CHAT = ChatRef("test", "voice-chat")
@@ -178,6 +186,9 @@ class BrokenSynthesizer:
     def speak(self, text: str, max_seconds: float) -> Speech:
         raise SynthesisFailed("the engine crashed")
 
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
+        raise SynthesisFailed("the engine crashed")
+
 
 def spoken_app(app: App, tmp_path: Path, served_gguf: Path, **settings: object) -> App:
     """``app`` with spoken replies set up as its settings (and these overrides) say."""
@@ -240,6 +251,90 @@ async def test_a_failing_synthesizer_leaves_the_text_reply_with_a_short_note(
     assert len(note.text) < 100 and "Traceback" not in note.text
     stored = app.store.get_turn(done.turn_id)
     assert stored is not None and stored.text == done.text and stored.error is None
+
+
+# --- sentences said while the reply is written (core.speaking.EarlySpeech) ---------------
+
+RATE = 16_000
+STORY = "The lighthouse keeper woke early. She climbed all the stairs. The lamp was still warm. Then she slept."
+
+
+class CountingSynthesizer:
+    """Says each sentence as a tone of 0.1 s per word, and notes what it said and when."""
+
+    name = "counting"
+    words_per_second = 3.0
+
+    def __init__(self) -> None:
+        self.said: list[tuple[float, str]] = []
+
+    def speak(self, text: str, max_seconds: float) -> Speech:
+        raise AssertionError("a reply is said sentence by sentence")
+
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
+        self.said.append((time.monotonic(), text))
+        samples = int(0.1 * RATE) * len(text.split())
+        return RATE, (np.sin(np.arange(samples) / 5) * 8000).astype(np.int16)
+
+
+def always(app: App, synthesizer: Synthesizer, early: bool = True) -> ReplySpeaker:
+    """A speaker that says every reply with ``synthesizer``."""
+    config = SpeechConfig(replies=VoiceMode.ALWAYS, early=early)
+    return ReplySpeaker(synthesizer, SqlVoicePreferences(app.store.engine), config)
+
+
+@pytest.mark.parametrize("early", [True, False])
+async def test_a_replys_sentences_are_said_while_it_is_written_each_once(
+    app: App, tmp_path: Path, served_gguf: Path, early: bool
+) -> None:
+    synthesizer = CountingSynthesizer()
+    app.service.replies.speaker = always(app, synthesizer, early)
+    app.service.writer.generator = ScriptedGenerator(STORY, pieces=8, pause_s=0.15)
+    events: list[object] = []
+    done_at = 0.0
+    async for event in app.service.replies.handle(IncomingMessage(CHAT, ADA, text="A story?", message_id="s")):
+        events.append(event)
+        done_at = time.monotonic() if isinstance(event, ReplyDone) else done_at
+    spoken = events[-1]
+    assert isinstance(spoken, Spoken)
+    said = [text for _, text in synthesizer.said]
+    assert sorted(said) == sorted(sentences(STORY))  # every sentence, each once
+    before = [text for at, text in synthesizer.said if at < done_at]
+    if early:  # all but the last were said before the text was complete
+        assert before == sentences(STORY)[:-1]
+    else:
+        assert before == []
+    # The voice note is the sentences joined in order: 0.1 s a word (the Opus encoder pads a little).
+    assert spoken.speech.seconds == pytest.approx(0.1 * len(STORY.split()), abs=0.05)
+
+
+async def test_a_sentence_said_early_that_the_final_text_lacks_is_left_out(
+    app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    """A link still open reads otherwise once closed: what the final text says is what is heard."""
+    synthesizer = CountingSynthesizer()
+    speaker = always(app, synthesizer)
+    early = speaker.early()
+    assert early is not None
+    early.feed("Read [the guide. It is short](https://exa")  # the link is not closed yet
+    final = "Read [the guide. It is short](https://example.org/guide). Then ask me."
+    spoken = await speaker.speak(1, final, early)
+    assert isinstance(spoken, Spoken)
+    heard = sentences(speakable(final))
+    assert heard == ["Read the guide.", "It is short.", "Then ask me."]
+    assert spoken.speech.seconds == pytest.approx(0.1 * sum(len(s.split()) for s in heard), abs=0.05)
+
+
+async def test_a_failing_synthesizer_said_early_still_leaves_the_text_with_a_short_note(
+    app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    app.service.replies.speaker = always(app, BrokenSynthesizer())
+    app.service.writer.generator = ScriptedGenerator(STORY, pieces=8, pause_s=0.05)
+    events = await collect(app, IncomingMessage(CHAT, ADA, text="A story?", message_id="s"))
+    done = next(e for e in events if isinstance(e, ReplyDone))
+    assert done.text == STORY
+    note = events[-1]
+    assert isinstance(note, Notice) and note.kind is NoticeKind.SPEECH_FAILED
 
 
 # --- piper kept running (core.piper) ---------------------------------------------------

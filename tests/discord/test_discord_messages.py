@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
 from bots.app import App
@@ -265,9 +265,9 @@ async def test_voice_reply_mode_answers_voice_messages_without_a_mention(
 class BreakingGenerator(ScriptedGenerator):
     """Streams the start of a reply, then fails as a crashed model would."""
 
-    def stream(self, messages: Sequence[ChatMessage], options: Generation) -> Iterator[str]:
+    async def stream(self, messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
         yield "The capital of"
-        time.sleep(0.3)
+        await asyncio.sleep(0.3)
         raise RuntimeError("llama.cpp went away")
 
 
