@@ -33,9 +33,10 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from iris_run_crowd import RunResult, iris_run_crowd  # beside this file
 from sqlalchemy import text as sql_text
@@ -68,6 +69,9 @@ class Result:
     @property
     def per_minute(self) -> float:
         return self.answered / self.wall_s * 60
+
+
+R = TypeVar("R", Result, RunResult)  # a run of either table
 
 
 def pct(values: list[float], q: float) -> float:
@@ -239,6 +243,21 @@ def p50_p95(milliseconds: list[float]) -> str:
     return f"{pct(milliseconds, 0.5):.0f} / {pct(milliseconds, 0.95):.0f} ms"
 
 
+def cases(rounds: list[list[R]], one_at_a_time: object) -> Iterator[tuple[int, Any, list[R], list[float]]]:
+    """Per (count, slots): its runs over the rounds, and each round's pace over one at a time's in it."""
+    for count, parallel in sorted(dict.fromkeys((r.count, r.parallel) for r in rounds[0])):
+        runs = [r for results in rounds for r in results if (r.count, r.parallel) == (count, parallel)]
+        ratios = [
+            r.per_minute / one.per_minute
+            for results in rounds
+            for r in results
+            for one in results
+            if (r.count, r.parallel) == (count, parallel)
+            and (one.count, one.parallel) == (count, one_at_a_time)
+        ]
+        yield count, parallel, runs, ratios
+
+
 def print_service_table(rounds: list[list[Result]]) -> None:
     """Per count and slots: medians over the rounds; "×" compares with one at a time in the same round."""
     print()
@@ -247,16 +266,7 @@ def print_service_table(rounds: list[list[Result]]) -> None:
         "| 👍 p95 | /stats p95 | worst loop lag | answered / stored |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    keys = dict.fromkeys((r.count, r.parallel) for r in rounds[0])
-    for count, parallel in sorted(keys):
-        runs = [r for results in rounds for r in results if (r.count, r.parallel) == (count, parallel)]
-        ratios = [
-            r.per_minute / one.per_minute
-            for results in rounds
-            for r in results
-            for one in results
-            if (r.count, r.parallel) == (count, parallel) and (one.count, one.parallel) == (count, 1)
-        ]
+    for count, parallel, runs, ratios in cases(rounds, one_at_a_time=1):
         print(
             f"| {count} | {parallel} | {spread([r.per_minute for r in runs])} | {spread(ratios, 2)} | "
             f"{spread([statistics.median(r.first_text_s) for r in runs])} s / "
@@ -277,17 +287,7 @@ def print_iris_run_table(rounds: list[list[RunResult]]) -> None:
         "| 👍/👎 press p50 / p95 | /help p50 / p95 | /stats p50 / p95 | probes | peak RSS |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    keys = dict.fromkeys((r.count, r.parallel) for r in rounds[0])
-    for count, parallel in sorted(keys):
-        runs = [r for results in rounds for r in results if (r.count, r.parallel) == (count, parallel)]
-        ratios = [
-            r.per_minute / one.per_minute
-            for results in rounds
-            for r in results
-            for one in results
-            if (r.count, r.parallel) == (count, parallel) and (one.count, one.parallel) == (count, "1")
-        ]
-
+    for count, parallel, runs, ratios in cases(rounds, one_at_a_time="1"):
         print(
             f"| {count} | {parallel} | {spread([r.per_minute for r in runs])} | {spread(ratios, 2)} | "
             f"{spread([statistics.median(r.first_message_s) for r in runs])} s | "
