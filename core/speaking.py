@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -158,8 +159,16 @@ class EarlySpeech:
         self._speaker = speaker
         self._ahead: dict[str, Future[tuple[int, npt.NDArray[np.int16]]]] = {}
         self._words = 0.0  # how many words were sent to be said: none beyond the time limit
+        self._finished = 0  # sentence ends followed by more text, when last looked
+        self._full = False  # the time limit is reached: nothing more is said early
 
     def feed(self, text: str) -> None:
+        """Say the sentences of ``text`` finished since the last call (on the event loop: cheap
+        when no sentence was finished since, and nothing once the time limit is reached)."""
+        finished = len(_FINISHED.findall(text))
+        if self._full or finished == self._finished:
+            return
+        self._finished = finished
         speaker = self._speaker
         budget = speaker.config.max_seconds * speaker.synthesizer.words_per_second
         for sentence in sentences(speakable(text))[:-1]:  # the last one may still grow
@@ -167,6 +176,7 @@ class EarlySpeech:
                 continue
             self._words += len(sentence.split())
             if self._words > budget:
+                self._full = True
                 return
             self._ahead[sentence] = speaker.say_soon(sentence)
 
@@ -178,6 +188,11 @@ class EarlySpeech:
         for ahead in self._ahead.values():
             ahead.cancel()
         self._ahead.clear()
+
+
+# A sentence end with more text after it: a finished sentence (speakable() also ends one at each
+# line). Only a cheap trigger: a sentence it misses is said with the rest once the reply is written.
+_FINISHED = re.compile(r"[.!?…]\s+\S|\n\s*\S")
 
 
 def sentences(words: str) -> list[str]:

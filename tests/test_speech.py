@@ -325,6 +325,24 @@ async def test_a_sentence_said_early_that_the_final_text_lacks_is_left_out(
     assert spoken.speech.seconds == pytest.approx(0.1 * sum(len(s.split()) for s in heard), abs=0.05)
 
 
+async def test_a_reply_far_over_the_time_limit_says_nothing_beyond_it_early(app: App) -> None:
+    """A model that rambles (400 sentences, fed a character at a time): the speech thread gets
+    only what the time limit allows, each sentence once, and the note stops at the limit."""
+    synthesizer = CountingSynthesizer()
+    config = SpeechConfig(replies=VoiceMode.ALWAYS, max_seconds=3.0)  # 3 words a second: 9 words
+    speaker = ReplySpeaker(synthesizer, SqlVoicePreferences(app.store.engine), config)
+    text = " ".join(f"Line {n} is here." for n in range(400))
+    early = speaker.early()
+    assert early is not None
+    for end in range(1, len(text) + 1):
+        early.feed(text[:end])
+    spoken = await speaker.speak(1, text, early)
+    assert isinstance(spoken, Spoken)
+    said = [sentence for _, sentence in synthesizer.said]
+    assert said == ["Line 0 is here.", "Line 1 is here."]  # 8 words; a third would pass 9
+    assert spoken.speech.seconds == pytest.approx(0.8, abs=0.05)
+
+
 async def test_a_failing_synthesizer_said_early_still_leaves_the_text_with_a_short_note(
     app: App, tmp_path: Path, served_gguf: Path
 ) -> None:
