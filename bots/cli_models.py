@@ -330,6 +330,6 @@ def retrain(
     if as_json:
         typer.echo(json.dumps(outcome.to_json(), ensure_ascii=False, default=str))
     else:
-        typer.echo(outcome.message)
+        typer.echo(outcome.message, err=outcome.status == "failed")  # a failure is an error, for scripts too
     if outcome.status == "failed":
         raise typer.Exit(1)

@@ -5,12 +5,33 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, false, text, update
+from sqlalchemy.orm import Session
 
 
 class LockHeld(RuntimeError):
     """Another process holds the lock."""
+
+
+def _key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"iris:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+def serialize(session: Session, table: Any) -> None:
+    """Make the transactions that change ``table`` run one after another; call it first thing.
+
+    Without it two admins' transactions both read the same old state (the same default, the
+    same version) and the second either fails on a unique index or overwrites the first. On
+    PostgreSQL a transaction-level advisory lock: the second waits for the first to commit, then
+    reads what it wrote (READ COMMITTED). On SQLite a write that changes nothing, so that the
+    transaction holds the one write lock (and a fresh snapshot) before it reads anything.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _key(table.__tablename__)})
+    else:
+        session.execute(update(table).where(false()).values(id=table.id))
 
 
 @contextmanager
@@ -25,7 +46,7 @@ def database_lock(engine: Engine, name: str, wait: bool = False) -> Iterator[Non
     if engine.dialect.name != "postgresql":
         yield
         return
-    key = int.from_bytes(hashlib.sha256(f"iris:{name}".encode()).digest()[:8], "big", signed=True)
+    key = _key(name)
     with engine.connect() as connection:
         if wait:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, case, func, select, update
+from sqlalchemy import Engine, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from core.domain import ChatRef, PersonaStats, Role
+from core.domain import ChatRef, Person, PersonaStats, Role
 from core.personas import DEFAULT, Persona, PersonaNotFound, PersonaRefused, checked
 from storage.database import session_factory
+from storage.locks import serialize
 from storage.tables import ChatSettingsRow, ConversationRow, PersonaRow, RatingRow, TurnRow, utcnow
 
 
@@ -61,6 +62,7 @@ class SqlPersonas:
         persona = checked(persona)
         assert persona.name is not None
         with self._sessions.begin() as session:
+            serialize(session, PersonaRow)
             if _row(session, persona.name) is not None:
                 raise PersonaRefused(
                     f"a persona named {persona.name!r} exists: change it with `iris persona edit`"
@@ -94,6 +96,7 @@ class SqlPersonas:
         """Change what is given, None keeping what is stored ("" takes a voice or greeting away);
         a new prompt is the next version; ``default`` makes it the default."""
         with self._sessions.begin() as session:
+            serialize(session, PersonaRow)
             row = _row(session, name)
             if row is None:
                 raise PersonaNotFound(f"no persona named {name!r}")
@@ -118,6 +121,7 @@ class SqlPersonas:
         ``PersonaRefused`` for the default (make another one the default first).
         """
         with self._sessions.begin() as session:
+            serialize(session, PersonaRow)
             row = _row(session, name)
             if row is None:
                 raise PersonaNotFound(f"no persona named {name!r}")
@@ -137,6 +141,7 @@ class SqlPersonas:
         if name is not None and name.casefold() == DEFAULT:
             name = None
         with self._sessions.begin() as session:
+            serialize(session, PersonaRow)
             if name is not None and _row(session, name) is None:
                 raise PersonaNotFound(f"no persona named {name!r}")
             where = ChatSettingsRow.platform == chat.platform, ChatSettingsRow.chat_id == chat.chat_id
@@ -169,6 +174,7 @@ class SqlPersonas:
         personas = [checked(persona) for persona in personas]
         changed: list[str] = []
         with self._sessions.begin() as session:
+            serialize(session, PersonaRow)
             for persona in personas:
                 assert persona.name is not None
                 row = _row(session, persona.name)
@@ -251,3 +257,34 @@ def reply_figures(session: Session) -> list[PersonaStats]:
         .order_by(TurnRow.persona)
     ).all()
     return [PersonaStats(persona, replies, up, down) for persona, replies, up, down in rows]
+
+
+def forget_settings(session: Session, person_id: int, person: Person) -> None:
+    """What chat settings and personas hold about someone who used /forget or whom retention drops.
+
+    Their own chats' settings are deleted: their private chat (on Telegram and in the console its
+    id is theirs), any chat whose every conversation is theirs (a Discord DM; call this before
+    their conversations are deleted), and a chat they set that holds no conversation at all (a DM
+    whose conversations retention already deleted). Elsewhere a change they made stays (a group's
+    settings are the group's), but no longer names them.
+    """
+    here = ConversationRow.platform == person.platform
+    others = select(ConversationRow.chat_id).where(
+        here, ConversationRow.owner_id.is_(None) | (ConversationRow.owner_id != person_id)
+    )
+    theirs = select(ConversationRow.chat_id).where(
+        here, ConversationRow.owner_id == person_id, ConversationRow.chat_id.not_in(others)
+    )
+    anyones = select(ConversationRow.chat_id).where(here)
+    session.execute(
+        delete(ChatSettingsRow).where(
+            ChatSettingsRow.platform == person.platform,
+            (ChatSettingsRow.chat_id == person.user_id)
+            | ChatSettingsRow.chat_id.in_(theirs)
+            | ((ChatSettingsRow.updated_by == person.actor) & ChatSettingsRow.chat_id.not_in(anyones)),
+        )
+    )
+    for table in (ChatSettingsRow, PersonaRow):
+        session.execute(
+            update(table).where(table.updated_by == person.actor).values(updated_by=person.pseudonym)
+        )

@@ -383,6 +383,7 @@ class SqlStore:
                 words=tuple(dict.fromkeys(text for text in [*said, *proposed] if text)),
                 turn_ids=tuple(turn_ids),
             )
+            personas.forget_settings(session, row.id, person)
             # Explicit deletes in dependency order, so nothing depends on the
             # backend's ON DELETE CASCADE being switched on.
             theirs = (CorrectionRow.turn_id.in_(turn_ids)) | (CorrectionRow.person_id == row.id)

@@ -8,7 +8,8 @@ only, without identity. Its people are replaced by stand-ins of no platform
 ("retained", a random id, no name, consent yes), one per person, so that the
 per-person cap of a dataset build still applies; its chat ids and platform
 message ids are cleared, and it is closed, so no prompt sees it again. People
-left with nothing stored and not seen since the cutoff are deleted too.
+left with nothing stored and not seen since the cutoff are deleted too, with their
+private chats' settings (``storage.personas.forget_settings``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.domain import PruneReport, Role
+from core.domain import Person, PruneReport, Role
+from storage.personas import forget_settings
 from storage.tables import (
     ConversationRow,
     CorrectionMemoryRow,
@@ -61,6 +63,10 @@ def prune(session: Session, cutoff: datetime) -> PruneReport:
     report = _delete(session, doomed)
     _anonymise(session, kept, people)
     gone_people = _orphans(session, cutoff)
+    for person_id, platform, user_id in session.execute(
+        select(PersonRow.id, PersonRow.platform, PersonRow.user_id).where(PersonRow.id.in_(gone_people))
+    ):
+        forget_settings(session, person_id, Person(platform, user_id))
     session.execute(delete(PersonRow).where(PersonRow.id.in_(gone_people)))
     return PruneReport(
         conversations=len(doomed),

@@ -349,9 +349,10 @@ def test_retrain_anchor_rows_on_a_full_disk(feedback_env: dict[str, str], tmp_pa
 
         assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
         assert "anchors: " in result.stdout  # the base model answered the anchor questions first
-        failure = result.stdout.strip().splitlines()[-1]  # what the person reads last: one line
+        failure = result.stderr.strip().splitlines()[-1]  # what the person reads last: one line, on stderr
         assert "failed: " in failure and "No space left on device" in failure
         assert str(dataset / "teach.json") in failure and "The active model is unchanged" in failure
+        assert "failed: " not in result.stdout
         logged = [line for line in result.stderr.splitlines() if " ERROR " in line]
         assert len(logged) == 1 and "No space left on device" in logged[0]  # in the log: one line too
         # No dataset file half-written: no teach.json, nothing temporary, every other file as it was.
