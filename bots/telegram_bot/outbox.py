@@ -28,6 +28,7 @@ T = TypeVar("T")
 TYPING_EVERY_S = 4.0
 # Network failures (not refusals) are retried this often, backing off up to 10 s.
 MAX_NETWORK_RETRIES = 4
+_NOTHING = object()  # no buttons sent yet (None is a state: no buttons)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Outbox:
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
+        # The buttons wanted under each message whose edit waits for its turn (``edit_buttons``).
+        self._buttons: dict[tuple[int, int], InlineKeyboardMarkup | None] = {}
 
     async def call(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run one Bot API call, retrying network failures (the rate limiter waits out flood control)."""
@@ -123,6 +126,29 @@ class Outbox:
                 raise
 
     async def edit_buttons(self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup | None) -> None:
+        """Show ``markup`` under a message; of presses that come faster than the chat may be edited,
+        only the latest state is sent.
+
+        Telegram lets a chat be edited about once a second. Someone pressing 👍/👎 three times a
+        second would otherwise queue an edit per press, each press's handler waiting its turn, and
+        enough of them hold every slot the inbox gives presses and commands (another person's
+        /help then waits). The edit already waiting sends whatever state is wanted when its turn
+        comes; a press that finds one waiting only updates that state and returns.
+        """
+        key = (chat_id, message_id)
+        waiting = key in self._buttons
+        self._buttons[key] = markup
+        if waiting:
+            return
+        try:
+            sent: object = _NOTHING
+            while (wanted := self._buttons[key]) is not sent:
+                sent = wanted
+                await self._edit_markup(chat_id, message_id, wanted)
+        finally:
+            del self._buttons[key]
+
+    async def _edit_markup(self, chat_id: int, message_id: int, markup: InlineKeyboardMarkup | None) -> None:
         try:
             await self.call(
                 lambda: self.bot.edit_message_reply_markup(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -150,6 +151,32 @@ async def test_stats_are_for_admins(start_bot: StartBot, fake_api: FakeBotApi, a
     stats = await wait_for_text(fake_api, ADMIN_ID, "Active model")
     assert "Messages: 1 (0% voice) from 1 people" in stats.text
     assert "1 replies, 1 👍, 0 👎 (100% 👍)" in stats.text
+
+
+async def test_presses_faster_than_a_chat_may_be_edited_show_the_last_vote_without_an_edit_each(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    # Telegram's own limits (about one edit a second in a chat, short bursts allowed): twelve
+    # presses as fast as they are answered would queue twelve edits, each press's handler holding
+    # a slot meant for presses and commands for up to twelve seconds.
+    await start_bot()
+    reply = await answered(fake_api, ADMIN)  # an admin: no press limit, as in bench/iris_run_crowd.py
+    votes = ["👍", "👎"] * 6
+    for n, vote in enumerate(votes, 1):
+        fake_api.press(ADMIN, reply, button(reply, vote))
+        await fake_api.wait_for(lambda n=n: len(fake_api.calls_to("answerCallbackQuery")) == n)  # type: ignore[misc]
+    edits: list[Call] = []
+    for _ in range(60):  # until no edit came for 3 s (the queued edits of 12 presses take 12 s)
+        await asyncio.sleep(3)
+        now = [
+            c for c in fake_api.calls_to("editMessageReplyMarkup") if c.params["message_id"] == reply.message_id
+        ]
+        if len(now) == len(edits):
+            break
+        edits = now
+    assert 1 <= len(edits) <= 3, len(edits)  # the first press's edit, then the latest state once
+    assert ("👎 ✓", reply.buttons[1][1]) in reply.buttons  # the last vote shows
+    assert query(app, "SELECT value FROM ratings WHERE turn_id = ?", turn_of(reply)) == [(-1,)]
 
 
 async def test_a_rating_and_a_command_are_answered_while_another_reply_streams(
