@@ -1,7 +1,9 @@
 """Hearing a voice note: decoded by its real length, charged, transcribed, its transcript stored.
 
 Notes wait for the transcriber in a round-robin line per person (``ServiceConfig.parallel_transcripts``
-at once, which the transcriber decodes as one batch).
+at once, which the transcriber decodes as one batch). Decoding and transcribing run on the
+listener's own threads, one per note heard at once: a batch of notes waiting for whisper never
+holds the event loop's default threads, which every database call (and a press, a /help) needs.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from core.domain import Notice, NoticeKind, Person, UserTurnReceipt
 from core.limits import RateLimiter
@@ -18,6 +23,8 @@ from core.scheduling import FairQueue
 from core.writing import mark_failed
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Listener:
@@ -36,6 +43,7 @@ class Listener:
         self.limiter = limiter
         self.max_audio_seconds = max_audio_seconds
         self.queue = FairQueue(parallel)
+        self._threads = ThreadPoolExecutor(parallel, thread_name_prefix="whisper")
 
     async def hear(
         self, receipt: UserTurnReceipt, sender: Person, audio: bytes, charged: bool = False
@@ -47,7 +55,7 @@ class Listener:
                 began = time.perf_counter()
                 # Decoded once, by its real length (stopped at the limit, whatever the header claims):
                 # that length, not the claimed one, is what the voice minutes are charged.
-                decoded = await asyncio.to_thread(self.transcriber.decode, audio, limit)
+                decoded = await self._run(self.transcriber.decode, audio, limit)
                 # ``charged``: a note taken over from a process killed after charging it is neither
                 # charged again nor refused for that charge (the person would lose its reply to a crash).
                 take = self.limiter.take_voice
@@ -56,7 +64,7 @@ class Listener:
                     text = refused.text(self.limiter.clock())
                     await mark_failed(self.store, turn_id, text, decoded.seconds)
                     return Notice(NoticeKind.RATE_LIMITED, text, turn_id)
-                transcript = await asyncio.to_thread(self.transcriber.transcribe, decoded)
+                transcript = await self._run(self.transcriber.transcribe, decoded)
                 ms = (time.perf_counter() - began) * 1000
         except AudioTooLong as too_long:
             text = f"That voice note is too long: I can take up to {limit:.0f} s."
@@ -87,6 +95,9 @@ class Listener:
         except Exception:
             log.exception("could not store the transcript of turn %s", turn_id)
         return Heard(transcript.text.strip(), transcript.audio_seconds, ms)
+
+    async def _run(self, work: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -267,6 +270,41 @@ async def test_the_event_loop_answers_ratings_while_a_reply_is_generated(app: Ap
     gated.gate.set()
     rest = [event async for event in replies]
     assert isinstance(rest[-1], ReplyDone) and rest[-1].text == "thinking done."
+
+
+async def test_notes_being_transcribed_leave_the_default_threads_to_the_database(app: App) -> None:
+    """Eight notes held inside whisper at once (a batch) and a loop with only two default threads:
+    a rating (a database call on those threads) is still stored while they are held."""
+    held, release = threading.Semaphore(0), threading.Event()
+    real = app.transcriber
+
+    class HeldTranscriber:
+        def decode(self, audio: bytes, max_seconds: float) -> Any:
+            return real.decode(audio, max_seconds)
+
+        def transcribe(self, audio: Any) -> Any:
+            held.release()
+            release.wait(60)
+            return real.transcribe(audio)
+
+    earlier = (await collect(app.service, text_message("Hello")))[-1]
+    assert isinstance(earlier, ReplyDone)
+    batch = replace(app.service.config, parallel_transcripts=8)
+    service = ChatService(app.store, HeldTranscriber(), app.generator, batch)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(2))
+    people = [Person("test", f"p{n}", f"P{n}") for n in range(8)]
+    notes = [asyncio.create_task(collect(service, voice_message("greeting.ogg", person=p))) for p in people]
+    try:
+        with ThreadPoolExecutor(1) as waiter:  # not the default threads this test is about
+            for _ in range(8):  # all eight inside whisper's transcribe at once
+                assert await loop.run_in_executor(waiter, held.acquire, True, 30)
+        rating = service.feedback.rate(ALICE, earlier.turn_id, up=True)
+        assert await asyncio.wait_for(rating, 30) is RatingOutcome.CREATED
+    finally:
+        release.set()
+    for events in await asyncio.gather(*notes):
+        assert isinstance(events[-1], ReplyDone)
 
 
 async def test_waiting_people_are_served_round_robin(app: App) -> None:
