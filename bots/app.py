@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bots.settings import Settings, check_renamed
 from core.ab import ABServing, PinnedGenerator
+from core.chat_settings import ChatSettingsBook
 from core.config import ServiceConfig
 from core.domain import ModelVersion
 from core.generation import LlamaGenerator, bundled_model, hub_gguf
@@ -27,6 +28,7 @@ from core.speaking import ReplySpeaker
 from core.transcription import WhisperTranscriber
 from finetune.copies import CopyEraser
 from finetune.launcher import RetrainLauncher
+from storage.chat_settings import SqlChatSettings
 from storage.choices import SqlAnswerChoices
 from storage.database import make_engine, sqlite_url
 from storage.experiments import SqlExperiments
@@ -199,6 +201,8 @@ def build_app(settings: Settings | None = None) -> App:
         choices=SqlAnswerChoices(store.engine),  # 🔁 pairs: one second answer per reply, in every process
         memory=build_memory(settings, store),
         personas=build_personas(settings, store),  # read at each reply: a change holds from the next one
+        # Each chat's /settings, read at each reply too; IRIS_SETTINGS_SELF: people set their private chat's.
+        chat_settings=ChatSettingsBook(SqlChatSettings(store.engine), store, settings.settings_self),
     )
     inbox = SqlInbox(store.engine, settings.inbox_max_attempts)
     return App(settings, store, service, transcriber, generator, inbox)

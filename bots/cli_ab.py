@@ -1,4 +1,6 @@
-"""``iris models ab``: A/B tests of a candidate version against the active one, judged by ratings."""
+"""``iris models ab``: A/B tests of a candidate version against the active one, or of two personas on
+the active version (``--personas``), judged by ratings. One test runs at a time, of either kind, so
+both kinds share these commands: ``status`` and ``stop`` need not ask which one."""
 
 from __future__ import annotations
 
@@ -10,15 +12,29 @@ import typer
 from bots.app import load_settings
 from bots.cli_models import console_actor
 from bots.render import format_ab
-from core.experiments import DEFAULT_SHARE, Decision
+from core.experiments import DEFAULT_PERSONA_SHARE, DEFAULT_SHARE, Decision, ExperimentKind
 
 ab_app = typer.Typer(help="A/B tests: serve a candidate to a share of conversations.", no_args_is_help=True)
 
 
 @ab_app.command("start")
 def ab_start(
-    candidate: str,
-    share: Annotated[float, typer.Option(help="Of conversations that get the candidate.")] = DEFAULT_SHARE,
+    candidate: Annotated[str | None, typer.Argument(help="The model version to try.")] = None,
+    personas: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--personas",
+            metavar="CONTROL CANDIDATE",
+            help="Test two personas on the active version instead: CANDIDATE against CONTROL.",
+        ),
+    ] = None,
+    share: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Of conversations that get the candidate (default {DEFAULT_SHARE}; "
+            f"{DEFAULT_PERSONA_SHARE} with --personas)."
+        ),
+    ] = None,
     min_ratings: Annotated[
         int | None, typer.Option(help="Ratings per arm before the rule decides (default: IRIS_AB_MIN_RATINGS).")
     ] = None,
@@ -28,11 +44,20 @@ def ab_start(
     Running bots pick it up before their next reply. Once both arms have the
     ratings, the candidate is promoted if it is not worse than the active version
     by more than IRIS_AB_MARGIN (at 95 %); otherwise the active version stays.
+    With --personas CONTROL CANDIDATE, the same rule makes the winning persona the
+    default; chats whose persona someone chose keep it and stay out of the test.
     """
     from bots.app import opened_store
     from core.ab import start
     from storage.experiments import SqlExperiments
 
+    if (candidate is None) == (personas is None):
+        typer.echo("not started: name a CANDIDATE version, or --personas CONTROL CANDIDATE", err=True)
+        raise typer.Exit(1)
+    control = personas[0] if personas else None
+    candidate = personas[1] if personas else candidate
+    assert candidate is not None
+    share = share if share is not None else DEFAULT_PERSONA_SHARE if personas else DEFAULT_SHARE
     settings = load_settings()
     with opened_store(settings) as store:
         try:
@@ -44,13 +69,20 @@ def ab_start(
                 min_ratings=min_ratings or settings.ab.min_ratings,
                 margin=settings.ab.margin,
                 actor=console_actor(),
+                control_persona=control,
             )
         except ValueError as error:
             typer.echo(f"not started: {error}", err=True)
             raise typer.Exit(1) from None
+    arms = (
+        f"persona {candidate} for {share:.0%} of conversations, persona {control} for the rest "
+        "(chats whose persona someone chose keep it and stay out)"
+        if personas
+        else f"{candidate} for {share:.0%} of conversations, "
+        f"{experiment.control or 'the active version'} for the rest"
+    )
     typer.echo(
-        f"A/B test {experiment.id} started: {candidate} for {share:.0%} of conversations, "
-        f"{experiment.control or 'the active version'} for the rest; "
+        f"A/B test {experiment.id} started: {arms}; "
         f"decided at {experiment.min_ratings} ratings from at least {experiment.min_raters} people "
         f"on both arms (at most {experiment.ratings_per_person} counted from one person an arm)"
     )
@@ -77,8 +109,12 @@ def ab_status(
 
 @ab_app.command("stop")
 def ab_stop(
-    promote: Annotated[bool, typer.Option("--promote", help="Make the candidate the active version.")] = False,
-    rollback: Annotated[bool, typer.Option("--rollback", help="Keep the active version.")] = False,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Make the candidate the active version (or the default persona).")
+    ] = False,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Keep the active version (make the control the default persona).")
+    ] = False,
 ) -> None:
     """End the running A/B test now, whatever the figures say (the admin decides)."""
     from bots.app import opened_store
@@ -101,4 +137,8 @@ def ab_stop(
             typer.echo("it had just ended (the rule decided first)", err=True)
             raise typer.Exit(1)
         active = store.active_model()
+    if ended.kind is ExperimentKind.PERSONA:
+        default = ended.report.get("default_persona") or "- (the winning persona was removed)"
+        typer.echo(f"A/B test {ended.id} stopped: {decision.value}; default persona: {default}")
+        return
     typer.echo(f"A/B test {ended.id} stopped: {decision.value}; active: {active.name if active else '-'}")

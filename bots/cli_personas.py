@@ -1,12 +1,14 @@
 """``iris persona``: the system prompts replies are written with, and which chat uses which.
 
 Every change is read by the running bots at their next reply (no restart) and written to the
-audit trail with who made it. Input that cannot be stored is refused in one line, exit code 1,
-with nothing stored.
+audit trail with who made it, through the same part the chats' ``/persona`` uses
+(``core.persona_admin``). Input that cannot be stored, a voice the configured synthesizer does not
+have included, is refused in one line, exit code 1, with nothing stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict
 from enum import StrEnum
@@ -14,9 +16,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bots.app import load_settings, opened_store
+from bots.app import build_speaker, load_settings, opened_store
 from bots.cli_models import console_actor
-from core.domain import AuditAction, ChatRef
+from bots.settings import Settings
+from core.audit import AuditTrail
+from core.domain import ChatRef
+from core.persona_admin import PersonaAdmin
 from core.personas import DEFAULT, Persona, PersonaInvalid, PersonaNotFound, PersonaRefused
 
 if TYPE_CHECKING:
@@ -57,16 +62,18 @@ def _personas(store: SqlStore) -> SqlPersonas:
     return SqlPersonas(store.engine)
 
 
-def _details(persona: Persona) -> dict[str, object]:
-    """The audit line's details: the version and settings, not the prompt's words."""
-    return {
-        "version": persona.version,
-        "prompt_chars": len(persona.prompt),
-        "voice": persona.voice,
-        "temperature": persona.temperature,
-        "greeting": persona.greeting is not None,
-        "default": persona.is_default,
-    }
+def _admin(store: SqlStore, settings: Settings) -> PersonaAdmin:
+    """What ``/persona`` changes with, on this command's store; a voice is checked against the
+    synthesizer the settings name (IRIS_TTS_ENGINE, espeak-ng by default)."""
+
+    def voice_problem(voice: str) -> str | None:
+        speaker = build_speaker(settings, store)
+        try:
+            return speaker.voice_problem(voice)
+        finally:
+            speaker.close()
+
+    return PersonaAdmin(_personas(store), AuditTrail(store), voice_problem)
 
 
 @persona_app.command("add")
@@ -82,12 +89,12 @@ def persona_add(
     wanted = Persona(
         name, prompt or "", voice=voice, temperature=temperature, greeting=greeting, is_default=default
     )
-    with opened_store(load_settings()) as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         try:
-            added = _personas(store).add_persona(wanted, console_actor())
+            added = asyncio.run(_admin(store, settings).add(wanted, console_actor()))
         except (PersonaInvalid, PersonaRefused) as error:
             raise _refuse(error) from None
-        store.record_audit(console_actor(), AuditAction.PERSONA_ADD, name, _details(added))
     typer.echo(f"added persona {name} (version {added.version}){' as the default' if added.is_default else ''}")
 
 
@@ -107,20 +114,21 @@ def persona_edit(
             err=True,
         )
         raise typer.Exit(1)
-    with opened_store(load_settings()) as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
+        change = _admin(store, settings).edit(
+            name,
+            console_actor(),
+            prompt=prompt,
+            voice=voice,
+            temperature=temperature,
+            greeting=greeting,
+            default=default,
+        )
         try:
-            edited = _personas(store).edit_persona(
-                name,
-                console_actor(),
-                prompt=prompt,
-                voice=voice,
-                temperature=temperature,
-                greeting=greeting,
-                default=default,
-            )
+            edited = asyncio.run(change)
         except (PersonaInvalid, PersonaNotFound, PersonaRefused) as error:
             raise _refuse(error) from None
-        store.record_audit(console_actor(), AuditAction.PERSONA_EDIT, name, _details(edited))
     typer.echo(f"persona {name} is at version {edited.version}{' (the default)' if edited.is_default else ''}")
 
 
@@ -156,13 +164,13 @@ def persona_list(as_json: Annotated[bool, typer.Option("--json", help="One JSON 
 @persona_app.command("remove")
 def persona_remove(name: str) -> None:
     """Remove persona NAME; chats that used it get the default from their next reply."""
-    with opened_store(load_settings()) as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         try:
-            moved = _personas(store).remove_persona(name, console_actor())
+            moved = asyncio.run(_admin(store, settings).remove(name, console_actor()))
         except (PersonaNotFound, PersonaRefused) as error:
             raise _refuse(error) from None
         chats = [f"{chat.platform}:{chat.chat_id}" for chat in moved]
-        store.record_audit(console_actor(), AuditAction.PERSONA_REMOVE, name, {"chats": chats})
     back = f"; back on the default: {', '.join(chats)}" if chats else ""
     typer.echo(f"removed persona {name}{back}")
 
@@ -181,11 +189,11 @@ def persona_use(
         raise typer.Exit(1)
     chat = ChatRef(platform.value, chat_id)
     chosen = None if name.casefold() == DEFAULT else name
-    with opened_store(load_settings()) as store:
+    settings = load_settings()
+    with opened_store(settings) as store:
         try:
-            _personas(store).set_chat_persona(chat, chosen, console_actor())
+            asyncio.run(_admin(store, settings).use(chat, chosen, console_actor()))
         except PersonaNotFound as error:
             raise _refuse(error) from None
         target = f"{chat.platform}:{chat.chat_id}"
-        store.record_audit(console_actor(), AuditAction.PERSONA_USE, target, {"persona": chosen or DEFAULT})
     typer.echo(f"{target} now answers with {'the default persona' if chosen is None else f'persona {chosen}'}")

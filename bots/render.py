@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.domain import AuditEntry, Correction, ForgetReport, Stats
-from core.experiments import ABReport, Decision
+from core.experiments import ABReport, Decision, ExperimentKind
 
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
@@ -209,9 +209,11 @@ def format_ab(report: ABReport | None) -> str:
         return "No A/B test has run yet. Start one with `iris models ab start CANDIDATE`."
     experiment = report.experiment
     state = "running" if experiment.running else f"ended: {experiment.decision} by {experiment.decided_by}"
+    by_persona = experiment.kind is ExperimentKind.PERSONA
+    what = "persona " if by_persona else ""
     lines = [
-        f"A/B test {experiment.id}: {experiment.candidate} to {experiment.share:.0%} of conversations "
-        f"against {experiment.control or 'the active version'} ({state})",
+        f"A/B test {experiment.id}: {what}{experiment.candidate} to {experiment.share:.0%} of conversations "
+        f"against {what}{experiment.control or 'the active version'} ({state})",
     ]
     for arm in (report.control, report.candidate):
         counts = arm.counts
@@ -227,8 +229,14 @@ def format_ab(report: ABReport | None) -> str:
             if left_out > 0
             else ""
         )
+        # Replies the correction memory served word for word: no arm wrote them, in no figure.
+        memory = (
+            f" (and {counts.memory_served} served from memory, not counted)" if counts.memory_served else ""
+        )
+        name = f" {experiment.arm_name(arm.arm)}" if by_persona else ""
         lines.append(
-            f"• {arm.arm.value} [{versions}]: {counts.conversations} conversations, {counts.replies} replies, "
+            f"• {arm.arm.value}{name} [{versions}]: {counts.conversations} conversations, "
+            f"{counts.replies} replies{memory}, "
             f"{rated} rated; {arm.ratings}/{experiment.min_ratings} ratings{uncounted} "
             f"from {arm.raters}/{experiment.min_raters} people, 👍 {up}"
         )
@@ -251,8 +259,10 @@ def format_ab(report: ABReport | None) -> str:
             f"wait: the rule decides at {experiment.min_ratings} ratings from at least "
             f"{experiment.min_raters} people on both arms"
         ),
-        Decision.PROMOTE: f"promote: not worse than the control by more than {experiment.margin:.0%}",
-        Decision.ROLLBACK: f"roll back: it may be worse than the control by more than {experiment.margin:.0%}",
+        Decision.PROMOTE: f"promote: not worse than the control by more than {experiment.margin:.0%}"
+        + (f" ({experiment.candidate} becomes the default persona)" if by_persona else ""),
+        Decision.ROLLBACK: f"roll back: it may be worse than the control by more than {experiment.margin:.0%}"
+        + (f" ({experiment.control} becomes the default persona)" if by_persona else ""),
     }[report.decision]
     lines.append(f"Rule now: {rule}" if experiment.running else f"Rule at the end: {rule}")
     return "\n".join(lines)

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     admin_user_ids: IdList = Field(default_factory=list)
     # TOML personas loaded into the database when the file changes (core.personas; docs/personas.md).
     personas_file: Path | None = None
+    # Whether a person may change their own private chat's settings with /settings (admins change
+    # any chat's); false: admins only (core.chat_settings; docs/personas.md).
+    settings_self: bool = True
 
     # --- Telegram ---
     telegram_bot_token: SecretStr | None = Field(default=None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))

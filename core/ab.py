@@ -1,12 +1,15 @@
-"""Serving an A/B test: which model writes a reply, and the rule's decision once it is due.
+"""Serving an A/B test: which model (or persona) writes a reply, and the rule's decision once it is due.
 
-While an experiment runs, a conversation on the candidate arm is answered by a
-generator pinned to the candidate version, loaded next to the active one; the
-control arm is answered by the usual generator, which follows the registry (so
-a hot swap or a rollback during the experiment changes the control arm, and
-every reply records the version that wrote it). The running experiment is read
-from the database before every reply, as the active version is, so every
-process sees a start, a stop or a promotion before its next reply.
+While an experiment of model versions runs, a conversation on the candidate arm is
+answered by a generator pinned to the candidate version, loaded next to the active
+one; the control arm is answered by the usual generator, which follows the registry
+(so a hot swap or a rollback during the experiment changes the control arm, and
+every reply records the version that wrote it). While an experiment of personas
+runs, both arms are answered by the usual generator, each with its arm's persona
+(prompt and temperature), except in chats whose persona someone chose: they keep it
+and stay out of the test. The running experiment is read from the database before
+every reply, as the active version is, so every process sees a start, a stop or a
+promotion before its next reply.
 
 All methods here block (database, model loading): the service calls them from
 worker threads.
@@ -21,7 +24,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.domain import AuditAction, ModelVersion
-from core.experiments import ABReport, Arm, Decision, Experiment, arm_for, report, sample_complete
+from core.experiments import (
+    ABReport,
+    Arm,
+    Decision,
+    Experiment,
+    ExperimentKind,
+    arm_for,
+    report,
+    sample_complete,
+)
+from core.personas import Persona, PersonaBook
 from core.ports import AuditLog, Experiments, ModelRegistry, ReplyGenerator
 
 log = logging.getLogger(__name__)
@@ -37,6 +50,7 @@ class Choice:
 
     generator: ReplyGenerator
     experiment: tuple[int, Arm] | None = None
+    persona: Persona | None = None  # a persona experiment's arm writes it; None: the chat's persona
 
 
 class ABServing:
@@ -54,13 +68,22 @@ class ABServing:
         self._candidate: tuple[str, PinnedGenerator] | None = None
         self._lock = threading.Lock()
 
-    def choose(self, conversation_id: int, active: ReplyGenerator) -> Choice:
-        """The generator that answers this conversation now."""
+    def choose(
+        self, conversation_id: int, active: ReplyGenerator, personas: PersonaBook | None = None
+    ) -> Choice:
+        """The generator (and, in a persona experiment, the persona) that answers this conversation now."""
         experiment = self.experiments.running_experiment()
-        if experiment is None:
+        if experiment is None or experiment.kind is ExperimentKind.PERSONA:
             self._retire_candidate()
+        if experiment is None:
             return Choice(active)
         arm = arm_for(experiment, conversation_id)
+        if experiment.kind is ExperimentKind.PERSONA:
+            name = experiment.arm_name(arm)
+            persona = personas.for_arm(conversation_id, name) if personas is not None and name else None
+            if persona is None:  # its chat's persona was chosen, or the arm's was removed: not in the test
+                return Choice(active)
+            return Choice(active, (experiment.id, arm), persona)
         if arm is Arm.CONTROL:
             return Choice(active, (experiment.id, arm))
         return Choice(self._candidate_generator(experiment.candidate), (experiment.id, arm))
@@ -134,6 +157,8 @@ def conclude(
 ) -> Experiment | None:
     """End ``experiment``: promote activates the candidate, rollback keeps the active version.
 
+    A persona experiment makes its winner the default persona instead (the candidate on
+    promote, the control on rollback; the store does it in the transaction that ends it).
     None when it had ended already (another process or command decided first).
     Serving processes unload the candidate before their next reply.
     """
@@ -143,16 +168,23 @@ def conclude(
     ended = experiments.end_experiment(experiment.id, decision, actor, figures.to_json())
     if ended is None:
         return None
-    if decision is Decision.PROMOTE:
+    by_persona = experiment.kind is ExperimentKind.PERSONA
+    if decision is Decision.PROMOTE and not by_persona:
         registry.activate_model(experiment.candidate)
     if audit is not None:
         details: dict[str, object] = {"experiment": experiment.id, "decision": decision.value}
+        if by_persona:
+            details["kind"] = experiment.kind.value
         if figures.comparison is not None:
             details["difference"] = round(figures.comparison.difference, 4)
         try:
             audit.record_audit(actor, AuditAction.AB_STOP, experiment.candidate, details)
-            if decision is Decision.PROMOTE:
+            if decision is Decision.PROMOTE and not by_persona:
                 audit.record_audit(actor, AuditAction.PROMOTE, experiment.candidate, {"by": "ab"})
+            default = ended.report.get("default_persona")
+            if by_persona and isinstance(default, str):
+                made = {"default": True, "by": "ab", "experiment": experiment.id}
+                audit.record_audit(actor, AuditAction.PERSONA_EDIT, default, made)
         except Exception:
             log.exception("could not write the end of experiment %s to the audit trail", experiment.id)
     log.warning("experiment %s ended: %s %s", experiment.id, decision.value, experiment.candidate)
@@ -173,9 +205,19 @@ def start(
     min_ratings: int,
     margin: float,
     actor: str,
+    control_persona: str | None = None,
 ) -> Experiment:
-    """Start an A/B test of ``candidate`` against the active version; raise ValueError when it cannot."""
-    experiment = experiments.start_experiment(candidate, share, min_ratings, margin, actor)
+    """Start an A/B test of ``candidate`` against the active version; raise ValueError when it cannot.
+
+    With ``control_persona``, an A/B test of persona ``candidate`` against persona ``control_persona``
+    on the active version.
+    """
+    if control_persona is not None:
+        experiment = experiments.start_persona_experiment(
+            control_persona, candidate, share, min_ratings, margin, actor
+        )
+    else:
+        experiment = experiments.start_experiment(candidate, share, min_ratings, margin, actor)
     if audit is not None:
         details: dict[str, object] = {
             "experiment": experiment.id,
@@ -184,5 +226,7 @@ def start(
             "margin": margin,
             "control": experiment.control,
         }
+        if control_persona is not None:
+            details["kind"] = experiment.kind.value
         audit.record_audit(actor, AuditAction.AB_START, candidate, details)
     return experiment

@@ -281,6 +281,8 @@ class AuditAction(enum.StrEnum):
     PERSONA_REMOVE = "persona.remove"  # details: the chats sent back to the default
     PERSONA_USE = "persona.use"  # an admin set a chat's persona; target: platform:chat_id
     PERSONA_FILE = "persona.file"  # the personas file changed stored personas
+    # core.chat_settings: a chat's spoken replies, reply length or earlier turns; target: platform:chat_id
+    SETTINGS_CHANGE = "settings.change"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""A/B tests of model versions, judged by the people's 👍/👎.
+"""A/B tests of model versions (or of two personas on the active one), judged by the people's 👍/👎.
 
-An experiment serves a candidate version to a share of conversations and the
-active version to the rest. The arm of a conversation is a hash of the
+An experiment serves a candidate version (persona) to a share of conversations and
+the active version (the control persona) to the rest. The arm of a conversation is a hash of the
 experiment and the conversation, so it is the same in every process and after
 a restart. The figures come from a kept statistics library (statsmodels for the
 intervals and the sample size, scipy for the bootstrap); nothing here computes
@@ -24,6 +24,11 @@ from pydantic import Field
 class Arm(enum.StrEnum):
     CONTROL = "control"  # the active version, whatever it is at the time of the reply
     CANDIDATE = "candidate"
+
+
+class ExperimentKind(enum.StrEnum):
+    MODEL = "model"  # the arms are model versions: the candidate against the active one
+    PERSONA = "persona"  # the arms are two named personas, both on the active version
 
 
 class Decision(enum.StrEnum):
@@ -56,10 +61,16 @@ class Experiment:
     # ``ratings_per_person`` on an arm are left out, and the rule waits for ``min_raters`` people an arm.
     ratings_per_person: int = DEFAULT_RATINGS_PER_PERSON
     min_raters: int = DEFAULT_MIN_RATERS
+    # A persona experiment: ``control`` and ``candidate`` name personas, not model versions.
+    kind: ExperimentKind = ExperimentKind.MODEL
 
     @property
     def running(self) -> bool:
         return self.ended_at is None
+
+    def arm_name(self, arm: Arm) -> str | None:
+        """What the arm serves: a persona, or a version (the control's: the one active at the start)."""
+        return self.candidate if arm is Arm.CANDIDATE else self.control
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,11 @@ class ArmCounts:
     conversations: int = 0
     replies: int = 0
     rated_replies: int = 0
-    versions: tuple[str, ...] = ()  # the model versions that wrote its replies
+    versions: tuple[
+        str, ...
+    ] = ()  # the model versions (a persona experiment: "name vN") that wrote its replies
     all_ratings: int = 0  # counted or not: those past a person's share on the arm are left out of the figures
+    memory_served: int = 0  # replies the correction memory served: no arm wrote them, in no figure above
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,7 @@ class ABReport:
         return {
             "experiment": {
                 "id": e.id,
+                "kind": e.kind.value,
                 "candidate": e.candidate,
                 "control": e.control,
                 "share": _round(e.share),
@@ -152,8 +167,8 @@ class ABReport:
                 "decision": e.decision.value if e.decision is not None else None,
             },
             "arms": {
-                Arm.CONTROL.value: _arm_json(self.control),
-                Arm.CANDIDATE.value: _arm_json(self.candidate),
+                Arm.CONTROL.value: _arm_json(self.control, e.arm_name(Arm.CONTROL)),
+                Arm.CANDIDATE.value: _arm_json(self.candidate, e.arm_name(Arm.CANDIDATE)),
             },
             "comparison": comparison,
             "reached": self.reached,
@@ -169,8 +184,9 @@ def _interval_json(interval: Interval | None) -> list[float | None] | None:
     return None if interval is None else [_round(interval.low), _round(interval.high)]
 
 
-def _arm_json(summary: ArmSummary) -> dict[str, object]:
+def _arm_json(summary: ArmSummary, name: str | None) -> dict[str, object]:
     return {
+        "name": name,  # the persona, or the model version (the control's: the one active at the start)
         "conversations": summary.counts.conversations,
         "replies": summary.counts.replies,
         "rated_replies": summary.counts.rated_replies,
@@ -182,11 +198,13 @@ def _arm_json(summary: ArmSummary) -> dict[str, object]:
         "up_share": _round(summary.up_share),
         "interval": _interval_json(summary.interval),
         "versions": list(summary.counts.versions),
+        "memory_served": summary.counts.memory_served,
     }
 
 
 DEFAULT_MARGIN = 0.10
 DEFAULT_SHARE = 0.2
+DEFAULT_PERSONA_SHARE = 0.5  # two personas an admin wrote: no safer side, and both arms fill at one pace
 DEFAULT_BASELINE = 0.5  # the worst case: a 👍 share of one half has the largest variance
 # required_ratings(DEFAULT_BASELINE, DEFAULT_MARGIN), power 0.8, alpha 0.05: the ratings an arm needs so
 # that the rule detects, with 80 % power, that an equally good candidate is not worse by 10 points.

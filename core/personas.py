@@ -66,9 +66,9 @@ class Persona:
     name: str | None  # None: IRIS_CHAT_SYSTEM_PROMPT, no persona stored as the default
     prompt: str
     version: int = 0  # goes up each time the prompt changes; 0 for the configured prompt
-    voice: str | None = None  # stored for spoken replies; not used by the speaker yet
+    voice: str | None = None  # its spoken replies' voice (core.speaking); None: IRIS_TTS_*'s
     temperature: float | None = None  # None: IRIS_GENERATION_TEMPERATURE
-    greeting: str | None = None  # stored; not shown by the adapters yet
+    greeting: str | None = None  # what /start and a switch to it show in the chat
     is_default: bool = False
 
     @property
@@ -119,6 +119,11 @@ def check_temperature(temperature: float | None) -> float | None:
     if not math.isfinite(temperature) or not 0 <= temperature <= MAX_TEMPERATURE:
         raise PersonaInvalid(f"a persona's temperature is from 0 to {MAX_TEMPERATURE:g} ({temperature} given)")
     return float(temperature)
+
+
+def check_voice(voice: str | None) -> str | None:
+    """``voice`` without surrounding blanks (None for none), if it can name a voice at all."""
+    return _check_text("voice", voice, MAX_VOICE_CHARS)
 
 
 def _check_text(what: str, text: str | None, limit: int) -> str | None:
@@ -292,6 +297,17 @@ class PersonaBook:
         if self._pinned is not None:
             return self.store.persona(self._pinned.name or "") or self._pinned
         return self.store.persona_for(conversation_id) or self.configured
+
+    def for_arm(self, conversation_id: int, name: str) -> Persona | None:
+        """Persona ``name`` for a conversation on that arm of a persona A/B test; None when the
+        conversation stays out of the test: its chat has a persona someone chose (an admin's
+        choice wins), the book is pinned (``iris ask --persona``), or ``name`` was removed."""
+        if self.store is None or self._pinned is not None:
+            return None
+        self.refresh()
+        if self.store.chosen_persona(conversation_id) is not None:
+            return None
+        return self.store.persona(name)
 
     def refresh(self) -> list[str]:
         """Store the personas file's personas if it changed; the names that changed (never raises)."""

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from core.chat_settings import ChatSettings, Setting
+
 
 class AudioError(Exception):
     """Audio that cannot be used; ``str(error)`` is safe to show to a person."""
@@ -332,7 +334,7 @@ class ModelRegistry(Protocol):
 
 
 class Experiments(Protocol):
-    """A/B tests of model versions (``core.experiments``); one runs at a time across all processes."""
+    """A/B tests of model versions or of personas (``core.experiments``); one at a time in all processes."""
 
     def running_experiment(self) -> Experiment | None: ...
 
@@ -344,6 +346,13 @@ class Experiments(Protocol):
         self, candidate: str, share: float, min_ratings: int, margin: float, started_by: str
     ) -> Experiment:
         """Start serving ``candidate`` to ``share`` of conversations; raise ValueError when it cannot."""
+        ...
+
+    def start_persona_experiment(
+        self, control: str, candidate: str, share: float, min_ratings: int, margin: float, started_by: str
+    ) -> Experiment:
+        """Answer ``share`` of conversations with persona ``candidate`` and the rest with persona
+        ``control``, on the active version; raise ValueError when it cannot (one runs, of either kind)."""
         ...
 
     def end_experiment(
@@ -523,7 +532,32 @@ class PersonaStore(Protocol):
         """The persona of the conversation's chat: the one set for it, else the default; None: no default."""
         ...
 
+    def chosen_persona(self, conversation_id: int) -> str | None:
+        """The persona an admin set for the conversation's chat; None: none set (the default answers)."""
+        ...
+
     def load_personas(self, personas: Sequence[Persona], by: str) -> list[str]:
         """Add or change each (a changed prompt gets the next version; ``is_default`` makes it the
         default); the names of those that changed. Others stored stay as they are."""
+        ...
+
+
+class ChatSettingsStore(Protocol):
+    """Each chat's settings as every process on the database sees them (``core.chat_settings``;
+    ``storage.chat_settings.SqlChatSettings``)."""
+
+    def chat_settings(self, chat: ChatRef) -> ChatSettings: ...
+
+    def conversation_settings(self, conversation_id: int) -> ChatSettings:
+        """The settings of the conversation's chat (none set: all None)."""
+        ...
+
+    def set_chat_setting(
+        self, chat: ChatRef, setting: Setting, value: str | int | None, by: str
+    ) -> ChatSettings:
+        """Store one setting (None: the deployment's); ``PersonaNotFound`` for a persona not stored."""
+        ...
+
+    def personas(self) -> list[Persona]:
+        """Every stored persona, by name (the menus' choices)."""
         ...

@@ -165,14 +165,19 @@ class Replies:
             user_text, transcribe_ms = heard.text, heard.ms
             yield Transcribed(user_text, heard.seconds)
 
-        speaker = self.speaker if self.speaker is not None and await self.speaker.wanted(message) else None
-        early = speaker.early() if speaker is not None else None  # its sentences said as they are written
+        # The chat's settings (core.chat_settings), read once for this reply: spoken, length, earlier turns.
+        settings = await self.writer.chat_settings.for_conversation(receipt.conversation_id)
+        speaking = self.speaker is not None and await self.speaker.wanted(message, settings.spoken)
+        speaker = self.speaker if speaking else None
+        # In the voice of the chat's persona, when it has one the synthesizer knows (core.personas).
+        voice = await speaker.voice(await self.writer.persona_of(receipt.conversation_id)) if speaker else None
+        early = speaker.early(voice) if speaker is not None else None  # its sentences said as they are written
         done: ReplyDone | None = None
         try:
             # aclosing: if the adapter stops listening, the reply generator (and the
             # model's job behind it) is closed now, in order, not by the garbage collector.
             async with aclosing(
-                self.writer.reply(receipt, message.sender, user_text, started, transcribe_ms)
+                self.writer.reply(receipt, message.sender, user_text, started, transcribe_ms, settings)
             ) as events:
                 async for event in events:
                     yield event
@@ -180,7 +185,7 @@ class Replies:
                     if early is not None and isinstance(event, ReplyDelta):
                         early.feed(event.text)
             if speaker is not None and done is not None:  # the text is shown whole first
-                spoken = await speaker.speak(done.turn_id, done.text, early)
+                spoken = await speaker.speak(done.turn_id, done.text, early, voice)
                 if spoken is not None:
                     yield spoken
         finally:

@@ -16,6 +16,8 @@ business rule.
 | ``privacy`` | ``core.privacy`` | the copies outside the database, /forget, retention |
 | ``admin`` | ``core.admin`` | the retrainer, statistics, the audit trail |
 | ``again`` | ``core.choices`` | 🔁 second answers and picks |
+| ``personas`` | ``core.persona_admin`` | what admins change about personas (``/persona``), greetings |
+| ``chat_settings`` | ``core.chat_settings`` | each chat's settings (``/settings``) and who may change them |
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import time
 from core.ab import ABServing
 from core.admin import Administration
 from core.audit import AuditTrail
+from core.chat_settings import ChatSettings, ChatSettingsBook, ReplyLength
 from core.choices import AnotherAnswer, AnswerChoices
 from core.config import ServiceConfig
 from core.feedback import Feedback
 from core.hearing import Listener
 from core.limits import Clock, RateLimiter
 from core.memory import CorrectionMemory
+from core.persona_admin import PersonaAdmin
 from core.personas import PersonaBook
 from core.ports import (
     AuditLog,
@@ -44,7 +48,7 @@ from core.ports import (
 )
 from core.privacy import Privacy
 from core.replies import Replies
-from core.speaking import ReplySpeaker
+from core.speaking import ReplySpeaker, VoiceMode
 from core.writing import ReplyWriter
 
 
@@ -68,6 +72,7 @@ class ChatService:
         memory: CorrectionMemory | None = None,
         choices: AnswerChoices | None = None,
         personas: PersonaBook | None = None,
+        chat_settings: ChatSettingsBook | None = None,
     ) -> None:
         config = config or ServiceConfig()
         # The per-person limits count in ``ledger`` (the database: every process alike); None: in memory.
@@ -76,12 +81,30 @@ class ChatService:
         self.listener = Listener(
             store, transcriber, limiter, config.chat.max_audio_seconds, config.parallel_transcripts
         )
-        self.writer = ReplyWriter(store, generator, config, ab, memory, personas)
+        self.chat_settings = chat_settings or ChatSettingsBook(None)
+        self.chat_settings.deployment = self._deployment_settings
+        self.writer = ReplyWriter(store, generator, config, ab, memory, personas, self.chat_settings)
         self.replies = Replies(store, self.listener, self.writer, limiter, config, speaker)
         self.feedback = Feedback(store, limiter, trail, ab, memory, pending)
         self.again = AnotherAnswer(self.writer, self.feedback, choices)
         self.privacy = Privacy(store, trail, config.chat, limiter.clock, self.again, copies)
         self.admin = Administration(store, trail, retrainer, ab)
+        # Admins' persona changes, a voice checked against the synthesizer in use (/persona, iris persona).
+        self.personas = PersonaAdmin(self.writer.personas.store, trail, self._voice_problem)
+
+    def _deployment_settings(self) -> ChatSettings:
+        """What a chat with no settings of its own gets (the menus show it)."""
+        speaker = self.replies.speaker
+        return ChatSettings(
+            spoken=speaker.config.replies if speaker is not None else VoiceMode.OFF,
+            length=ReplyLength.NORMAL,
+            history_turns=self.config.chat.history_turns,
+        )
+
+    def _voice_problem(self, voice: str) -> str | None:
+        """Why the synthesizer in use cannot say ``voice``, or None (no speaker: nothing to check)."""
+        speaker = self.replies.speaker
+        return speaker.voice_problem(voice) if speaker is not None else None
 
     # Read-only views of the pieces the parts hold: to swap one, set it on the part that holds it.
 

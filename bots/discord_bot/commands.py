@@ -21,7 +21,9 @@ from bots.discord_bot.components import (
     tell,
 )
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
+from bots.discord_bot.persona_admin import add_persona_commands
 from bots.discord_bot.replies import MESSAGE_LIMIT
+from bots.discord_bot.settings_menu import add_settings_command
 from bots.render import format_ab, format_audit, format_stats, format_voice_choice, split_message
 from core.access import REFUSAL
 from core.admin import RetrainBusy
@@ -40,7 +42,9 @@ HELP = """\
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
 • `/consent yes` lets your rated conversations teach future versions of me; `/consent no` keeps them out.
 • `/voice on` sends my replies as voice messages too; `/voice off` keeps them to text.
-• Admins: `/stats`, `/ab`, `/review`, `/retrain` and `/audit`."""
+• `/settings`: this channel's persona, spoken replies, reply length and earlier turns (admins; \
+in your DM, you too where the admin allows it).
+• Admins: `/stats`, `/ab`, `/review`, `/retrain`, `/audit` and `/persona`."""
 
 CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
 CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
@@ -102,6 +106,10 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     @tree.command(name="retrain", description="Fine-tune a new model on the reviewed feedback (admins)")
     async def retrain_command(interaction: Interaction) -> None:
         await guarded(interaction, _retrain(bot, interaction))
+
+    add_settings_command(tree, bot)  # /settings (bots.discord_bot.settings_menu)
+
+    add_persona_commands(tree, bot)  # /persona list|add|edit|default|remove|use
 
 
 async def _reset(bot: IrisClient, interaction: Interaction) -> None:

@@ -48,6 +48,8 @@ from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.inbox import DurableUpdates
 from bots.telegram_bot.limits import ChatRateLimiter
 from bots.telegram_bot.outbox import Outbox
+from bots.telegram_bot.persona_admin import PersonaCommands
+from bots.telegram_bot.settings_menu import SETTINGS_PATTERN, SettingsMenu
 from bots.telegram_bot.webhook import WebhookServer
 from core.ports import Inbox
 from core.service import ChatService
@@ -156,6 +158,7 @@ def build_application(
 def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: ignore[type-arg]
     commands, conversation, admin = Commands(adapter), Conversation(adapter), Admin(adapter)
     feedback, again, edits = Feedback(adapter), Again(adapter), CorrectionEdits(adapter)
+    settings_menu = SettingsMenu(adapter)
     application.add_handlers(
         [
             CommandHandler("start", commands.on_start),
@@ -164,12 +167,14 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("forget", commands.on_forget),
             CommandHandler("consent", commands.on_consent),
             CommandHandler("voice", commands.on_voice),
+            CommandHandler("settings", settings_menu.on_settings),
             CommandHandler("cancel", feedback.on_cancel),
             CommandHandler("stats", admin.on_stats),
             CommandHandler("ab", admin.on_ab),
             CommandHandler("review", admin.on_review),
             CommandHandler("retrain", admin.on_retrain),
             CommandHandler("audit", admin.on_audit),
+            CommandHandler("persona", PersonaCommands(adapter).on_persona),
             CallbackQueryHandler(feedback.on_rate, pattern=RATE_PATTERN),
             CallbackQueryHandler(feedback.on_fix, pattern=FIX_PATTERN),
             CallbackQueryHandler(again.on_again, pattern=AGAIN_PATTERN),
@@ -177,6 +182,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CallbackQueryHandler(commands.on_forget_press, pattern=FORGET_PATTERN),
             CallbackQueryHandler(admin.on_review_press, pattern=REVIEW_PATTERN),
             CallbackQueryHandler(edits.on_edit_press, pattern=REVIEW_EDIT_PATTERN),
+            CallbackQueryHandler(settings_menu.on_press, pattern=SETTINGS_PATTERN),
             CallbackQueryHandler(feedback.on_unknown_press),  # last: any other data
             # Before the conversation: an admin's edited answer is not a question for the model.
             MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & EditMessage(), edits.on_edit),

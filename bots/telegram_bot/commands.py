@@ -33,10 +33,13 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /cancel – stop suggesting a better answer
 /consent yes|no – whether your rated conversations may train future versions of me
 /voice on|off – my replies as voice notes too, or text only
+/settings – this chat's persona, spoken replies, reply length and earlier turns (admins; \
+in a private chat, you too where the admin allows it)
 /stats, /review – for admins: figures, and the suggested answers waiting for review
 /ab – for admins: the A/B test of a model version, ratings per arm
 /retrain – for admins: train a new model on the reviewed feedback
 /audit – for admins: the latest admin actions, consent changes and deletions
+/persona – for admins, in a private chat: add, change and choose personas (/persona use NAME also in a group)
 (Admins get these answers in a private chat with me, also when they ask in a group.)"""
 
 FORGET_ASK = (
@@ -52,6 +55,7 @@ MENU = [
     BotCommand("cancel", "Stop suggesting a better answer"),
     BotCommand("consent", "yes or no: may your rated conversations train future versions?"),
     BotCommand("voice", "on or off: my replies as voice notes too"),
+    BotCommand("settings", "This chat's persona, spoken replies, reply length, earlier turns"),
 ]
 
 CONSENT_ANSWERS = {"yes": True, "no": False}
@@ -72,8 +76,12 @@ class Commands:
             await self.adapter.outbox.send(self.adapter.target(update.effective_message), plain_text(text))
 
     async def on_start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if await self.adapter.admitted(update):
-            await self._reply(update, START)
+        """The chat's persona's greeting, if it has one, then what Iris is and stores (always whole)."""
+        message = update.effective_message
+        if message is None or not await self.adapter.admitted(update):
+            return
+        greeting = await self.adapter.service.personas.greeting(chat_of(message))
+        await self._reply(update, f"{greeting}\n\n{START}" if greeting else START)
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if await self.adapter.admitted(update):

@@ -130,6 +130,8 @@ async def test_help_reset_and_forget_with_confirmation(
             "review",
             "retrain",
             "audit",
+            "persona",
+            "settings",
         }
         said_no = await shown(fake, await fake.command("consent", person, options={"answer": "no"}))
         assert said_no == ["Understood: your conversations will not be used to train future versions of me."]
