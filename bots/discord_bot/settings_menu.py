@@ -17,6 +17,7 @@ from discord import app_commands
 
 from bots.discord_bot.components import allowed, is_admin, pressed_in, tell
 from bots.discord_bot.people import PLATFORM
+from bots.discord_bot.replies import MESSAGE_LIMIT
 from core.access import REFUSAL
 from core.chat_settings import Setting, SettingInvalid, SettingsRefused, parse
 
@@ -98,3 +99,7 @@ async def _settings(bot: IrisClient, interaction: Interaction, given: dict[Setti
         changed.append(setting.value.replace("_", " "))
     heading = f"Changed: {', '.join(changed)}.\n{TITLE}" if changed else TITLE
     await tell(interaction, "\n".join([heading, *view.lines()]))
+    if Setting.PERSONA in given:  # as `/persona use` does: the persona the channel now has says hello
+        greeting = await bot.service.personas.greeting(chat)
+        if greeting:
+            await interaction.followup.send(greeting[:MESSAGE_LIMIT], ephemeral=False)

@@ -19,6 +19,7 @@ from telegram.ext import ContextTypes
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.incoming import PLATFORM
+from bots.telegram_bot.outbox import Target
 from core.chat_settings import (
     HISTORY_CHOICES,
     ReplyLength,
@@ -142,3 +143,9 @@ class SettingsMenu:
             view, answer = await book.view(chat), STALE
         await outbox.answer(query.id, answer)
         await outbox.edit(message.chat.id, message.message_id, plain_text(menu_text(view)), menu_keyboard(view))
+        if press is not None and press.setting is Setting.PERSONA and answer != STALE:
+            # As `/persona use` does: the persona the chat now has says hello, if it has a greeting.
+            greeting = await self.adapter.service.personas.greeting(chat)
+            if greeting:
+                thread = message.message_thread_id if message.is_topic_message else None
+                await outbox.send(Target(message.chat.id, thread), plain_text(greeting))

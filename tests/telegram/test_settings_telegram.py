@@ -34,6 +34,7 @@ from tests.telegram.scenario import wait_for_reply, wait_for_text
 
 ADA = user(1, "Ada")
 ADMIN = user(ADMIN_ID, "Grace")
+AHOY = "Ahoy, mateys! Ask me anything."
 PIRATE = "You are a cheerful pirate. Answer in one sentence."
 GROUP = group_chat()
 
@@ -118,7 +119,7 @@ async def test_a_group_switched_to_a_persona_in_settings_answers_with_it_and_a_r
 
     async with AsyncExitStack() as stack:
         app = await start(stack)
-        SqlPersonas(app.store.engine).add_persona(Persona("pirate", PIRATE), "console:grace")
+        SqlPersonas(app.store.engine).add_persona(Persona("pirate", PIRATE, greeting=AHOY), "console:grace")
         commands = [c.params["commands"] for c in fake_api.calls_to("setMyCommands")]
         assert any(command["command"] == "settings" for command in commands[-1])
 
@@ -135,6 +136,7 @@ async def test_a_group_switched_to_a_persona_in_settings_answers_with_it_and_a_r
         text, _ = await press(fake_api, ADMIN, menu, "set:p:pirate")
         assert text == "Saved. persona: pirate"
         assert "🎭 Persona: pirate" in menu.text and "🎭 pirate ✓" in checked(menu)
+        await wait_for_text(fake_api, GROUP["id"], AHOY)  # the persona the group now has says hello
 
         fake_api.send_text(GROUP, ADA, f"@{BOT_USERNAME} Who are you?")
         await wait_for_reply(fake_api, GROUP["id"])
