@@ -164,9 +164,21 @@ async def _ask(service: ChatService, message: IncomingMessage, speak: Path | Non
                 memory={"correction": event.memory[0], "mode": event.memory[1]} if event.memory else None,
                 persona=event.persona,
             )
+            # As stored (core.languages): the person's message's language and the reply's.
+            result.update(await asyncio.to_thread(_stored_languages, service, event.turn_id))
         elif isinstance(event, Notice):
             result.update(notice=event.text, notice_kind=event.kind.value, user_turn_id=event.turn_id)
     return result
+
+
+def _stored_languages(service: ChatService, reply_id: int) -> dict[str, object]:
+    reply = service.store.get_turn(reply_id)
+    said = service.store.get_turn(reply.reply_to_id) if reply and reply.reply_to_id else None
+    return {
+        "language": said.language if said else None,
+        "language_probability": said.language_probability if said else None,
+        "reply_language": reply.language if reply else None,
+    }
 
 
 class Vote(StrEnum):
@@ -232,7 +244,10 @@ def stats(
     if as_json:
         from dataclasses import asdict
 
-        typer.echo(json.dumps({**asdict(figures), "voice_share": figures.voice_share}))
+        by_language = {code or "unknown": count for code, count in figures.by_language}
+        typer.echo(
+            json.dumps({**asdict(figures), "voice_share": figures.voice_share, "by_language": by_language})
+        )
         return
     from bots.render import format_stats
 

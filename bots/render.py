@@ -200,6 +200,10 @@ def format_stats(stats: Stats) -> str:
             share = f" ({figures.up / rated:.0%} 👍)" if rated else ""
             name = figures.persona or "(configured prompt)"
             lines.append(f"• {name}: {figures.replies} replies, {figures.up} 👍, {figures.down} 👎{share}")
+    if stats.by_language:  # core.languages: what people write in, and replies the model wrote in another
+        spoken = ", ".join(f"{code or 'unknown'} {count}" for code, count in stats.by_language)
+        lines.append(f"Messages by language: {spoken}")
+        lines.append(f"Replies not in the person's language: {stats.replies_off_language}")
     return "\n".join(lines)
 
 

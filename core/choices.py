@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from core.domain import ChatRef, Person, Turn
+from core.languages import asked, with_language
 from core.prompt import build_prompt
 
 if TYPE_CHECKING:
@@ -195,11 +196,16 @@ class AnotherAnswer:
         persona = await writer.persona_of(question.conversation_id)  # the chat's persona, as replies
         options = persona.options(writer.config.generation)
         options = replace(options, temperature=max(options.temperature, TEMPERATURE), seed=secrets.randbits(31))
+        prompt = persona.prompt
+        if writer.languages is not None:  # asked in the language the first answer was (core.languages)
+            languages = writer.languages
+            language = asked(await languages.preference(person), await languages.detect(question.text))
+            prompt = with_language(prompt, language)
         text = ""
         async with writer.queue.slot(person.actor):
             budget = generator.context_tokens - options.max_tokens
             messages = await asyncio.to_thread(
-                build_prompt, persona.prompt, history, question.text, generator.count_tokens, budget
+                build_prompt, prompt, history, question.text, generator.count_tokens, budget
             )
             async with aclosing(generator.stream(messages, options)) as pieces:
                 async for piece in pieces:

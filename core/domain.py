@@ -116,6 +116,8 @@ class Turn:
     chat: ChatRef | None = None
     reply_to_id: int | None = None  # a reply: the person's turn it answers
     memory_correction_id: int | None = None  # a reply the correction memory answered (core.memory)
+    language: str | None = None  # ISO 639-1 where there is one; None: not detected (core.languages)
+    language_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,10 @@ class Stats:
     memory_served: int = 0  # replies that were an approved correction as it is (core.memory)
     memory_grounded: int = 0  # replies the model wrote with an approved correction given to it
     by_persona: list[PersonaStats] = field(default_factory=list)  # core.personas
+    # core.languages: people's messages by language (None: not detected), most first, and replies
+    # whose detected language is not the one they were asked in.
+    by_language: list[tuple[str | None, int]] = field(default_factory=list)
+    replies_off_language: int = 0
 
     @property
     def voice_share(self) -> float:

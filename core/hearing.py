@@ -17,8 +17,17 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from core.domain import Notice, NoticeKind, Person, UserTurnReceipt
+from core.languages import Detected, normalized
 from core.limits import RateLimiter
-from core.ports import AudioError, AudioTooLong, ConversationStore, ServerUnavailable, Transcriber
+from core.ports import (
+    AudioError,
+    AudioTooLong,
+    ConversationStore,
+    DecodedAudio,
+    ServerUnavailable,
+    Transcriber,
+    Transcript,
+)
 from core.scheduling import FairQueue
 from core.writing import mark_failed
 
@@ -46,8 +55,14 @@ class Listener:
         self._threads = ThreadPoolExecutor(parallel, thread_name_prefix="whisper")
 
     async def hear(
-        self, receipt: UserTurnReceipt, sender: Person, audio: bytes, charged: bool = False
+        self,
+        receipt: UserTurnReceipt,
+        sender: Person,
+        audio: bytes,
+        charged: bool = False,
+        language: str | None = None,
     ) -> Heard | Notice:
+        """``language``: the one to ask the transcriber for (the person's /language); None: it detects."""
         turn_id = receipt.turn_id
         limit = self.max_audio_seconds
         try:
@@ -64,7 +79,7 @@ class Listener:
                     text = refused.text(self.limiter.clock())
                     await mark_failed(self.store, turn_id, text, decoded.seconds)
                     return Notice(NoticeKind.RATE_LIMITED, text, turn_id)
-                transcript = await self._run(self.transcriber.transcribe, decoded)
+                transcript = await self._run(self._transcribe, decoded, language)
                 ms = (time.perf_counter() - began) * 1000
         except AudioTooLong as too_long:
             text = f"That voice note is too long: I can take up to {limit:.0f} s."
@@ -94,7 +109,14 @@ class Listener:
             )
         except Exception:
             log.exception("could not store the transcript of turn %s", turn_id)
-        return Heard(transcript.text.strip(), transcript.audio_seconds, ms)
+        code = normalized(transcript.language)
+        detected = Detected(code, transcript.language_probability) if code else None
+        return Heard(transcript.text.strip(), transcript.audio_seconds, ms, detected)
+
+    def _transcribe(self, audio: DecodedAudio, language: str | None) -> Transcript:
+        if language is None:  # a transcriber that takes no language is asked as before
+            return self.transcriber.transcribe(audio)
+        return self.transcriber.transcribe(audio, language=language)
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
@@ -107,3 +129,4 @@ class Heard:
     text: str
     seconds: float
     ms: float
+    language: Detected | None = None  # what the transcriber said it heard (core.languages)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from core.domain import (
     AuditAction,
@@ -70,6 +70,7 @@ class Transcript:
     text: str
     language: str | None
     audio_seconds: float
+    language_probability: float | None = None  # how sure the transcriber was of ``language``, 0-1
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,11 @@ class Transcriber(Protocol):
         """
         ...
 
-    def transcribe(self, audio: DecodedAudio) -> Transcript:
-        """Return what was said in audio ``decode`` returned; ``""`` when no speech was heard."""
+    def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
+        """Return what was said in audio ``decode`` returned; ``""`` when no speech was heard.
+
+        ``language``: an ISO 639-1 code to hear it in (a person's /language); None: the configured one.
+        """
         ...
 
 
@@ -519,6 +523,23 @@ class VoicePreferences(Protocol):
 
     def record_speech(self, turn_id: int, seconds: float, speak_ms: float, audio: bytes | None) -> None:
         """Note a reply's spoken length and synthesis time (and keep its audio, when given)."""
+        ...
+
+
+@runtime_checkable
+class LanguageStore(Protocol):
+    """Each turn's language and each person's ``/language`` (``core.languages``; ``storage.languages``)."""
+
+    def language_preference(self, person: Person) -> str | None:
+        """The person's ``/language`` code; None: detected from each message."""
+        ...
+
+    def set_language_preference(self, person: Person, code: str | None) -> None: ...
+
+    def set_turn_language(
+        self, turn_id: int, code: str | None, probability: float | None, asked: str | None = None
+    ) -> None:
+        """Store a turn's language and its probability; for a reply, also the language it was asked in."""
         ...
 
 

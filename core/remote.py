@@ -319,7 +319,7 @@ class ServerTranscriber:
         """Nothing to load: transcription servers have no common health endpoint to check."""
         self._client_now()
 
-    def transcribe(self, audio: DecodedAudio) -> Transcript:
+    def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         client = self._client_now()
         from openai import omit
 
@@ -328,7 +328,7 @@ class ServerTranscriber:
                 model=self.config.served_model or "whisper-1",
                 file=("voice.flac", flac(audio)),
                 response_format="verbose_json",
-                language=self.config.language_code or omit,
+                language=language or self.config.language_code or omit,
             )
         except Exception as error:
             raise _unavailable("transcription", error) from error

@@ -30,6 +30,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.hearing import Listener
+from core.languages import Languages, asked
 from core.limits import RateLimiter, Refused
 from core.ports import (
     ConversationStore,
@@ -56,6 +57,7 @@ class Replies:
         limiter: RateLimiter,
         config: ServiceConfig,
         speaker: ReplySpeaker | None = None,
+        languages: Languages | None = None,
     ) -> None:
         self.store = store
         self.listener = listener
@@ -63,6 +65,7 @@ class Replies:
         self.limiter = limiter
         self.config = config
         self.speaker = speaker  # spoken replies (core.speaking); None: text only
+        self.languages = languages or Languages(None)  # each turn's language, /language (core.languages)
         self._in_progress: Counter[str] = Counter()  # per person: messages being answered or waiting
 
     @property
@@ -157,13 +160,21 @@ class Replies:
 
         user_text = message.text or ""
         transcribe_ms: float | None = None
+        languages = self.languages
+        preference = await languages.preference(message.sender)  # the person's /language, else None
         if message.audio is not None:
-            heard = await self.listener.hear(receipt, message.sender, message.audio.data, message.redelivered)
+            hear_in = preference if languages.hears(preference) else None
+            audio = message.audio.data
+            heard = await self.listener.hear(receipt, message.sender, audio, message.redelivered, hear_in)
             if isinstance(heard, Notice):
                 yield heard
                 return
-            user_text, transcribe_ms = heard.text, heard.ms
+            user_text, transcribe_ms, detected = heard.text, heard.ms, heard.language
             yield Transcribed(user_text, heard.seconds)
+        else:
+            detected = await languages.detect(user_text)
+        await languages.record(receipt.turn_id, detected)
+        language = asked(preference, detected)  # the language the reply is asked in
 
         # The chat's settings (core.chat_settings), read once for this reply: spoken, length, earlier turns.
         settings = await self.writer.chat_settings.for_conversation(receipt.conversation_id)
@@ -177,7 +188,9 @@ class Replies:
             # aclosing: if the adapter stops listening, the reply generator (and the
             # model's job behind it) is closed now, in order, not by the garbage collector.
             async with aclosing(
-                self.writer.reply(receipt, message.sender, user_text, started, transcribe_ms, settings)
+                self.writer.reply(
+                    receipt, message.sender, user_text, started, transcribe_ms, settings, language
+                )
             ) as events:
                 async for event in events:
                     yield event

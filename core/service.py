@@ -18,6 +18,7 @@ business rule.
 | ``again`` | ``core.choices`` | 🔁 second answers and picks |
 | ``personas`` | ``core.persona_admin`` | what admins change about personas (``/persona``), greetings |
 | ``chat_settings`` | ``core.chat_settings`` | each chat's settings (``/settings``) and who may change them |
+| ``languages`` | ``core.languages`` | each turn's language, each person's ``/language`` |
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from core.choices import AnotherAnswer, AnswerChoices
 from core.config import ServiceConfig
 from core.feedback import Feedback
 from core.hearing import Listener
+from core.languages import Languages
 from core.limits import Clock, RateLimiter
 from core.memory import CorrectionMemory
 from core.persona_admin import PersonaAdmin
@@ -40,6 +42,7 @@ from core.ports import (
     AuditLog,
     ConversationStore,
     CopyEraser,
+    LanguageStore,
     LimitLedger,
     PendingCorrections,
     ReplyGenerator,
@@ -84,7 +87,11 @@ class ChatService:
         self.chat_settings = chat_settings or ChatSettingsBook(None)
         self.chat_settings.deployment = self._deployment_settings
         self.writer = ReplyWriter(store, generator, config, ab, memory, personas, self.chat_settings)
-        self.replies = Replies(store, self.listener, self.writer, limiter, config, speaker)
+        # Each turn's language and each person's /language (core.languages): in the store when it keeps them.
+        heard: frozenset[str] | None = getattr(transcriber, "languages", None)
+        self.languages = Languages(store if isinstance(store, LanguageStore) else None, heard)
+        self.writer.languages = self.languages
+        self.replies = Replies(store, self.listener, self.writer, limiter, config, speaker, self.languages)
         self.feedback = Feedback(store, limiter, trail, ab, memory, pending)
         self.again = AnotherAnswer(self.writer, self.feedback, choices)
         self.privacy = Privacy(store, trail, config.chat, limiter.clock, self.again, copies)

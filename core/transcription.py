@@ -124,18 +124,28 @@ class WhisperTranscriber:
     def decode(self, audio: bytes, max_seconds: float) -> DecodedAudio:
         return decode(audio, max_seconds)
 
-    def transcribe(self, audio: DecodedAudio) -> Transcript:
+    @property
+    def languages(self) -> frozenset[str] | None:
+        """The languages the model can be asked for: English only for the bundled ``tiny.en`` and the
+        other ``*.en`` models (they have no language tokens); None: any whisper language."""
+        source = self.config.model.rstrip("/\\")
+        if self.config.model == BUNDLED_WHISPER or source.endswith(".en") or source.endswith("-en"):
+            return frozenset({"en"})
+        return None
+
+    def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         model = self.load()
+        language = language or self.config.language_code
         if self._batched is None or len(audio.samples) > WINDOW_SAMPLES:
-            return self._transcribe(model, audio)  # a longer note takes several windows: alone
+            return self._transcribe(model, audio, language)  # a longer note takes several windows: alone
         twin, batcher = self._batched
         with batcher.caller():
-            return self._transcribe(twin, audio)
+            return self._transcribe(twin, audio, language)
 
-    def _transcribe(self, model: WhisperModel, audio: DecodedAudio) -> Transcript:
+    def _transcribe(self, model: WhisperModel, audio: DecodedAudio, language: str | None) -> Transcript:
         segments, info = model.transcribe(
             audio.samples,
-            language=self.config.language_code,
+            language=language,
             beam_size=self.config.beam_size,
             vad_filter=self.config.vad,
             condition_on_previous_text=False,
@@ -145,7 +155,7 @@ class WhisperTranscriber:
         # The segments are computed as they are read: here, inside the batcher's caller().
         speech_s = info.duration_after_vad if self.config.vad else info.duration
         text = " ".join(heard(segments, speech_s)).strip()
-        return Transcript(text=text, language=info.language, audio_seconds=audio.seconds)
+        return Transcript(text, info.language, audio.seconds, info.language_probability)
 
 
 # faster-whisper drops a segment when the model thinks it holds no speech and what it wrote is

@@ -29,6 +29,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.drafting import Draft, follow
+from core.languages import Languages, with_language
 from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
 from core.personas import Persona, PersonaBook
 from core.ports import ConversationStore, ReplyGenerator, ServerUnavailable
@@ -62,6 +63,8 @@ class ReplyWriter:
         # Each chat's reply length and earlier turns, read at each reply (core.chat_settings).
         self.chat_settings = chat_settings or ChatSettingsBook(None)
         self.queue = FairQueue(config.parallel_replies)  # the model's places, round-robin per person
+        # Each reply's language detected and stored (core.languages); set by ``ChatService``. None: not.
+        self.languages: Languages | None = None
 
     @property
     def waiting(self) -> int:
@@ -76,10 +79,12 @@ class ReplyWriter:
         started: float,
         transcribe_ms: float | None,
         settings: ChatSettings | None = None,
+        language: str | None = None,
     ) -> AsyncGenerator[ServiceEvent, None]:
         """Write the reply to a stored turn, showing it as it grows, then store it; never raises.
 
         ``settings``: the chat's, when the caller read them already; None: read here.
+        ``language``: the one the reply is asked in (core.languages); None: no line asks for one.
         """
         turn_id = receipt.turn_id
         if settings is None:
@@ -99,7 +104,9 @@ class ReplyWriter:
         # hold the model for every other chat); the chat shows the latest text.
         draft = Draft()
         writer = asyncio.create_task(
-            self._write(sender, history, user_text, draft, choice.generator, recall, persona, settings)
+            self._write(
+                sender, history, user_text, draft, choice.generator, recall, persona, settings, language
+            )
         )
         try:
             async for event in follow(draft, self.config.chat.queue_notice_seconds):
@@ -155,6 +162,8 @@ class ReplyWriter:
                 turn_id,
             )
             return
+        if self.languages is not None:  # stored before it is shown: what `iris ask --json` reads back
+            await self.languages.record(reply_id, await self.languages.detect(text), language)
         yield ReplyDone(reply_id, text, written.model, timings, memory, persona.name)
 
     async def fail(self, turn_id: int, reason: str, kind: NoticeKind = NoticeKind.MODEL_FAILED) -> Notice:
@@ -208,6 +217,7 @@ class ReplyWriter:
         recall: Recall | None = None,
         persona: Persona | None = None,
         settings: ChatSettings | None = None,
+        language: str | None = None,
     ) -> _Written:
         """Wait for a place at the model, then write the whole reply into ``draft``.
 
@@ -221,6 +231,7 @@ class ReplyWriter:
         system_prompt, options = (settings or ChatSettings()).shape(
             persona.prompt, persona.options(self.config.generation), generator.context_tokens
         )
+        system_prompt = with_language(system_prompt, language)  # a line asking for the person's language
         try:
             if recall is not None and recall.mode is MemoryMode.SERVED:
                 draft.add(recall.answer)

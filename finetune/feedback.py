@@ -22,7 +22,8 @@ What becomes what:
   answer, ``rejected`` = the other. "Neither" is counted (``choices_neither``) and
   exports nothing; an exported pick no longer changes.
 * ``sft_meta.jsonl`` – beside each SFT row, in the same order: whose it is (a
-  pseudonym, for the per-person cap of ``iris dataset build``), where it came from,
+  pseudonym, for the per-person cap of ``iris dataset build``), where it came from, the
+  language the person asked in (``language``, ISO 639-1; None: not detected),
   and whose words it holds: the pseudonyms of everyone in it, its turn ids and its
   conversation id (``finetune.rows.RowOwners``), so that /forget finds the rows of
   a person by who they are, never by what they said;
@@ -408,6 +409,7 @@ def _add_corrections(
         owners = contexts.owners(correction.conversation_id, correction.reply_id, people, rows.name, author)
         meta = _meta(rows.name, author, "correction", correction.reply_id, correction.model_version, owners)
         meta["persona"] = correction.persona  # which persona's prompt wrote the corrected reply
+        meta["language"] = correction.language  # the language the person asked in
         rows.sft.append(((correction.reply_id, 0, correction.id), sft, meta))
         if _same(chosen, rejected):
             rows.excluded["correction_equals_reply"] += 1
@@ -473,6 +475,7 @@ def _add_ratings(
         owners = contexts.owners(first.conversation_id, reply_id, people, rows.name, *raters)
         meta = _meta(rows.name, people[asker_id], "rating", reply_id, first.model_version, owners)
         meta["persona"] = first.persona  # which persona's prompt wrote the rated reply
+        meta["language"] = first.language  # the language the person asked in
         rows.sft.append(((reply_id, 1, first.id), sft, meta))
 
 
@@ -552,6 +555,7 @@ def _meta(
         "reply_id": reply_id,
         "model_version": model or "?",
         "persona": None,  # the caller sets it from the reply's record
+        "language": None,  # and this
     }
 
 

@@ -48,6 +48,7 @@ class SftMeta(RowOwners):
     reply_id: int
     model_version: str
     persona: str | None  # the persona whose prompt wrote the reply (core.personas); None: the configured prompt
+    language: str | None  # the language of the person's turn it answers (core.languages); None: not detected
 
 
 class PromptCompletion(TypedDict):

@@ -39,6 +39,8 @@ def to_turn(row: TurnRow) -> Turn:
         chat=ChatRef(row.platform, row.chat_id),
         reply_to_id=row.reply_to_id,
         memory_correction_id=row.memory_correction_id,
+        language=row.language,
+        language_probability=row.language_probability,
     )
 
 

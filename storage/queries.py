@@ -67,6 +67,7 @@ class RatingRecord:
     asker_id: int | None
     rated_at: datetime
     persona: str | None = None  # the persona whose prompt wrote the reply (core.personas)
+    language: str | None = None  # the language of the person's turn it answers (core.languages)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class CorrectionRecord:
     reviewer: str | None = None
     reviewed_at: datetime | None = None
     persona: str | None = None  # the persona whose prompt wrote the reply (core.personas)
+    language: str | None = None  # the language of the person's turn it answers (core.languages)
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def ratings(engine: Engine, since: datetime | None = None, until: datetime | Non
     """Every current rating on a reply, by when it was last set, oldest first."""
     reply, asked = aliased(TurnRow), aliased(TurnRow)
     query = (
-        select(RatingRow, reply, asked.person_id)
+        select(RatingRow, reply, asked.person_id, asked.language)
         .join(reply, reply.id == RatingRow.turn_id)
         .outerjoin(asked, asked.id == reply.reply_to_id)
         .where(reply.role == Role.ASSISTANT.value, reply.text.is_not(None))
@@ -206,8 +208,9 @@ def ratings(engine: Engine, since: datetime | None = None, until: datetime | Non
                 asker_id=asker_id,
                 rated_at=aware(rating.updated_at),
                 persona=turn.persona,
+                language=language,
             )
-            for rating, turn, asker_id in session.execute(query).all()
+            for rating, turn, asker_id, language in session.execute(query).all()
         ]
 
 
@@ -225,7 +228,7 @@ def corrections(
     """
     reply, asked = aliased(TurnRow), aliased(TurnRow)
     query = (
-        select(CorrectionRow, reply, asked.person_id)
+        select(CorrectionRow, reply, asked.person_id, asked.language)
         .join(reply, reply.id == CorrectionRow.turn_id)
         .outerjoin(asked, asked.id == reply.reply_to_id)
         .order_by(CorrectionRow.id)
@@ -250,8 +253,9 @@ def corrections(
                 reviewer=row.reviewer,
                 reviewed_at=aware(row.reviewed_at) if row.reviewed_at else None,
                 persona=turn.persona,
+                language=language,
             )
-            for row, turn, asker_id in session.execute(query).all()
+            for row, turn, asker_id, language in session.execute(query).all()
         ]
 
 

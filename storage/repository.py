@@ -31,7 +31,7 @@ from core.domain import (
 )
 from core.experiments import Arm
 from core.ports import AlreadyReviewed, UnansweredTurn
-from storage import people, personas, queries, retention
+from storage import languages, people, personas, queries, retention
 from storage.database import dialect_insert, session_factory, truncate_journal
 from storage.mapping import aware, to_correction, to_model_version, to_turn
 from storage.tables import (
@@ -51,8 +51,9 @@ class NotFound(LookupError):
     pass
 
 
-class SqlStore:
-    """Implements ``core.ports.ConversationStore``, ``core.ports.ModelRegistry`` and ``core.ports.AuditLog``.
+class SqlStore(languages.LanguageRows):
+    """Implements ``core.ports.ConversationStore``, ``core.ports.ModelRegistry`` and ``core.ports.AuditLog``
+    (and ``core.ports.LanguageStore`` through ``storage.languages.LanguageRows``).
 
     Every method runs in its own short transaction, so it is safe to call from
     several worker threads at once.
@@ -465,6 +466,7 @@ class SqlStore:
                 ).all()
             )
             by_persona = personas.reply_figures(session)
+            spoken = languages.figures(session)
             active_row = session.execute(
                 select(ModelVersionRow.name, ModelVersionRow.load_error).where(ModelVersionRow.active)
             ).first()
@@ -484,6 +486,8 @@ class SqlStore:
             memory_served=memory.get("served", 0),
             memory_grounded=memory.get("grounded", 0),
             by_persona=by_persona,
+            by_language=spoken.by_language,
+            replies_off_language=spoken.replies_off_language,
         )
 
     # --- model registry ------------------------------------------------------------

@@ -60,6 +60,8 @@ class PersonRow(Base):
     consent_at: Mapped[datetime | None]
     # /voice on|off: whether their replies are spoken; NULL: IRIS_TTS_REPLIES decides.
     reply_voice: Mapped[bool | None]
+    # /language xx: the ISO 639-1 code their replies are asked in; NULL: detected from each message.
+    language: Mapped[str | None] = mapped_column(String(8))
 
 
 class ConversationRow(Base):
@@ -123,6 +125,12 @@ class TurnRow(Base):
     # NULL: the configured IRIS_CHAT_SYSTEM_PROMPT. No foreign key: a removed persona's replies stay.
     persona: Mapped[str | None] = mapped_column(String(40))
     persona_version: Mapped[int | None]
+    # The turn's language (ISO 639-1 where there is one) and how sure its detector was (core.languages):
+    # a voice note's from the transcriber, a text's and a reply's from the text. A reply also keeps the
+    # language it was asked in: ``language`` differing from it is a reply not in the person's language.
+    language: Mapped[str | None] = mapped_column(String(8), index=True)
+    language_probability: Mapped[float | None] = mapped_column(Float)
+    asked_language: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

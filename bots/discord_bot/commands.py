@@ -1,4 +1,4 @@
-"""The slash commands: /help, /reset, /forget, /consent, /voice; /stats, /ab, /review, /retrain (admins)."""
+"""The slash commands: /help, /reset, /forget, /consent, /voice, /language; /stats, /ab, /review, /retrain."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ HELP = """\
 • `/reset` starts a new conversation · `/forget` deletes everything I stored about you.
 • `/consent yes` lets your rated conversations teach future versions of me; `/consent no` keeps them out.
 • `/voice on` sends my replies as voice messages too; `/voice off` keeps them to text.
+• `/language de` (es, ru, …) sets the language I answer you in; `auto` detects it again; no code shows it.
 • `/settings`: this channel's persona, spoken replies, reply length and earlier turns (admins; \
 in your DM, you too where the admin allows it).
 • Admins: `/stats`, `/ab`, `/review`, `/retrain`, `/audit` and `/persona`."""
@@ -86,6 +87,11 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     @app_commands.describe(answer="on: a voice message with each reply; off: text only")
     async def voice_command(interaction: Interaction, answer: Literal["on", "off"]) -> None:
         await guarded(interaction, _voice(bot, interaction, answer == "on"))
+
+    @tree.command(name="language", description="The language I answer you in: de, es, ru… or auto")
+    @app_commands.describe(code="an ISO 639-1 code such as de, es or ru; auto: detect it; empty: show it")
+    async def language_command(interaction: Interaction, code: str | None = None) -> None:
+        await guarded(interaction, _language(bot, interaction, code or ""))
 
     @tree.command(name="stats", description="Usage and ratings by model version (admins)")
     async def stats_command(interaction: Interaction) -> None:
@@ -144,6 +150,14 @@ async def _voice(bot: IrisClient, interaction: Interaction, on: bool) -> None:
     await interaction.response.defer(ephemeral=True, thinking=True)
     available = await bot.service.replies.set_voice(person_of(interaction.user), on)
     await tell(interaction, format_voice_choice(on, available))
+
+
+async def _language(bot: IrisClient, interaction: Interaction, code: str) -> None:
+    if not allowed(interaction):
+        await tell(interaction, REFUSAL)
+        return
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    await tell(interaction, await bot.service.languages.command(person_of(interaction.user), code))
 
 
 async def _stats(bot: IrisClient, interaction: Interaction) -> None:

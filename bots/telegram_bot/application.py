@@ -167,6 +167,7 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             CommandHandler("forget", commands.on_forget),
             CommandHandler("consent", commands.on_consent),
             CommandHandler("voice", commands.on_voice),
+            CommandHandler("language", commands.on_language),
             CommandHandler("settings", settings_menu.on_settings),
             CommandHandler("cancel", feedback.on_cancel),
             CommandHandler("stats", admin.on_stats),

@@ -1,4 +1,4 @@
-"""The commands anyone may use: /start, /help, /reset, /consent, /voice and /forget (with its confirmation)."""
+"""The commands anyone may use: /start, /help, /reset, /consent, /voice, /language and /forget (confirmed)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ Under each answer: 👍 / 👎 to rate it, ✏️ to suggest a better one.
 /cancel – stop suggesting a better answer
 /consent yes|no – whether your rated conversations may train future versions of me
 /voice on|off – my replies as voice notes too, or text only
+/language xx|auto – the language I answer you in (a code such as de, es, ru); no code: shows it
 /settings – this chat's persona, spoken replies, reply length and earlier turns (admins; \
 in a private chat, you too where the admin allows it)
 /stats, /review – for admins: figures, and the suggested answers waiting for review
@@ -55,6 +56,7 @@ MENU = [
     BotCommand("cancel", "Stop suggesting a better answer"),
     BotCommand("consent", "yes or no: may your rated conversations train future versions?"),
     BotCommand("voice", "on or off: my replies as voice notes too"),
+    BotCommand("language", "The language I answer you in: de, es, ru… or auto"),
     BotCommand("settings", "This chat's persona, spoken replies, reply length, earlier turns"),
 ]
 
@@ -120,6 +122,14 @@ class Commands:
             return
         available = await self.adapter.service.replies.set_voice(person_of(user), answer)
         await self._reply(update, format_voice_choice(answer, available))
+
+    async def on_language(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/language xx`` sets the person's language, ``auto`` goes back to detecting it, none shows it."""
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None or not await self.adapter.admitted(update):
+            return
+        answer = await self.adapter.service.languages.command(person_of(user), " ".join(context.args or []))
+        await self._reply(update, answer)
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Ask first. Not behind the allowlist: anyone may have their data deleted."""
