@@ -132,6 +132,7 @@ async def test_help_reset_and_forget_with_confirmation(
             "audit",
             "persona",
             "settings",
+            "language",
         }
         said_no = await shown(fake, await fake.command("consent", person, options={"answer": "no"}))
         assert said_no == ["Understood: your conversations will not be used to train future versions of me."]
