@@ -215,6 +215,16 @@ def build_personas(settings: Settings, store: SqlStore) -> PersonaBook:
     return PersonaBook(SqlPersonas(store.engine), settings.chat.system_prompt, file, audit=store)
 
 
+async def serve_web(application: App, host: str | None = None, port: int | None = None) -> None:
+    """The admins' web console (``bots.web``) on this app's service and store, until cancelled."""
+    from bots.web.server import serve_web as serve_console
+    from storage.review_queue import SqlReviewQueue
+
+    web = application.settings.web
+    queue = SqlReviewQueue(application.store.engine)
+    await serve_console(application.service, queue, web, host or web.host, port or web.port or 8080)
+
+
 def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None:
     """The correction memory: approved corrections answer at once (core.memory); None when switched off.
 

@@ -298,6 +298,25 @@ def run(platform: Annotated[Platform, typer.Argument()] = Platform.all) -> None:
     asyncio.run(serve(settings, wanted))
 
 
+@app.command()
+def web(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default IRIS_WEB_HOST: 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default IRIS_WEB_PORT, else 8080).", min=1, max=65535)
+    ] = None,
+) -> None:
+    """The admins' web console: review corrections in the browser (docs/web.md)."""
+    from bots.app import build_app, serve_web
+
+    application = build_app(load_settings())  # models load lazily: reviewing never touches them
+    try:
+        asyncio.run(serve_web(application, host, port))
+    finally:
+        application.close()
+
+
 def main() -> None:
     try:
         app()

@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import logging
 
-from bots.app import build_app
+from bots.app import build_app, serve_web
 from bots.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ async def serve(settings: Settings, platforms: list[str]) -> None:
                 adapter = importlib.import_module(ADAPTERS[name])
                 log.info("starting the %s bot", name)
                 group.create_task(adapter.serve(application.service, settings, application.inbox), name=name)
+            if settings.web.port:  # the admins' console, on the same service and store (docs/web.md)
+                group.create_task(serve_web(application), name="web")
             if settings.chat.retention_days > 0:
                 group.create_task(application.service.privacy.keep_pruning(), name="retention")
     finally:

@@ -18,6 +18,7 @@ from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bots.web.config import WebConfig
 from core.access import AccessPolicy
 from core.config import ChatConfig
 from core.experiments import ABConfig
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     gate: GateConfig = Field(default_factory=GateConfig)  # when a retrained model may replace the active one
     ab: ABConfig = Field(default_factory=ABConfig)  # A/B tests of model versions
     memory: MemoryConfig = Field(default_factory=MemoryConfig)  # approved corrections answer at once
+    web: WebConfig = Field(default_factory=WebConfig)  # the admins' web console (iris web; docs/web.md)
 
     # --- chats ---
     shared_group_history: bool = False  # one history per group instead of one per person
