@@ -41,6 +41,9 @@ class ChatConfig:
     # On start, people's turns stored this many minutes before that no process answered are answered
     # (Discord; Telegram's inbox keeps its own updates). 0: none.
     recover_minutes: Annotated[float, Field(ge=0)] = 10.0
+    # A model or transcriber that produces nothing for this long is given up on: the person is
+    # told and their next message is answered, rather than their turn holding the queue forever.
+    stall_seconds: Annotated[float, Field(gt=0)] = 300.0
 
     @property
     def max_file_bytes(self) -> int:

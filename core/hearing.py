@@ -29,7 +29,7 @@ from core.ports import (
     Transcript,
 )
 from core.scheduling import FairQueue
-from core.writing import mark_failed
+from core.writing import Stalled, mark_failed
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Listener:
         limiter: RateLimiter,
         max_audio_seconds: float,
         parallel: int = 1,
+        stall_s: float = 300.0,
     ) -> None:
         self.store = store
         self.transcriber = transcriber
@@ -53,6 +54,7 @@ class Listener:
         self.max_audio_seconds = max_audio_seconds
         self.queue = FairQueue(parallel)
         self._threads = ThreadPoolExecutor(parallel, thread_name_prefix="whisper")
+        self.stall_s = stall_s  # a decode or transcription that takes longer is given up on
 
     async def hear(
         self,
@@ -94,6 +96,11 @@ class Listener:
             text = f"I cannot listen right now ({down}). Please send it again in a minute."
             await mark_failed(self.store, turn_id, text)
             return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
+        except Stalled as stalled:
+            log.error("turn %s not transcribed: %s", turn_id, stalled)
+            text = "Sorry, I could not finish listening to that. Please try again in a minute."
+            await mark_failed(self.store, turn_id, text)
+            return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
         except Exception:
             log.exception("transcription failed for turn %s", turn_id)
             text = "Sorry, something went wrong while I listened to that. Please try again."
@@ -119,7 +126,13 @@ class Listener:
         return self.transcriber.transcribe(audio, language=language)
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
+        """``work`` on the whisper threads; ``Stalled`` past the stall limit (the thread is left to
+        finish on its own: a stuck one cannot be stopped, but the person and the queue go on)."""
+        running = asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
+        try:
+            return await asyncio.wait_for(running, self.stall_s)
+        except TimeoutError:
+            raise Stalled(f"{getattr(work, '__name__', 'whisper')} took over {self.stall_s:g} s") from None
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,12 @@ class ChatService:
         limiter = RateLimiter(config.limits, config.exempt, clock, ledger)
         trail = AuditTrail(audit)
         self.listener = Listener(
-            store, transcriber, limiter, config.chat.max_audio_seconds, config.parallel_transcripts
+            store,
+            transcriber,
+            limiter,
+            config.chat.max_audio_seconds,
+            config.parallel_transcripts,
+            config.chat.stall_seconds,
         )
         self.chat_settings = chat_settings or ChatSettingsBook(None)
         self.chat_settings.deployment = self._deployment_settings

@@ -19,6 +19,7 @@ from core.ab import ABServing, Choice
 from core.chat_settings import ChatSettings, ChatSettingsBook
 from core.config import ServiceConfig
 from core.domain import (
+    ChatMessage,
     Notice,
     NoticeKind,
     Person,
@@ -32,7 +33,7 @@ from core.drafting import Draft, follow
 from core.languages import Languages, with_language
 from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
 from core.personas import Persona, PersonaBook
-from core.ports import ConversationStore, ReplyGenerator, ServerUnavailable
+from core.ports import ConversationStore, Generation, ReplyGenerator, ServerUnavailable
 from core.prompt import PromptTooLong, build_prompt
 from core.scheduling import FairQueue
 
@@ -119,6 +120,12 @@ class ReplyWriter:
         except ServerUnavailable as down:
             log.warning("turn %s not answered: %s", turn_id, down)
             yield await self.fail(turn_id, f"I cannot answer right now ({down}). Please try again in a minute.")
+            return
+        except Stalled as stalled:
+            log.error("turn %s not answered: %s", turn_id, stalled)
+            yield await self.fail(
+                turn_id, "Sorry, the model stopped answering me. Please try again in a minute."
+            )
             return
         except Exception:
             log.exception("generation failed for turn %s", turn_id)
@@ -246,15 +253,36 @@ class ReplyWriter:
                     build_prompt, system_prompt, history, user_text, generator.count_tokens, budget
                 )
                 began = time.perf_counter()
-                async with aclosing(generator.stream(messages, options)) as pieces:
-                    async for piece in pieces:
-                        draft.add(piece)
+                await self._stream(generator, messages, options, draft)
                 generate_ms = (time.perf_counter() - began) * 1000
                 model = generator.model_name
             tokens = await asyncio.to_thread(generator.count_tokens, draft.text)
             return _Written(model, generate_ms, tokens)
         finally:
             draft.finish()
+
+    async def _stream(
+        self, generator: ReplyGenerator, messages: Sequence[ChatMessage], options: Generation, draft: Draft
+    ) -> None:
+        """The model's pieces into ``draft``; ``Stalled`` when none comes for the stall limit.
+
+        A model that hangs (a stuck decoder, a server that stops sending) would otherwise hold
+        this turn, and the person's every later message behind it, for as long as the process lives.
+        """
+        stall_s = self.config.chat.stall_seconds
+        loop = asyncio.get_running_loop()
+        async with aclosing(generator.stream(messages, options)) as pieces:
+            try:
+                async with asyncio.timeout(stall_s) as deadline:
+                    async for piece in pieces:
+                        draft.add(piece)
+                        deadline.reschedule(loop.time() + stall_s)
+            except TimeoutError:
+                raise Stalled(f"the model wrote nothing for {stall_s:g} s") from None
+
+
+class Stalled(Exception):
+    """A model or transcriber that produced nothing for ``ChatConfig.stall_seconds``."""
 
 
 async def mark_failed(

@@ -307,6 +307,38 @@ async def test_notes_being_transcribed_leave_the_default_threads_to_the_database
         assert isinstance(events[-1], ReplyDone)
 
 
+async def test_a_transcription_that_never_ends_is_given_up_and_the_next_note_heard(app: App) -> None:
+    """whisper stuck on a note (a thread that never returns): after the stall limit the person
+    is told, the turn is stored as failed, and the next note is transcribed and answered."""
+    stuck, real = threading.Event(), app.transcriber
+
+    class StuckOnce:
+        calls = 0
+
+        def decode(self, audio: bytes, max_seconds: float) -> Any:
+            return real.decode(audio, max_seconds)
+
+        def transcribe(self, audio: Any) -> Any:
+            StuckOnce.calls += 1
+            if StuckOnce.calls == 1:
+                stuck.wait(30)  # released at the end of the test, as a stuck thread never is
+            return real.transcribe(audio)
+
+    config = app.service.config
+    stalling = replace(config, chat=replace(config.chat, stall_seconds=1.0), parallel_transcripts=2)
+    service = ChatService(app.store, StuckOnce(), app.generator, stalling)  # type: ignore[arg-type]
+    try:
+        first = await asyncio.wait_for(collect(service, voice_message("greeting.ogg", "m1")), 20)
+        second = await asyncio.wait_for(collect(service, voice_message("capital_of_france.ogg", "m2")), 60)
+    finally:
+        stuck.set()
+    (notice,) = first
+    assert isinstance(notice, Notice) and notice.kind is NoticeKind.MODEL_FAILED
+    assert "Traceback" not in notice.text and "transcribe" not in notice.text
+    assert isinstance(second[0], Transcribed) and isinstance(second[-1], ReplyDone)
+    assert user_turns(app.store) == [(None, True, notice.text), ("What is the capital of France?", True, None)]
+
+
 async def test_waiting_people_are_served_round_robin(app: App) -> None:
     gated = GatedGenerator()
     one_at_a_time = replace(app.service.config, parallel_replies=1)

@@ -15,9 +15,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import text
@@ -26,7 +27,8 @@ from bots.app import App
 from bots.telegram_bot import build_application, running
 from bots.telegram_bot.application import APOLOGY
 from bots.telegram_bot.inbox import SET_ASIDE
-from core.domain import IncomingMessage, ServiceEvent
+from core.domain import ChatMessage, IncomingMessage, ServiceEvent
+from core.ports import Generation
 from storage.inbox import SqlInbox
 from storage.repository import SqlStore
 from tests.telegram.conftest import query, telegram_settings
@@ -206,3 +208,42 @@ async def test_a_process_that_stalls_past_its_lease_handles_its_update_once(
     assert SET_ASIDE not in [sent.text for sent in fake_api.chat(ADA["id"])]
     ((attempts, done, kept),) = query(app, "SELECT attempts, done_at IS NOT NULL, failed_at IS NULL FROM inbox")
     assert done and kept and attempts <= 2
+
+
+async def test_a_reply_whose_model_hangs_is_given_up_the_person_told_and_their_next_message_answered(
+    app: App, fake_api: FakeBotApi, tmp_path: Path, served_gguf: Path
+) -> None:
+    # A live process whose model stops mid-reply (a stuck decoder, a server that stops
+    # sending) keeps renewing its claim, so the inbox alone would hold the person's queue
+    # for as long as the process lives. The writer gives up once nothing came for the
+    # stall limit: the person is told, the turn stored as failed, the queue goes on.
+    real = app.service.writer.generator
+    stream = real.stream
+
+    async def hanging(messages: Sequence[ChatMessage], options: Generation) -> AsyncGenerator[str, None]:
+        if POISON not in messages[-1].content:
+            async for piece in stream(messages, options):
+                yield piece
+            return
+        yield "Let me think"
+        await asyncio.Event().wait()  # never set: the model stopped writing
+
+    real.stream = hanging  # type: ignore[method-assign]
+    config = app.service.writer.config
+    app.service.writer.config = replace(config, chat=replace(config.chat, stall_seconds=1.0))
+    settings = telegram_settings(tmp_path, served_gguf, fake_api, inbox_lease_seconds=1.0)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(running(build_application(app.service, settings, app.inbox), settings))
+        fake_api.send_text(private_chat(ADA), ADA, POISON)
+        fake_api.send_text(private_chat(ADA), ADA, "What is the capital of France?")  # waits behind it
+        notice = await wait_for_text(fake_api, ADA["id"], "stopped answering")
+        await wait_for_reply(fake_api, ADA["id"])
+        await fake_api.settle()
+    texts = [sent.text for sent in fake_api.chat(ADA["id"])]
+    assert "Let me think" not in texts  # the broken-off words were replaced by the notice
+    assert notice.text == "Sorry, the model stopped answering me. Please try again in a minute."
+    assert SET_ASIDE not in texts and not any("Traceback" in t for t in texts)
+    assert len(rated_replies(fake_api, ADA["id"])) == 1
+    failed = query(app, "SELECT text, error FROM turns WHERE role = 'user' ORDER BY id")
+    assert failed[0] == (POISON, notice.text) and failed[1][1] is None
+    assert query(app, "SELECT done_at IS NOT NULL, failed_at IS NULL FROM inbox") == [(1, 1), (1, 1)]
