@@ -12,7 +12,7 @@ model writes them.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -377,6 +377,8 @@ class InboxItem:
     id: int
     payload: dict[str, object]
     attempts: int  # claims so far, this one included: more than one is a redelivery after a stop
+    # What an earlier attempt showed: the platform's message ids by kind ("transcript", "reply").
+    shown: Mapping[str, list[int]] = field(default_factory=dict)
 
 
 class Inbox(Protocol):
@@ -427,6 +429,10 @@ class Inbox(Protocol):
 
     def done(self, item_id: int) -> None:
         """The item was handled: its payload (a person's words) is dropped, its id kept against redelivery."""
+        ...
+
+    def note_shown(self, item_id: int, shown: Mapping[str, list[int]]) -> None:
+        """The messages shown for an item being handled, for whoever takes it over after a stop."""
         ...
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from sqlalchemy import Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Engine, and_, delete, exists, func, null, or_, select, update
 from sqlalchemy.orm import aliased
 
 from core.ports import InboxItem
@@ -99,10 +99,10 @@ class SqlInbox:
                         lease_until=now + timedelta(seconds=lease_s),
                         attempts=InboxRow.attempts + 1,
                     )
-                    .returning(InboxRow.id, InboxRow.payload, InboxRow.attempts)
+                    .returning(InboxRow.id, InboxRow.payload, InboxRow.attempts, InboxRow.shown)
                 ).first()
             if row is not None:
-                claimed.append(InboxItem(row.id, dict(row.payload), row.attempts))
+                claimed.append(InboxItem(row.id, dict(row.payload), row.attempts, dict(row.shown or {})))
         return claimed
 
     def set_aside(self, platform: str) -> list[InboxItem]:
@@ -122,7 +122,7 @@ class SqlInbox:
                 marked = session.execute(
                     update(InboxRow)
                     .where(InboxRow.id == row.id, spent)
-                    .values(done_at=now, failed_at=now, payload={}, lease_until=None)
+                    .values(done_at=now, failed_at=now, payload={}, shown=null(), lease_until=None)
                     .returning(InboxRow.id)
                 ).first()
             if marked is not None:
@@ -146,7 +146,15 @@ class SqlInbox:
             session.execute(
                 update(InboxRow)
                 .where(InboxRow.id == item_id)
-                .values(done_at=utcnow(), payload={}, lease_until=None)
+                .values(done_at=utcnow(), payload={}, shown=null(), lease_until=None)
+            )
+
+    def note_shown(self, item_id: int, shown: Mapping[str, list[int]]) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(InboxRow)
+                .where(InboxRow.id == item_id, InboxRow.done_at.is_(None))
+                .values(shown={kind: list(ids) for kind, ids in shown.items()})
             )
 
     def _purge(self, platform: str) -> None:

@@ -244,6 +244,9 @@ class InboxRow(Base):
     failed_at: Mapped[datetime | None]  # set aside: its handling stopped a process on every attempt
     # A press or a command: claimed apart from the messages, so that it never waits behind them.
     urgent: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The bot's messages shown for it so far ({"transcript": [ids], "reply": [ids]}): a process that
+    # takes the update over from a killed one edits them rather than leaving a broken-off reply.
+    shown: Mapped[dict[str, Any] | None]
 
 
 class AuditRow(Base):

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import text
 
 from core.domain import ChatRef, Person, Timings
 from storage.database import make_engine
@@ -57,6 +58,23 @@ def test_a_stopped_process_gives_its_update_back_when_the_lease_runs_out(store: 
     inbox.renew("killed", [taken.id], 30)  # a late renewal of the old owner changes nothing
     time.sleep(0.1)
     assert inbox.claim("telegram", "third", 30, 10) == []
+
+
+def test_what_a_stopped_process_showed_goes_to_the_process_taking_over_and_no_further(store: SqlStore) -> None:
+    inbox = SqlInbox(store.engine)
+    inbox.put("telegram", "1", "chat:a", {"n": 1})
+    (first,) = inbox.claim("telegram", "process-a", 0.2, 10)
+    assert first.shown == {}
+    inbox.note_shown(first.id, {"transcript": [10], "reply": [11]})
+    inbox.note_shown(first.id, {"transcript": [10], "reply": [11, 12]})  # the latest state is kept
+    time.sleep(0.3)  # process-a was killed: its lease runs out
+    (taken,) = inbox.claim("telegram", "process-b", 30, 10)
+    assert taken.attempts == 2 and taken.shown == {"transcript": [10], "reply": [11, 12]}
+    inbox.done(taken.id)
+    inbox.note_shown(taken.id, {"reply": [99]})  # a late write after done changes nothing
+    with store.engine.connect() as connection:
+        (shown,) = connection.execute(text("SELECT shown FROM inbox")).one()
+    assert shown is None  # message ids are not kept once the update is handled
 
 
 def test_a_redelivered_message_without_an_answer_is_answered_not_refused(store: SqlStore) -> None:

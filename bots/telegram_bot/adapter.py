@@ -11,6 +11,7 @@ from telegram import Message, Update
 from bots.settings import Settings
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.outbox import Outbox, Target
+from bots.telegram_bot.streaming import Shown
 from core.access import REFUSAL, AccessPolicy
 from core.service import ChatService
 
@@ -24,6 +25,8 @@ class Adapter:
     outbox: Outbox
     # Whether an update was taken over from a process that stopped while handling it.
     redelivered: Callable[[int], bool] = field(default=lambda update_id: False)
+    # What is shown in answer to an update, kept in the inbox for a process that takes it over.
+    shown_for: Callable[[int], Shown | None] = field(default=lambda update_id: None)
 
     def __post_init__(self) -> None:
         self.access: AccessPolicy = self.settings.access

@@ -151,6 +151,7 @@ def build_application(
     adapter = Adapter(service, settings, Outbox(application.bot))
     if durable is not None:
         adapter.redelivered = durable.redelivered
+        adapter.shown_for = durable.shown_for
     _add_handlers(application, adapter)
     return application
 

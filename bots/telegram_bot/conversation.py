@@ -61,9 +61,11 @@ class Conversation:
             return
         if self.adapter.redelivered(update.update_id):
             incoming = replace(incoming, redelivered=True)
-        chat = TelegramChat(self.adapter.outbox, target, voice_reply_to=message.message_id)
+        shown = self.adapter.shown_for(update.update_id)
+        chat = TelegramChat(self.adapter.outbox, target, voice_reply_to=message.message_id, shown=shown)
         stream = ReplyStream(chat, self.adapter.edit_interval(message))
         await stream.render(self.adapter.service.replies.handle(incoming))
+        await chat.drop_unused()
 
     async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A sticker, photo or the like in a private chat: say what works."""

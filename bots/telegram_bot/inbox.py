@@ -32,6 +32,7 @@ from telegram.error import TelegramError
 
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.outbox import Outbox, Target
+from bots.telegram_bot.streaming import Shown
 from core.ports import Inbox, InboxItem
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class DurableUpdates(asyncio.Queue[Any]):
         self._handling: dict[int, int] = {}  # update id -> inbox item id
         self._urgent: set[int] = set()  # the presses and commands among them
         self._redelivered: set[int] = set()
+        self._earlier: dict[int, dict[str, list[int]]] = {}  # what a stopped process showed, by update id
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._notices: set[asyncio.Task[None]] = set()  # "set aside" notices being sent
@@ -117,6 +119,21 @@ class DurableUpdates(asyncio.Queue[Any]):
         """Whether this process took the update over from one that stopped while handling it."""
         return update_id in self._redelivered
 
+    def shown_for(self, update_id: int) -> Shown | None:
+        """The record of what is shown in answer to an update being handled, with what a stopped
+        process had shown for it (once: a later call starts from nothing)."""
+        item = self._handling.get(update_id)
+        if item is None:
+            return None
+
+        async def record(shown: dict[str, list[int]]) -> None:
+            try:
+                await asyncio.to_thread(self.inbox.note_shown, item, shown)
+            except Exception:  # the answer matters more: at worst a takeover repeats it below
+                log.exception("could not note the messages shown for update %s", update_id)
+
+        return Shown(self._earlier.pop(update_id, {}), record)
+
     async def finished(self, update: object) -> None:
         """The application handled ``update`` (answered, refused or failed with a notice)."""
         if not isinstance(update, Update):
@@ -124,6 +141,7 @@ class DurableUpdates(asyncio.Queue[Any]):
         item = self._handling.pop(update.update_id, None)
         self._urgent.discard(update.update_id)
         self._redelivered.discard(update.update_id)
+        self._earlier.pop(update.update_id, None)
         if item is not None:
             try:
                 await asyncio.to_thread(self.inbox.done, item)
@@ -187,6 +205,7 @@ class DurableUpdates(asyncio.Queue[Any]):
                     item.attempts,
                 )
                 self._redelivered.add(update.update_id)
+                self._earlier[update.update_id] = {kind: list(ids) for kind, ids in item.shown.items()}
             await super().put(update)
 
     async def _tell_set_aside(self, bot: Bot, item: InboxItem) -> None:

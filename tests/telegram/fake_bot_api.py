@@ -269,6 +269,7 @@ class FakeBotApi:
         self.calls: list[Call] = []
         self.messages: dict[tuple[int, int], Sent] = {}
         self.audio: list[SentAudio] = []  # voice notes and audio files, in the order sent
+        self.deleted: list[Sent] = []  # messages the bot deleted, in that order
         self.webhook: dict[str, Any] | None = None
         self._chats: dict[int, dict[str, Any]] = {}
         self._updates: list[dict[str, Any]] = []
@@ -687,6 +688,12 @@ class FakeBotApi:
         sent.text, sent.html, sent.reply_markup = text, html, markup
         sent.texts.append(text)
         return sent.as_dict(self._chat(sent.chat_id))
+
+    async def _api_deleteMessage(self, params: dict[str, Any]) -> Any:
+        sent = self._message(params)  # 400 when there is no such message
+        del self.messages[(sent.chat_id, sent.message_id)]
+        self.deleted.append(sent)
+        return True
 
     async def _api_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
         sent = self._message(params)

@@ -165,8 +165,9 @@ async def test_two_processes_answer_each_message_once_and_in_order_with_one_kill
         shown_again = 0
         for person_id, message_ids in sent.items():
             replies = [turn_of(reply) for reply in rated_replies(fake_api, person_id)]  # as the chat shows them
-            # The killed process may have shown a reply whole just before it died, too late to note
-            # that it had: the survivor shows that stored reply again, right under it.
+            # The survivor edits what the killed process had shown (its ids are in the inbox); only
+            # a kill between Telegram's answer to a first send and the write of its id repeats a
+            # reply, right under itself.
             shown_again += sum(earlier == later for earlier, later in itertools.pairwise(replies))
             once = [turn for n, turn in enumerate(replies) if n == 0 or turn != replies[n - 1]]
             answered_messages = [int(asked[replied_to[turn]]) for turn in once]
