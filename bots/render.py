@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from core.domain import AuditEntry, Correction, ForgetReport, Stats
 from core.experiments import ABReport, Decision, ExperimentKind
+from core.i18n import N_, _, ngettext
 
 # Where a long reply may be cut, best first: a paragraph, a line, a sentence, a word.
 _BREAKS = (re.compile(r"\n\s*\n"), re.compile(r"\n"), re.compile(r"(?<=[.!?…])\s+"), re.compile(r"\s+"))
@@ -272,46 +273,67 @@ def format_ab(report: ABReport | None) -> str:
     return "\n".join(lines)
 
 
-def _amount(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def format_forget(report: ForgetReport) -> str:
     """What /forget did, in words the person can hold Iris to (every chat and the console say the same)."""
     if report.retry_after_s > 0:
         minutes = max(1, math.ceil(report.retry_after_s / 60))
-        return (
+        return ngettext(
             "You used /forget a moment ago, and it takes a while to go through every copy. "
-            f"Please send /forget again in {_amount(minutes, 'minute')}."
-        )
+            "Please send /forget again in {count} minute.",
+            "You used /forget a moment ago, and it takes a while to go through every copy. "
+            "Please send /forget again in {count} minutes.",
+            minutes,
+        ).format(count=minutes)
     lines = [
-        f"Done: I deleted {_amount(report.turns, 'message')}, {_amount(report.ratings, 'rating')} and "
-        f"{_amount(report.corrections, 'suggested answer')}."
+        _("Done: I deleted {messages}, {ratings} and {answers}.").format(
+            messages=ngettext("{count} message", "{count} messages", report.turns).format(count=report.turns),
+            ratings=ngettext("{count} rating", "{count} ratings", report.ratings).format(count=report.ratings),
+            answers=ngettext(
+                "{count} suggested answer", "{count} suggested answers", report.corrections
+            ).format(count=report.corrections),
+        )
     ]
     copies = report.copies
     if copies is not None and copies.files:
         lines.append(
-            f"I also took your words out of {_amount(copies.files, 'training data file')} "
-            f"({_amount(copies.rows, 'example')} removed)."
+            ngettext(
+                "I also took your words out of {count} training data file ({examples} removed).",
+                "I also took your words out of {count} training data files ({examples} removed).",
+                copies.files,
+            ).format(
+                count=copies.files,
+                examples=ngettext("{count} example", "{count} examples", copies.rows).format(count=copies.rows),
+            )
         )
     if copies is not None and copies.models:
-        names = ", ".join(copies.models)
         lines.append(
-            f"Model versions already trained with your words: {names}. A trained model cannot unlearn, "
-            "but no future training will use your words."
+            _(
+                "Model versions already trained with your words: {names}. A trained model cannot unlearn, "
+                "but no future training will use your words."
+            ).format(names=", ".join(copies.models))
         )
     if copies is not None and copies.unreachable:
+        files = len(copies.unreachable)
         lines.append(
-            f"{_amount(len(copies.unreachable), 'file')} of training data could not be cleaned yet; "
-            "the bot's admins have been told."
+            ngettext(
+                "{count} file of training data could not be cleaned yet; the bot's admins have been told.",
+                "{count} files of training data could not be cleaned yet; the bot's admins have been told.",
+                files,
+            ).format(count=files)
         )
     if copies is not None and copies.unchecked and not copies.unreachable:
+        files = len(copies.unchecked)
         lines.append(
-            f"{_amount(len(copies.unchecked), 'file')} beside the training data may hold a copy; "
-            "the bot's admins have been told to check them."
+            ngettext(
+                "{count} file beside the training data may hold a copy; "
+                "the bot's admins have been told to check them.",
+                "{count} files beside the training data may hold a copy; "
+                "the bot's admins have been told to check them.",
+                files,
+            ).format(count=files)
         )
     if report.complete:
-        lines.append("Nothing about you is stored any more.")
+        lines.append(_("Nothing about you is stored any more."))
     return "\n".join(lines)
 
 
@@ -334,10 +356,10 @@ def audit_line(entry: AuditEntry) -> str:
 
 # /voice on|off, the same words in every chat.
 VOICE_CHOICES = {"on": True, "off": False}
-VOICE_ASK = "Send /voice on to get my replies as voice notes too, or /voice off for text only."
-VOICE_ON = "From now on my replies come as text and as a voice note. /voice off stops the voice notes."
-VOICE_OFF = "From now on I answer in text only. /voice on brings the voice notes back."
-VOICE_UNAVAILABLE = "Spoken replies are not set up on this bot."
+VOICE_ASK = N_("Send /voice on to get my replies as voice notes too, or /voice off for text only.")
+VOICE_ON = N_("From now on my replies come as text and as a voice note. /voice off stops the voice notes.")
+VOICE_OFF = N_("From now on I answer in text only. /voice on brings the voice notes back.")
+VOICE_UNAVAILABLE = N_("Spoken replies are not set up on this bot.")
 
 
 def voice_choice(argument: str) -> bool | None:
@@ -348,8 +370,8 @@ def voice_choice(argument: str) -> bool | None:
 
 def format_voice_choice(on: bool, available: bool) -> str:
     if not available:
-        return VOICE_UNAVAILABLE
-    return VOICE_ON if on else VOICE_OFF
+        return _(VOICE_UNAVAILABLE)
+    return _(VOICE_ON if on else VOICE_OFF)
 
 
 # What is stripped from people's text before a reviewer sees it: control characters (a terminal
@@ -392,20 +414,30 @@ def review_card(
     in people's text.
     """
     fields = [
-        ("Asked:", correction.prompt or "-"),
-        ("Iris replied:", correction.original_reply or "(the reply is gone)"),
-        ("Suggested answer:", correction.text),
+        (_("Asked:"), correction.prompt or "-"),
+        (_("Iris replied:"), correction.original_reply or _("(the reply is gone)")),
+        (_("Suggested answer:"), correction.text),
     ]
     who = printable(correction.person.display_name or correction.person.user_id).strip()[:80]
-    head = f"{bold(f'Correction #{correction.id}')} from {escape(who)} ({correction.person.platform})"
+    title = bold(_("Correction #{id}").format(id=correction.id))
+    head = _("{title} from {who} ({platform})").format(
+        title=title, who=escape(who), platform=correction.person.platform
+    )
     if correction.served:
-        head += f"\nAnswered {_amount(correction.served, 'later question')} from the correction memory."
-    hidden = sum(len(text) - len(printable(text)) for _, text in fields)
+        head += "\n" + ngettext(
+            "Answered {count} later question from the correction memory.",
+            "Answered {count} later questions from the correction memory.",
+            correction.served,
+        ).format(count=correction.served)
+    hidden = sum(len(text) - len(printable(text)) for _label, text in fields)
     if hidden:
-        head += (
-            f"\n⚠ {_amount(hidden, 'hidden character')} (control, bidi or zero-width) not shown; "
-            "approval stores the text as written."
-        )
+        head += "\n⚠ " + ngettext(
+            "{count} hidden character (control, bidi or zero-width) not shown; "
+            "approval stores the text as written.",
+            "{count} hidden characters (control, bidi or zero-width) not shown; "
+            "approval stores the text as written.",
+            hidden,
+        ).format(count=hidden)
     blocks = [head]
     for label, text in fields:
         label = bold(label)
@@ -425,7 +457,7 @@ def _pack(blocks: list[str], limit: int, separator: str = "\n\n") -> list[str]:
     return messages
 
 
-CHOICE_QUESTION = "Which answer is better?"
+CHOICE_QUESTION = N_("Which answer is better?")
 
 
 def choice_card(first: str, second: str, limit: int, escape: Callable[[str], str] = str) -> str:
@@ -436,7 +468,7 @@ def choice_card(first: str, second: str, limit: int, escape: Callable[[str], str
     and the longer one the rest of the room. ``escape`` neutralises a platform's markup
     in the model's text (measured after escaping, never cut inside an escape).
     """
-    labels = (f"{CHOICE_QUESTION}\n\n1: ", "\n\n2: ")
+    labels = (f"{_(CHOICE_QUESTION)}\n\n1: ", "\n\n2: ")
     room = limit - sum(len(label) for label in labels)
     texts = [printable(text).strip() or "-" for text in (first, second)]
     sizes = [len(escape(text)) for text in texts]

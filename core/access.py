@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-REFUSAL = "Sorry, this bot is private. Ask its owner to add you."
+from core.i18n import N_
+
+REFUSAL = N_("Sorry, this bot is private. Ask its owner to add you.")
 
 
 @dataclass(frozen=True)

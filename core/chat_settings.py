@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from core.domain import AuditAction, ChatRef
+from core.i18n import N_, _
 from core.personas import DEFAULT, Persona, PersonaInvalid, PersonaNotFound, check_name
 from core.speaking import VoiceMode
 
@@ -63,6 +64,15 @@ class Setting(enum.StrEnum):
     SPOKEN = "spoken_replies"
     LENGTH = "reply_length"
     HISTORY = "history_turns"
+
+
+# How a change is named to the person who made it ("Saved. reply length: short"); translated where shown.
+SETTING_NAMES = {
+    Setting.PERSONA: N_("persona"),
+    Setting.SPOKEN: N_("spoken replies"),
+    Setting.LENGTH: N_("reply length"),
+    Setting.HISTORY: N_("history turns"),
+}
 
 
 class SettingInvalid(ValueError):
@@ -129,13 +139,13 @@ def parse(setting: Setting, text: str) -> Value:
         try:
             return check_name(text)
         except PersonaInvalid:
-            raise SettingInvalid("no such persona") from None
+            raise SettingInvalid(_("no such persona")) from None
     if setting is Setting.SPOKEN:
-        return _member(VoiceMode, text, "spoken replies are off, mirror or always")
+        return _member(VoiceMode, text, _("spoken replies are off, mirror or always"))
     if setting is Setting.LENGTH:
-        return _member(ReplyLength, text, "a reply length is short, normal or long")
+        return _member(ReplyLength, text, _("a reply length is short, normal or long"))
     if not text.isascii() or not text.isdigit() or len(text) > 3 or int(text) > MAX_HISTORY_TURNS:
-        raise SettingInvalid(f"earlier turns are a number from 0 to {MAX_HISTORY_TURNS}")
+        raise SettingInvalid(_("earlier turns are a number from 0 to {most}").format(most=MAX_HISTORY_TURNS))
     return int(text)
 
 
@@ -163,17 +173,19 @@ class SettingsView:
     def lines(self) -> list[str]:
         """One line per setting: its value, or "default" with the deployment's in brackets."""
         labels = {
-            Setting.PERSONA: "🎭 Persona",
-            Setting.SPOKEN: "🔊 Spoken replies",
-            Setting.LENGTH: "📏 Reply length",
-            Setting.HISTORY: "🧵 Earlier turns",
+            Setting.PERSONA: _("🎭 Persona"),
+            Setting.SPOKEN: _("🔊 Spoken replies"),
+            Setting.LENGTH: _("📏 Reply length"),
+            Setting.HISTORY: _("🧵 Earlier turns"),
         }
         lines = []
         for setting, label in labels.items():
             value = self.settings.value(setting)
             if value is None:
                 fallback = self.deployment.value(setting)
-                value = f"default ({shown(fallback) if fallback is not None else 'the configured prompt'})"
+                value = _("default ({value})").format(
+                    value=shown(fallback) if fallback is not None else _("the configured prompt")
+                )
             lines.append(f"{label}: {value}")
         return lines
 
@@ -213,8 +225,8 @@ class ChatSettingsBook:
     def refusal(self) -> str:
         """Why ``may_change`` said no, in one line."""
         if self.store is None:
-            return "Chat settings are not available here."
-        return "Only an admin can change this chat's settings."
+            return _("Chat settings are not available here.")
+        return _("Only an admin can change this chat's settings.")
 
     async def view(self, chat: ChatRef) -> SettingsView:
         """The chat's settings as a menu shows them (blocking reads, off the event loop)."""
@@ -249,7 +261,7 @@ class ChatSettingsBook:
         try:
             await asyncio.to_thread(self.store.set_chat_setting, chat, setting, value, actor)
         except PersonaNotFound:
-            raise SettingInvalid("no such persona") from None
+            raise SettingInvalid(_("no such persona")) from None
         await self._audit(chat, setting, value, actor)
         return await self.view(chat)
 

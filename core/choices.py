@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from core.domain import ChatRef, Person, Turn
+from core.i18n import N_, _
 from core.languages import asked, with_language
 from core.prompt import build_prompt
 
@@ -37,16 +38,16 @@ log = logging.getLogger(__name__)
 STALE = timedelta(minutes=3)
 TEMPERATURE = 0.8  # the second answer's, unless replies are already sampled hotter
 
-ALREADY = "There is already a second answer above."
-WRITING = "I am already writing a second answer to that reply."
-SAME = "Both answers came out the same, so there is nothing to choose. Press 🔁 to try again."
-FAILED = "Sorry, I could not write another answer just now. Please try again."
-NOTHING = "Sorry, I had nothing more to say to that."
-NOT_YOURS = "Only the person who asked for another answer can choose."
-UNKNOWN = "That choice is no longer stored."
-FROZEN = "Your choice was already used for training data; it can no longer be changed."
-NOT_SET_UP = "Another answer is not set up on this bot."
-QUESTION_GONE = "The question behind that reply is no longer stored."
+ALREADY = N_("There is already a second answer above.")
+WRITING = N_("I am already writing a second answer to that reply.")
+SAME = N_("Both answers came out the same, so there is nothing to choose. Press 🔁 to try again.")
+FAILED = N_("Sorry, I could not write another answer just now. Please try again.")
+NOTHING = N_("Sorry, I had nothing more to say to that.")
+NOT_YOURS = N_("Only the person who asked for another answer can choose.")
+UNKNOWN = N_("That choice is no longer stored.")
+FROZEN = N_("Your choice was already used for training data; it can no longer be changed.")
+NOT_SET_UP = N_("Another answer is not set up on this bot.")
+QUESTION_GONE = N_("The question behind that reply is no longer stored.")
 
 
 class Pick(StrEnum):
@@ -56,9 +57,9 @@ class Pick(StrEnum):
 
 
 PICKED = {
-    Pick.FIRST: "Thanks! You chose answer 1.",
-    Pick.SECOND: "Thanks! You chose answer 2.",
-    Pick.NEITHER: "Thanks! Noted that neither answer is better.",
+    Pick.FIRST: N_("Thanks! You chose answer 1."),
+    Pick.SECOND: N_("Thanks! You chose answer 2."),
+    Pick.NEITHER: N_("Thanks! Noted that neither answer is better."),
 }
 
 
@@ -133,7 +134,7 @@ class AnotherAnswer:
 
     def _store(self) -> AnswerChoices:
         if self.choices is None:
-            raise AgainRefused(NOT_SET_UP)
+            raise AgainRefused(_(NOT_SET_UP))
         return self.choices
 
     async def ask(self, person: Person, turn_id: int, where: ChatRef | None = None) -> asyncio.Task[AnswerPair]:
@@ -147,19 +148,19 @@ class AnotherAnswer:
         choices = self._store()
         await self.feedback.check_reply(turn_id, where)
         if turn_id in self._writing:
-            raise AgainRefused(WRITING)
+            raise AgainRefused(_(WRITING))
         stale = datetime.now(UTC) - STALE
         existing = await asyncio.to_thread(choices.pair_of, turn_id)
         if existing is not None and (existing.second is not None or existing.started_at > stale):
-            raise AgainRefused(ALREADY if existing.second is not None else WRITING)
+            raise AgainRefused(_(ALREADY if existing.second is not None else WRITING))
         question = await asyncio.to_thread(choices.question, turn_id)
         if question is None:
-            raise AgainRefused(QUESTION_GONE)
+            raise AgainRefused(_(QUESTION_GONE))
         if where is not None:
             await self.feedback.take(self.feedback.limiter.take_again, person)
         pair = await asyncio.to_thread(choices.start, turn_id, person, stale)
         if pair is None:  # another press (another process) claimed it a moment ago
-            raise AgainRefused(WRITING)
+            raise AgainRefused(_(WRITING))
         task = asyncio.ensure_future(self._write(choices, pair, question))
         self._writing[turn_id] = task
         task.add_done_callback(lambda _: self._writing.pop(turn_id, None))
@@ -174,15 +175,15 @@ class AnotherAnswer:
         except Exception:
             log.exception("could not write a second answer to reply %s", pair.turn_id)
             await asyncio.to_thread(choices.drop, pair)
-            raise AgainRefused(FAILED) from None
+            raise AgainRefused(_(FAILED)) from None
         if not text:
             await asyncio.to_thread(choices.drop, pair)
-            raise AgainRefused(NOTHING)
+            raise AgainRefused(_(NOTHING))
         if _same(text, pair.first):  # nothing to learn from: no pair is kept, a new 🔁 may try again
             await asyncio.to_thread(choices.drop, pair)
-            raise AgainRefused(SAME)
+            raise AgainRefused(_(SAME))
         if not await asyncio.to_thread(choices.finish, pair, text, model):
-            raise AgainRefused(ALREADY)
+            raise AgainRefused(_(ALREADY))
         return replace(pair, second=text, model_version=model)
 
     async def _sample(self, person: Person, question: Question) -> tuple[str, str]:
@@ -223,18 +224,18 @@ class AnotherAnswer:
             await self.feedback.take(self.feedback.limiter.take_press, person)
         pair = await asyncio.to_thread(choices.pair, pair_id)
         if pair is None or pair.second is None:
-            raise AgainRefused(UNKNOWN)
+            raise AgainRefused(_(UNKNOWN))
         if where is not None and (pair.chat is None or pair.chat.chat_id != where.chat_id):
-            raise AgainRefused(UNKNOWN)  # a forged id from another chat reveals nothing
+            raise AgainRefused(_(UNKNOWN))  # a forged id from another chat reveals nothing
         if (pair.person.platform, pair.person.user_id) != (person.platform, person.user_id):
-            raise AgainRefused(NOT_YOURS)
+            raise AgainRefused(_(NOT_YOURS))
         if pair.exported:
             if pair.pick is pick:
-                return PICKED[pick]
-            raise AgainRefused(FROZEN)
+                return _(PICKED[pick])
+            raise AgainRefused(_(FROZEN))
         if not await asyncio.to_thread(choices.decide, pair_id, pick):
-            raise AgainRefused(FROZEN)
-        return PICKED[pick]
+            raise AgainRefused(_(FROZEN))
+        return _(PICKED[pick])
 
     async def forget(self, person: Person) -> list[int]:
         """Delete the person's pairs (/forget); the reply ids whose copies hold them."""

@@ -343,6 +343,7 @@ class ReplyDone:
     timings: Timings
     memory: tuple[int, str] | None = None  # the approved correction that answered, and how (core.memory)
     persona: str | None = None  # the persona whose prompt wrote it; None: the configured prompt (core.personas)
+    language: str | None = None  # the reply's language when its detector is sure (core.languages); None: unsure
 
 
 class NoticeKind(enum.StrEnum):

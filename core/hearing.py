@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from core.domain import Notice, NoticeKind, Person, UserTurnReceipt
+from core.i18n import _
 from core.languages import Detected, normalized
 from core.limits import RateLimiter
 from core.ports import (
@@ -84,30 +85,34 @@ class Listener:
                 transcript = await self._run(self._transcribe, decoded, language)
                 ms = (time.perf_counter() - began) * 1000
         except AudioTooLong as too_long:
-            text = f"That voice note is too long: I can take up to {limit:.0f} s."
+            text = _("That voice note is too long: I can take up to {seconds} s.").format(
+                seconds=f"{limit:.0f}"
+            )
             await mark_failed(self.store, turn_id, text, too_long.seconds)
             return Notice(NoticeKind.TOO_LONG, text, turn_id)
         except AudioError as bad:
-            text = f"I could not read that audio ({bad}). Voice notes, MP3, M4A, OGG and WAV files work."
+            text = _(
+                "I could not read that audio ({why}). Voice notes, MP3, M4A, OGG and WAV files work."
+            ).format(why=bad)
             await mark_failed(self.store, turn_id, text)
             return Notice(NoticeKind.UNREADABLE_AUDIO, text, turn_id)
         except ServerUnavailable as down:
             log.warning("turn %s not transcribed: %s", turn_id, down)
-            text = f"I cannot listen right now ({down}). Please send it again in a minute."
+            text = _("I cannot listen right now ({why}). Please send it again in a minute.").format(why=down)
             await mark_failed(self.store, turn_id, text)
             return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
         except Stalled as stalled:
             log.error("turn %s not transcribed: %s", turn_id, stalled)
-            text = "Sorry, I could not finish listening to that. Please try again in a minute."
+            text = _("Sorry, I could not finish listening to that. Please try again in a minute.")
             await mark_failed(self.store, turn_id, text)
             return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
         except Exception:
             log.exception("transcription failed for turn %s", turn_id)
-            text = "Sorry, something went wrong while I listened to that. Please try again."
+            text = _("Sorry, something went wrong while I listened to that. Please try again.")
             await mark_failed(self.store, turn_id, text)
             return Notice(NoticeKind.MODEL_FAILED, text, turn_id)
         if not transcript.text.strip():
-            text = "I didn't hear any speech in that recording."
+            text = _("I didn't hear any speech in that recording.")
             await mark_failed(self.store, turn_id, text, transcript.audio_seconds)
             return Notice(NoticeKind.NOTHING_HEARD, text, turn_id)
         try:

@@ -21,6 +21,9 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core import i18n
+from core.i18n import N_, _
+
 if TYPE_CHECKING:
     from core.domain import Person
     from core.ports import LanguageStore
@@ -64,7 +67,7 @@ NAMES = {
 _BY_NAME = {name.casefold(): code for code, name in NAMES.items()}
 _WHISPER_ALIASES = {"jw": "jv"}  # whisper's own code for Javanese
 _CODE = re.compile(r"[a-z]{2,3}")
-CODES_HINT = "a two-letter ISO 639-1 code such as de, es, fr or ru, or auto"
+CODES_HINT = N_("a two-letter ISO 639-1 code such as de, es, fr or ru, or auto")
 
 
 class LanguageInvalid(ValueError):
@@ -82,6 +85,11 @@ class Detected:
 
 def name(code: str) -> str:
     return NAMES.get(code, code)
+
+
+def local_name(code: str) -> str:
+    """``code``'s name as the person reads it: in English the names above, else Babel's ("Russisch", "ruso")."""
+    return name(code) if i18n.current() == i18n.DEFAULT else i18n.language_name(code)
 
 
 def normalized(language: str | None) -> str | None:
@@ -105,7 +113,11 @@ def parse(text: str) -> str | None:
         return code
     if text in _BY_NAME:
         return _BY_NAME[text]
-    raise LanguageInvalid(f"That is not a language I know: send /language with {CODES_HINT}.")
+    raise LanguageInvalid(_unknown())
+
+
+def _unknown() -> str:
+    return _("That is not a language I know: send /language with {hint}.").format(hint=_(CODES_HINT))
 
 
 def language_line(code: str | None) -> str | None:
@@ -198,12 +210,14 @@ class Languages:
         if not argument:
             current = await self.preference(person)
             if current is None:
-                return (
-                    f"Your language: detected from each message (auto). Set one: /language with {CODES_HINT}."
-                )
-            return f"Your language: {name(current)} ({current}). /language auto detects it from each message."
+                return _(
+                    "Your language: detected from each message (auto). Set one: /language with {hint}."
+                ).format(hint=_(CODES_HINT))
+            return _("Your language: {name} ({code}). /language auto detects it from each message.").format(
+                name=local_name(current), code=current
+            )
         if len(argument) > 40:
-            return f"That is not a language I know: send /language with {CODES_HINT}."
+            return _unknown()
         try:
             code = parse(argument)
         except LanguageInvalid as invalid:
@@ -213,14 +227,14 @@ class Languages:
         else:
             await asyncio.to_thread(self.store.set_language_preference, person, code)
         if code is None:
-            return "Back to auto: I'll detect your language from each message."
-        answer = f"From now on I'll answer in {name(code)} ({code})."
+            return _("Back to auto: I'll detect your language from each message.")
+        answer = _("From now on I'll answer in {name} ({code}).").format(name=local_name(code), code=code)
         if self.heard is not None and code not in self.heard:
-            understood = ", ".join(name(c) for c in sorted(self.heard))
-            answer += (
-                f"\nMy speech model understands only {understood}, so I hear voice notes as {understood}; "
-                f"text messages work in {name(code)}."
-            )
+            understood = ", ".join(local_name(c) for c in sorted(self.heard))
+            answer += "\n" + _(
+                "My speech model understands only {understood}, so I hear voice notes as {understood}; "
+                "text messages work in {name}."
+            ).format(understood=understood, name=local_name(code))
         return answer
 
     def hears(self, code: str | None) -> bool:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from core.domain import Person
+from core.i18n import _, ngettext
 from core.ports import LimitEvent, LimitLedger
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,12 @@ class Refused:
         wait = max(self.retry_at - now, 0.0)
         minutes = max(1, int(-(-wait // 60)))  # rounded up: never "come back in 0 minutes"
         at = datetime.fromtimestamp(self.retry_at, UTC).strftime("%H:%M")
-        span = f"{minutes} minute" + ("" if minutes == 1 else "s")
-        return f"{self.reason} Please come back in {span} (at {at} UTC)."
+        come_back = ngettext(
+            "Please come back in {minutes} minute (at {at} UTC).",
+            "Please come back in {minutes} minutes (at {at} UTC).",
+            minutes,
+        )
+        return f"{self.reason} {come_back.format(minutes=minutes, at=at)}"
 
 
 class MemoryLedger:
@@ -190,7 +195,10 @@ class RateLimiter:
                 break
         minutes = self.limits.voice_minutes_per_hour
         return Refused(
-            f"That would take you over {minutes:g} minutes of voice in an hour, my limit per person.", retry
+            _("That would take you over {minutes} minutes of voice in an hour, my limit per person.").format(
+                minutes=f"{minutes:g}"
+            ),
+            retry,
         )
 
     def note_message(self, person: Person) -> None:
@@ -220,13 +228,27 @@ def _count_refusal(kind: str, events: list[LimitEvent], limit: int) -> Refused |
         return None
     retry = events[len(events) - limit].at + WINDOW_S
     if kind == "press":
-        said = f"You have pressed 👍/👎 {_amount(limit, 'time')}"
+        said = ngettext(
+            "You have pressed 👍/👎 {count} time in the last hour, my limit per person.",
+            "You have pressed 👍/👎 {count} times in the last hour, my limit per person.",
+            limit,
+        )
     elif kind == "again":
-        said = f"You have asked for {_amount(limit, 'other answer')}"
+        said = ngettext(
+            "You have asked for {count} other answer in the last hour, my limit per person.",
+            "You have asked for {count} other answers in the last hour, my limit per person.",
+            limit,
+        )
+    elif kind == "correction":
+        said = ngettext(
+            "You have sent me {count} better answer in the last hour, my limit per person.",
+            "You have sent me {count} better answers in the last hour, my limit per person.",
+            limit,
+        )
     else:
-        said = f"You have sent me {_amount(limit, 'better answer' if kind == 'correction' else 'message')}"
-    return Refused(f"{said} in the last hour, my limit per person.", retry)
-
-
-def _amount(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
+        said = ngettext(
+            "You have sent me {count} message in the last hour, my limit per person.",
+            "You have sent me {count} messages in the last hour, my limit per person.",
+            limit,
+        )
+    return Refused(said.format(count=limit), retry)

@@ -47,7 +47,7 @@ class Privacy:
         """Start a new conversation; the old one stays stored but is no longer in the prompt."""
         return await asyncio.to_thread(self.store.reset, chat, person, shared_history)
 
-    async def forget(self, person: Person) -> ForgetReport:
+    async def forget(self, person: Person, actor: str | None = None) -> ForgetReport:
         """Delete everything stored about a person: their turns, ratings and corrections,
         then their rows in every copy outside the database (exports, datasets, retrain runs).
 
@@ -55,32 +55,35 @@ class Privacy:
         request while one for the same person runs gets that one's report; one
         within ``ChatConfig.forget_cooldown_seconds`` of the last is refused
         (``ForgetReport.retry_after_s``); a person with nothing stored costs no sweep.
+        ``actor``: an admin asking on the person's behalf (the console's ``web:<name>``);
+        the trail then names the admin, and the person by pseudonym as the target.
         """
         running = self._forgetting.get(person.actor)
         if running is None:
-            running = asyncio.ensure_future(self._forget_once(person))
+            running = asyncio.ensure_future(self._forget_once(person, actor))
             self._forgetting[person.actor] = running
             running.add_done_callback(lambda _: self._forgetting.pop(person.actor, None))
         # Shielded: a person who gives up waiting does not stop a sweep halfway.
         return await asyncio.shield(running)
 
-    async def _forget_once(self, person: Person) -> ForgetReport:
+    async def _forget_once(self, person: Person, actor: str | None) -> ForgetReport:
         wait = await self._forget_cooldown(person)
         if wait > 0:
             return ForgetReport(0, 0, 0, 0, retry_after_s=wait)
         picked = await self.again.forget(person)  # their 🔁 pairs: rows of theirs in the DPO copies
         report = await asyncio.to_thread(self.store.forget, person)
         report = replace(report, turn_ids=(*report.turn_ids, *picked)) if picked else report
+        who, target = (actor, person.pseudonym) if actor else (person.pseudonym, None)
         if not (report.turns or report.ratings or report.corrections or picked):
             # Nothing of theirs can be in a copy: a stranger's /forget must not cost a sweep.
             if report.known:
-                await self.trail.record(person.pseudonym, AuditAction.FORGET, None, {"turns": 0})
+                await self.trail.record(who, AuditAction.FORGET, target, {"turns": 0})
             return report
         self._forgot_at[person.actor] = time.time()
         if self.copies is not None:
             copies = await self._erase_copies(person, turn_ids=report.turn_ids)
             report = replace(report, copies=copies)
-        await self.trail.record(person.pseudonym, AuditAction.FORGET, None, _forget_details(report))
+        await self.trail.record(who, AuditAction.FORGET, target, _forget_details(report))
         return report
 
     async def _forget_cooldown(self, person: Person) -> float:
@@ -98,7 +101,9 @@ class Privacy:
             swept = [
                 e.at.timestamp()
                 for e in entries
-                if e.action is AuditAction.FORGET and e.actor == person.pseudonym and e.details.get("turns")
+                if e.action is AuditAction.FORGET
+                and person.pseudonym in (e.actor, e.target)
+                and e.details.get("turns")
             ]
             last = max([last, *swept])
         return max(0.0, last + cooldown - now)
@@ -115,10 +120,11 @@ class Privacy:
                 log.exception("could not remove rows from the copies outside the database")
                 return ErasedCopies(unreachable=("the training data folders",))
 
-    async def set_consent(self, person: Person, consent: bool) -> None:
-        """Record whether the person's conversations may be used to train future versions."""
+    async def set_consent(self, person: Person, consent: bool | None, actor: str | None = None) -> None:
+        """Record whether the person's conversations may be used to train future versions
+        (None: the deployment's setting decides); ``actor``: an admin recording it for them."""
         await asyncio.to_thread(self.store.set_consent, person, consent)
-        await self.trail.record(person.actor, AuditAction.CONSENT, person.actor, {"consent": consent})
+        await self.trail.record(actor or person.actor, AuditAction.CONSENT, person.actor, {"consent": consent})
 
     async def prune(self, dry_run: bool = False, actor: str = "retention") -> PruneReport | None:
         """Apply the retention period (``ChatConfig.retention_days``) now; None when there is none."""

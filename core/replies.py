@@ -30,6 +30,7 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.hearing import Listener
+from core.i18n import N_, _, ngettext
 from core.languages import Languages, asked
 from core.limits import RateLimiter, Refused
 from core.ports import (
@@ -42,8 +43,10 @@ from core.writing import ReplyWriter, mark_failed
 log = logging.getLogger(__name__)
 
 # Why a recovered turn has no reply, until it has one (kept if the recovering process stops too).
-INTERRUPTED = "A restart interrupted this message before it was answered."
-LOST_IN_RESTART = "Your voice message was lost in a restart before I could listen to it; please send it again."
+INTERRUPTED = N_("A restart interrupted this message before it was answered.")
+LOST_IN_RESTART = N_(
+    "Your voice message was lost in a restart before I could listen to it; please send it again."
+)
 
 
 class Replies:
@@ -134,14 +137,15 @@ class Replies:
         except Exception:
             log.exception("could not store an incoming message")
             yield Notice(
-                NoticeKind.STORE_FAILED, "Sorry, I could not save your message. Please try again in a moment."
+                NoticeKind.STORE_FAILED,
+                _("Sorry, I could not save your message. Please try again in a moment."),
             )
             return
         if receipt.duplicate:
             stored = await self._stored_reply(receipt) if message.redelivered else None
             # Taken over from a process that stopped after storing the reply but maybe before
             # showing it whole: show it (again); a plain second delivery is not answered twice.
-            yield stored or Notice(NoticeKind.DUPLICATE, "Already answered.", receipt.turn_id)
+            yield stored or Notice(NoticeKind.DUPLICATE, _("Already answered."), receipt.turn_id)
             return
         if not message.redelivered:  # taken over from a stopped process: counted there, not twice
             await asyncio.to_thread(self.limiter.note_message, message.sender)
@@ -182,7 +186,9 @@ class Replies:
         speaker = self.speaker if speaking else None
         # In the voice of the chat's persona, when it has one the synthesizer knows (core.personas).
         voice = await speaker.voice(await self.writer.persona_of(receipt.conversation_id)) if speaker else None
-        early = speaker.early(voice) if speaker is not None else None  # its sentences said as they are written
+        if speaker is not None and voice is not None:  # in the language asked for, when a voice speaks it
+            voice = await speaker.in_language(voice, language) or voice
+        early = speaker.early(voice, languages.detector) if speaker is not None else None  # said as written
         done: ReplyDone | None = None
         try:
             # aclosing: if the adapter stops listening, the reply generator (and the
@@ -198,7 +204,7 @@ class Replies:
                     if early is not None and isinstance(event, ReplyDelta):
                         early.feed(event.text)
             if speaker is not None and done is not None:  # the text is shown whole first
-                spoken = await speaker.speak(done.turn_id, done.text, early, voice)
+                spoken = await speaker.speak(done.turn_id, done.text, early, voice, done.language)
                 if spoken is not None:
                     yield spoken
         finally:
@@ -209,17 +215,22 @@ class Replies:
         if message.audio is not None:
             size = len(message.audio.data)
             if size == 0:
-                return Notice(NoticeKind.UNREADABLE_AUDIO, "That audio file is empty.")
+                return Notice(NoticeKind.UNREADABLE_AUDIO, _("That audio file is empty."))
             if size > self.config.chat.max_file_bytes:
                 limit_mb = self.config.chat.max_file_mb
-                return Notice(NoticeKind.TOO_LARGE, f"That file is too large: the limit is {limit_mb:g} MB.")
+                return Notice(
+                    NoticeKind.TOO_LARGE,
+                    _("That file is too large: the limit is {megabytes} MB.").format(megabytes=f"{limit_mb:g}"),
+                )
             return None
         if not (message.text or "").strip():
-            return Notice(NoticeKind.EMPTY, "Send me a voice note or a text message.")
+            return Notice(NoticeKind.EMPTY, _("Send me a voice note or a text message."))
         if len(message.text or "") > self.config.chat.max_text_chars:
             return Notice(
                 NoticeKind.TOO_LONG,
-                f"That message is too long for me: the limit is {self.config.chat.max_text_chars} characters.",
+                _("That message is too long for me: the limit is {count} characters.").format(
+                    count=self.config.chat.max_text_chars
+                ),
             )
         return None
 
@@ -265,7 +276,7 @@ class Replies:
         if not await asyncio.to_thread(self.store.claim_unanswered, turn.turn_id, INTERRUPTED):
             return
         if message is None:
-            text = LOST_IN_RESTART if turn.from_voice else INTERRUPTED
+            text = _(LOST_IN_RESTART if turn.from_voice else INTERRUPTED)
             await mark_failed(self.store, turn.turn_id, text)
             yield Notice(NoticeKind.UNREADABLE_AUDIO, text, turn.turn_id)
             return
@@ -293,5 +304,9 @@ class Replies:
 
 
 def _too_many_waiting(count: int) -> str:
-    earlier = "your last message" if count == 1 else f"your last {count} messages"
-    return f"I am still answering {earlier}; please wait for the answer, then send this one again."
+    return ngettext(
+        "I am still answering your last message; please wait for the answer, then send this one again.",
+        "I am still answering your last {count} messages; "
+        "please wait for the answer, then send this one again.",
+        count,
+    ).format(count=count)

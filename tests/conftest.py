@@ -18,7 +18,8 @@ import pytest
 from bots.app import App, build_app
 from bots.settings import Settings
 from core.generation import LlamaGenerator, LlmConfig, bundled_model
-from core.transcription import WhisperTranscriber
+from core.transcription import WhisperConfig, WhisperTranscriber
+from core.whisper_models import BASE, TINY_EN
 from storage.database import make_engine
 from storage.migrate import upgrade
 from storage.repository import SqlStore
@@ -53,7 +54,14 @@ def served_gguf(models_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def transcriber() -> WhisperTranscriber:
-    return WhisperTranscriber()
+    """The bundled ``tiny.en``: English tests hear with it (faster than the default ``base``)."""
+    return WhisperTranscriber(WhisperConfig(model=TINY_EN))
+
+
+@pytest.fixture(scope="session")
+def multilingual_transcriber() -> WhisperTranscriber:
+    """The bundled whisper ``base`` (multilingual), assembled once into the user's cache."""
+    return WhisperTranscriber(WhisperConfig(model=BASE))
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +84,7 @@ def make_settings(tmp_path: Path, served_gguf: Path, **overrides: Any) -> Settin
         "llm": {"model": str(served_gguf)},
         "generation": {"temperature": 0.0, "seed": 1, "max_tokens": 48},
         "tts": {"replies": "off"},  # text only, unless a test of spoken replies asks for them
+        "whisper": {"model": TINY_EN},  # the session's `transcriber`; multilingual tests ask for base
     }
     groups = sorted(
         (name for name in Settings.model_fields if is_dataclass(Settings.model_fields[name].annotation)),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.languages import NOTES, notes, word_accuracy
 from tests.conftest import FIXTURES
 from tests.test_cli import iris
 
@@ -48,10 +49,27 @@ def test_ask_json_gives_the_languages_and_stats_break_them_down(env: dict[str, s
     assert f"Replies not in the person's language: {off}" in table
 
 
-def test_a_voice_note_stores_the_language_whisper_heard(env: dict[str, str]) -> None:
-    """The bundled tiny.en hears English only, and says so: ``en`` on every note."""
-    result = iris(env, "ask", "--voice", str(FIXTURES / "capital_of_france.ogg"), "--json")
+def test_tiny_en_hears_english_only_and_says_so(env: dict[str, str]) -> None:
+    """``IRIS_WHISPER_MODEL=tiny.en`` (English-only deployments): ``en``, for sure, on every note."""
+    result = iris(
+        {**env, "IRIS_WHISPER_MODEL": "tiny.en"},
+        "ask",
+        "--voice",
+        str(FIXTURES / "capital_of_france.ogg"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["transcript"] == "What is the capital of France?"
     assert answer["language"] == "en" and answer["language_probability"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["de", "ru"])
+def test_whisper_base_hears_a_voice_note_in_its_language(env: dict[str, str], name: str) -> None:
+    """IRIS_WHISPER_MODEL=base (multilingual, bundled; assembled into the data dir on first use)."""
+    note = next(note for note in notes() if note.name == name)
+    result = iris(env | {"IRIS_WHISPER_MODEL": "base"}, "ask", "--voice", str(NOTES / f"{name}.ogg"), "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["language"] == note.language and 0 < answer["language_probability"] <= 1
+    assert word_accuracy(note.text, answer["transcript"]) >= 0.8, answer["transcript"]

@@ -15,6 +15,7 @@ import pytest
 from core.ports import AudioError, DecodedAudio, Transcript
 from core.transcription import WhisperConfig, WhisperTranscriber
 from core.whisper_batch import WhisperBatcher
+from core.whisper_models import TINY_EN  # the tests below were measured on tiny.en
 from tests import hostile_audio
 from tests.conftest import voice
 
@@ -88,7 +89,7 @@ NOT_SPEECH: dict[str, Callable[[], bytes]] = {
 @pytest.fixture(scope="module")
 def without_vad() -> WhisperTranscriber:
     """Whisper on every sample: the phantom filter alone, as with IRIS_WHISPER_VAD=false."""
-    return WhisperTranscriber(WhisperConfig(vad=False))
+    return WhisperTranscriber(WhisperConfig(model=TINY_EN, vad=False))
 
 
 @pytest.mark.parametrize("sound", NOT_SPEECH)
@@ -112,7 +113,7 @@ def spoken(text: str, tmp_path: Path) -> bytes:
 
 @pytest.mark.parametrize("vad", [True, False], ids=["vad", "no-vad"])
 def test_a_phrase_whisper_imagines_is_still_heard_when_said(tmp_path: Path, vad: bool) -> None:
-    transcriber = WhisperTranscriber(WhisperConfig(vad=vad))
+    transcriber = WhisperTranscriber(WhisperConfig(model=TINY_EN, vad=vad))
     assert words(hear(transcriber, spoken("Thank you.", tmp_path))) == ["thank", "you"]
 
 
@@ -128,7 +129,7 @@ SPOKEN = {
 @pytest.fixture(scope="module")
 def one_at_a_time() -> WhisperTranscriber:
     """What Iris did before batching, and does with IRIS_WHISPER_BATCH=1."""
-    transcriber = WhisperTranscriber(WhisperConfig(batch=1))
+    transcriber = WhisperTranscriber(WhisperConfig(model=TINY_EN, batch=1))
     assert transcriber.batcher is None
     return transcriber
 
@@ -136,7 +137,7 @@ def one_at_a_time() -> WhisperTranscriber:
 def batching(window_s: float = 5.0, **config: Any) -> tuple[WhisperTranscriber, WhisperBatcher]:
     """A batching transcriber whose worker waits long enough for every caller in flight: on a
     loaded machine the notes' VAD can finish further apart than the few ms it waits by default."""
-    transcriber = WhisperTranscriber(WhisperConfig(**{"batch": 8, **config}))
+    transcriber = WhisperTranscriber(WhisperConfig(**{"model": TINY_EN, "batch": 8, **config}))
     batcher = transcriber.batcher
     assert batcher is not None
     batcher.window_s = window_s
@@ -170,7 +171,7 @@ def test_notes_transcribed_together_are_heard_as_one_at_a_time(one_at_a_time: Wh
 def test_without_the_vad_phantoms_are_dropped_in_a_batch_too(one_at_a_time: WhisperTranscriber) -> None:
     """Over noise and silence whisper falls back to higher temperatures: those calls batch apart."""
     transcriber, batcher = batching(vad=False)
-    alone_without_vad = WhisperTranscriber(WhisperConfig(vad=False, batch=1))
+    alone_without_vad = WhisperTranscriber(WhisperConfig(model=TINY_EN, vad=False, batch=1))
     made = [hostile_audio.silence(3), hostile_audio.noise(3)]
     notes = [transcriber.decode(voice("capital_of_france.ogg"), LIMIT_S)]
     notes += [transcriber.decode(audio, LIMIT_S) for audio in made]

@@ -21,11 +21,12 @@ from bots.render import choice_card
 from core.access import REFUSAL
 from core.choices import FAILED, AgainRefused, AnswerPair, Pick, parse_pick
 from core.feedback import FeedbackLimited, UnknownReply
+from core.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
-WRITING = "Writing another answer…"
-LABELS = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: "Neither"}
+WRITING = N_("Writing another answer…")
+LABELS = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: N_("Neither")}
 WORDS = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: "n"}
 _showing: set[asyncio.Task[None]] = set()  # kept, so none is collected half-way
 
@@ -52,7 +53,7 @@ class AgainButton(discord.ui.DynamicItem[Button], template=rf"iris:again:(?P<tur
 
     async def _again(self, interaction: discord.Interaction[Any]) -> None:
         if not allowed(interaction):
-            await tell(interaction, REFUSAL)
+            await tell(interaction, _(REFUSAL))
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         service = bot_of(interaction).service
@@ -61,12 +62,12 @@ class AgainButton(discord.ui.DynamicItem[Button], template=rf"iris:again:(?P<tur
                 person_of(interaction.user), self.turn_id, pressed_in(interaction)
             )
         except UnknownReply:
-            await tell(interaction, GONE)
+            await tell(interaction, _(GONE))
             return
         except (FeedbackLimited, AgainRefused) as refused:
             await tell(interaction, str(refused))
             return
-        await tell(interaction, WRITING)
+        await tell(interaction, _(WRITING))
         if interaction.message is not None:
             task = asyncio.create_task(_show(writing, interaction.message))
             _showing.add(task)
@@ -82,7 +83,7 @@ async def _show(writing: asyncio.Task[AnswerPair], under: discord.Message) -> No
             return
         except Exception:
             log.exception("the second answer failed")
-            await reply_to(under, FAILED)
+            await reply_to(under, _(FAILED))
             return
         await reply_to(under, choice_content(pair), pick_view(pair.id))
     except discord.HTTPException as error:
@@ -103,7 +104,7 @@ class PickButton(discord.ui.DynamicItem[Button], template=rf"iris:pick:(?P<pair>
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.primary if chosen else discord.ButtonStyle.secondary,
-                label=LABELS[pick] + (" ✓" if chosen else ""),
+                label=_(LABELS[pick]) + (" ✓" if chosen else ""),
                 custom_id=f"iris:pick:{pair_id}:{WORDS[pick]}",
             )
         )
@@ -119,7 +120,7 @@ class PickButton(discord.ui.DynamicItem[Button], template=rf"iris:pick:(?P<pair>
 
     async def _pick(self, interaction: discord.Interaction[Any]) -> None:
         if not allowed(interaction):
-            await tell(interaction, REFUSAL)
+            await tell(interaction, _(REFUSAL))
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         service = bot_of(interaction).service

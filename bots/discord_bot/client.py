@@ -18,11 +18,13 @@ from bots.discord_bot.choices import DYNAMIC_ITEMS as CHOICE_ITEMS
 from bots.discord_bot.commands import add_commands
 from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form, take_review_form
 from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
+from bots.discord_bot.language import CatalogTranslator, LocalizedTree, speak_their_language, speak_to_author
 from bots.discord_bot.people import PLATFORM, may_use
 from bots.discord_bot.replies import DiscordChat, reply_to
 from bots.settings import Settings
 from core.access import REFUSAL
 from core.domain import IncomingMessage, ServiceEvent
+from core.i18n import _
 from core.ports import UnansweredTurn
 from core.service import ChatService
 
@@ -63,7 +65,7 @@ class IrisClient(discord.AutoShardedClient):
         # What was stored before this moment was received by a process that stopped: see _recover.
         self.started_at = datetime.now(UTC)
         self.recovery: asyncio.Task[None] | None = None  # the one run of _recover, once ready
-        self.tree: app_commands.CommandTree[Any] = app_commands.CommandTree(self)
+        self.tree: app_commands.CommandTree[Any] = LocalizedTree(self)
         self.tree.error(self._on_command_error)
         add_commands(self.tree, self)
 
@@ -81,6 +83,7 @@ class IrisClient(discord.AutoShardedClient):
     async def setup_hook(self) -> None:
         await self._use_gateway_of_api()
         self.add_dynamic_items(*DYNAMIC_ITEMS, *CHOICE_ITEMS)
+        await self.tree.set_translator(CatalogTranslator())  # descriptions in every catalog's language
         if self.settings.discord_sync_commands:
             await self.tree.sync()
 
@@ -157,6 +160,8 @@ class IrisClient(discord.AutoShardedClient):
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         # A submitted correction form: discord.py drops a modal submit whose Modal object this
         # process does not hold (opened before a restart, or by another process).
+        if interaction.type is discord.InteractionType.modal_submit:
+            await speak_their_language(interaction)
         await take_correction_form(interaction)
         await take_review_form(interaction)
 
@@ -167,15 +172,16 @@ class IrisClient(discord.AutoShardedClient):
         if not addressed(message, me, self.settings):
             return
         try:
+            await speak_to_author(self, message.author)
             await self._answer(message, me)
         except Exception:
             log.exception("could not answer message %s", message.id)
             with contextlib.suppress(discord.HTTPException):
-                await reply_to(message, SORRY)
+                await reply_to(message, _(SORRY))
 
     async def _answer(self, message: discord.Message, me: discord.ClientUser) -> None:
         if not may_use(self.settings.access, message.author, message.channel):
-            await reply_to(message, REFUSAL)  # nothing is stored for them
+            await reply_to(message, _(REFUSAL))  # nothing is stored for them
             return
         incoming = await read_message(message, me, self.settings, self.chains)
         if isinstance(incoming, Refusal):
@@ -202,6 +208,6 @@ class IrisClient(discord.AutoShardedClient):
         log.error("slash command failed", exc_info=error)
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():
-                await interaction.followup.send(SORRY, ephemeral=True)
+                await interaction.followup.send(_(SORRY), ephemeral=True)
             else:
-                await interaction.response.send_message(SORRY, ephemeral=True)
+                await interaction.response.send_message(_(SORRY), ephemeral=True)

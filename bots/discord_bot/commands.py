@@ -28,13 +28,15 @@ from bots.render import format_ab, format_audit, format_stats, format_voice_choi
 from core.access import REFUSAL
 from core.admin import RetrainBusy
 from core.domain import ChatRef
+from core.i18n import N_, _
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
 
 log = logging.getLogger(__name__)
 
-HELP = """\
+HELP = N_(
+    """\
 **Iris** answers voice messages, audio files and text.
 • In a server, mention me or reply to one of my messages; in DMs just write or record.
 • I show what I heard, then my answer. Rate it with 👍 / 👎, or press ✏️ to write a better answer \
@@ -46,11 +48,12 @@ HELP = """\
 • `/settings`: this channel's persona, spoken replies, reply length and earlier turns (admins; \
 in your DM, you too where the admin allows it).
 • Admins: `/stats`, `/ab`, `/review`, `/retrain`, `/audit` and `/persona`."""
+)
 
-CONSENT_YES = "Thank you: your rated conversations may now help train future versions of me."
-CONSENT_NO = "Understood: your conversations will not be used to train future versions of me."
+CONSENT_YES = N_("Thank you: your rated conversations may now help train future versions of me.")
+CONSENT_NO = N_("Understood: your conversations will not be used to train future versions of me.")
 
-RESET_IN_CHAINS = "Here each reply chain is its own conversation: send a new message to start afresh."
+RESET_IN_CHAINS = N_("Here each reply chain is its own conversation: send a new message to start afresh.")
 
 # How many pending corrections /review shows at once (each is its own message with buttons).
 REVIEW_PAGE = 5
@@ -62,54 +65,58 @@ Interaction = discord.Interaction[Any]
 def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     """Register the commands on the tree; ``IrisClient.setup_hook`` publishes them."""
 
-    @tree.command(name="help", description="What Iris does and how to use it")
+    @tree.command(name="help", description=N_("What Iris does and how to use it"))
     async def help_command(interaction: Interaction) -> None:
-        await interaction.response.send_message(HELP, ephemeral=True)
+        await interaction.response.send_message(_(HELP), ephemeral=True)
 
-    @tree.command(name="reset", description="Start a new conversation (I forget the context, not your data)")
+    @tree.command(
+        name="reset", description=N_("Start a new conversation (I forget the context, not your data)")
+    )
     async def reset_command(interaction: Interaction) -> None:
         await guarded(interaction, _reset(bot, interaction))
 
-    @tree.command(name="forget", description="Delete everything Iris has stored about you")
+    @tree.command(name="forget", description=N_("Delete everything Iris has stored about you"))
     async def forget_command(interaction: Interaction) -> None:
         await interaction.response.send_message(
-            "This deletes your messages, my replies to them, your ratings and corrections. Sure?",
+            _("This deletes your messages, my replies to them, your ratings and corrections. Sure?"),
             view=forget_view(interaction.user.id),
             ephemeral=True,
         )
 
-    @tree.command(name="consent", description="Whether your rated conversations may train future versions")
-    @app_commands.describe(answer="yes: they may teach future versions; no: keep them out")
+    @tree.command(name="consent", description=N_("Whether your rated conversations may train future versions"))
+    @app_commands.describe(answer=N_("yes: they may teach future versions; no: keep them out"))
     async def consent_command(interaction: Interaction, answer: Literal["yes", "no"]) -> None:
         await guarded(interaction, _consent(bot, interaction, answer == "yes"))
 
-    @tree.command(name="voice", description="My replies as voice messages too (on), or text only (off)")
-    @app_commands.describe(answer="on: a voice message with each reply; off: text only")
+    @tree.command(name="voice", description=N_("My replies as voice messages too (on), or text only (off)"))
+    @app_commands.describe(answer=N_("on: a voice message with each reply; off: text only"))
     async def voice_command(interaction: Interaction, answer: Literal["on", "off"]) -> None:
         await guarded(interaction, _voice(bot, interaction, answer == "on"))
 
-    @tree.command(name="language", description="The language I answer you in: de, es, ru… or auto")
-    @app_commands.describe(code="an ISO 639-1 code such as de, es or ru; auto: detect it; empty: show it")
+    @tree.command(name="language", description=N_("The language I answer you in: de, es, ru… or auto"))
+    @app_commands.describe(code=N_("an ISO 639-1 code such as de, es or ru; auto: detect it; empty: show it"))
     async def language_command(interaction: Interaction, code: str | None = None) -> None:
         await guarded(interaction, _language(bot, interaction, code or ""))
 
-    @tree.command(name="stats", description="Usage and ratings by model version (admins)")
+    @tree.command(name="stats", description=N_("Usage and ratings by model version (admins)"))
     async def stats_command(interaction: Interaction) -> None:
         await guarded(interaction, _stats(bot, interaction))
 
-    @tree.command(name="ab", description="The A/B test of a model version: ratings per arm (admins)")
+    @tree.command(name="ab", description=N_("The A/B test of a model version: ratings per arm (admins)"))
     async def ab_command(interaction: Interaction) -> None:
         await guarded(interaction, _ab(bot, interaction))
 
-    @tree.command(name="review", description="Approve or reject suggested answers (admins)")
+    @tree.command(name="review", description=N_("Approve or reject suggested answers (admins)"))
     async def review_command(interaction: Interaction) -> None:
         await guarded(interaction, _review(bot, interaction))
 
-    @tree.command(name="audit", description="The latest admin actions, consent changes and /forgets (admins)")
+    @tree.command(
+        name="audit", description=N_("The latest admin actions, consent changes and /forgets (admins)")
+    )
     async def audit_command(interaction: Interaction) -> None:
         await guarded(interaction, _audit(bot, interaction))
 
-    @tree.command(name="retrain", description="Fine-tune a new model on the reviewed feedback (admins)")
+    @tree.command(name="retrain", description=N_("Fine-tune a new model on the reviewed feedback (admins)"))
     async def retrain_command(interaction: Interaction) -> None:
         await guarded(interaction, _retrain(bot, interaction))
 
@@ -120,10 +127,10 @@ def add_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
 
 async def _reset(bot: IrisClient, interaction: Interaction) -> None:
     if not allowed(interaction):
-        await tell(interaction, REFUSAL)
+        await tell(interaction, _(REFUSAL))
         return
     if bot.settings.discord_conversation == "reply_chain":
-        await tell(interaction, RESET_IN_CHAINS)
+        await tell(interaction, _(RESET_IN_CHAINS))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     chat_id, thread_id = channel_ids(interaction.channel, interaction.channel_id)
@@ -131,21 +138,23 @@ async def _reset(bot: IrisClient, interaction: Interaction) -> None:
     had = await bot.service.privacy.reset(
         ChatRef(PLATFORM, chat_id, thread_id), person_of(interaction.user), shared
     )
-    await tell(interaction, "Started a new conversation." if had else "There was nothing to reset; just write.")
+    await tell(
+        interaction, _("Started a new conversation.") if had else _("There was nothing to reset; just write.")
+    )
 
 
 async def _consent(bot: IrisClient, interaction: Interaction, consent: bool) -> None:
     if not allowed(interaction):
-        await tell(interaction, REFUSAL)
+        await tell(interaction, _(REFUSAL))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     await bot.service.privacy.set_consent(person_of(interaction.user), consent)
-    await tell(interaction, CONSENT_YES if consent else CONSENT_NO)
+    await tell(interaction, _(CONSENT_YES if consent else CONSENT_NO))
 
 
 async def _voice(bot: IrisClient, interaction: Interaction, on: bool) -> None:
     if not allowed(interaction):
-        await tell(interaction, REFUSAL)
+        await tell(interaction, _(REFUSAL))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     available = await bot.service.replies.set_voice(person_of(interaction.user), on)
@@ -154,7 +163,7 @@ async def _voice(bot: IrisClient, interaction: Interaction, on: bool) -> None:
 
 async def _language(bot: IrisClient, interaction: Interaction, code: str) -> None:
     if not allowed(interaction):
-        await tell(interaction, REFUSAL)
+        await tell(interaction, _(REFUSAL))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     await tell(interaction, await bot.service.languages.command(person_of(interaction.user), code))
@@ -162,7 +171,7 @@ async def _language(bot: IrisClient, interaction: Interaction, code: str) -> Non
 
 async def _stats(bot: IrisClient, interaction: Interaction) -> None:
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     await tell(interaction, format_stats(await bot.service.admin.stats()))
@@ -170,7 +179,7 @@ async def _stats(bot: IrisClient, interaction: Interaction) -> None:
 
 async def _ab(bot: IrisClient, interaction: Interaction) -> None:
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     await tell(interaction, format_ab(await bot.service.admin.ab_status()))
@@ -178,15 +187,18 @@ async def _ab(bot: IrisClient, interaction: Interaction) -> None:
 
 async def _review(bot: IrisClient, interaction: Interaction) -> None:
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     pending = await bot.service.feedback.pending_corrections()
     if not pending:
-        await tell(interaction, "No corrections are waiting for review.")
+        await tell(interaction, _("No corrections are waiting for review."))
         return
     shown = pending[:REVIEW_PAGE]
-    await tell(interaction, f"{len(pending)} waiting for review; the oldest {len(shown)}:")
+    await tell(
+        interaction,
+        _("{count} waiting for review; the oldest {shown}:").format(count=len(pending), shown=len(shown)),
+    )
     for correction in shown:
         # All of it, as approval takes all of it; the buttons go under the last piece.
         *pieces, last = correction_card(correction)
@@ -197,13 +209,13 @@ async def _review(bot: IrisClient, interaction: Interaction) -> None:
 
 async def _retrain(bot: IrisClient, interaction: Interaction) -> None:
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     channel = interaction.channel
     if not isinstance(channel, discord.abc.Messageable):
-        await tell(interaction, "I cannot post the result here; run /retrain in a channel or DM.")
+        await tell(interaction, _("I cannot post the result here; run /retrain in a channel or DM."))
         return
-    await tell(interaction, "Retraining started; I will post the result in this channel when it finishes.")
+    await tell(interaction, _("Retraining started; I will post the result in this channel when it finishes."))
     # A run takes minutes to hours, longer than an interaction's 15-minute token lives,
     # so the result is posted to the channel rather than as a follow-up.
     actor = f"{PLATFORM}:{interaction.user.id}"
@@ -212,7 +224,7 @@ async def _retrain(bot: IrisClient, interaction: Interaction) -> None:
 
 async def _audit(bot: IrisClient, interaction: Interaction) -> None:
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     entries = await bot.service.admin.audit_trail()
@@ -225,10 +237,10 @@ async def _retrain_and_report(bot: IrisClient, channel: discord.abc.Messageable,
         outcome = await bot.service.admin.retrain(actor=actor)
         text = outcome.summary
     except RetrainBusy:
-        text = "A retrain is already running; I did not start another."
+        text = _("A retrain is already running; I did not start another.")
     except Exception:
         log.exception("retrain failed")
-        text = "The retrain failed; the logs say why. The model in use is unchanged."
+        text = _("The retrain failed; the logs say why. The model in use is unchanged.")
     with contextlib.suppress(discord.HTTPException):
         for piece in split_message(text, MESSAGE_LIMIT):
             await channel.send(piece)

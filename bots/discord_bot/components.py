@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
+from bots.discord_bot.language import speak_their_language
 from bots.discord_bot.people import PLATFORM, channel_ids, may_use, person_of
 from bots.render import format_forget, printable, review_card
 from core.access import REFUSAL
 from core.choices import UNKNOWN as PAIR_GONE
 from core.domain import ChatRef, Correction, RatingOutcome
 from core.feedback import FeedbackLimited, UnknownReply
+from core.i18n import N_, _
 from core.ports import AlreadyReviewed
 
 if TYPE_CHECKING:
@@ -28,17 +30,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SORRY = "Sorry, something went wrong on my side. Please try again."
-GONE = "That reply is no longer stored, so it cannot be rated or corrected."
-ADMINS_ONLY = "Only the bot's admins can do that."
+SORRY = N_("Sorry, something went wrong on my side. Please try again.")
+GONE = N_("That reply is no longer stored, so it cannot be rated or corrected.")
+ADMINS_ONLY = N_("Only the bot's admins can do that.")
 RATED = {
-    RatingOutcome.CREATED: "Thanks for the {emoji}!",
-    RatingOutcome.CHANGED: "Changed your rating to {emoji}.",
-    RatingOutcome.UNCHANGED: "You already gave this reply a {emoji}.",
+    RatingOutcome.CREATED: N_("Thanks for the {emoji}!"),
+    RatingOutcome.CHANGED: N_("Changed your rating to {emoji}."),
+    RatingOutcome.UNCHANGED: N_("You already gave this reply a {emoji}."),
 }
 # Discord's limit on a text input's value.
 TEXT_INPUT_LIMIT = 4000
-SAVED = "Thanks! Your answer is saved; an admin reviews it before I learn from it."
+SAVED = N_("Thanks! Your answer is saved; an admin reviews it before I learn from it.")
 
 Button = discord.ui.Button[Any]
 
@@ -85,11 +87,12 @@ async def tell(interaction: discord.Interaction[Any], text: str, view: discord.u
 async def guarded(interaction: discord.Interaction[Any], work: Awaitable[None]) -> None:
     """Run an interaction's work; a failure is logged and the person told, never shown a traceback."""
     try:
+        await speak_their_language(interaction)
         await work
     except Exception:
         log.exception("interaction %s failed", interaction.id)
         with contextlib.suppress(discord.HTTPException):
-            await tell(interaction, SORRY)
+            await tell(interaction, _(SORRY))
 
 
 # --- feedback on a reply --------------------------------------------------------
@@ -123,7 +126,7 @@ class RateButton(discord.ui.DynamicItem[Button], template=rf"iris:rate:(?P<vote>
 
     async def _rate(self, interaction: discord.Interaction[Any]) -> None:
         if not allowed(interaction):
-            await tell(interaction, REFUSAL)
+            await tell(interaction, _(REFUSAL))
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
@@ -131,12 +134,12 @@ class RateButton(discord.ui.DynamicItem[Button], template=rf"iris:rate:(?P<vote>
                 person_of(interaction.user), self.turn_id, self.up, pressed_in(interaction)
             )
         except UnknownReply:
-            await tell(interaction, GONE)
+            await tell(interaction, _(GONE))
             return
         except FeedbackLimited as limited:
             await tell(interaction, str(limited))
             return
-        await tell(interaction, RATED[outcome].format(emoji=self.emoji))
+        await tell(interaction, _(RATED[outcome]).format(emoji=self.emoji))
 
 
 class FixButton(discord.ui.DynamicItem[Button], template=rf"iris:fix:(?P<turn>{ID})"):
@@ -159,7 +162,7 @@ class FixButton(discord.ui.DynamicItem[Button], template=rf"iris:fix:(?P<turn>{I
 
     async def _open(self, interaction: discord.Interaction[Any]) -> None:
         if not allowed(interaction):
-            await tell(interaction, REFUSAL)
+            await tell(interaction, _(REFUSAL))
             return
         form = CorrectionModal(self.turn_id)
         # Not kept in discord.py's store (a stopped form is not stored): every submit, before a
@@ -179,15 +182,15 @@ class CorrectionModal(discord.ui.Modal):
     """The form behind ✏️; what is written is stored as a correction waiting for review."""
 
     def __init__(self, turn_id: int) -> None:
-        super().__init__(title="Suggest a better answer", custom_id=f"iris:fix-form:{turn_id}")
+        super().__init__(title=_("Suggest a better answer"), custom_id=f"iris:fix-form:{turn_id}")
         self.turn_id = turn_id
         self.answer: discord.ui.TextInput[Any] = discord.ui.TextInput(
             style=discord.TextStyle.paragraph,
-            placeholder="The answer you expected",
+            placeholder=_("The answer you expected"),
             max_length=TEXT_INPUT_LIMIT,
             custom_id=ANSWER_ID,
         )
-        self.add_item(discord.ui.Label(text="What should I have said?", component=self.answer))
+        self.add_item(discord.ui.Label(text=_("What should I have said?"), component=self.answer))
 
 
 async def take_correction_form(interaction: discord.Interaction[Any]) -> None:
@@ -225,22 +228,22 @@ def _submitted(components: list[Any], input_id: str = ANSWER_ID) -> str:
 
 async def _save_correction(interaction: discord.Interaction[Any], turn_id: int, text: str) -> None:
     if not allowed(interaction):
-        await tell(interaction, REFUSAL)
+        await tell(interaction, _(REFUSAL))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     try:
         service = bot_of(interaction).service
         await service.feedback.correct(person_of(interaction.user), turn_id, text, pressed_in(interaction))
     except UnknownReply:
-        await tell(interaction, GONE)
+        await tell(interaction, _(GONE))
         return
     except FeedbackLimited as limited:
         await tell(interaction, str(limited))
         return
     except ValueError:
-        await tell(interaction, "A correction needs some text.")
+        await tell(interaction, _("A correction needs some text."))
         return
-    await tell(interaction, SAVED)
+    await tell(interaction, _(SAVED))
 
 
 def feedback_view(turn_id: int) -> discord.ui.View:
@@ -287,7 +290,7 @@ class ReviewButton(
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
-                label="Approve" if approve else "Reject",
+                label=_("Approve") if approve else _("Reject"),
                 custom_id=f"iris:review:{verdict}:{correction_id}",
             )
         )
@@ -303,7 +306,7 @@ class ReviewButton(
 
     async def _review(self, interaction: discord.Interaction[Any]) -> None:
         if not is_admin(interaction):
-            await tell(interaction, ADMINS_ONLY)
+            await tell(interaction, _(ADMINS_ONLY))
             return
         await interaction.response.defer()
         reviewer = f"discord:{interaction.user.id}"
@@ -313,22 +316,21 @@ class ReviewButton(
             )
         except AlreadyReviewed:
             # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
-            await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
+            await tell(interaction, _(ALREADY_DECIDED).format(id=self.correction_id))
             return
         except LookupError:
-            await interaction.edit_original_response(content=CORRECTION_GONE, view=None)
+            await interaction.edit_original_response(content=_(CORRECTION_GONE), view=None)
             return
-        verdict = "✅ Approved" if self.approve else "❌ Rejected"
+        verdict = _("✅ Approved by {who}") if self.approve else _("❌ Rejected by {who}")
         last = correction_card(correction)[-1]  # the message the buttons were under
-        await interaction.edit_original_response(
-            content=f"{last}\n{verdict} by {_clip(interaction.user.display_name, 80)}", view=None
-        )
+        who = _clip(interaction.user.display_name, 80)
+        await interaction.edit_original_response(content=f"{last}\n{verdict.format(who=who)}", view=None)
 
 
-ALREADY_DECIDED = "Correction #{id} was already reviewed, or no longer exists; nothing changed."
-CORRECTION_GONE = "That correction no longer exists."
-EDIT_EMPTY = "The edited answer is empty, so nothing was approved."
-TOO_LONG_TO_EDIT = (
+ALREADY_DECIDED = N_("Correction #{id} was already reviewed, or no longer exists; nothing changed.")
+CORRECTION_GONE = N_("That correction no longer exists.")
+EDIT_EMPTY = N_("The edited answer is empty, so nothing was approved.")
+TOO_LONG_TO_EDIT = N_(
     "Correction #{id} is longer than a Discord form holds ({limit} characters): "
     "edit it with `iris review --approve {id} --text ...` in a terminal."
 )
@@ -342,7 +344,7 @@ class EditReviewButton(discord.ui.DynamicItem[Button], template=rf"iris:review:e
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.secondary,
-                label="Edit",
+                label=_("Edit"),
                 emoji="✏️",
                 custom_id=f"iris:review:edit:{correction_id}",
             )
@@ -359,16 +361,16 @@ class EditReviewButton(discord.ui.DynamicItem[Button], template=rf"iris:review:e
 
     async def _open(self, interaction: discord.Interaction[Any]) -> None:
         if not is_admin(interaction):
-            await tell(interaction, ADMINS_ONLY)
+            await tell(interaction, _(ADMINS_ONLY))
             return
         correction = await bot_of(interaction).service.feedback.pending_correction(self.correction_id)
         if correction is None:
-            await tell(interaction, ALREADY_DECIDED.format(id=self.correction_id))
+            await tell(interaction, _(ALREADY_DECIDED).format(id=self.correction_id))
             return
         # What the card shows: without the hidden characters ``printable`` removes.
         text = printable(correction.text).strip()
         if len(text) > TEXT_INPUT_LIMIT:
-            await tell(interaction, TOO_LONG_TO_EDIT.format(id=correction.id, limit=TEXT_INPUT_LIMIT))
+            await tell(interaction, _(TOO_LONG_TO_EDIT).format(id=correction.id, limit=TEXT_INPUT_LIMIT))
             return
         form = ReviewEditModal(correction.id, text)
         form.stop()  # taken by ``take_review_form``, as the correction form is
@@ -385,7 +387,8 @@ class ReviewEditModal(discord.ui.Modal):
 
     def __init__(self, correction_id: int, text: str) -> None:
         super().__init__(
-            title=f"Edit correction #{correction_id}", custom_id=f"iris:review-form:{correction_id}"
+            title=_("Edit correction #{id}").format(id=correction_id),
+            custom_id=f"iris:review-form:{correction_id}",
         )
         self.edited: discord.ui.TextInput[Any] = discord.ui.TextInput(
             style=discord.TextStyle.paragraph,
@@ -393,7 +396,7 @@ class ReviewEditModal(discord.ui.Modal):
             max_length=TEXT_INPUT_LIMIT,
             custom_id=EDITED_ID,
         )
-        self.add_item(discord.ui.Label(text="The answer as it should read", component=self.edited))
+        self.add_item(discord.ui.Label(text=_("The answer as it should read"), component=self.edited))
 
 
 async def take_review_form(interaction: discord.Interaction[Any]) -> None:
@@ -414,10 +417,10 @@ async def take_review_form(interaction: discord.Interaction[Any]) -> None:
 
 async def _approve_edited(interaction: discord.Interaction[Any], correction_id: int, text: str) -> None:
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     if not text:
-        await tell(interaction, EDIT_EMPTY)
+        await tell(interaction, _(EDIT_EMPTY))
         return
     await interaction.response.defer()
     reviewer = f"discord:{interaction.user.id}"
@@ -425,17 +428,17 @@ async def _approve_edited(interaction: discord.Interaction[Any], correction_id: 
         service = bot_of(interaction).service
         correction = await service.feedback.review(correction_id, True, reviewer, text, pending_only=True)
     except LookupError:  # decided meanwhile (AlreadyReviewed), or deleted
-        await tell(interaction, ALREADY_DECIDED.format(id=correction_id))
+        await tell(interaction, _(ALREADY_DECIDED).format(id=correction_id))
         return
     who = _clip(interaction.user.display_name, 80)
     # The card the form came from loses its buttons; the approved text follows, whole.
     if interaction.message is not None:
         shown = interaction.message.content
         await interaction.edit_original_response(
-            content=f"{shown}\n✏️ Edited by {who}; approved below.", view=None
+            content=f"{shown}\n" + _("✏️ Edited by {who}; approved below.").format(who=who), view=None
         )
     *pieces, last = correction_card(correction)
-    for piece in [*pieces, f"{last}\n✏️ Edited and ✅ approved by {who}"]:
+    for piece in [*pieces, f"{last}\n" + _("✏️ Edited and ✅ approved by {who}").format(who=who)]:
         await tell(interaction, piece)
 
 
@@ -483,15 +486,15 @@ async def _tell_gone(interaction: discord.Interaction[Any], kind: str, custom_id
     """What a press (or form) on a deleted reply, pair or correction of this ``kind`` is told."""
     if kind.startswith("review:"):
         if not is_admin(interaction):
-            text = ADMINS_ONLY
+            text = _(ADMINS_ONLY)
         elif kind == "review:edit":
-            text = ALREADY_DECIDED.format(id=custom_id.rsplit(":", 1)[-1])
+            text = _(ALREADY_DECIDED).format(id=custom_id.rsplit(":", 1)[-1])
         else:
-            text = CORRECTION_GONE
+            text = _(CORRECTION_GONE)
     elif not allowed(interaction):
-        text = REFUSAL
+        text = _(REFUSAL)
     else:
-        text = PAIR_GONE if kind == "pick" else GONE
+        text = _(PAIR_GONE) if kind == "pick" else _(GONE)
     await tell(interaction, text)
 
 
@@ -508,7 +511,7 @@ class ForgetButton(discord.ui.DynamicItem[Button], template=r"iris:forget:(?P<an
         super().__init__(
             discord.ui.Button(
                 style=discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary,
-                label="Delete everything" if confirm else "Keep it",
+                label=_("Delete everything") if confirm else _("Keep it"),
                 custom_id=f"iris:forget:{answer}:{user_id}",
             )
         )
@@ -524,10 +527,10 @@ class ForgetButton(discord.ui.DynamicItem[Button], template=r"iris:forget:(?P<an
 
     async def _answer(self, interaction: discord.Interaction[Any]) -> None:
         if interaction.user.id != self.user_id:
-            await tell(interaction, "This button belongs to someone else's /forget.")
+            await tell(interaction, _("This button belongs to someone else's /forget."))
             return
         if not self.confirm:
-            await interaction.response.edit_message(content="Nothing was deleted.", view=None)
+            await interaction.response.edit_message(content=_("Nothing was deleted."), view=None)
             return
         await interaction.response.defer()
         report = await bot_of(interaction).service.privacy.forget(person_of(interaction.user))

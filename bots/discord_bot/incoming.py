@@ -13,14 +13,15 @@ import discord
 from bots.discord_bot.people import PLATFORM, channel_ids, listed_channel, person_of
 from bots.settings import Settings
 from core.domain import Audio, ChatRef, IncomingMessage
+from core.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
 # Used when an attachment has no content type; a URL's ending is no guide (it carries a query string).
 AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".mp3", ".m4a", ".wav", ".flac", ".aac", ".webm"})
 
-NOT_AUDIO = "I can take voice messages, audio files and text, but not that kind of attachment."
-DOWNLOAD_FAILED = "I could not download that file from Discord; please send it again."
+NOT_AUDIO = N_("I can take voice messages, audio files and text, but not that kind of attachment.")
+DOWNLOAD_FAILED = N_("I could not download that file from Discord; please send it again.")
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,19 @@ def _mime(attachment: discord.Attachment) -> str | None:
 def limit_refusal(attachment: discord.Attachment, settings: Settings) -> Refusal | None:
     """Refuse a file over the size limit, or a voice message over the duration limit, unread."""
     if attachment.size > settings.chat.max_file_bytes:
-        return Refusal(f"That file is too large: the limit is {settings.chat.max_file_mb:g} MB.")
+        return Refusal(
+            _("That file is too large: the limit is {megabytes} MB.").format(
+                megabytes=f"{settings.chat.max_file_mb:g}"
+            )
+        )
     limit = settings.chat.max_audio_seconds
     if attachment.duration is not None and attachment.duration > limit:
         seconds = attachment.duration
-        return Refusal(f"That voice message is {seconds:.0f} s long; I can take up to {limit:.0f} s.")
+        return Refusal(
+            _("That voice message is {seconds} s long; I can take up to {limit} s.").format(
+                seconds=f"{seconds:.0f}", limit=f"{limit:.0f}"
+            )
+        )
     return None
 
 
@@ -106,7 +115,7 @@ async def read_message(
     if attachment is None:
         text = text_of(message, me)
         if not text and message.attachments:
-            return Refusal(NOT_AUDIO)
+            return Refusal(_(NOT_AUDIO))
         return IncomingMessage(chat, person, text=text, message_id=str(message.id), shared_history=shared)
     refusal = limit_refusal(attachment, settings)
     if refusal is not None:
@@ -115,7 +124,7 @@ async def read_message(
         data = await attachment.read()
     except (discord.HTTPException, OSError):
         log.warning("could not download attachment %s of message %s", attachment.id, message.id, exc_info=True)
-        return Refusal(DOWNLOAD_FAILED)
+        return Refusal(_(DOWNLOAD_FAILED))
     audio = Audio(data, _mime(attachment), attachment.filename)
     return IncomingMessage(chat, person, audio=audio, message_id=str(message.id), shared_history=shared)
 
@@ -151,7 +160,7 @@ class ReplyChains:
         path: list[int] = []
         current = message
         root: int | None = None
-        for _ in range(self.max_hops):
+        for _hop in range(self.max_hops):
             if current.id in self._roots:
                 root = self._roots[current.id]
                 break

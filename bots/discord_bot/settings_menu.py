@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import discord
 from discord import app_commands
 
-from bots.discord_bot.components import allowed, is_admin, pressed_in, tell
+from bots.discord_bot.components import SORRY, allowed, is_admin, pressed_in, tell
 from bots.discord_bot.people import PLATFORM
 from bots.discord_bot.replies import MESSAGE_LIMIT
 from core.access import REFUSAL
-from core.chat_settings import Setting, SettingInvalid, SettingsRefused, parse
+from core.chat_settings import SETTING_NAMES, Setting, SettingInvalid, SettingsRefused, parse
+from core.i18n import N_, _
 
 if TYPE_CHECKING:
     from bots.discord_bot.client import IrisClient
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction[Any]
-TITLE = "Settings for this channel (each holds from the next reply):"
+TITLE = N_("Settings for this channel (each holds from the next reply):")
 AUTOCOMPLETE_LIMIT = 25  # Discord shows at most 25 suggestions
 
 
@@ -35,13 +36,13 @@ def add_settings_command(tree: app_commands.CommandTree[Any], bot: IrisClient) -
     """Register ``/settings`` on the tree (``commands.add_commands`` calls this)."""
 
     @tree.command(
-        name="settings", description="This chat's persona, spoken replies, reply length, earlier turns"
+        name="settings", description=N_("This chat's persona, spoken replies, reply length, earlier turns")
     )
     @app_commands.describe(
-        persona="A persona's name, or default",
-        spoken="Voice replies: off, mirror (to voice messages), always; default: the deployment's",
-        length="Reply length: short, normal or long",
-        turns="How many earlier messages the reply sees",
+        persona=N_("A persona's name, or default"),
+        spoken=N_("Voice replies: off, mirror (to voice messages), always; default: the deployment's"),
+        length=N_("Reply length: short, normal or long"),
+        turns=N_("How many earlier messages the reply sees"),
     )
     async def settings_command(
         interaction: Interaction,
@@ -60,7 +61,7 @@ def add_settings_command(tree: app_commands.CommandTree[Any], bot: IrisClient) -
             await _settings(bot, interaction, {key: value for key, value in given.items() if value is not None})
         except Exception:
             log.exception("/settings failed")
-            await tell(interaction, "Sorry, something went wrong on my side. Please try again.")
+            await tell(interaction, _(SORRY))
 
     @settings_command.autocomplete("persona")
     async def persona_names(interaction: Interaction, typed: str) -> list[app_commands.Choice[str]]:
@@ -72,7 +73,7 @@ def add_settings_command(tree: app_commands.CommandTree[Any], bot: IrisClient) -
 
 async def _settings(bot: IrisClient, interaction: Interaction, given: dict[Setting, str]) -> None:
     if not allowed(interaction):
-        await tell(interaction, REFUSAL)
+        await tell(interaction, _(REFUSAL))
         return
     book, chat = bot.service.chat_settings, pressed_in(interaction)
     private, admin = interaction.guild_id is None, is_admin(interaction)
@@ -83,7 +84,7 @@ async def _settings(bot: IrisClient, interaction: Interaction, given: dict[Setti
         for setting, text in given.items():  # every value checked before any is stored
             parse(setting, text)
     except SettingInvalid as invalid:
-        await tell(interaction, f"Nothing changed: {invalid}.")
+        await tell(interaction, _("Nothing changed: {why}.").format(why=invalid))
         return
     await interaction.response.defer(ephemeral=True, thinking=True)
     actor = f"{PLATFORM}:{interaction.user.id}"
@@ -93,11 +94,15 @@ async def _settings(bot: IrisClient, interaction: Interaction, given: dict[Setti
         try:  # the persona first: the one a store may refuse (removed meanwhile), before the rest
             view = await book.change(chat, setting, text, actor, admin=admin, private=private)
         except (SettingInvalid, SettingsRefused) as refused:
-            what = f"no persona named {text!r}" if setting is Setting.PERSONA else str(refused)
-            await tell(interaction, f"Nothing changed: {what}.")  # the persona is first: nothing else changed
+            what = (
+                _("no persona named {name!r}").format(name=text) if setting is Setting.PERSONA else str(refused)
+            )
+            # The persona is first: nothing else changed.
+            await tell(interaction, _("Nothing changed: {why}.").format(why=what))
             return
-        changed.append(setting.value.replace("_", " "))
-    heading = f"Changed: {', '.join(changed)}.\n{TITLE}" if changed else TITLE
+        changed.append(_(SETTING_NAMES[setting]))
+    title = _(TITLE)
+    heading = _("Changed: {settings}.").format(settings=", ".join(changed)) + f"\n{title}" if changed else title
     await tell(interaction, "\n".join([heading, *view.lines()]))
     if Setting.PERSONA in given:  # as `/persona use` does: the persona the channel now has says hello
         greeting = await bot.service.personas.greeting(chat)

@@ -7,12 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from telegram import Message, Update
+from telegram.ext import ContextTypes
 
 from bots.settings import Settings
 from bots.telegram_bot.formatting import plain_text
+from bots.telegram_bot.incoming import person_of
 from bots.telegram_bot.outbox import Outbox, Target
 from bots.telegram_bot.streaming import Shown
+from core import i18n
 from core.access import REFUSAL, AccessPolicy
+from core.i18n import _
 from core.service import ChatService
 
 log = logging.getLogger(__name__)
@@ -56,10 +60,23 @@ class Adapter:
             return True
         log.info("refused Telegram user %s in chat %s", user.id, chat.id)
         if update.callback_query is not None:
-            await self.outbox.answer(update.callback_query.id, REFUSAL, alert=True)
+            await self.outbox.answer(update.callback_query.id, _(REFUSAL), alert=True)
         elif update.effective_message is not None:
-            await self.outbox.send(self.target(update.effective_message), plain_text(REFUSAL))
+            await self.outbox.send(self.target(update.effective_message), plain_text(_(REFUSAL)))
         return False
+
+    async def speak_their_language(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Iris's words for this update: the person's /language, else their app's ``language_code``.
+
+        Runs first for every update, in the update's own task: the language holds for its handlers
+        (and the tasks they start) only, never for another person's update handled alongside.
+        """
+        user = update.effective_user if isinstance(update, Update) else None
+        if user is None:
+            i18n.use(None)
+            return
+        preference = await self.service.languages.preference(person_of(user))
+        i18n.use(i18n.choose(preference, user.language_code))
 
     def is_admin(self, update: Update) -> bool:
         user = update.effective_user

@@ -25,10 +25,11 @@ from bots.telegram_bot.outbox import Target
 from core.choices import FAILED, AgainRefused, AnswerPair
 from core.domain import ChatRef
 from core.feedback import FeedbackLimited, UnknownReply
+from core.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
-WRITING = "Writing another answer…"
+WRITING = N_("Writing another answer…")
 
 
 def choice_text(pair: AnswerPair) -> Rendered:
@@ -73,7 +74,7 @@ class Again:
         except (FeedbackLimited, AgainRefused) as refused:
             await outbox.answer(query.id, str(refused))
             return
-        await outbox.answer(query.id, WRITING)
+        await outbox.answer(query.id, _(WRITING))
         task = asyncio.create_task(self._show(writing, target))
         self._showing.add(task)
         task.add_done_callback(self._showing.discard)
@@ -88,7 +89,7 @@ class Again:
                 return
             except Exception:
                 log.exception("the second answer failed")
-                await outbox.send(target, plain_text(FAILED))
+                await outbox.send(target, plain_text(_(FAILED)))
                 return
             await outbox.send(target, choice_text(pair), choice_keyboard(pair.id))
         except TelegramError as error:

@@ -24,6 +24,7 @@ from telegram.ext import (
     CommandHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
@@ -40,7 +41,7 @@ from bots.telegram_bot.buttons import (
     REVIEW_EDIT_PATTERN,
     REVIEW_PATTERN,
 )
-from bots.telegram_bot.commands import MENU, Commands
+from bots.telegram_bot.commands import Commands, menu
 from bots.telegram_bot.conversation import Conversation
 from bots.telegram_bot.edits import CorrectionEdits, EditMessage
 from bots.telegram_bot.feedback import Feedback
@@ -51,6 +52,8 @@ from bots.telegram_bot.outbox import Outbox
 from bots.telegram_bot.persona_admin import PersonaCommands
 from bots.telegram_bot.settings_menu import SETTINGS_PATTERN, SettingsMenu
 from bots.telegram_bot.webhook import WebhookServer
+from core import i18n
+from core.i18n import N_, _
 from core.ports import Inbox
 from core.service import ChatService
 
@@ -59,7 +62,7 @@ log = logging.getLogger(__name__)
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 # Telegram holds a getUpdates call open this long when there is nothing to deliver.
 POLL_TIMEOUT_S = 30
-APOLOGY = "Sorry, something went wrong on my side. Please try again."
+APOLOGY = N_("Sorry, something went wrong on my side. Please try again.")
 
 AUDIO = filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.Document.AUDIO
 CONVERSATION = filters.UpdateType.MESSAGE & ((filters.TEXT & ~filters.COMMAND) | AUDIO)
@@ -160,6 +163,8 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
     commands, conversation, admin = Commands(adapter), Conversation(adapter), Admin(adapter)
     feedback, again, edits = Feedback(adapter), Again(adapter), CorrectionEdits(adapter)
     settings_menu = SettingsMenu(adapter)
+    # First, in a group of its own: the language of everything Iris writes while handling this update.
+    application.add_handler(TypeHandler(Update, adapter.speak_their_language), group=-1)
     application.add_handlers(
         [
             CommandHandler("start", commands.on_start),
@@ -199,9 +204,9 @@ def _add_handlers(application: Application, adapter: Adapter) -> None:  # type: 
             return
         with contextlib.suppress(TelegramError):
             if update.callback_query is not None:
-                await adapter.outbox.answer(update.callback_query.id, APOLOGY)
+                await adapter.outbox.answer(update.callback_query.id, _(APOLOGY))
             elif update.effective_message is not None:
-                await adapter.outbox.send(adapter.target(update.effective_message), plain_text(APOLOGY))
+                await adapter.outbox.send(adapter.target(update.effective_message), plain_text(_(APOLOGY)))
 
     application.add_error_handler(on_error)
 
@@ -248,6 +253,16 @@ async def _start_updates(application: Application, settings: Settings) -> Webhoo
     return webhook
 
 
+async def _set_menus(application: Application) -> None:  # type: ignore[type-arg]
+    """The command menu in English for everyone, and in each catalog's language for its speakers."""
+    for language in i18n.LANGUAGES:
+        code = None if language == i18n.DEFAULT else language
+        try:
+            await application.bot.set_my_commands(menu(language), language_code=code)
+        except TelegramError as error:
+            log.warning("could not set the command menu (%s): %s", language, error)
+
+
 @contextlib.asynccontextmanager
 async def running(application: Application, settings: Settings) -> AsyncIterator[None]:  # type: ignore[type-arg]
     """Run the bot (polling or webhook per the settings) for the duration of the block."""
@@ -258,10 +273,7 @@ async def running(application: Application, settings: Settings) -> AsyncIterator
         await application.start()
         if durable is not None:
             durable.start(application.bot)
-        try:
-            await application.bot.set_my_commands(MENU)
-        except TelegramError as error:
-            log.warning("could not set the command menu: %s", error)
+        await _set_menus(application)
         webhook = await _start_updates(application, settings)
         yield
     finally:

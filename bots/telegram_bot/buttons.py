@@ -15,6 +15,7 @@ from telegram.constants import InlineQueryLimit
 from bots.render import printable
 from core.choices import Pick, parse_pick
 from core.domain import Correction
+from core.i18n import _
 
 # A reply's, an answer pair's or a correction's id, as a button carries it: at most 18 digits, so
 # that any id a client sends back fits the database's 64-bit integers. Iris never makes a longer
@@ -88,7 +89,7 @@ def rating_keyboard(turn_id: int, chosen: bool | None = None) -> InlineKeyboardM
                 InlineKeyboardButton(down, callback_data=f"rate:{turn_id}:down"),
                 InlineKeyboardButton("🔁", callback_data=f"again:{turn_id}"),
             ],
-            [InlineKeyboardButton("✏️ Suggest a better answer", callback_data=f"fix:{turn_id}")],
+            [InlineKeyboardButton(_("✏️ Suggest a better answer"), callback_data=f"fix:{turn_id}")],
         ]
     )
 
@@ -96,7 +97,7 @@ def rating_keyboard(turn_id: int, chosen: bool | None = None) -> InlineKeyboardM
 def choice_keyboard(pair_id: int, chosen: Pick | None = None) -> InlineKeyboardMarkup:
     """1 / 2 / Neither under the 🔁 pair; ``chosen`` marks the pick just made."""
     words = (("1", Pick.FIRST), ("2", Pick.SECOND), ("n", Pick.NEITHER))
-    labels = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: "Neither"}
+    labels = {Pick.FIRST: "1", Pick.SECOND: "2", Pick.NEITHER: _("Neither")}
     return InlineKeyboardMarkup(
         [
             [
@@ -113,8 +114,8 @@ def forget_keyboard(user_id: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("Delete everything", callback_data=f"forget:{user_id}:yes"),
-                InlineKeyboardButton("Keep it", callback_data=f"forget:{user_id}:no"),
+                InlineKeyboardButton(_("Delete everything"), callback_data=f"forget:{user_id}:yes"),
+                InlineKeyboardButton(_("Keep it"), callback_data=f"forget:{user_id}:no"),
             ]
         ]
     )
@@ -141,14 +142,14 @@ def review_keyboard(correction: Correction, inline_edit: bool) -> InlineKeyboard
     """
     query = edit_query(correction.id, printable(correction.text).strip())
     if inline_edit and _fits_inline_query(query):
-        edit = InlineKeyboardButton("✏️ Edit", switch_inline_query_current_chat=query)
+        edit = InlineKeyboardButton(_("✏️ Edit"), switch_inline_query_current_chat=query)
     else:
-        edit = InlineKeyboardButton("✏️ Edit", callback_data=f"review:{correction.id}:edit")
+        edit = InlineKeyboardButton(_("✏️ Edit"), callback_data=f"review:{correction.id}:edit")
     return InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("✅ Approve", callback_data=f"review:{correction.id}:approve"),
-                InlineKeyboardButton("❌ Reject", callback_data=f"review:{correction.id}:reject"),
+                InlineKeyboardButton(_("✅ Approve"), callback_data=f"review:{correction.id}:approve"),
+                InlineKeyboardButton(_("❌ Reject"), callback_data=f"review:{correction.id}:reject"),
             ],
             [edit],
         ]

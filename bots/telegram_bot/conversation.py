@@ -25,14 +25,15 @@ from bots.telegram_bot.outbox import Target
 from bots.telegram_bot.streaming import TelegramChat
 from core.domain import Audio, IncomingMessage
 from core.feedback import FeedbackLimited, UnknownReply
+from core.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_FAILED = "I could not fetch that file from Telegram. Please send it again."
-UNSUPPORTED = "Send me a voice note, an audio file or a text message."
-CORRECTION_SAVED = "Thanks! I saved your answer; it waits for review before I learn from it."
-CORRECTION_NEEDS_TEXT = "Please type the better answer as a text message, or send /cancel."
-REPLY_GONE = "That reply is no longer stored, so there is nothing to correct."
+DOWNLOAD_FAILED = N_("I could not fetch that file from Telegram. Please send it again.")
+UNSUPPORTED = N_("Send me a voice note, an audio file or a text message.")
+CORRECTION_SAVED = N_("Thanks! I saved your answer; it waits for review before I learn from it.")
+CORRECTION_NEEDS_TEXT = N_("Please type the better answer as a text message, or send /cancel.")
+REPLY_GONE = N_("That reply is no longer stored, so there is nothing to correct.")
 
 
 class Conversation:
@@ -71,7 +72,7 @@ class Conversation:
         """A sticker, photo or the like in a private chat: say what works."""
         message = update.effective_message
         if message is not None and await self.adapter.admitted(update):
-            await self.adapter.outbox.send(self.adapter.target(message), plain_text(UNSUPPORTED))
+            await self.adapter.outbox.send(self.adapter.target(message), plain_text(_(UNSUPPORTED)))
 
     async def _translate(
         self, message: Message, user: User, target: Target, bot_username: str
@@ -116,7 +117,7 @@ class Conversation:
             return bytes(await outbox.call(file.download_as_bytearray))
         except TelegramError as error:
             log.warning("could not download %s %s: %s", attachment.kind, attachment.file_id, error)
-            await outbox.send(target, plain_text(DOWNLOAD_FAILED))
+            await outbox.send(target, plain_text(_(DOWNLOAD_FAILED)))
             return None
 
     async def _take_correction(
@@ -125,14 +126,14 @@ class Conversation:
         outbox = self.adapter.outbox
         text = without_mention(message.text or "", bot_username)
         if not text:
-            await outbox.send(target, plain_text(CORRECTION_NEEDS_TEXT))
+            await outbox.send(target, plain_text(_(CORRECTION_NEEDS_TEXT)))
             return
         try:
             await self.adapter.service.feedback.correct(person_of(user), turn_id, text, chat_of(message))
         except UnknownReply:
-            await outbox.send(target, plain_text(REPLY_GONE))
+            await outbox.send(target, plain_text(_(REPLY_GONE)))
         except FeedbackLimited as limited:
             await outbox.send(target, plain_text(str(limited)))
         else:
-            await outbox.send(target, plain_text(CORRECTION_SAVED))
+            await outbox.send(target, plain_text(_(CORRECTION_SAVED)))
         await self.adapter.service.feedback.drop_awaited_correction(chat_of(message), person_of(user))

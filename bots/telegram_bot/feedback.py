@@ -16,19 +16,20 @@ from bots.telegram_bot.outbox import Target
 from core.choices import UNKNOWN as PAIR_GONE
 from core.domain import ChatRef, RatingOutcome
 from core.feedback import FeedbackLimited, UnknownReply
+from core.i18n import N_, _
 
-REPLY_GONE = "That reply is no longer stored."
-UNKNOWN_BUTTON = "That button no longer works."
-ASK_FIX = "what should I have said? Send the better answer as your next message, or /cancel."
+REPLY_GONE = N_("That reply is no longer stored.")
+UNKNOWN_BUTTON = N_("That button no longer works.")
+ASK_FIX = N_("what should I have said? Send the better answer as your next message, or /cancel.")
 
 
 def _rating_ack(outcome: RatingOutcome, up: bool) -> str:
     emoji = "👍" if up else "👎"
     return {
-        RatingOutcome.CREATED: f"Thanks for the {emoji}!",
-        RatingOutcome.CHANGED: f"Changed your rating to {emoji}.",
-        RatingOutcome.UNCHANGED: f"You already gave this reply a {emoji}.",
-    }[outcome]
+        RatingOutcome.CREATED: _("Thanks for the {emoji}!"),
+        RatingOutcome.CHANGED: _("Changed your rating to {emoji}."),
+        RatingOutcome.UNCHANGED: _("You already gave this reply a {emoji}."),
+    }[outcome].format(emoji=emoji)
 
 
 def _where(query: CallbackQuery) -> tuple[int, int] | None:
@@ -59,14 +60,14 @@ class Feedback:
         outbox = self.adapter.outbox
         where = _where(query)
         if where is None:
-            await outbox.answer(query.id, REPLY_GONE)
+            await outbox.answer(query.id, _(REPLY_GONE))
             return
         try:
             outcome = await self.adapter.service.feedback.rate(
                 person_of(query.from_user), press.turn_id, press.up, _chat(where)
             )
         except UnknownReply:
-            await outbox.answer(query.id, REPLY_GONE)
+            await outbox.answer(query.id, _(REPLY_GONE))
             return
         except FeedbackLimited as limited:
             await outbox.answer(query.id, str(limited))
@@ -87,21 +88,21 @@ class Feedback:
                 raise UnknownReply("the button's message is not available")
             await self.adapter.service.feedback.check_reply(press.turn_id, _chat(where))
         except UnknownReply:
-            await self.adapter.outbox.answer(query.id, REPLY_GONE)
+            await self.adapter.outbox.answer(query.id, _(REPLY_GONE))
             return
         user = query.from_user
         await self.adapter.service.feedback.await_correction(_chat(where), person_of(user), press.turn_id)
-        await self.adapter.outbox.answer(query.id, "Send me the better answer.")
+        await self.adapter.outbox.answer(query.id, _("Send me the better answer."))
         message = query.message
         thread = (
             message.message_thread_id if isinstance(message, Message) and message.is_topic_message else None
         )
         mention = Rendered(
-            f'<a href="tg://user?id={user.id}">{escape(user.first_name, quote=False)}</a>, {ASK_FIX}',
-            f"{user.first_name}, {ASK_FIX}",
+            f'<a href="tg://user?id={user.id}">{escape(user.first_name, quote=False)}</a>, {_(ASK_FIX)}',
+            f"{user.first_name}, {_(ASK_FIX)}",
         )
         # ForceReply makes the answer a reply to the bot, so it arrives even with group privacy mode on.
-        force = ForceReply(selective=True, input_field_placeholder="A better answer…")
+        force = ForceReply(selective=True, input_field_placeholder=_("A better answer…"))
         await self.adapter.outbox.send(Target(where[0], thread, where[1]), mention, force)
 
     async def on_unknown_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -115,7 +116,7 @@ class Feedback:
             return
         forged = parse_forged(query.data or "")
         if forged is None:
-            await self.adapter.outbox.answer(query.id, UNKNOWN_BUTTON)
+            await self.adapter.outbox.answer(query.id, _(UNKNOWN_BUTTON))
         else:
             await self._on_forged(update, query, forged)
 
@@ -130,12 +131,12 @@ class Feedback:
             else:
                 await outbox.answer(query.id, SUGGESTION_GONE)
         elif await self.adapter.admitted(update):
-            await outbox.answer(query.id, PAIR_GONE if forged.kind == "pick" else REPLY_GONE)
+            await outbox.answer(query.id, _(PAIR_GONE) if forged.kind == "pick" else _(REPLY_GONE))
 
     async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None or not await self.adapter.admitted(update):
             return
         dropped = await self.adapter.service.feedback.drop_awaited_correction(chat_of(message), person_of(user))
-        text = "Cancelled; nothing was stored." if dropped else "There is nothing to cancel."
+        text = _("Cancelled; nothing was stored.") if dropped else _("There is nothing to cancel.")
         await self.adapter.outbox.send(self.adapter.target(message), plain_text(text))

@@ -10,6 +10,7 @@ from telegram.constants import ChatType
 
 from bots.telegram_bot.periods import seconds
 from core.domain import ChatRef, Person
+from core.i18n import N_, _
 
 PLATFORM = "telegram"
 
@@ -71,16 +72,28 @@ def attachment_of(message: Message) -> Attachment | None:
     return None
 
 
+# Whole sentences per kind of attachment, so that each language can word them its own way.
+_TOO_BIG = {
+    "voice note": N_("That voice note is {size} MB; I can take files up to {limit} MB."),
+    "audio file": N_("That audio file is {size} MB; I can take files up to {limit} MB."),
+    "video note": N_("That video note is {size} MB; I can take files up to {limit} MB."),
+}
+_TOO_LONG = {
+    "voice note": N_("That voice note is {seconds} s long; I can take up to {limit} s."),
+    "audio file": N_("That audio file is {seconds} s long; I can take up to {limit} s."),
+    "video note": N_("That video note is {seconds} s long; I can take up to {limit} s."),
+}
+
+
 def limit_refusal(attachment: Attachment, max_bytes: int, max_seconds: float) -> str | None:
     """Why an attachment is refused before download (with the limit stated), or None."""
     if attachment.size is not None and attachment.size > max_bytes:
-        return (
-            f"That {attachment.kind} is {attachment.size / 1024 / 1024:.1f} MB; "
-            f"I can take files up to {max_bytes / 1024 / 1024:.0f} MB."
+        return _(_TOO_BIG[attachment.kind]).format(
+            size=f"{attachment.size / 1024 / 1024:.1f}", limit=f"{max_bytes / 1024 / 1024:.0f}"
         )
     if attachment.seconds is not None and attachment.seconds > max_seconds:
-        return (
-            f"That {attachment.kind} is {attachment.seconds:.0f} s long; I can take up to {max_seconds:.0f} s."
+        return _(_TOO_LONG[attachment.kind]).format(
+            seconds=f"{attachment.seconds:.0f}", limit=f"{max_seconds:.0f}"
         )
     return None
 

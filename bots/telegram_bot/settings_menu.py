@@ -22,6 +22,7 @@ from bots.telegram_bot.incoming import PLATFORM
 from bots.telegram_bot.outbox import Target
 from core.chat_settings import (
     HISTORY_CHOICES,
+    SETTING_NAMES,
     ReplyLength,
     Setting,
     SettingInvalid,
@@ -30,6 +31,7 @@ from core.chat_settings import (
     shown,
 )
 from core.domain import ChatRef
+from core.i18n import N_, _, ngettext
 from core.personas import DEFAULT
 from core.speaking import VoiceMode
 
@@ -43,9 +45,8 @@ _ICONS = {Setting.PERSONA: "🎭", Setting.SPOKEN: "🔊", Setting.LENGTH: "📏
 MAX_PERSONAS_SHOWN = 23  # with "default", 8 rows of 3: the keyboard stays readable
 PER_ROW = 3
 
-TITLE = "Settings for this chat (each holds from the next reply):"
-STALE = "That menu is out of date: here it is as it is now."
-SAVED = "Saved."
+TITLE = N_("Settings for this chat (each holds from the next reply):")
+STALE = N_("That menu is out of date: here it is as it is now.")
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,16 @@ def parse_press(data: str) -> SettingsPress | None:
 
 
 def menu_text(view: SettingsView) -> str:
-    lines = [TITLE, *view.lines()]
+    lines = [_(TITLE), *view.lines()]
     hidden = len(view.personas) - MAX_PERSONAS_SHOWN
     if hidden > 0:
-        lines.append(f"({hidden} more personas: an admin sets them with `iris persona use`.)")
+        lines.append(
+            ngettext(
+                "({count} more persona: an admin sets it with `iris persona use`.)",
+                "({count} more personas: an admin sets them with `iris persona use`.)",
+                hidden,
+            ).format(count=hidden)
+        )
     return "\n".join(lines)
 
 
@@ -120,7 +127,7 @@ class SettingsMenu:
         message = query.message if isinstance(query.message, Message) else None
         press = parse_press(query.data or "")
         if message is None:  # too old for Telegram to show: nothing to edit
-            await outbox.answer(query.id, STALE)
+            await outbox.answer(query.id, _(STALE))
             return
         if not await self.adapter.admitted(update):
             return
@@ -133,17 +140,19 @@ class SettingsMenu:
             view = await book.change(
                 chat, press.setting, press.value, actor, admin=self.adapter.is_admin(update), private=private
             )
-            answer = f"{SAVED} {press.setting.value.replace('_', ' ')}: {press.value}"
+            answer = _("Saved. {setting}: {value}").format(
+                setting=_(SETTING_NAMES[press.setting]), value=press.value
+            )
         except SettingsRefused as refused:
             await outbox.answer(query.id, str(refused), alert=True)
             return
         except SettingInvalid:
             data = (query.data or "")[:80]
             log.info("a settings press in chat %s held data no menu has: %r", chat.chat_id, data)
-            view, answer = await book.view(chat), STALE
+            view, answer = await book.view(chat), _(STALE)
         await outbox.answer(query.id, answer)
         await outbox.edit(message.chat.id, message.message_id, plain_text(menu_text(view)), menu_keyboard(view))
-        if press is not None and press.setting is Setting.PERSONA and answer != STALE:
+        if press is not None and press.setting is Setting.PERSONA and answer != _(STALE):
             # As `/persona use` does: the persona the chat now has says hello, if it has a greeting.
             greeting = await self.adapter.service.personas.greeting(chat)
             if greeting:

@@ -426,7 +426,7 @@ class FakeDiscord:
             "version": 1,
             "channel_id": str(channel_id),
             "app_permissions": ALL_PERMISSIONS,
-            "locale": "en-US",
+            "locale": user.get("locale", "en-US"),  # the person's client language (a test sets it)
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
         }

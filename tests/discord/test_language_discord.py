@@ -54,11 +54,13 @@ async def test_language_command_on_discord(
 
         answer = await language(fake, ada, "ru")
         assert answer.splitlines()[0] == "From now on I'll answer in Russian (ru)."
-        assert (await language(fake, ada)).startswith("Your language: Russian (ru).")
+        # From the next interaction on, Iris's own words are in the chosen language too (core/i18n.py).
+        assert (await language(fake, ada)).startswith("Ваш язык: русский (ru).")
         asked = await fake.post(ada, "Who are you?", mention_bot=True)
         await finished_reply(fake, asked)
         assert system_prompt(generator.prompts[-1]) == language_line("ru")
-        assert await language(fake, ada, "auto") == "Back to auto: I'll detect your language from each message."
+        back = await language(fake, ada, "auto")  # still in Russian: the interaction began in it
+        assert back == "Снова auto: я буду определять ваш язык по каждому сообщению."
 
     with app.store.engine.connect() as connection:
         turns = connection.execute(sql("SELECT role, language, asked_language FROM turns ORDER BY id")).all()

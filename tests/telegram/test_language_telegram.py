@@ -62,14 +62,15 @@ async def test_language_is_set_shown_refused_and_reaches_the_prompt(
     first, second = answer.splitlines()
     assert first == "From now on I'll answer in Spanish (es)."
     assert second.startswith("My speech model understands only English")  # the bundled tiny.en
-    assert (await command(fake_api, "/language")).startswith("Your language: Spanish (es).")
+    # From the next update on, Iris's own words are in the chosen language too (core/i18n.py).
+    assert (await command(fake_api, "/language")).startswith("Tu idioma: español (es).")
     assert query(app, "SELECT language FROM people") == [("es",)]
     fake_api.send_text(private_chat(ADA), ADA, "What time is it in Tokyo right now?")
     await wait_for_reply(fake_api, chat_id, count=3)
     assert system_prompt(generator.prompts[-1]) == language_line("es")  # the person's choice wins
 
     back = await command(fake_api, "/language auto")
-    assert back == "Back to auto: I'll detect your language from each message."
+    assert back == "De vuelta a auto: detectaré tu idioma en cada mensaje."
     assert query(app, "SELECT language FROM people") == [(None,)]
 
     stored = query(app, "SELECT role, language, asked_language FROM turns ORDER BY id")

