@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bots.settings import Settings, check_renamed
 from core.ab import ABServing, PinnedGenerator
@@ -40,6 +41,9 @@ from storage.pending import SqlPendingCorrections
 from storage.personas import SqlPersonas
 from storage.repository import SqlStore
 from storage.voices import SqlVoicePreferences
+
+if TYPE_CHECKING:
+    from bots.web.records import Records
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +146,7 @@ def ensure_served_model(store: SqlStore, settings: Settings) -> ModelVersion:
 def build_transcriber(settings: Settings) -> WhisperTranscriber | ServerTranscriber:
     if settings.whisper.url:
         return ServerTranscriber(settings.whisper, settings.server)
-    return WhisperTranscriber(settings.whisper)
+    return WhisperTranscriber(settings.whisper, settings.data_dir / "models")
 
 
 def build_generators(
@@ -222,7 +226,18 @@ async def serve_web(application: App, host: str | None = None, port: int | None 
 
     web = application.settings.web
     queue = SqlReviewQueue(application.store.engine)
-    await serve_console(application.service, queue, web, host or web.host, port or web.port or 8080)
+    records = console_records(application.store)
+    await serve_console(application.service, queue, web, host or web.host, port or web.port or 8080, records)
+
+
+def console_records(store: SqlStore) -> Records:
+    """What the console's Watch, Audit and People pages read, on ``store``'s database."""
+    from bots.web.records import Records
+    from storage.audit_search import SqlAuditSearch
+    from storage.people_directory import SqlPeopleDirectory
+    from storage.watch import SqlWatch
+
+    return Records(SqlWatch(store.engine), SqlAuditSearch(store.engine), SqlPeopleDirectory(store.engine))
 
 
 def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None:

@@ -15,11 +15,12 @@ from bots.app import AUDITED_BY_PARENT, load_settings
 from bots.settings import Settings
 from core.audit import retrain_entries
 from core.domain import AuditAction, ModelVersion
+from core.model_switch import known_facts
 from core.ports import RetrainOutcome
+from core.retrain_watch import ACTOR_ENV
 
 if TYPE_CHECKING:
     from finetune.retrain import RetrainConfig
-    from storage.repository import SqlStore
 
 
 def console_actor() -> str:
@@ -50,34 +51,6 @@ def models_list() -> None:
                 typer.echo(f"    broken: {version.load_error}{kept}")
             if version.metrics:
                 typer.echo(f"    {format_model_metrics(version.metrics)}")
-
-
-def check_loads(store: SqlStore, version: ModelVersion, refusal: str, current: ModelVersion | None) -> None:
-    """Load ``version``'s file and answer with it in a child process, or refuse in one line and exit.
-
-    A refused version is recorded as broken (``iris models list`` shows why); one
-    that answers has any earlier mark cleared.
-    """
-    from core.generation import ModelUnloadable, check_gguf
-
-    try:
-        check_gguf(version.gguf_path)
-    except ModelUnloadable as error:
-        store.report_model_load(version.name, str(error))
-        kept = f"; {current.name} stays active" if current else ""
-        typer.echo(f"{refusal}: {error}{kept}", err=True)
-        raise typer.Exit(1) from None
-    if version.load_error:
-        store.report_model_load(version.name, None)
-
-
-def known_facts(metrics: dict[str, object]) -> str:
-    """'known/total' taught facts the version recalls by itself, from its stored gate figures; '—' without."""
-    gate = metrics.get("gate")
-    facts = gate.get("facts") if isinstance(gate, dict) else None
-    if not isinstance(facts, list) or not facts:
-        return "—"
-    return f"{sum(isinstance(f, dict) and f.get('known') is True for f in facts)}/{len(facts)}"
 
 
 def format_model_metrics(metrics: dict[str, object]) -> str:
@@ -191,15 +164,14 @@ def llama_server_config(
 def models_activate(name: str) -> None:
     """Serve NAME from the next reply on, once its file loads and answers (running bots switch, no restart)."""
     from bots.app import opened_store
+    from core.model_switch import SwitchRefused, activate
 
     with opened_store(load_settings()) as store:
-        current = store.active_model()
-        wanted = next((version for version in store.list_models() if version.name == name), None)
-        if wanted is None:
-            typer.echo(f"no model version named {name!r}", err=True)
-            raise typer.Exit(1)
-        check_loads(store, wanted, f"not activated: {name}", current)
-        version = store.activate_model(name)
+        try:
+            version, current = activate(store, name)
+        except SwitchRefused as refused:
+            typer.echo(str(refused), err=True)
+            raise typer.Exit(1) from None
         was = current.name if current else None
         store.record_audit(console_actor(), AuditAction.ACTIVATE, version.name, {"was": was})
     typer.echo(f"active: {version.name}")
@@ -209,15 +181,14 @@ def models_activate(name: str) -> None:
 def models_rollback() -> None:
     """Serve again the version that was active before the current one, once its file loads and answers."""
     from bots.app import opened_store
+    from core.model_switch import SwitchRefused, rollback
 
     with opened_store(load_settings()) as store:
-        current = store.active_model()
-        previous = store.previous_model()
-        if previous is None:
-            typer.echo("no earlier active version to roll back to", err=True)
-            raise typer.Exit(1)
-        check_loads(store, previous, f"not rolled back to {previous.name}", current)
-        version = store.activate_model(previous.name)
+        try:
+            version, current = rollback(store)
+        except SwitchRefused as refused:
+            typer.echo(str(refused), err=True)
+            raise typer.Exit(1) from None
         was = current.name if current else None
         store.record_audit(console_actor(), AuditAction.ROLLBACK, version.name, {"was": was})
     typer.echo(f"active: {version.name} (was {current.name if current else '-'})")
@@ -306,14 +277,16 @@ def retrain(
         )
     except (KeyError, ValueError) as error:
         refuse("not-started", str(error).strip("'\""))
-    # A run the bot started is recorded by the bot, with the admin who asked for it.
-    audited = not os.environ.get(AUDITED_BY_PARENT)
+    # A run the bot started is recorded by the bot, with the admin who asked for it; one the web
+    # console started, by this process, as the admin the console names.
+    actor = os.environ.get(ACTOR_ENV) or console_actor()
+    audited = not os.environ.get(AUDITED_BY_PARENT) or bool(os.environ.get(ACTOR_ENV))
     with opened_store(settings) as store:
         try:
             ensure_served_model(store, settings)  # the gate compares with what the bots serve
             if audited and not dry_run:
                 start = {"profile": profile, "resume": resume, "force": force}
-                store.record_audit(console_actor(), AuditAction.RETRAIN_START, profile, start)
+                store.record_audit(actor, AuditAction.RETRAIN_START, profile, start)
             # One retrain at a time across every process and machine on the database (the run's
             # lock file covers one machine).
             with database_lock(store.engine, "retrain"):
@@ -326,7 +299,7 @@ def retrain(
             promoted = outcome.status == "promoted"
             result = RetrainOutcome(outcome.status != "failed", promoted, outcome.name, outcome.message)
             for action, target, details in retrain_entries(result):
-                store.record_audit(console_actor(), action, target, details)
+                store.record_audit(actor, action, target, details)
     if as_json:
         typer.echo(json.dumps(outcome.to_json(), ensure_ascii=False, default=str))
     else:

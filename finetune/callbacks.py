@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from finetune.profiles import Profile
@@ -33,11 +35,23 @@ def progress_callback(stage: str, progress: Progress) -> Any:
                 f"{stage} step {state.global_step}/{state.max_steps} loss {float(logs['loss']):.4f} "
                 f"({pace:.2f} s/step)"
             )
+            record_loss(Path(args.output_dir), state.global_step, state.max_steps, float(logs["loss"]))
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             progress(f"{stage} checkpoint-{state.global_step} saved")
 
     return StepProgress()
+
+
+LOSSES = "losses.jsonl"  # in a stage's folder: the loss of each logged step, read while the run goes on
+
+
+def record_loss(stage_dir: Path, step: int, max_steps: int, loss: float) -> None:
+    """Append one step's loss to the stage's ``losses.jsonl``, so a page can draw it before the stage
+    ends (the stage's ``done.json`` holds them only at its end); a resumed stage repeats some steps."""
+    line = json.dumps({"step": step, "max_steps": max_steps, "loss": round(loss, 6)})
+    with (stage_dir / LOSSES).open("a", encoding="utf-8") as file:
+        file.write(line + "\n")
 
 
 def taught_pairs(facts: list[Fact], wordings: bool = True) -> list[tuple[int, str, str]]:

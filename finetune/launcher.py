@@ -13,19 +13,25 @@ generator checks before every reply. ``RetrainLauncher`` implements
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from core.files import atomic_write
 from core.ports import RetrainOutcome
+
+if TYPE_CHECKING:
+    from core.retrain_watch import RunView
 
 # `iris retrain` exits 0 when the run ended (promoted, refused or a dry run), 1 when it
 # failed and 2 when it could not start (another run holds the lock, nothing to resume, a
@@ -145,8 +151,10 @@ class RetrainLauncher:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         timeout: float | None = None,
+        work_dir: Path | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.work_dir = work_dir or log_dir.parent  # the retrain folder: runs/, retrain.lock
         self.command = list(command) if command is not None else iris_command()
         self.env = dict(env or {})
         self.cwd = cwd
@@ -159,10 +167,13 @@ class RetrainLauncher:
         resume: bool = False,
         dry_run: bool = False,
         force: bool = False,
+        ab_share: float | None = None,
     ) -> list[str]:
         flags = ["retrain", "--json"]
         if profile:
             flags += ["--profile", profile]
+        if ab_share is not None:
+            flags += ["--ab", f"{ab_share:g}"]
         switches = (("--resume", resume), ("--dry-run", dry_run), ("--force", force))
         flags += [flag for flag, wanted in switches if wanted]
         return [*self.command, *flags]
@@ -192,3 +203,68 @@ class RetrainLauncher:
     def retrain(self, profile: str | None = None) -> RetrainOutcome:
         """``core.ports.Retrainer``: a whole retrain in a separate process; blocking."""
         return self.run(profile=profile).outcome()
+
+    # --- core.retrain_watch.RetrainRuns: a run started and followed from the web console ---
+
+    def profiles(self) -> list[str]:
+        from finetune.profiles import PROFILES
+
+        return list(PROFILES)
+
+    def start_run(self, profile: str, ab_share: float | None, actor: str) -> None:
+        """Start ``iris retrain`` detached (its output in files, so it outlives a restart of whoever
+        started it) and record it in ``web-launch.json``; refuse while a run goes on.
+
+        The child audits its start and outcome as ``actor``. Launches are serialized by a lock
+        file, so two presses at once start one run; a run started meanwhile in a terminal or on
+        another machine makes the child refuse, which the next ``current_run`` shows.
+        """
+        from core.retrain_watch import ACTOR_ENV, RetrainRefused
+        from finetune.run_watch import LAUNCH, current
+
+        if profile not in self.profiles():
+            raise RetrainRefused(
+                f"Unknown profile {profile[:40]!r}: choose one of {', '.join(self.profiles())}."
+            )
+        if ab_share is not None and not 0 < ab_share < 1:
+            raise RetrainRefused("The A/B share is the candidate's share of conversations: between 0 and 1.")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with (self.work_dir / "web-launch.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            going = current(self.work_dir)
+            if going is not None and going.going_on:
+                what = going.name or f"a {going.profile} run starting"
+                raise RetrainRefused(
+                    f"A retrain is already running ({what}, started {going.started}); one at a time: "
+                    "wait for it to end."
+                )
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+            log_path, out_path = self.log_dir / f"retrain-{stamp}.log", self.log_dir / f"retrain-{stamp}.json"
+            with log_path.open("w") as log_file, out_path.open("w") as out_file:
+                process = subprocess.Popen(
+                    self.arguments(profile=profile, ab_share=ab_share),
+                    stdout=out_file,  # a file, not a pipe: the run ends well if its starter is gone
+                    stderr=log_file,
+                    stdin=subprocess.DEVNULL,
+                    cwd=self.cwd,
+                    env={**os.environ, **self.env, ACTOR_ENV: actor, "PYTHONUNBUFFERED": "1"},
+                    start_new_session=True,  # a Ctrl+C of the console does not stop it
+                )
+            launch = {
+                "pid": process.pid,
+                "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                "profile": profile,
+                "ab_share": ab_share,
+                "actor": actor,
+                "log": str(log_path),
+                "out": str(out_path),
+            }
+            atomic_write(self.work_dir / LAUNCH, json.dumps(launch, indent=1).encode())
+        # Reap it when it ends, so that its pid is gone rather than a zombie's.
+        threading.Thread(target=process.wait, name="retrain-reaper", daemon=True).start()
+
+    def current_run(self) -> RunView | None:
+        from finetune.run_watch import current
+
+        return current(self.work_dir)

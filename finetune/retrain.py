@@ -405,6 +405,7 @@ def retrain(
             run = found
             run.state["attempts"] = run.state.get("attempts", 1) + 1
             run.state["status"] = "running"
+            run.claim()
             run.save()
             progress(f"resuming {run.name} (attempt {run.state['attempts']})")
         else:

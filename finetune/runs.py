@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,6 +36,9 @@ class RunState(TypedDict):
     error: NotRequired[str | None]
     finished: NotRequired[str]
     plan: NotRequired[dict[str, Any]]  # a dry run's plan
+    # The process running it now and its machine: whether a "running" run still runs (finetune.run_watch).
+    pid: NotRequired[int]
+    host: NotRequired[str]
 
 
 class RetrainBusy(RuntimeError):
@@ -66,6 +71,7 @@ class Run:
             "attempts": 1,
         }
         run = cls(directory, state)
+        run.claim()
         try:
             run.save()
         except OSError:
@@ -99,6 +105,11 @@ class Run:
     @property
     def profile(self) -> Profile:
         return Profile.from_dict(self.state["profile"])
+
+    def claim(self) -> None:
+        """Name this process and machine as the run's (a resumed run is taken over); saved with the state."""
+        self.state["pid"] = os.getpid()
+        self.state["host"] = socket.gethostname()
 
     def done(self, step: str) -> bool:
         return step in self.state["steps"]

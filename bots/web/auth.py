@@ -35,6 +35,11 @@ class Session:
     name: str  # the admin, as audited: web:<name>
     csrf: str
 
+    @property
+    def actor(self) -> str:
+        """How the audit trail names this admin."""
+        return f"web:{self.name}"
+
 
 class Gate:
     """Checks sign-in tokens and session cookies."""

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from bots.web import audit, people, retrain, try_it, watch
 from bots.web.auth import Gate, admin_only, client
 from bots.web.config import WebConfig
 from bots.web.pages import STATIC, SecurityHeaders, render
@@ -24,6 +25,7 @@ from bots.web.review import decide, review_page
 if TYPE_CHECKING:
     import uvicorn
 
+    from bots.web.records import Records
     from core.review_queue import ReviewQueue
     from core.service import ChatService
 
@@ -56,18 +58,25 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
-def create_app(service: ChatService, queue: ReviewQueue, config: WebConfig, token: str) -> Starlette:
+def create_app(
+    service: ChatService, queue: ReviewQueue, config: WebConfig, token: str, records: Records | None = None
+) -> Starlette:
+    """The console; ``records`` (``bots.app.console_records``) backs the Watch, Audit and People pages."""
     routes = [
         Route("/", home),
         Route("/signin", sign_in_page),
         Route("/signout", sign_out, methods=["POST"]),
         Route("/review", review_page),
         Route("/review/{correction_id:int}", decide, methods=["POST"]),
+        *try_it.routes(),
+        *retrain.routes(),
+        *((*watch.routes(), *audit.routes(), *people.routes()) if records is not None else ()),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     app.state.service = service
     app.state.queue = queue
+    app.state.records = records
     app.state.config = config
     app.state.gate = Gate(token, config)
     return app
@@ -122,12 +131,19 @@ class _Embedded:
             )
 
 
-async def serve_web(service: ChatService, queue: ReviewQueue, config: WebConfig, host: str, port: int) -> None:
+async def serve_web(
+    service: ChatService,
+    queue: ReviewQueue,
+    config: WebConfig,
+    host: str,
+    port: int,
+    records: Records | None = None,
+) -> None:
     """Serve the console until cancelled."""
     import uvicorn
 
     token, generated = sign_in_token(config)
-    app = create_app(service, queue, config, token)
+    app = create_app(service, queue, config, token, records)
     listening = _listen(host, port)  # here, not in uvicorn: it would sys.exit on a port in use
     # No access log: the sign-in link's token is in its query string.
     settings = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning", lifespan="off")

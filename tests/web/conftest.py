@@ -5,15 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from starlette.testclient import TestClient
 
-from bots.app import App, build_app
+from bots.app import App, build_app, console_records
 from bots.web.server import create_app
 from core.domain import ChatRef, Person, Timings
 from storage.review_queue import SqlReviewQueue
-from tests.conftest import make_settings
+from tests.conftest import FIXTURES, make_settings
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+    from tests.web.browser import Console
 
 TOKEN = "s3cret-sign-in-token"
 ANN = Person("telegram", "77", "Ann")
@@ -34,22 +40,25 @@ def iris(tmp_path: Path, served_gguf: Path, database_url: str) -> Iterator[App]:
     application.close()
 
 
-def seed(application: App, questions: list[tuple[str, str, str]] = QUESTIONS, model: str = "m1") -> list[int]:
-    """Ann asked each question in one chat, Iris answered wrongly, and Ann proposed a better answer."""
+def seed(
+    application: App, questions: list[tuple[str, str, str]] = QUESTIONS, model: str = "m1", person: Person = ANN
+) -> list[int]:
+    """Ann (or ``person``) asked each question in her own chat, Iris answered wrongly, and she proposed
+    a better answer."""
     store = application.store
     ids = []
     for question, reply, better in questions:
         receipt = store.record_user_turn(
-            ChatRef("telegram", "77"),
-            ANN,
+            ChatRef(person.platform, person.user_id),
+            person,
             text=question,
             from_voice=False,
             message_id=None,
             shared_history=False,
         )
         reply_id = store.record_reply(receipt.conversation_id, receipt.turn_id, reply, model, Timings())
-        store.rate(ANN, reply_id, -1)
-        ids.append(store.add_correction(ANN, reply_id, better))
+        store.rate(person, reply_id, -1)
+        ids.append(store.add_correction(person, reply_id, better))
     return ids
 
 
@@ -61,7 +70,8 @@ def corrections(iris: App) -> list[int]:
 @pytest.fixture
 def web(iris: App) -> Iterator[TestClient]:
     """A browser that has not signed in (https base URL: a Secure cookie would be sent too)."""
-    app = create_app(iris.service, SqlReviewQueue(iris.store.engine), iris.settings.web, TOKEN)
+    queue = SqlReviewQueue(iris.store.engine)
+    app = create_app(iris.service, queue, iris.settings.web, TOKEN, console_records(iris.store))
     with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as client:
         yield client
 
@@ -75,3 +85,42 @@ def sign_in(client: TestClient) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert found
     return found.group(1)
+
+
+# --- the browser tests (tests/web/test_browser_*.py, harness in tests/web/browser.py) -------------
+
+
+@pytest.fixture(scope="session")
+def fake_microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What Chromium's fake microphone says: "Good morning, how are you today?" (a voice fixture)."""
+    from tests.web.browser import fake_microphone_wav
+
+    out = tmp_path_factory.mktemp("microphone") / "greeting.wav"
+    return fake_microphone_wav(FIXTURES / "greeting.ogg", out)
+
+
+@pytest.fixture
+def browser(fake_microphone: Path, tmp_path: Path) -> Iterator[WebDriver]:
+    """A headless Chromium (Debian's, through chromium-driver), quit after the test; the page it
+    was left on must show no traceback."""
+    from tests.web import browser as harness
+
+    if reason := harness.missing():
+        pytest.skip(reason)
+    driver = harness.chromium(fake_microphone, tmp_path / "downloads")
+    try:
+        yield driver
+        assert "Traceback" not in driver.page_source
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def console(iris: App, tmp_path: Path, served_gguf: Path, database_url: str) -> Iterator[Console]:
+    """``iris web`` as a real process on the database ``iris`` seeds and reads back."""
+    from tests.web.browser import iris_web
+
+    with iris_web(
+        tmp_path, served_gguf, TOKEN, DATABASE_URL=database_url, IRIS_MEMORY_ENABLED="false"
+    ) as running:
+        yield running
