@@ -22,6 +22,7 @@ from bots.web.auth import admin_only
 from bots.web.pages import render
 from bots.web.review import BadRequest
 from core.domain import Person
+from core.people_directory import PersonRecord
 
 FOUND = 50  # people listed for a search
 CONSENT = {"yes": True, "no": False, "unset": None}
@@ -49,6 +50,22 @@ def _refusal(request: Request, message: str, status: int) -> Response:
     return render(request, "people.html", {"q": "", "found": None, "message": message}, status_code=status)
 
 
+async def _stored(request: Request) -> tuple[Person, PersonRecord] | Response:
+    """The person the address names and what is stored about them, or the page that says why not."""
+    try:
+        person = _person(dict(request.query_params))
+    except BadRequest as error:
+        return _refusal(request, str(error), 400)
+    record = await asyncio.to_thread(request.app.state.records.people.person_record, person)
+    if record is None:
+        gone = (
+            f"Nothing is stored about {person.actor}; "
+            f"if they used /forget, the audit trail names them {person.pseudonym}."
+        )
+        return _refusal(request, gone, 404)
+    return person, record
+
+
 @admin_only
 async def people_page(request: Request) -> Response:
     """A search by user id or name; ``platform:user id`` goes straight to that person."""
@@ -62,17 +79,10 @@ async def people_page(request: Request) -> Response:
 
 @admin_only
 async def person_page(request: Request) -> Response:
-    try:
-        person = _person(dict(request.query_params))
-    except BadRequest as error:
-        return _refusal(request, str(error), 400)
-    record = await asyncio.to_thread(request.app.state.records.people.person_record, person)
-    if record is None:
-        gone = (
-            f"Nothing is stored about {person.actor}; "
-            f"if they used /forget, the audit trail names them {person.pseudonym}."
-        )
-        return _refusal(request, gone, 404)
+    found = await _stored(request)
+    if isinstance(found, Response):
+        return found
+    person, record = found
     return render(
         request, "person.html", {"r": record, "forget_url": _here(person, "/people/forget"), "done": None}
     )
@@ -97,13 +107,10 @@ async def set_consent(request: Request) -> Response:
 @admin_only
 async def forget_page(request: Request) -> Response:
     """The confirmation: what /forget will delete, and the button that does it."""
-    try:
-        person = _person(dict(request.query_params))
-    except BadRequest as error:
-        return _refusal(request, str(error), 400)
-    record = await asyncio.to_thread(request.app.state.records.people.person_record, person)
-    if record is None:
-        return _refusal(request, f"Nothing is stored about {person.actor}.", 404)
+    found = await _stored(request)
+    if isinstance(found, Response):
+        return found
+    person, record = found
     return render(request, "forget.html", {"r": record, "back": _here(person), "report": None})
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -45,12 +45,14 @@ from core.domain import (
     Spoken,
     Transcribed,
 )
-from core.feedback import FeedbackLimited, UnknownReply
+from core.feedback import Feedback, FeedbackLimited, UnknownReply
 
 if TYPE_CHECKING:
     from core.service import ChatService
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PLATFORM = "web"
 FORM_SLACK = 64 * 1024  # the multipart envelope and the text field around an upload
@@ -125,6 +127,24 @@ def _turn_id(request: Request) -> int | None:
     """The reply id in the address; None past 18 digits (never made here; beyond 64 bits)."""
     digits = str(request.path_params["turn_id"])
     return int(digits) if len(digits) <= 18 else None
+
+
+async def _on_reply(
+    request: Request,
+    act: Callable[[Feedback, int], Awaitable[T]],
+    answer: Callable[[T], str],
+) -> Response:
+    """A rating or correction of the reply in the address, refused as the chats refuse it."""
+    turn_id = _turn_id(request)
+    if turn_id is None:
+        return PlainTextResponse(REPLY_GONE, status_code=404)
+    try:
+        done = await act(_service(request).feedback, turn_id)
+    except UnknownReply:
+        return PlainTextResponse(REPLY_GONE, status_code=404)
+    except FeedbackLimited as limited:
+        return PlainTextResponse(str(limited), status_code=429)
+    return PlainTextResponse(answer(done))
 
 
 def _audio_kind(upload: UploadFile) -> str:
@@ -225,17 +245,11 @@ class TryIt:
         up = form.get("rating") == "up"
         if form.get("rating") not in ("up", "down"):
             return PlainTextResponse("Choose 👍 or 👎.", status_code=400)
-        turn_id = _turn_id(request)
-        if turn_id is None:
-            return PlainTextResponse(REPLY_GONE, status_code=404)
-        feedback = _service(request).feedback
-        try:
-            outcome = await feedback.rate(_person(request), turn_id, up, _chat(request))
-        except UnknownReply:
-            return PlainTextResponse(REPLY_GONE, status_code=404)
-        except FeedbackLimited as limited:
-            return PlainTextResponse(str(limited), status_code=429)
-        return PlainTextResponse(_ack(outcome, up))
+        return await _on_reply(
+            request,
+            lambda feedback, turn_id: feedback.rate(_person(request), turn_id, up, _chat(request)),
+            lambda outcome: _ack(outcome, up),
+        )
 
     async def correct(self, request: Request) -> Response:
         form = await request.form()
@@ -246,17 +260,11 @@ class TryIt:
             return PlainTextResponse(
                 f"That answer is over {MAX_TEXT} characters; nothing was stored.", status_code=400
             )
-        turn_id = _turn_id(request)
-        if turn_id is None:
-            return PlainTextResponse(REPLY_GONE, status_code=404)
-        feedback = _service(request).feedback
-        try:
-            correction = await feedback.correct(_person(request), turn_id, text, _chat(request))
-        except UnknownReply:
-            return PlainTextResponse(REPLY_GONE, status_code=404)
-        except FeedbackLimited as limited:
-            return PlainTextResponse(str(limited), status_code=429)
-        return PlainTextResponse(f"Correction #{correction} saved; it waits for review on the Review page.")
+        return await _on_reply(
+            request,
+            lambda feedback, turn_id: feedback.correct(_person(request), turn_id, text, _chat(request)),
+            lambda correction: f"Correction #{correction} saved; it waits for review on the Review page.",
+        )
 
     async def reset(self, request: Request) -> Response:
         await _service(request).privacy.reset(_chat(request), _person(request))
