@@ -431,8 +431,9 @@ class Inbox(Protocol):
         """The item was handled: its payload (a person's words) is dropped, its id kept against redelivery."""
         ...
 
-    def note_shown(self, item_id: int, shown: Mapping[str, list[int]]) -> None:
-        """The messages shown for an item being handled, for whoever takes it over after a stop."""
+    def note_shown(self, owner: str, item_id: int, shown: Mapping[str, list[int]]) -> None:
+        """The messages shown for an item ``owner`` handles, for whoever takes it over after a stop
+        (a late write of an owner whose claim was taken over changes nothing)."""
         ...
 
 

@@ -149,11 +149,11 @@ class SqlInbox:
                 .values(done_at=utcnow(), payload={}, shown=null(), lease_until=None)
             )
 
-    def note_shown(self, item_id: int, shown: Mapping[str, list[int]]) -> None:
+    def note_shown(self, owner: str, item_id: int, shown: Mapping[str, list[int]]) -> None:
         with self._sessions.begin() as session:
             session.execute(
                 update(InboxRow)
-                .where(InboxRow.id == item_id, InboxRow.done_at.is_(None))
+                .where(InboxRow.id == item_id, InboxRow.claimed_by == owner, InboxRow.done_at.is_(None))
                 .values(shown={kind: list(ids) for kind, ids in shown.items()})
             )
 

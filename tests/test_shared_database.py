@@ -3,6 +3,7 @@ claimed once, in order per key, back after a stop), resuming an unanswered messa
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +17,11 @@ from storage.locks import LockHeld, database_lock
 from storage.repository import SqlStore
 
 ALICE = Person("telegram", "1")
+
+
+def _json(value: object) -> object:
+    """A JSON column as read back: a dict on PostgreSQL, its text on SQLite."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_an_update_is_stored_once_and_claimed_by_one_process(store: SqlStore) -> None:
@@ -65,13 +71,18 @@ def test_what_a_stopped_process_showed_goes_to_the_process_taking_over_and_no_fu
     inbox.put("telegram", "1", "chat:a", {"n": 1})
     (first,) = inbox.claim("telegram", "process-a", 0.2, 10)
     assert first.shown == {}
-    inbox.note_shown(first.id, {"transcript": [10], "reply": [11]})
-    inbox.note_shown(first.id, {"transcript": [10], "reply": [11, 12]})  # the latest state is kept
+    inbox.note_shown("process-a", first.id, {"transcript": [10], "reply": [11]})
+    inbox.note_shown("process-a", first.id, {"transcript": [10], "reply": [11, 12]})  # the latest is kept
     time.sleep(0.3)  # process-a was killed: its lease runs out
     (taken,) = inbox.claim("telegram", "process-b", 30, 10)
     assert taken.attempts == 2 and taken.shown == {"transcript": [10], "reply": [11, 12]}
+    # process-a was only stalled, not dead: its late write must not replace what process-b shows.
+    inbox.note_shown("process-b", taken.id, {"transcript": [20]})
+    inbox.note_shown("process-a", taken.id, {"reply": [66]})
+    with store.engine.connect() as connection:
+        assert _json(connection.execute(text("SELECT shown FROM inbox")).scalar_one()) == {"transcript": [20]}
     inbox.done(taken.id)
-    inbox.note_shown(taken.id, {"reply": [99]})  # a late write after done changes nothing
+    inbox.note_shown("process-b", taken.id, {"reply": [99]})  # a late write after done changes nothing
     with store.engine.connect() as connection:
         (shown,) = connection.execute(text("SELECT shown FROM inbox")).one()
     assert shown is None  # message ids are not kept once the update is handled

@@ -128,7 +128,7 @@ class DurableUpdates(asyncio.Queue[Any]):
 
         async def record(shown: dict[str, list[int]]) -> None:
             try:
-                await asyncio.to_thread(self.inbox.note_shown, item, shown)
+                await asyncio.to_thread(self.inbox.note_shown, self.owner, item, shown)
             except Exception:  # the answer matters more: at worst a takeover repeats it below
                 log.exception("could not note the messages shown for update %s", update_id)
 
