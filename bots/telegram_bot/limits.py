@@ -8,17 +8,20 @@ group bucket of 20 a minute sends up to 40 in one minute, which Telegram refuses
 limiter counts sliding windows instead: a chat sends at most ``BURST_S`` seconds' worth in
 any ``BURST_S`` seconds, a group at most 20 in any minute, the bot at most 30 in any second.
 Each chat waits its turn in order and has its own pause: a 429 waits out only the chat it
-was about, then retries. Typing indicators are never held back: they are cosmetic and
-Telegram limits them apart. A chat quiet for longer than its longest window is forgotten
-(it would wait for nothing anyway), so a bot that meets many chats does not keep them all.
+was about, then retries. Telegram counts a message when it arrives, which this side cannot see:
+a send counts from the moment its answer came back (the latest it can have arrived), and as
+just sent while it is on its way, so a request slowed on the way cannot bunch up with the next.
+Typing indicators are never held back: they are cosmetic and Telegram limits them apart. A
+chat quiet for longer than its longest window is forgotten (it would wait for nothing anyway),
+so a bot that meets many chats does not keep them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,31 +35,45 @@ log = logging.getLogger(__name__)
 
 BURST_S = 3  # a chat may send this many seconds' worth at once
 UNLIMITED = {"sendChatAction", "answerCallbackQuery", "getUpdates", "getFile", "getMe", "setWebhook"}
-# Telegram counts a message when it arrives, this limiter when it leaves: one that leaves on time
-# may arrive late and the next early, so each window is kept this much wider than Telegram's.
+# Telegram's own counting is not documented to the millisecond: each window is kept this much wider.
 MARGIN = 0.05  # of the window's length
 MIN_MARGIN_S = 0.05
+IN_FLIGHT_POLL_S = 0.02  # how often a send held back by one still on its way looks again
+
+
+class Send:
+    """One counted send: when its answer came back, or infinity while it is on its way."""
+
+    def __init__(self) -> None:
+        self.at = math.inf
+
+    def answered(self) -> None:
+        self.at = time.monotonic()
 
 
 class Window:
-    """At most ``limit`` sends in any ``period`` seconds (kept by the times of the last ``limit``)."""
+    """At most ``limit`` sends in any ``period`` seconds, each counted from when it was answered."""
 
     def __init__(self, limit: float, period: float) -> None:
+        self.limit = max(1, int(limit))
         self.period = period + max(period * MARGIN, MIN_MARGIN_S)
-        self._sent: deque[float] = deque(maxlen=max(1, int(limit)))
+        self._sends: list[Send] = []  # those that may still be inside the window
 
     def wait(self, now: float) -> float:
         """Seconds from ``now`` until one more send fits; zero or less when it does."""
-        if len(self._sent) < (self._sent.maxlen or 1):
+        self._sends = [send for send in self._sends if send.at + self.period > now]
+        over = len(self._sends) - self.limit
+        if over < 0:
             return 0.0
-        return self._sent[0] + self.period - now
+        leaves = sorted(send.at for send in self._sends)[over]  # the one whose leaving makes room
+        return IN_FLIGHT_POLL_S if leaves == math.inf else leaves + self.period - now
 
-    def add(self, now: float) -> None:
-        self._sent.append(now)
+    def add(self, send: Send) -> None:
+        self._sends.append(send)
 
     def idle(self, now: float) -> bool:
-        """Whether nothing was sent within the window: it holds nothing back until the next send."""
-        return not self._sent or self._sent[-1] + self.period <= now
+        """Whether nothing is on its way or within the window: it holds nothing back now."""
+        return all(send.at + self.period <= now for send in self._sends)
 
 
 @dataclass
@@ -122,7 +139,7 @@ class ChatRateLimiter(BaseRateLimiter[int]):
         for chat_id in [chat_id for chat_id, chat in self._chats.items() if chat.idle(now)]:
             del self._chats[chat_id]
 
-    async def _admit(self, chat: _Chat) -> None:
+    async def _admit(self, chat: _Chat) -> Send:
         """Wait until the chat may send (its turn, no flood wait, room in every window); count it."""
         windows = [*chat.windows, self._overall]
         async with chat.turn:
@@ -133,8 +150,10 @@ class ChatRateLimiter(BaseRateLimiter[int]):
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
+            send = Send()
             for window in windows:  # no await since the check: the room is still there
-                window.add(now)
+                window.add(send)
+            return send
 
     async def process_request(
         self,
@@ -150,13 +169,15 @@ class ChatRateLimiter(BaseRateLimiter[int]):
             return await callback(*args, **kwargs)
         chat = self._chat(chat_id)
         for attempt in range(self.max_retries + 1):
-            await self._admit(chat)
+            send = await self._admit(chat)
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as flood:
                 if attempt == self.max_retries:
                     raise
                 wait = (seconds(flood, "retry_after") or 1.0) + 0.1
+            finally:
+                send.answered()
             log.warning("Telegram flood control in chat %s: waiting %.1f s before retrying", chat_id, wait)
             chat.open.clear()
             try:

@@ -82,3 +82,26 @@ async def test_a_flood_wait_holds_back_only_its_own_chat() -> None:
     assert other_done < 0.5  # chat 2 did not wait for chat 1's flood wait
     assert [chat for chat, _ in calls] == [1, 2, 1]
     assert calls[-1][1] - began >= 1.0
+
+
+async def test_a_send_slowed_on_its_way_does_not_let_the_next_ones_bunch_up_behind_it() -> None:
+    # Telegram counts a message when it arrives. A send that takes 0.15 s to get there, followed by
+    # sends that arrive at once, must still arrive no more than BURST_S in any window; and sends
+    # made at the same time (as a busy bot's handlers do) count while they are on their way.
+    scale = 0.2  # a chat's window of BURST_S sends lasts 0.6 s
+    limiter = ChatRateLimiter(per_second_in_a_chat=1, time_scale=scale)
+    arrived: list[float] = []
+    delays = iter([0.15, 0.0, 0.0, 0.0, 0.15, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, 0.0] * 2)
+
+    async def send() -> bool:
+        await asyncio.sleep(next(delays))
+        arrived.append(time.monotonic())
+        return True
+
+    for _ in range(12):
+        await limiter.process_request(send, (), {}, "editMessageText", {"chat_id": 7}, None)
+    await asyncio.gather(
+        *(limiter.process_request(send, (), {}, "sendMessage", {"chat_id": 7}, None) for _ in range(12))
+    )
+    assert len(arrived) == 24
+    assert min(spans(arrived, BURST_S)) >= BURST_S * scale
