@@ -5,6 +5,7 @@ The models load once per test session; every test gets its own database.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import uuid
@@ -34,6 +35,19 @@ FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_ADMIN_URL = os.environ.get(
     "IRIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs the command line in-process sets up logging to the stderr pytest captured
+    for it; left in place, later tests' log lines go to that closed stream ("Logging error")."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if type(handler) is logging.StreamHandler and handler not in before:  # pytest's own are subclasses
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def voice(name: str) -> bytes:
