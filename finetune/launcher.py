@@ -118,14 +118,15 @@ class Launch:
                 stdout, _ = self.process.communicate()
         return LaunchResult(
             self.process.returncode,
-            _last_json(stdout),
+            last_json(stdout),
             self.log_path,
             time.perf_counter() - self.started,
             timed_out,
         )
 
 
-def _last_json(stdout: str) -> dict[str, Any]:
+def last_json(stdout: str) -> dict[str, Any]:
+    """The last line of ``stdout`` that is a JSON object (``iris retrain --json``'s result), or {}."""
     for line in reversed(stdout.strip().splitlines()):
         try:
             value = json.loads(line)

@@ -95,8 +95,8 @@ def _turns_over_time(axes: Any, activity: Activity, stats: Stats) -> None:
         _empty(axes, "no messages yet")
         return
     days = [d.day for d in activity.turns]
-    voice = [d.voice_turns for d in activity.turns]
-    text = [d.user_turns - d.voice_turns for d in activity.turns]
+    voice = [d.voice for d in activity.turns]
+    text = [d.text for d in activity.turns]
     axes.bar(days, text, color=NEUTRAL, label="text")
     axes.bar(days, voice, bottom=text, color=VOICE, label="voice")
     axes.set_ylabel("messages")

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from core.retrain_watch import FactView, LossCurve, RunView, StepView, Verdict
 from finetune.callbacks import LOSSES
+from finetune.launcher import last_json
 from finetune.report import summary
 from finetune.retrain import STEPS
 from finetune.runs import Run
@@ -93,7 +94,7 @@ def launch_view(launch: dict[str, Any]) -> RunView:
     }
     if alive(launch.get("pid")):
         return RunView(None, "starting", **common)
-    printed = last_json(Path(str(launch.get("out", ""))))
+    printed = _printed(Path(str(launch.get("out", ""))))
     message = str(printed.get("message") or "") or "The retrain ended before it started; see its log."
     return RunView(None, "not-started", message=f"Not started: {message}", **common)
 
@@ -222,19 +223,12 @@ def tail(log: Path, lines: int = TAIL) -> tuple[str, ...]:
     return tuple(kept[-lines:])
 
 
-def last_json(path: Path) -> dict[str, Any]:
+def _printed(path: Path) -> dict[str, Any]:
+    """What a launched run printed last as JSON (its result), or {} while there is none."""
     try:
-        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        return last_json(path.read_text(encoding="utf-8"))
     except OSError:
         return {}
-    for line in reversed(lines):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

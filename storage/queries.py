@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from core.domain import ChatRef, CorrectionStatus, Person, Role
 from core.ports import UnansweredTurn
+from core.watch import ModelDay, TurnDay
 from storage import people
 from storage.database import session_factory
 from storage.mapping import aware
@@ -91,22 +92,6 @@ class CorrectionRecord:
 
 
 @dataclass(frozen=True)
-class DailyModelFigures:
-    day: date
-    model: str
-    replies: int
-    up: int
-    down: int
-
-
-@dataclass(frozen=True)
-class DailyTurns:
-    day: date
-    user_turns: int
-    voice_turns: int
-
-
-@dataclass(frozen=True)
 class DailyCorrections:
     """Corrections proposed on ``day``, by the status they have now."""
 
@@ -120,8 +105,8 @@ class DailyCorrections:
 class Activity:
     """Day-by-day figures (UTC days) for ``iris stats --plot``."""
 
-    models: list[DailyModelFigures] = field(default_factory=list)
-    turns: list[DailyTurns] = field(default_factory=list)
+    models: list[ModelDay] = field(default_factory=list)
+    turns: list[TurnDay] = field(default_factory=list)
     corrections: list[DailyCorrections] = field(default_factory=list)
 
 
@@ -341,7 +326,7 @@ def _day(moment: datetime) -> date:
     return aware(moment).astimezone(UTC).date()
 
 
-def _daily_models(rows: Sequence[Any]) -> list[DailyModelFigures]:
+def _daily_models(rows: Sequence[Any]) -> list[ModelDay]:
     reply_ids: dict[tuple[date, str], set[int]] = defaultdict(set)
     votes: Counter[tuple[date, str, int]] = Counter()
     for reply_id, created_at, model, value in rows:
@@ -350,18 +335,18 @@ def _daily_models(rows: Sequence[Any]) -> list[DailyModelFigures]:
         if value is not None:
             votes[(*key, 1 if value > 0 else -1)] += 1
     return [
-        DailyModelFigures(day, model, len(ids), votes[(day, model, 1)], votes[(day, model, -1)])
+        ModelDay(day, model, len(ids), votes[(day, model, 1)], votes[(day, model, -1)])
         for (day, model), ids in sorted(reply_ids.items())
     ]
 
 
-def _daily_turns(rows: Sequence[Any]) -> list[DailyTurns]:
+def _daily_turns(rows: Sequence[Any]) -> list[TurnDay]:
     total: Counter[date] = Counter()
     voice: Counter[date] = Counter()
     for created_at, from_voice in rows:
         total[_day(created_at)] += 1
         voice[_day(created_at)] += bool(from_voice)
-    return [DailyTurns(day, total[day], voice[day]) for day in sorted(total)]
+    return [TurnDay(day, total[day] - voice[day], voice[day]) for day in sorted(total)]
 
 
 def _daily_corrections(rows: Sequence[Any]) -> list[DailyCorrections]:

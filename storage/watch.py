@@ -12,7 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 from sqlalchemy import Engine, select
 
 from core.domain import Role
-from core.watch import MAX_DAYS, ModelDay, TurnDay, WatchFigures
+from core.watch import MAX_DAYS, WatchFigures
 from storage import languages
 from storage.database import session_factory
 from storage.mapping import aware
@@ -43,8 +43,8 @@ class SqlWatch:
         hours = Counter(aware(created_at).astimezone(UTC).hour for created_at, _voice in turns)
         return WatchFigures(
             since=first,
-            models=[ModelDay(d.day, d.model, d.replies, d.up, d.down) for d in _daily_models(replies)],
-            turns=[TurnDay(d.day, d.user_turns - d.voice_turns, d.voice_turns) for d in _daily_turns(turns)],
+            models=_daily_models(replies),
+            turns=_daily_turns(turns),
             languages=spoken.by_language,
             hours=[hours[hour] for hour in range(24)],
         )

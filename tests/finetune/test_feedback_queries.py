@@ -127,5 +127,5 @@ def test_activity_counts_per_day_and_model(store: SqlStore) -> None:
     today = datetime.now(UTC).date()
     assert [(d.model, d.replies, d.up, d.down) for d in figures.models] == [("m1", 2, 2, 1), ("m2", 1, 0, 0)]
     assert {d.day for d in figures.models} <= {today, today - timedelta(days=1)}  # a run across midnight
-    assert sum(d.user_turns for d in figures.turns) == 4 and sum(d.voice_turns for d in figures.turns) == 1
+    assert sum(d.text for d in figures.turns) == 3 and sum(d.voice for d in figures.turns) == 1
     assert sum(d.pending for d in figures.corrections) == 1
