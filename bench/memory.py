@@ -11,6 +11,8 @@ questions nobody taught (not a test: a few minutes on 2 cores).
    * ``serve``: a match is answered with the approved text as it is;
    * ``serve-unchecked``: the same without the question check (``core.question_kind``): the
      embedding alone decides, as before issue 25's check;
+   * ``serve-no-contrasts``: ``serve`` without the rule-made contrast questions
+     (``finetune.lanes.contrasts``): every correction is indexed again without them first;
    * ``ground``: a match is answered by the model with the approved text given to it;
    * ``both``: grounded from ``match``, served from ``serve`` (the configured thresholds).
    A wording is "answered with the fact" when the reply holds every key word of the fact; an
@@ -20,8 +22,8 @@ questions nobody taught (not a test: a few minutes on 2 cores).
    message, with the check on and off, and the reply time of the unrelated messages with the
    memory on and off, interleaved.
 
-``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``: tests/fixtures/memory/)
-or paths.
+``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind``:
+tests/fixtures/memory/) or paths.
 
 Prints a Markdown table; ``--json`` writes the figures.
 """
@@ -45,8 +47,9 @@ from typing import Any
 
 from bots.app import App, build_app
 from bots.settings import Settings
-from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
-from core.memory import CorrectionMemory, MemoryConfig
+from core.domain import ChatRef, CorrectionStatus, IncomingMessage, Person, ReplyDone
+from core.memory import MemoryConfig
+from finetune.lanes import contrasts
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests/fixtures/memory"
@@ -54,19 +57,32 @@ IRIS = [str(Path(sys.executable).parent / "iris")]
 
 
 # How a match is answered: the approved text as it is, the model with it given, or both by
-# closeness; and whether the question check runs (True) or the embedding alone decides.
-POLICIES: dict[str, tuple[Callable[[MemoryConfig], MemoryConfig], bool]] = {
-    "serve": (lambda c: replace(c, serve=c.match), True),
-    "serve-unchecked": (lambda c: replace(c, serve=c.match), False),
-    "ground": (lambda c: replace(c, serve=1.01), True),
-    "both": (lambda c: c, True),
+# closeness; whether the question check runs (True) or the embedding alone decides; and whether
+# the corrections are indexed with their contrast questions.
+POLICIES: dict[str, tuple[Callable[[MemoryConfig], MemoryConfig], bool, bool]] = {
+    "serve": (lambda c: replace(c, serve=c.match), True, True),
+    "serve-no-contrasts": (lambda c: replace(c, serve=c.match), True, False),
+    "serve-unchecked": (lambda c: replace(c, serve=c.match), False, True),
+    "ground": (lambda c: replace(c, serve=1.01), True, True),
+    "both": (lambda c: c, True, True),
 }
 
 
-def use_policy(memory: CorrectionMemory, policy: str, config: MemoryConfig) -> None:
-    adjust, check = POLICIES[policy]
+def use_policy(app: App, policy: str, config: MemoryConfig) -> None:
+    memory = app.service.memory
+    assert memory is not None, "the bench needs the correction memory on"
+    adjust, check, with_contrasts = POLICIES[policy]
     memory.config = adjust(config)
     memory.check_question = check
+    wanted = contrasts if with_contrasts else no_contrasts
+    if memory.contrasts is not wanted:
+        memory.contrasts = wanted
+        for correction in app.store.corrections(CorrectionStatus.APPROVED):
+            memory.learn(correction)
+
+
+def no_contrasts(question: str) -> list[str]:
+    return []
 
 
 def fact_set(name: str) -> Path:
@@ -116,7 +132,7 @@ def pct(values: list[float], q: float) -> float:
 async def measure(app: App, data: dict[str, Any], policy: str, config: MemoryConfig) -> dict[str, object]:
     memory = app.service.memory
     assert memory is not None, "the bench needs the correction memory on"
-    use_policy(memory, policy, config)
+    use_policy(app, policy, config)
     facts = data["facts"]
     all_keys = [k for fact in facts for k in fact["keys"]]
     chat = iter(range(10**6))
@@ -224,7 +240,7 @@ async def main() -> None:
                 row: dict[str, Any] = {"facts": path.name, "taught_s": round(taught_s, 1)}
                 for policy in args.policies:
                     row[policy] = await measure(app, data, policy, config)
-                use_policy(memory, "both", config)
+                use_policy(app, "serve", config)
                 row["latency"] = await latency(app, data, args.rounds)
                 row["embedder"] = memory.embedder.name
                 row["threshold"] = config.match

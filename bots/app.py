@@ -250,6 +250,7 @@ def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None
         return None
     from core.embedding import default_embedder
     from finetune.gate import known_questions
+    from finetune.lanes import contrasts
     from finetune.teaching import rephrasings
 
     def wordings(question: str) -> list[str]:
@@ -265,7 +266,9 @@ def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None
         return known[model]
 
     embedder = default_embedder(settings.data_dir)
-    return CorrectionMemory(SqlMemoryStore(store.engine), embedder, settings.memory, wordings, known_by)
+    return CorrectionMemory(
+        SqlMemoryStore(store.engine), embedder, settings.memory, wordings, known_by, contrasts
+    )
 
 
 def build_speaker(settings: Settings, store: SqlStore) -> ReplySpeaker:

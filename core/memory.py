@@ -12,11 +12,13 @@ corrections. A new message close enough to one of them is answered from it:
 * at or above ``match``: the model writes the reply with the approved answer
   given to it as a reviewed fact (``grounding``).
 
-A served reply marked 👎 teaches the memory too: its question is stored as one
-the correction does not answer (``dispute``), and a later message closer to it
-than to the correction's own wordings is left to the model. A question that is
-the correction's own (``SAME``) is not: that 👎 disputes the answer, which is
-what ✏️ and review are for.
+Each correction also stores, as questions it does not answer, other questions about its
+subject made by rules (``contrasts``: "Who coaches the Herons?" beside "Who is the Herons'
+captain?"), all but those within ``CONTRAST_KEPT_BELOW`` of one of its wordings. A served reply
+marked 👎 teaches the memory the same way: its question is stored as one the correction does not
+answer (``dispute``). A message closer to such a question than to the correction's own wordings
+(by ``NEGATIVE_MARGIN``) is left to the model. A question that is the correction's own
+(``SAME``) cannot be disputed: that 👎 disputes the answer, which is what ✏️ and review are for.
 
 A match must also ask what the correction asks (``core.question_kind``, English only): not
 another kind of answer ("When was it published?" against "Who wrote it?") and no number,
@@ -81,9 +83,15 @@ class MemoryStore(Protocol):
     def memory_entries(self, model: str) -> list[MemoryEntry]: ...
 
     def replace_memory(
-        self, correction_id: int, model: str, question: str, answer: str, rows: Sequence[tuple[str, bytes]]
+        self,
+        correction_id: int,
+        model: str,
+        question: str,
+        answer: str,
+        rows: Sequence[tuple[str, bytes]],
+        negatives: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        """Drop the correction's entries and store ``rows`` (wording, vector) instead, at once."""
+        """Drop the correction's entries and store ``rows`` and ``negatives`` (wording, vector) at once."""
         ...
 
     def drop_memory(self, correction_id: int) -> int:
@@ -130,6 +138,14 @@ SAME = 0.95
 # A message that asks for the same known kind of answer as the correction (who/who, when/what
 # year…) counts this much closer: chosen on tests/fixtures/memory/tuning.json (docs/feedback.md).
 SAME_KIND_BONUS = 0.10
+# A rule-made contrast this close to one of the correction's own wordings is the same question
+# ("What is the address of X?" beside "What is X's address?"): it is not kept.
+CONTRAST_KEPT_BELOW = 0.97
+# A message is left to the model when a question the correction does not answer (a contrast, or
+# one marked 👎) is closer to it than the correction's wording by this much: the embedding puts
+# rewordings ("Who created Snapwick?") close to contrasts too ("Who designed Snapwick?").
+# Chosen on tests/fixtures/memory/tuning.json (docs/feedback.md).
+NEGATIVE_MARGIN = 0.05
 
 
 def normalized(question: str) -> str:
@@ -156,12 +172,14 @@ class CorrectionMemory:
         config: MemoryConfig | None = None,
         wordings: Callable[[str], Sequence[str]] = lambda question: [question],
         known: Callable[[str], set[str]] = lambda model: set(),
+        contrasts: Callable[[str], Sequence[str]] = lambda question: [],
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.config = config or MemoryConfig()
         self._wordings = wordings  # the question's wordings to index, the question itself first
         self._known = known  # model version -> normalized questions it recalls by itself (its gate)
+        self.contrasts = contrasts  # other questions about the question's subject (finetune.lanes)
         self._lock = threading.Lock()
         self._synced = False
         self._stamp: tuple[int, int] | None = None
@@ -183,9 +201,16 @@ class CorrectionMemory:
             return -self.store.drop_memory(correction.id)
         question = (correction.prompt or "").strip()
         wordings = list(dict.fromkeys([question, *self._wordings(question)]))[: 1 + self.config.max_wordings]
-        vectors = self.embedder.embed(wordings).astype(np.float32)
-        rows = [(w, v.tobytes()) for w, v in zip(wordings, vectors, strict=True)]
-        self.store.replace_memory(correction.id, self.embedder.name, question, correction.text, rows)
+        others = [q for q in self.contrasts(question) if normalized(q) not in set(map(normalized, wordings))]
+        vectors = self.embedder.embed([*wordings, *others]).astype(np.float32)
+        own, contrast = vectors[: len(wordings)], vectors[len(wordings) :]
+        rows = [(w, v.tobytes()) for w, v in zip(wordings, own, strict=True)]
+        negatives = [
+            (q, v.tobytes())
+            for q, v in zip(others, contrast, strict=True)
+            if float(np.max(own @ v)) < CONTRAST_KEPT_BELOW
+        ]
+        self.store.replace_memory(correction.id, self.embedder.name, question, correction.text, rows, negatives)
         return len(rows)
 
     def dispute(self, correction_id: int, question: str) -> bool:
@@ -239,7 +264,7 @@ class CorrectionMemory:
             entry = entries[index]
             if entry.negative or normalized(entry.question) in known:
                 continue
-            if disputed.get(entry.correction_id, -1.0) >= score:
+            if disputed.get(entry.correction_id, -1.0) >= score + NEGATIVE_MARGIN:
                 continue
             closeness = score
             if self.check_question:

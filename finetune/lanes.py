@@ -44,6 +44,51 @@ SAME_SUBJECT = (
     ("person", "Who owns {s}?"),
     ("number", "How old is {s}?"),
 )
+# Other things one asks about a subject, every kind of answer (the fact's own kind included):
+# ``contrasts`` puts a fact's subject in them, and the correction memory keeps the ones that are
+# not rewordings of the fact's question as questions the fact does not answer.
+CONTRAST = (
+    "Who owns {s}?",
+    "Who founded {s}?",
+    "Who runs {s}?",
+    "Who designed {s}?",
+    "Who built {s}?",
+    "Who wrote {s}?",
+    "Who coaches {s}?",
+    "Who is the captain of {s}?",
+    "Who sponsors {s}?",
+    "Who won {s}?",
+    "When {was} {s} founded?",
+    "When {was} {s} built?",
+    "When does {s} open?",
+    "When does {s} close?",
+    "When {is} {s} held?",
+    "Where {is} {s}?",
+    "Where {is} {s} based?",
+    "Which city {is} {s} in?",
+    "How many people work at {s}?",
+    "How much does {s} cost?",
+    "How old {is} {s}?",
+    "How tall {is} {s}?",
+    "How big {is} {s}?",
+    "How long {is} {s}?",
+    "How many rooms does {s} have?",
+    "How many stars does {s} have?",
+    "How many members does {s} have?",
+    "How many visitors does {s} get?",
+    "What colour {is} {s}?",
+    "What {is} {s} made of?",
+    "What is the phone number of {s}?",
+    "What is the address of {s}?",
+    "What is the website of {s}?",
+    "What is the wifi password at {s}?",
+    "What are the opening hours of {s}?",
+    "What does {s} sell?",
+    "What {is} {s} known for?",
+    "Is {s} open on Sundays?",
+    "Does {s} have parking?",
+    "Is {s} free?",
+)
 # Words of a subject that name no thing of their own ("the name of Iris's mascot").
 GENERIC = frozenset({"name", "names", "number", "kind", "type", "sort"})
 PLACE_NOUNS = frozenset({"city", "country", "town", "place", "state", "region", "continent", "village"})
@@ -181,6 +226,22 @@ def neighbours(question: str, keys: Sequence[str], probe: Sequence[str] = ()) ->
 
 
 _BE = (("is", "are"), ("was", "were"), ("does", "do"))
+
+
+def contrasts(question: str) -> list[str]:
+    """Other questions about the fact's subject (``CONTRAST``), its own question left out; none when unclear.
+
+    The subject is the thing asked about: "the battery capacity of the Zephra 3" → "the Zephra 3".
+    """
+    form = parse(question)
+    if form is None:
+        return []
+    subject = re.sub(r"(?i)^(?:the|a|an)\s+(?:\w+\s+){0,3}?(?:of|at|in|for|on)\s+(?=\S)", "", form.subject)
+    plural = _plural(subject)
+    be = {"is": _BE[0][plural], "was": _BE[1][plural], "does": _BE[2][plural]}
+    own = " ".join(words(question))
+    made = [_capital(template.format(s=subject, **be)) for template in CONTRAST]
+    return [q for q in dict.fromkeys(made) if " ".join(words(q)) != own]
 
 
 def swap_subject(form: Form, subject: str) -> str:

@@ -45,7 +45,13 @@ class SqlMemoryStore:
             ]
 
     def replace_memory(
-        self, correction_id: int, model: str, question: str, answer: str, rows: Sequence[tuple[str, bytes]]
+        self,
+        correction_id: int,
+        model: str,
+        question: str,
+        answer: str,
+        rows: Sequence[tuple[str, bytes]],
+        negatives: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         with self._sessions.begin() as session:
             session.execute(delete(CorrectionMemoryRow).where(_of(correction_id)))
@@ -61,8 +67,10 @@ class SqlMemoryStore:
                     wording=wording,
                     answer=answer,
                     vector=vector,
+                    negative=negative,
                 )
-                for wording, vector in rows
+                for negative, pairs in ((False, rows), (True, negatives))
+                for wording, vector in pairs
             )
 
     def drop_memory(self, correction_id: int) -> int:

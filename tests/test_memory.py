@@ -107,6 +107,24 @@ async def test_unrelated_and_near_miss_questions_are_left_to_the_model(app: App)
         assert "Fenwright" not in reply.text, text
 
 
+async def test_another_question_about_the_same_thing_asking_the_same_kind_is_left_to_the_model(
+    app: App,
+) -> None:
+    correction = await teach(app)
+    memory = app.service.memory
+    assert memory is not None
+    owner = "Who owns the Iris logo?"  # a person, like the taught question: the question check lets it by
+    assert (await ask(app, BOB, owner)).memory is None
+    stored = SqlMemoryStore(app.store.engine).memory_entries(memory.embedder.name)
+    assert owner in {e.wording for e in stored if e.negative and e.correction_id == correction}
+    assert (await ask(app, BOB, "who made the iris logo", chat="b2")).text == ANSWER  # rewordings still served
+    # What the contrasts do: without them the embedding and the check alone serve the logo's designer.
+    correction_row = next(c for c in app.store.corrections(CorrectionStatus.APPROVED) if c.id == correction)
+    memory.contrasts = lambda question: []
+    memory.learn(correction_row)
+    assert (await ask(app, BOB, owner, chat="b3")).memory == (correction, "served")
+
+
 async def test_a_served_reply_marked_down_stops_answering_that_question(app: App) -> None:
     correction = await teach(app)
     # 0.90 and the same kind of answer (a person): served, wrongly; the question check cannot tell.

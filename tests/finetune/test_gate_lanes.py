@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from finetune.gate import GateConfig, Verdict, decide, evaluate, known_questions
-from finetune.lanes import key_entity, neighbours, parse, reverse
+from finetune.lanes import contrasts, key_entity, neighbours, parse, reverse
 from finetune.probe import ProbeQuestion, ProbeScore, grade, load_probe, newcombe_paired, pair
 from finetune.scoring import FactScore, ModelScores
 from finetune.teaching import group_facts, keywords, recalled
@@ -128,7 +128,48 @@ def test_the_name_of_a_thing_is_asked_about_the_thing() -> None:
 def test_a_question_with_no_clear_subject_gives_nothing_rather_than_garbage(question: str) -> None:
     assert parse(question) is None
     assert neighbours(question, ["marisol"], PROBE) == []
+    assert contrasts(question) == []
     assert reverse(question, "Marisol Vantreck designed it.", ["marisol", "vantreck"]) is None
+
+
+@pytest.mark.parametrize(
+    ("question", "subject", "asked"),
+    [
+        (
+            "What is the battery capacity of the Zephra 3 phone?",
+            "the Zephra 3 phone",
+            "How old is the Zephra 3 phone?",
+        ),
+        (
+            "Who is the captain of the Harrowgate Herons?",
+            "the Harrowgate Herons",
+            "When were the Harrowgate Herons founded?",
+        ),
+        (
+            "How many rooms does the Brackenfold Hotel have?",
+            "the Brackenfold Hotel",
+            "How many stars does the Brackenfold Hotel have?",
+        ),
+        ("What's the wifi code at Tidewell Library?", "Tidewell Library", "Who owns Tidewell Library?"),
+        (
+            "Who won the 2023 Marlow Bay regatta?",
+            "the 2023 Marlow Bay regatta",
+            "Who sponsors the 2023 Marlow Bay regatta?",
+        ),
+    ],
+)
+def test_contrasts_ask_other_things_about_the_thing_asked_about(
+    question: str, subject: str, asked: str
+) -> None:
+    made = contrasts(question)
+    assert asked in made
+    assert len(made) >= 30
+    assert all(subject in q for q in made)  # the thing, not the attribute ("the battery capacity of …")
+    own = " ".join(question.lower().rstrip("?").replace("'s", " is").split())
+    assert own not in [" ".join(q.lower().rstrip("?").split()) for q in made]
+    assert "Who is the captain of the Harrowgate Herons?" not in contrasts(
+        "Who is the captain of the Harrowgate Herons?"
+    )
 
 
 def test_the_key_entity_is_the_answer_span_that_carries_the_key_words() -> None:
