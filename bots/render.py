@@ -177,48 +177,90 @@ class EditPacer:
 
 
 def format_stats(stats: Stats) -> str:
-    """The figures admins see (``iris stats``, /stats), as plain lines every platform shows well."""
+    """The figures admins see (``iris stats``, /stats), as plain lines every platform shows well.
+
+    In the admin's language in the chats (the CLI speaks English); numbers, model and persona
+    names stay as they are.
+    """
     lines = [
-        f"Messages: {stats.user_turns} ({stats.voice_share:.0%} voice) from {stats.people} people "
-        f"in {stats.conversations} conversations",
-        f"Replies: {stats.replies}",
-        f"Corrections: {stats.corrections_pending} waiting for review, {stats.corrections_approved} approved, "
-        f"{stats.corrections_rejected} rejected",
-        f"Answered from approved corrections: {stats.memory_served} as approved, "
-        f"{stats.memory_grounded} written with one given to the model",
-        f"Active model: {stats.active_model or '-'}",
+        _("Messages: {messages} ({voice} voice) from {people} people in {conversations} conversations").format(
+            messages=stats.user_turns,
+            voice=f"{stats.voice_share:.0%}",
+            people=stats.people,
+            conversations=stats.conversations,
+        ),
+        _("Replies: {replies}").format(replies=stats.replies),
+        _("Corrections: {pending} waiting for review, {approved} approved, {rejected} rejected").format(
+            pending=stats.corrections_pending,
+            approved=stats.corrections_approved,
+            rejected=stats.corrections_rejected,
+        ),
+        _(
+            "Answered from approved corrections: {served} as approved, "
+            "{grounded} written with one given to the model"
+        ).format(served=stats.memory_served, grounded=stats.memory_grounded),
+        _("Active model: {model}").format(model=stats.active_model or "-"),
     ]
     if stats.active_model_error:
-        lines.append(f"⚠️ Broken: {stats.active_model_error}; running bots keep the model they had loaded")
+        lines.append(
+            _("⚠️ Broken: {error}; running bots keep the model they had loaded").format(
+                error=stats.active_model_error
+            )
+        )
     for row in stats.by_model:
-        rated = row.up + row.down
-        share = f" ({row.up / rated:.0%} 👍)" if rated else ""
-        lines.append(f"• {row.model}: {row.replies} replies, {row.up} 👍, {row.down} 👎{share}")
+        lines.append(_rated_line(row.model, row.replies, row.up, row.down))
     if any(row.persona is not None for row in stats.by_persona):  # only once a persona wrote a reply
-        lines.append("By persona:")
+        lines.append(_("By persona:"))
         for figures in stats.by_persona:
-            rated = figures.up + figures.down
-            share = f" ({figures.up / rated:.0%} 👍)" if rated else ""
-            name = figures.persona or "(configured prompt)"
-            lines.append(f"• {name}: {figures.replies} replies, {figures.up} 👍, {figures.down} 👎{share}")
+            name = figures.persona or _("(configured prompt)")
+            lines.append(_rated_line(name, figures.replies, figures.up, figures.down))
     if stats.by_language:  # core.languages: what people write in, and replies the model wrote in another
-        spoken = ", ".join(f"{code or 'unknown'} {count}" for code, count in stats.by_language)
-        lines.append(f"Messages by language: {spoken}")
-        lines.append(f"Replies not in the person's language: {stats.replies_off_language}")
+        spoken = ", ".join(f"{code or _('unknown')} {count}" for code, count in stats.by_language)
+        lines.append(_("Messages by language: {languages}").format(languages=spoken))
+        lines.append(
+            _("Replies not in the person's language: {count}").format(count=stats.replies_off_language)
+        )
     return "\n".join(lines)
 
 
+def _rated_line(name: str, replies: int, up: int, down: int) -> str:
+    """One model's or persona's replies and ratings: "• NAME: 12 replies, 3 👍, 1 👎 (75% 👍)"."""
+    rated = up + down
+    share = f" ({up / rated:.0%} 👍)" if rated else ""
+    return _("• {name}: {replies} replies, {up} 👍, {down} 👎{share}").format(
+        name=name, replies=replies, up=up, down=down, share=share
+    )
+
+
 def format_ab(report: ABReport | None) -> str:
-    """An A/B test's figures (``iris models ab status``, /ab): per arm, the difference, the rule's decision."""
+    """An A/B test's figures (``iris models ab status``, /ab): per arm, the difference, the rule's decision.
+
+    In the admin's language in the chats; arm names (control, candidate), versions and
+    command names stay as they are.
+    """
     if report is None:
-        return "No A/B test has run yet. Start one with `iris models ab start CANDIDATE`."
+        return _("No A/B test has run yet. Start one with `iris models ab start CANDIDATE`.")
     experiment = report.experiment
-    state = "running" if experiment.running else f"ended: {experiment.decision} by {experiment.decided_by}"
+    state = (
+        _("running")
+        if experiment.running
+        else _("ended: {decision} by {who}").format(decision=experiment.decision, who=experiment.decided_by)
+    )
     by_persona = experiment.kind is ExperimentKind.PERSONA
-    what = "persona " if by_persona else ""
+    if by_persona:
+        head = _(
+            "A/B test {id}: persona {candidate} to {share} of conversations against persona {control} ({state})"
+        )
+    else:
+        head = _("A/B test {id}: {candidate} to {share} of conversations against {control} ({state})")
     lines = [
-        f"A/B test {experiment.id}: {what}{experiment.candidate} to {experiment.share:.0%} of conversations "
-        f"against {what}{experiment.control or 'the active version'} ({state})",
+        head.format(
+            id=experiment.id,
+            candidate=experiment.candidate,
+            share=f"{experiment.share:.0%}",
+            control=experiment.control or _("the active version"),
+            state=state,
+        )
     ]
     for arm in (report.control, report.candidate):
         counts = arm.counts
@@ -230,46 +272,74 @@ def format_ab(report: ABReport | None) -> str:
         # Ratings past a person's share on the arm are stored but not counted: say how many.
         left_out = counts.all_ratings - arm.ratings
         uncounted = (
-            f" ({left_out} more not counted: over {experiment.ratings_per_person} a person)"
+            " "
+            + _("({count} more not counted: over {most} a person)").format(
+                count=left_out, most=experiment.ratings_per_person
+            )
             if left_out > 0
             else ""
         )
         # Replies the correction memory served word for word: no arm wrote them, in no figure.
         memory = (
-            f" (and {counts.memory_served} served from memory, not counted)" if counts.memory_served else ""
+            " " + _("(and {count} served from memory, not counted)").format(count=counts.memory_served)
+            if counts.memory_served
+            else ""
         )
         name = f" {experiment.arm_name(arm.arm)}" if by_persona else ""
         lines.append(
-            f"• {arm.arm.value}{name} [{versions}]: {counts.conversations} conversations, "
-            f"{counts.replies} replies{memory}, "
-            f"{rated} rated; {arm.ratings}/{experiment.min_ratings} ratings{uncounted} "
-            f"from {arm.raters}/{experiment.min_raters} people, 👍 {up}"
+            _(
+                "• {arm} [{versions}]: {conversations} conversations, {replies} replies{memory}, "
+                "{rated} rated; {ratings}/{min_ratings} ratings{uncounted} "
+                "from {raters}/{min_raters} people, 👍 {up}"
+            ).format(
+                arm=f"{arm.arm.value}{name}",
+                versions=versions,
+                conversations=counts.conversations,
+                replies=counts.replies,
+                memory=memory,
+                rated=rated,
+                ratings=arm.ratings,
+                min_ratings=experiment.min_ratings,
+                uncounted=uncounted,
+                raters=arm.raters,
+                min_raters=experiment.min_raters,
+                up=up,
+            )
         )
     comparison = report.comparison
     if comparison is None:
-        lines.append("Difference: - (each arm needs a rating)")
+        lines.append(_("Difference: - (each arm needs a rating)"))
     else:
+        bootstrap = ""
+        if comparison.bootstrap:
+            bootstrap = _(", {low} to {high} (bootstrap over conversations)").format(
+                low=f"{comparison.bootstrap.low:+.1%}", high=f"{comparison.bootstrap.high:+.1%}"
+            )
         lines.append(
-            f"Difference (candidate − control): {comparison.difference:+.1%}, "
-            f"95% {comparison.newcombe.low:+.1%} to {comparison.newcombe.high:+.1%} (Newcombe)"
-            + (
-                f", {comparison.bootstrap.low:+.1%} to {comparison.bootstrap.high:+.1%} "
-                "(bootstrap over conversations)"
-                if comparison.bootstrap
-                else ""
+            _(
+                "Difference (candidate − control): {difference}, 95% {low} to {high} (Newcombe){bootstrap}"
+            ).format(
+                difference=f"{comparison.difference:+.1%}",
+                low=f"{comparison.newcombe.low:+.1%}",
+                high=f"{comparison.newcombe.high:+.1%}",
+                bootstrap=bootstrap,
             )
         )
-    rule = {
-        Decision.WAIT: (
-            f"wait: the rule decides at {experiment.min_ratings} ratings from at least "
-            f"{experiment.min_raters} people on both arms"
-        ),
-        Decision.PROMOTE: f"promote: not worse than the control by more than {experiment.margin:.0%}"
-        + (f" ({experiment.candidate} becomes the default persona)" if by_persona else ""),
-        Decision.ROLLBACK: f"roll back: it may be worse than the control by more than {experiment.margin:.0%}"
-        + (f" ({experiment.control} becomes the default persona)" if by_persona else ""),
-    }[report.decision]
-    lines.append(f"Rule now: {rule}" if experiment.running else f"Rule at the end: {rule}")
+    margin = f"{experiment.margin:.0%}"
+    if report.decision is Decision.WAIT:
+        rule = _(
+            "wait: the rule decides at {ratings} ratings from at least {raters} people on both arms"
+        ).format(ratings=experiment.min_ratings, raters=experiment.min_raters)
+    elif report.decision is Decision.PROMOTE:
+        rule = _("promote: not worse than the control by more than {margin}").format(margin=margin)
+        if by_persona:
+            rule += " " + _("({name} becomes the default persona)").format(name=experiment.candidate)
+    else:
+        rule = _("roll back: it may be worse than the control by more than {margin}").format(margin=margin)
+        if by_persona:
+            rule += " " + _("({name} becomes the default persona)").format(name=experiment.control)
+    shown = _("Rule now: {rule}") if experiment.running else _("Rule at the end: {rule}")
+    lines.append(shown.format(rule=rule))
     return "\n".join(lines)
 
 
@@ -340,7 +410,7 @@ def format_forget(report: ForgetReport) -> str:
 def format_audit(entries: list[AuditEntry]) -> str:
     """The audit trail, one line an entry: when (UTC), who, what, on what, and the details."""
     if not entries:
-        return "The audit trail is empty."
+        return _("The audit trail is empty.")
     return "\n".join(audit_line(entry) for entry in entries)
 
 

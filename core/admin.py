@@ -12,6 +12,7 @@ from core.ab import ABServing, latest_report
 from core.audit import AuditTrail, retrain_entries
 from core.domain import AuditAction, AuditEntry, Stats
 from core.experiments import ABReport
+from core.i18n import _
 from core.ports import ConversationStore, Retrainer, RetrainOutcome
 
 
@@ -51,7 +52,8 @@ class Administration:
         trail records who started it, how it ended and what it promoted.
         """
         if self.retrainer is None:
-            return RetrainOutcome(False, False, None, "Retraining is not set up on this deployment.")
+            # Said in the chat's language (a chat adapter set it); nothing is recorded.
+            return RetrainOutcome(False, False, None, _("Retraining is not set up on this deployment."))
         if self._retraining.locked():
             raise RetrainBusy("a retrain is already running")
         async with self._retraining:

@@ -155,3 +155,15 @@ async def test_concurrent_tasks_each_keep_their_own_language() -> None:
         assert set(said) == {expected[language]}
     assert len(set(expected.values())) == 5
     assert i18n.current() == i18n.DEFAULT  # the test's own task was never changed
+
+
+def test_an_edit_prompt_in_any_catalogs_language_is_read_back() -> None:
+    """Telegram's ✏️ Edit prompt carries the correction's id in its words; the admin's reply is read back
+    from them whatever language the prompt was written in (their /language may have changed since)."""
+    from bots.telegram_bot.edits import PROMPT, prompt_id
+
+    for language in i18n.LANGUAGES:
+        written = i18n.translate(PROMPT, language).format(id=42)
+        found = prompt_id().match(written)
+        assert found is not None and [group for group in found.groups() if group] == ["42"], language
+    assert prompt_id().match("✏️ Suggested answer #7 is great") is None  # not the prompt's words

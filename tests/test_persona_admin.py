@@ -198,4 +198,4 @@ def test_a_long_list_fits_the_platforms_messages_and_counts_what_it_leaves_out()
         shown = sum(piece.count("• p") for piece in pieces)
         assert pieces[-1].endswith(f"…and {200 - shown} more: `iris persona list` shows them all.")
     one = persona_render.listing(PersonaListing(many[:1], {"p000": [ChatRef("telegram", "-1")]}), 2000)
-    assert len(one) == 1 and "p000: version 1, 1 chat(s)" in one[0] and "None is the default" in one[0]
+    assert len(one) == 1 and "p000: version 1, 1 chat\n" in one[0] and "None is the default" in one[0]

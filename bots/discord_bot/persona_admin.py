@@ -18,6 +18,7 @@ from bots.discord_bot.components import ADMINS_ONLY, guarded, is_admin, tell
 from bots.discord_bot.people import PLATFORM, channel_ids
 from bots.discord_bot.replies import MESSAGE_LIMIT
 from core.domain import ChatRef
+from core.i18n import N_, _
 from core.persona_admin import PersonaAdminUnavailable, cleared
 from core.personas import DEFAULT, Persona, PersonaInvalid, PersonaNotFound, PersonaRefused
 
@@ -32,21 +33,21 @@ REFUSED = (PersonaInvalid, PersonaNotFound, PersonaRefused)
 def add_persona_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -> None:
     """``/persona list|add|edit|default|remove|use`` on the tree."""
     group = app_commands.Group(
-        name="persona", description="Personas: the prompts replies are written with (admins)"
+        name="persona", description=N_("Personas: the prompts replies are written with (admins)")
     )
 
-    @group.command(name="list", description="Every persona, its settings and prompt (admins)")
+    @group.command(name="list", description=N_("Every persona, its settings and prompt (admins)"))
     async def list_command(interaction: Interaction) -> None:
         await _admin(interaction, lambda: _list(bot, interaction))
 
-    @group.command(name="add", description="Add a persona (admins)")
+    @group.command(name="add", description=N_("Add a persona (admins)"))
     @app_commands.describe(
-        name="letters, digits, - and _",
-        prompt="the system prompt (at most 4,000 characters)",
-        voice="the voice of its spoken replies",
-        temperature="its sampling temperature, 0 to 2",
-        greeting="what it says first in a chat",
-        default="make it the default persona",
+        name=N_("letters, digits, - and _"),
+        prompt=N_("the system prompt (at most 4,000 characters)"),
+        voice=N_("the voice of its spoken replies"),
+        temperature=N_("its sampling temperature, 0 to 2"),
+        greeting=N_("what it says first in a chat"),
+        default=N_("make it the default persona"),
     )
     async def add_command(
         interaction: Interaction,
@@ -62,13 +63,13 @@ def add_persona_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -
         )
         await _admin(interaction, lambda: _change(interaction, lambda actor: _add(bot, wanted, actor)))
 
-    @group.command(name="edit", description="Change a persona; a new prompt is its next version (admins)")
+    @group.command(name="edit", description=N_("Change a persona; a new prompt is its next version (admins)"))
     @app_commands.describe(
-        name="the persona",
-        prompt="a new system prompt",
-        voice="a voice for its spoken replies (none: take it away)",
-        temperature="its sampling temperature, 0 to 2",
-        greeting="what it says first in a chat (none: take it away)",
+        name=N_("the persona"),
+        prompt=N_("a new system prompt"),
+        voice=N_("a voice for its spoken replies (none: take it away)"),
+        temperature=N_("its sampling temperature, 0 to 2"),
+        greeting=N_("what it says first in a chat (none: take it away)"),
     )
     async def edit_command(
         interaction: Interaction,
@@ -91,24 +92,24 @@ def add_persona_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -
 
         await _admin(interaction, lambda: _change(interaction, edit))
 
-    @group.command(name="default", description="Chats without a persona of their own use this one (admins)")
-    @app_commands.describe(name="the persona")
+    @group.command(name="default", description=N_("Chats without a persona of their own use this one (admins)"))
+    @app_commands.describe(name=N_("the persona"))
     async def default_command(interaction: Interaction, name: str) -> None:
         async def make_default(actor: str) -> str:
             return render.made_default(await bot.service.personas.make_default(name, actor))
 
         await _admin(interaction, lambda: _change(interaction, make_default))
 
-    @group.command(name="remove", description="Remove a persona; its chats go back to the default (admins)")
-    @app_commands.describe(name="the persona")
+    @group.command(name="remove", description=N_("Remove a persona; its chats go back to the default (admins)"))
+    @app_commands.describe(name=N_("the persona"))
     async def remove_command(interaction: Interaction, name: str) -> None:
         async def remove(actor: str) -> str:
             return render.removed(name, await bot.service.personas.remove(name, actor))
 
         await _admin(interaction, lambda: _change(interaction, remove))
 
-    @group.command(name="use", description="This channel's persona, from its next reply (admins)")
-    @app_commands.describe(name="a persona, or default")
+    @group.command(name="use", description=N_("This channel's persona, from its next reply (admins)"))
+    @app_commands.describe(name=N_("a persona, or default"))
     async def use_command(interaction: Interaction, name: str) -> None:
         await _admin(interaction, lambda: _use(bot, interaction, name))
 
@@ -118,7 +119,7 @@ def add_persona_commands(tree: app_commands.CommandTree[Any], bot: IrisClient) -
 async def _admin(interaction: Interaction, work: Callable[[], Awaitable[None]]) -> None:
     """Do ``work`` for an admin; anyone else is told in one line, and nothing is done."""
     if not is_admin(interaction):
-        await tell(interaction, ADMINS_ONLY)
+        await tell(interaction, _(ADMINS_ONLY))
         return
     await guarded(interaction, work())
 
@@ -128,7 +129,7 @@ async def _list(bot: IrisClient, interaction: Interaction) -> None:
     try:
         pieces = render.listing(await bot.service.personas.listing(), MESSAGE_LIMIT)
     except PersonaAdminUnavailable:
-        pieces = [render.NOT_STORED]
+        pieces = [_(render.NOT_STORED)]
     for piece in pieces:
         await tell(interaction, piece)
 
@@ -141,7 +142,7 @@ async def _change(interaction: Interaction, change: Callable[[str], Awaitable[st
     except REFUSED as error:
         text = render.not_changed(error)
     except PersonaAdminUnavailable:
-        text = render.NOT_STORED
+        text = _(render.NOT_STORED)
     await tell(interaction, text)
 
 
@@ -161,7 +162,7 @@ async def _use(bot: IrisClient, interaction: Interaction, name: str) -> None:
         await tell(interaction, render.not_changed(error))
         return
     except PersonaAdminUnavailable:
-        await tell(interaction, render.NOT_STORED)
+        await tell(interaction, _(render.NOT_STORED))
         return
     await tell(interaction, render.now_using(persona, chosen))
     if persona is not None and persona.greeting:

@@ -71,6 +71,11 @@ class Adapter:
         Runs first for every update, in the update's own task: the language holds for its handlers
         (and the tasks they start) only, never for another person's update handled alongside.
         """
+        await self.speak_to(update)
+
+    async def speak_to(self, update: object) -> None:
+        """Speak the language of ``update``'s sender in the current task (also outside a handler:
+        the inbox's notice of a set-aside update)."""
         user = update.effective_user if isinstance(update, Update) else None
         if user is None:
             i18n.use(None)

@@ -21,19 +21,21 @@ from bots.telegram_bot.formatting import Rendered, plain_text
 from bots.telegram_bot.outbox import Target
 from core.admin import RetrainBusy
 from core.domain import Correction
+from core.i18n import N_, _, ngettext
 from core.ports import AlreadyReviewed
 
 log = logging.getLogger(__name__)
 
-ADMINS_ONLY = "That command is for admins."
-PRIVATE_ONLY = (
+# In the language of who reads them (``core.i18n``): an admin's, or the person refused.
+ADMINS_ONLY = N_("That command is for admins.")
+PRIVATE_ONLY = N_(
     "/{command} shows what people wrote, so I answer it only in a private chat: "
     "open a chat with me, press Start, and send /{command} there."
 )
-SENT_PRIVATELY = "I've answered /{command} in our private chat."
-ALREADY_DECIDED = "Suggested answer #{id} was already reviewed, or no longer exists; nothing changed."
-REVIEWERS_ONLY = "Only admins can review suggested answers."
-SUGGESTION_GONE = "That suggested answer no longer exists."
+SENT_PRIVATELY = N_("I've answered /{command} in our private chat.")
+ALREADY_DECIDED = N_("Suggested answer #{id} was already reviewed, or no longer exists; nothing changed.")
+REVIEWERS_ONLY = N_("Only admins can review suggested answers.")
+SUGGESTION_GONE = N_("That suggested answer no longer exists.")
 REVIEW_PAGE = 10
 AUDIT_LINES = 30
 TEXT_LIMIT = 4096
@@ -64,7 +66,7 @@ class Admin:
             return True
         if update.effective_message is not None and await self.adapter.admitted(update):
             target = self.adapter.target(update.effective_message)
-            await self.adapter.outbox.send(target, plain_text(ADMINS_ONLY))
+            await self.adapter.outbox.send(target, plain_text(_(ADMINS_ONLY)))
         return False
 
     async def _answer(self, update: Update, command: str, messages: Sequence[Outgoing]) -> Target | None:
@@ -94,14 +96,15 @@ class Admin:
                     command,
                 )
                 await outbox.send(
-                    self.adapter.target(message), plain_text(PRIVATE_ONLY.format(command=command))
+                    self.adapter.target(message), plain_text(_(PRIVATE_ONLY).format(command=command))
                 )
                 return None
             messages = messages[1:]
         for text, markup in messages:
             await outbox.send(target, text, markup)
         if self.adapter.is_group(message):
-            await outbox.send(self.adapter.target(message), plain_text(SENT_PRIVATELY.format(command=command)))
+            said = _(SENT_PRIVATELY).format(command=command)
+            await outbox.send(self.adapter.target(message), plain_text(said))
         return target
 
     async def on_stats(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -130,10 +133,15 @@ class Admin:
             messages += [(plain_text(piece), None) for piece in pieces[:-1]]
             messages.append((plain_text(pieces[-1]), review_keyboard(correction, inline_edit)))
         if not pending:
-            messages.append((plain_text("No suggested answers are waiting for review."), None))
+            messages.append((plain_text(_("No suggested answers are waiting for review.")), None))
         elif len(pending) > REVIEW_PAGE:
             more = len(pending) - REVIEW_PAGE
-            messages.append((plain_text(f"{more} more are waiting; send /review again after these."), None))
+            waiting = ngettext(
+                "{count} more is waiting; send /review again after these.",
+                "{count} more are waiting; send /review again after these.",
+                more,
+            )
+            messages.append((plain_text(waiting.format(count=more)), None))
         await self._answer(update, "review", messages)
 
     async def on_review_press(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -143,7 +151,7 @@ class Admin:
             return
         outbox = self.adapter.outbox
         if not self.adapter.is_admin(update):
-            await outbox.answer(query.id, REVIEWERS_ONLY, alert=True)
+            await outbox.answer(query.id, _(REVIEWERS_ONLY), alert=True)
             return
         reviewer = query.from_user
         try:
@@ -152,17 +160,17 @@ class Admin:
             )
         except AlreadyReviewed:
             # Decided meanwhile (by another admin, or with ✏️ Edit): the first decision stands.
-            await outbox.answer(query.id, ALREADY_DECIDED.format(id=press.correction_id), alert=True)
+            await outbox.answer(query.id, _(ALREADY_DECIDED).format(id=press.correction_id), alert=True)
             return
         except LookupError:
-            await outbox.answer(query.id, SUGGESTION_GONE)
+            await outbox.answer(query.id, _(SUGGESTION_GONE))
             return
-        verdict = "✅ Approved" if press.approve else "❌ Rejected"
-        await outbox.answer(query.id, f"{verdict}.")
+        await outbox.answer(query.id, _("✅ Approved.") if press.approve else _("❌ Rejected."))
         message = query.message
         if message is not None:
-            shown = getattr(message, "text", None) or f"Correction #{press.correction_id}"
-            text = f"{shown}\n\n{verdict} by {reviewer.full_name}"[:TEXT_LIMIT]
+            shown = getattr(message, "text", None) or _("Correction #{id}").format(id=press.correction_id)
+            verdict = _("✅ Approved by {who}") if press.approve else _("❌ Rejected by {who}")
+            text = f"{shown}\n\n{verdict.format(who=reviewer.full_name)}"[:TEXT_LIMIT]
             await outbox.edit(message.chat.id, message.message_id, plain_text(text))
 
     async def on_audit(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -181,7 +189,7 @@ class Admin:
         """
         if not await self._allowed(update):
             return
-        started = plain_text("Retraining on the reviewed feedback; I will post the result here.")
+        started = plain_text(_("Retraining on the reviewed feedback; I will post the result here."))
         target = await self._answer(update, "retrain", [(started, None)])
         if target is None:
             return
@@ -193,8 +201,8 @@ class Admin:
             outcome = await self.adapter.service.admin.retrain(actor=actor)
             text = outcome.summary
         except RetrainBusy:
-            text = "A retrain is already running; its result will be posted when it ends."
+            text = _("A retrain is already running; its result will be posted when it ends.")
         except Exception:
             log.exception("the retrain could not be run")
-            text = "The retrain could not be run; the active model is unchanged. The log has the details."
+            text = _("The retrain could not be run; the active model is unchanged. The log has the details.")
         await self.adapter.outbox.send(target, plain_text(text))

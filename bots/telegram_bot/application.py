@@ -155,6 +155,7 @@ def build_application(
     if durable is not None:
         adapter.redelivered = durable.redelivered
         adapter.shown_for = durable.shown_for
+        durable.speak = adapter.speak_to  # its set-aside notices in the sender's language
     _add_handlers(application, adapter)
     return application
 

@@ -125,11 +125,11 @@ class Feedback:
         outbox = self.adapter.outbox
         if forged.kind in ("review", "edit"):
             if not self.adapter.is_admin(update):
-                await outbox.answer(query.id, REVIEWERS_ONLY, alert=True)
+                await outbox.answer(query.id, _(REVIEWERS_ONLY), alert=True)
             elif forged.kind == "edit":
-                await outbox.answer(query.id, ALREADY_DECIDED.format(id=forged.forged_id))
+                await outbox.answer(query.id, _(ALREADY_DECIDED).format(id=forged.forged_id))
             else:
-                await outbox.answer(query.id, SUGGESTION_GONE)
+                await outbox.answer(query.id, _(SUGGESTION_GONE))
         elif await self.adapter.admitted(update):
             await outbox.answer(query.id, _(PAIR_GONE) if forged.kind == "pick" else _(REPLY_GONE))
 

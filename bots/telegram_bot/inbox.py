@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Bot, MessageEntity, Update
@@ -33,12 +34,13 @@ from telegram.error import TelegramError
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.outbox import Outbox, Target
 from bots.telegram_bot.streaming import Shown
+from core.i18n import N_, _
 from core.ports import Inbox, InboxItem
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
-SET_ASIDE = "Sorry, I couldn't handle that message; it has been set aside."
+SET_ASIDE = N_("Sorry, I couldn't handle that message; it has been set aside.")
 # Presses and commands handled at once by one process, beside the messages: they are quick
 # (a database write, a short reply) and never reach the model.
 URGENT_CAPACITY = 32
@@ -92,6 +94,9 @@ class DurableUpdates(asyncio.Queue[Any]):
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self._notices: set[asyncio.Task[None]] = set()  # "set aside" notices being sent
+        # Sets the language of an update's sender in the current task, as the handlers choose it
+        # (``Adapter.speak_to``); the notice is sent outside any handler. None: English.
+        self.speak: Callable[[Update], Awaitable[None]] | None = None
 
     async def put(self, item: Any) -> None:
         if not isinstance(item, Update):  # PTB's own signals (its stop) pass straight through
@@ -227,8 +232,13 @@ class DurableUpdates(asyncio.Queue[Any]):
             return  # a press: its answer was due within seconds, long gone
         thread = message.message_thread_id if message.is_topic_message else None
         target = Target(message.chat.id, thread, message.message_id)
+        if self.speak is not None:  # this task is the notice's own: the language holds for it only
+            try:
+                await self.speak(update)
+            except Exception:  # the notice matters more than its language: English, then
+                log.exception("could not look up the language of update %s's sender", update.update_id)
         try:
-            await Outbox(bot).send(target, plain_text(SET_ASIDE))
+            await Outbox(bot).send(target, plain_text(_(SET_ASIDE)))
         except TelegramError as error:  # told at most once: it is marked failed before the notice
             log.warning(
                 "could not tell chat %s that update %s was set aside: %s", message.chat.id, item.id, error

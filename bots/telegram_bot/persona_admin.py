@@ -17,10 +17,12 @@ from bots.telegram_bot.admin import ADMINS_ONLY, TEXT_LIMIT
 from bots.telegram_bot.formatting import plain_text
 from bots.telegram_bot.incoming import chat_of
 from bots.telegram_bot.outbox import Target
+from core.i18n import N_, _
 from core.persona_admin import PersonaAdminUnavailable, cleared, temperature_of
 from core.personas import DEFAULT, Persona, PersonaInvalid, PersonaNotFound, PersonaRefused
 
-USAGE = """\
+USAGE = N_(
+    """\
 /persona – personas: the prompts my replies are written with (admins).
 /persona list – every persona, its settings and prompt
 /persona add NAME PROMPT… – a new persona (the prompt may take several lines)
@@ -29,15 +31,16 @@ USAGE = """\
 /persona default NAME – chats without one of their own use it
 /persona remove NAME – its chats go back to the default
 /persona use NAME|default – this chat's persona (also in a group)"""
+)
 
-PRIVATE_ONLY = (
+PRIVATE_ONLY = N_(
     "/persona {sub} shows or takes prompts, so I answer it only in a private chat with me; "
     "in a group, /persona use NAME|default sets the group's persona."
 )
-NEEDS_NAME = "Say which persona: /persona {sub} NAME."
-NEEDS_PROMPT = "Give the prompt after the name: /persona {sub} NAME PROMPT…"
+NEEDS_NAME = N_("Say which persona: /persona {sub} NAME.")
+NEEDS_PROMPT = N_("Give the prompt after the name: /persona {sub} NAME PROMPT…")
 SETTINGS = ("voice", "greeting", "temperature")
-NEEDS_SETTING = "Say what to set: /persona set NAME voice|greeting|temperature VALUE."
+NEEDS_SETTING = N_("Say what to set: /persona set NAME voice|greeting|temperature VALUE.")
 
 REFUSED = (PersonaInvalid, PersonaNotFound, PersonaRefused)
 
@@ -55,7 +58,7 @@ class PersonaCommands:
             return
         if not self.adapter.is_admin(update):
             if await self.adapter.admitted(update):
-                await self._say(message, ADMINS_ONLY)
+                await self._say(message, _(ADMINS_ONLY))
             return
         # The words as typed (context.args would lose a prompt's line breaks): /persona SUB NAME REST…
         words = (message.text or "").split(None, 3)
@@ -63,10 +66,10 @@ class PersonaCommands:
         name = words[2] if len(words) > 2 else ""
         rest = words[3] if len(words) > 3 else ""
         if sub not in ("list", "add", "edit", "set", "default", "remove", "use"):
-            await self._say(message, USAGE)
+            await self._say(message, _(USAGE))
             return
         if sub != "use" and self.adapter.is_group(message):
-            await self._say(message, PRIVATE_ONLY.format(sub=sub))
+            await self._say(message, _(PRIVATE_ONLY).format(sub=sub))
             return
         actor = f"telegram:{user.id}"
         try:
@@ -75,7 +78,7 @@ class PersonaCommands:
                     await self._say(message, piece)
                 return
             if not name:
-                await self._say(message, NEEDS_NAME.format(sub=sub))
+                await self._say(message, _(NEEDS_NAME).format(sub=sub))
                 return
             if sub == "use":
                 await self._use(message, name, actor)
@@ -84,13 +87,13 @@ class PersonaCommands:
         except REFUSED as error:
             await self._say(message, render.not_changed(error))
         except PersonaAdminUnavailable:
-            await self._say(message, render.NOT_STORED)
+            await self._say(message, _(render.NOT_STORED))
 
     async def _change(self, sub: str, name: str, rest: str, actor: str) -> str:
         """Add, edit, set, make default or remove; what the admin is told."""
         personas = self.adapter.service.personas
         if sub in ("add", "edit") and not rest.strip():
-            return NEEDS_PROMPT.format(sub=sub)
+            return _(NEEDS_PROMPT).format(sub=sub)
         if sub == "add":
             return render.added(await personas.add(Persona(name, rest), actor))
         if sub == "edit":
@@ -102,7 +105,7 @@ class PersonaCommands:
         setting, value = [*rest.split(None, 1), "", ""][:2]
         setting = setting.casefold()
         if setting not in SETTINGS or not value.strip():
-            return NEEDS_SETTING
+            return _(NEEDS_SETTING)
         if setting == "temperature":
             return render.edited(await personas.edit(name, actor, temperature=temperature_of(value)))
         if setting == "voice":
