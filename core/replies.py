@@ -31,6 +31,7 @@ from core.domain import (
 )
 from core.hearing import Listener
 from core.i18n import N_, _, ngettext
+from core.input_checks import checked_input
 from core.languages import Languages, asked
 from core.limits import RateLimiter, Refused
 from core.ports import (
@@ -83,7 +84,7 @@ class Replies:
         ``Notice`` and their turn stays stored with the reason it got no reply.
         """
         started = time.perf_counter()
-        problem = self._check_input(message)
+        problem = checked_input(message, self.config.chat)
         if problem is not None and problem.kind is NoticeKind.EMPTY:
             yield problem
             return
@@ -211,29 +212,6 @@ class Replies:
             if early is not None:
                 early.cancel()
 
-    def _check_input(self, message: IncomingMessage) -> Notice | None:
-        if message.audio is not None:
-            size = len(message.audio.data)
-            if size == 0:
-                return Notice(NoticeKind.UNREADABLE_AUDIO, _("That audio file is empty."))
-            if size > self.config.chat.max_file_bytes:
-                limit_mb = self.config.chat.max_file_mb
-                return Notice(
-                    NoticeKind.TOO_LARGE,
-                    _("That file is too large: the limit is {megabytes} MB.").format(megabytes=f"{limit_mb:g}"),
-                )
-            return None
-        if not (message.text or "").strip():
-            return Notice(NoticeKind.EMPTY, _("Send me a voice note or a text message."))
-        if len(message.text or "") > self.config.chat.max_text_chars:
-            return Notice(
-                NoticeKind.TOO_LONG,
-                _("That message is too long for me: the limit is {count} characters.").format(
-                    count=self.config.chat.max_text_chars
-                ),
-            )
-        return None
-
     async def _stored_reply(self, receipt: UserTurnReceipt) -> ReplyDone | None:
         """The reply stored for a turn, as the event that shows it, or None when there is none."""
         if receipt.reply_id is None:
@@ -286,7 +264,8 @@ class Replies:
         try:
             # Taken over like a redelivered update: the stopped process may have charged its voice already.
             message = replace(message, redelivered=True)
-            events = self._answer(receipt, message, self._check_input(message), time.perf_counter())
+            problem = checked_input(message, self.config.chat)
+            events = self._answer(receipt, message, problem, time.perf_counter())
             async with aclosing(events) as answer:
                 async for event in answer:
                     yield event
