@@ -199,7 +199,10 @@ class CorrectionMemory:
         """
         if correction.status is not CorrectionStatus.APPROVED or not (correction.prompt or "").strip():
             return -self.store.drop_memory(correction.id)
-        question = (correction.prompt or "").strip()
+        return self._write(correction.id, (correction.prompt or "").strip(), correction.text)
+
+    def _write(self, correction_id: int, question: str, answer: str) -> int:
+        """Store ``question``'s wordings and contrasts for the correction (only while it is approved)."""
         wordings = list(dict.fromkeys([question, *self._wordings(question)]))[: 1 + self.config.max_wordings]
         others = [q for q in self.contrasts(question) if normalized(q) not in set(map(normalized, wordings))]
         vectors = self.embedder.embed([*wordings, *others]).astype(np.float32)
@@ -210,7 +213,7 @@ class CorrectionMemory:
             for q, v in zip(others, contrast, strict=True)
             if float(np.max(own @ v)) < CONTRAST_KEPT_BELOW
         ]
-        self.store.replace_memory(correction.id, self.embedder.name, question, correction.text, rows, negatives)
+        self.store.replace_memory(correction_id, self.embedder.name, question, answer, rows, negatives)
         return len(rows)
 
     def dispute(self, correction_id: int, question: str) -> bool:
@@ -228,7 +231,8 @@ class CorrectionMemory:
         return True
 
     def sync(self) -> int:
-        """Index approved corrections that have no entries for this embedder (made before, or elsewhere).
+        """Index approved corrections that have no entries for this embedder (made before, or elsewhere),
+        and again those indexed without contrast questions (before they existed); how many.
 
         Once per process, at start (``App.warm_up``) or at the first lookup; what is approved
         later is indexed by the review itself.
@@ -236,8 +240,25 @@ class CorrectionMemory:
         missing = self.store.unindexed_corrections(self.embedder.name)
         for correction in missing:
             self.learn(correction)
+        stale = self._without_contrasts(self.store.memory_entries(self.embedder.name))
+        for correction_id, (question, answer) in stale.items():
+            self._write(correction_id, question, answer)
         self._synced = True
-        return len(missing)
+        return len(missing) + len(stale)
+
+    def _without_contrasts(self, entries: Sequence[MemoryEntry]) -> dict[int, tuple[str, str]]:
+        """The corrections (question, answer) whose stored questions include none of their contrasts."""
+        indexed: dict[int, tuple[str, str]] = {}
+        negatives: dict[int, set[str]] = {}
+        for entry in entries:
+            indexed[entry.correction_id] = (entry.question, entry.answer)
+            if entry.negative:
+                negatives.setdefault(entry.correction_id, set()).add(entry.wording)
+        return {
+            correction_id: stored
+            for correction_id, stored in indexed.items()
+            if (made := set(self.contrasts(stored[0]))) and not made & negatives.get(correction_id, set())
+        }
 
     # --- looking up ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from core.domain import AuditAction, ChatRef, CorrectionStatus, IncomingMessage,
 from core.embedding import Embedder
 from core.memory import CorrectionMemory, MemoryConfig, MemoryMode
 from core.question_kind import Kind, asks_something_else, kinds, looks_english
+from finetune.lanes import contrasts
 from storage.memory import SqlMemoryStore
 from storage.repository import SqlStore
 from tests.conftest import make_settings
@@ -123,6 +124,28 @@ async def test_another_question_about_the_same_thing_asking_the_same_kind_is_lef
     memory.contrasts = lambda question: []
     memory.learn(correction_row)
     assert (await ask(app, BOB, owner, chat="b3")).memory == (correction, "served")
+
+
+async def test_corrections_indexed_before_contrasts_existed_get_them_at_the_next_start(
+    app: App, embedder: Embedder
+) -> None:
+    correction = await teach(app)
+    memory = app.service.memory
+    assert memory is not None
+    memory.contrasts = lambda question: []  # as an older Iris indexed it
+    correction_row = next(c for c in app.store.corrections(CorrectionStatus.APPROVED) if c.id == correction)
+    memory.learn(correction_row)
+    store = SqlMemoryStore(app.store.engine)
+    assert not [e for e in store.memory_entries(embedder.name) if e.negative]
+
+    started = CorrectionMemory(store, embedder, MemoryConfig(), contrasts=contrasts)  # the next start
+    assert started.sync() == 1
+    negatives = {e.wording for e in store.memory_entries(embedder.name) if e.negative}
+    assert "Who owns the Iris logo?" in negatives
+    assert started.recall("Who owns the Iris logo?", "any") is None
+    recalled = started.recall("Who designed the Iris logo?", "any")
+    assert recalled is not None and recalled.answer == ANSWER  # the correction itself still served
+    assert CorrectionMemory(store, embedder, MemoryConfig(), contrasts=contrasts).sync() == 0  # once
 
 
 async def test_a_served_reply_marked_down_stops_answering_that_question(app: App) -> None:
