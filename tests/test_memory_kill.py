@@ -154,7 +154,10 @@ async def test_an_approval_killed_before_indexing_is_indexed_once_at_the_next_st
     try:
         # The start indexed them, before anyone asked: every wording once.
         indexed = memory_rows(first, correction_id)
-        assert indexed == [(wording, False) for wording in wordings]
+        # What was being embedded: its wordings, then its contrast questions (core.memory).
+        own = [wording for wording, negative in indexed if not negative]
+        others = [wording for wording, negative in indexed if negative]
+        assert own == wordings[: len(own)] and others and set(others) <= set(wordings[len(own) :])
         reply = await ask(first, BOB, "who designed the logo of Iris?")
         assert reply.text == ANSWER and reply.memory == (correction_id, "served")
     finally:
