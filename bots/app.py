@@ -19,7 +19,7 @@ from core.ab import ABServing, PinnedGenerator
 from core.chat_settings import ChatSettingsBook
 from core.config import ServiceConfig
 from core.domain import ModelVersion
-from core.generation import LlamaGenerator, bundled_model, hub_gguf
+from core.generation import CHECKED_RECORD, LlamaGenerator, bundled_model, hub_gguf
 from core.memory import CorrectionMemory, normalized
 from core.personas import PersonaBook, PersonaFile
 from core.ports import ServerUnavailable
@@ -160,7 +160,11 @@ def build_generators(
             ServerGenerator(llm, settings.server, store, model),
             lambda version: ServerGenerator(pinned, settings.server, None, version),
         )
-    return LlamaGenerator(store, model, llm), lambda version: LlamaGenerator(None, version, llm)
+    checked = settings.data_dir / CHECKED_RECORD  # the GGUFs that loaded in a child, for every process
+    return (
+        LlamaGenerator(store, model, llm, checked_record=checked),
+        lambda version: LlamaGenerator(None, version, llm, checked_record=checked),
+    )
 
 
 def build_app(settings: Settings | None = None) -> App:

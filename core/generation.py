@@ -6,7 +6,12 @@ restart. A version whose file does not load never replaces one that does: the
 model already loaded keeps answering, the registry records the version as
 broken, and the load is tried again after a back-off (``LoadBackoff``).
 ``check_gguf`` tries a file in a child process, where a crash of llama.cpp
-costs nothing. ``llama_cpp`` is imported only inside this module's functions.
+costs nothing; every load goes through it, the first of a process too (a file
+that crashed llama.cpp at start would otherwise crash the bot at every restart,
+and the version before it would never be served). A file that passed is
+remembered (``CheckedModels``: its path, size, mtime and inode, in a JSON file
+under the data dir), so a restart serving the same file starts no child.
+``llama_cpp`` is imported only inside this module's functions.
 """
 
 from __future__ import annotations
@@ -221,12 +226,110 @@ def check_gguf(
     return answer
 
 
+CHECKED_RECORD = "checked-models.json"  # in the data dir: the GGUF files that passed check_gguf
+
+
+def default_checked_record() -> Path:
+    """Where a generator built without a data dir remembers the files it checked: the user's cache."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "iris" / CHECKED_RECORD
+
+
+class CheckedModels:
+    """The GGUF files that loaded and answered in ``check_gguf``'s child, remembered in a JSON file.
+
+    A check costs a fresh Python, llama.cpp and the file once more (seconds), so it
+    is paid once per file rather than at every start. A file counts as checked only
+    while it is the same file: its resolved path, size, mtime_ns, inode and device,
+    and the same llama-cpp-python (a newer llama.cpp may crash on what the old one
+    loaded). A file replaced or modified in place is checked again. The record is
+    written whole (``core.files.atomic_write``); one that cannot be read or parsed
+    counts as empty and one that cannot be written is only logged: the worst either
+    costs is a check too many. Two processes writing at once may lose one entry, with
+    the same cost.
+    """
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+
+    def ensure(self, path: str | Path) -> None:
+        """Return at once for a file checked before; else check it in a child and remember it.
+
+        Raise ``ModelUnloadable`` (as ``check_gguf``) when it does not load, crashes or answers nothing.
+        """
+        before = _file_identity(path)
+        if before is not None and self._entries().get(before[0]) == before[1]:
+            return
+        log.info("checking %s in a child process before loading it here", Path(path).name)
+        check_gguf(path)
+        after = _file_identity(path)
+        if after is not None and after == before:  # not the file checked if it changed meanwhile
+            self._remember(*after)
+
+    def _remember(self, key: str, identity: dict[str, int | str]) -> None:
+        entries = {name: entry for name, entry in self._entries().items() if _still_there(name)}
+        entries[key] = identity
+        text = json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n"
+        try:
+            from core.files import atomic_write
+
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.record, text.encode())
+        except OSError as error:
+            log.warning("could not remember that %s loads (%s); it is checked again next start", key, error)
+
+    def _entries(self) -> dict[str, Any]:
+        try:
+            content = json.loads(self.record.read_text(encoding="utf-8"))
+        # UnicodeDecodeError and JSONDecodeError are ValueErrors; RecursionError: nesting beyond json's depth.
+        except (OSError, ValueError, RecursionError) as error:
+            if not isinstance(error, FileNotFoundError):
+                log.warning("ignoring the record of checked models %s: %s", self.record, _one_line(error))
+            return {}
+        files = content.get("files") if isinstance(content, dict) else None
+        return files if isinstance(files, dict) else {}
+
+
+def _still_there(name: str) -> bool:
+    """Whether a file named in the record still exists (so that the record does not grow forever)."""
+    try:
+        return Path(name).exists()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte, from a damaged record
+        return False
+
+
+def _file_identity(path: str | Path) -> tuple[str, dict[str, int | str]] | None:
+    """``path`` resolved, and what changes when that file is replaced or modified; None: no such file."""
+    try:
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+    except OSError:
+        return None
+    identity: dict[str, int | str] = {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "inode": stat.st_ino,
+        "device": stat.st_dev,
+        "llama_cpp_python": _llama_cpp_version(),
+    }
+    return str(resolved), identity
+
+
+@cache
+def _llama_cpp_version() -> str:
+    try:
+        return metadata.version("llama-cpp-python")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def answer_in_child(argv: Sequence[str]) -> None:
     """``check_gguf``'s child: load the file, answer one question, print one marked JSON line."""
     path, question, max_tokens = argv[0], argv[1], int(argv[2])
     version = ModelVersion(id=0, name=Path(path).name, gguf_path=path)
     generator = LlamaGenerator(None, version, LlmConfig(context_tokens=512, parallel=1))
     try:
+        # Installed directly, not through ``load``: that would check the file in yet another child.
         generator._install(version, *_open_serving(path, generator.config))
     except Exception as error:
         print(_CHECK_MARK + json.dumps({"error": f"does not load in llama.cpp ({_one_line(error)})"}))
@@ -375,7 +478,10 @@ class LlamaGenerator:
     its own; the old one finishes the replies it is writing, then is freed. A
     promoted model whose file does not load leaves the old one serving (see
     ``_try_to_serve``), and at a fresh start the version active before it
-    serves; ``clock`` times the back-off between tries.
+    serves; ``clock`` times the back-off between tries. ``checked_record`` is
+    where the files that passed ``check_gguf`` are remembered (``CheckedModels``;
+    the bots pass ``<data_dir>/checked-models.json``, every process of a deployment
+    sees it); None: the user's cache.
     """
 
     def __init__(
@@ -385,6 +491,7 @@ class LlamaGenerator:
         config: LlmConfig | None = None,
         backoff: LoadBackoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        checked_record: Path | None = None,
     ) -> None:
         if registry is None and fallback is None:
             raise ValueError("a generator needs a model registry or a model")
@@ -398,6 +505,7 @@ class LlamaGenerator:
         self.backoff = backoff or LoadBackoff()
         self.clock = clock
         self._failure: _LoadFailure | None = None  # the last version that failed to load, until one loads
+        self.checked = CheckedModels(checked_record or default_checked_record())
         # Where a reply's prompt is tokenized (and a promoted model loaded): a pool of its own,
         # so a crowd waiting for a load never takes the threads that storage calls use.
         self._preparing = ThreadPoolExecutor(2, thread_name_prefix="llama-prompt")
@@ -443,10 +551,10 @@ class LlamaGenerator:
             return
         log.info("loading %s from %s", wanted.name, wanted.gguf_path)
         try:
-            if self._llm is not None:
-                # A file that crashes llama.cpp natively would end this process and the
-                # model serving in it: it proves itself in a child process first.
-                check_gguf(wanted.gguf_path)
+            # A file that crashes llama.cpp natively would end this process: the model serving
+            # in it, or at a first load the whole bot at every restart. It proves itself in a
+            # child process first, unless this very file has done so before.
+            self.checked.ensure(wanted.gguf_path)
             loaded = _open_serving(wanted.gguf_path, self.config)
         except Exception as error:
             self._note_failure(wanted, error)
@@ -468,6 +576,7 @@ class LlamaGenerator:
             previous = self.registry.previous_model() if self.registry is not None else None
             if previous is None or previous.gguf_path == broken.gguf_path:
                 return
+            self.checked.ensure(previous.gguf_path)  # it may have been damaged since it served
             loaded = _open_serving(previous.gguf_path, self.config)
         except Exception as error:
             log.error("no earlier version could be served in place of %s: %s", broken.name, _one_line(error))

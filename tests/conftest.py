@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from bots.app import App, build_app
 from bots.settings import Settings
-from core.generation import LlamaGenerator, LlmConfig, bundled_model
+from core.generation import CHECKED_RECORD, CheckedModels, LlamaGenerator, LlmConfig, bundled_model
 from core.transcription import WhisperConfig, WhisperTranscriber
 from core.whisper_models import BASE, TINY_EN
 from storage.database import make_engine
@@ -62,8 +63,15 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def served_gguf(models_dir: Path) -> Path:
-    """The default served model: the bundled SmolLM2 re-exported to F16 (once per session)."""
-    return Path(bundled_model(models_dir, "f16").gguf_path)
+    """The default served model: the bundled SmolLM2 re-exported to F16 (once per session).
+
+    Checked in a child process once here, as a bot's first start checks it; ``make_settings``
+    gives every test's data dir this record, as a deployment that has started before has it
+    (tests/test_first_load.py starts without one).
+    """
+    path = Path(bundled_model(models_dir, "f16").gguf_path)
+    CheckedModels(models_dir / CHECKED_RECORD).ensure(path)
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +92,8 @@ def generator(served_gguf: Path) -> LlamaGenerator:
     from core.domain import ModelVersion
 
     model = ModelVersion(id=0, name="smollm2-135m-instruct-f16", gguf_path=str(served_gguf))
-    return LlamaGenerator(registry=None, fallback=model, config=LlmConfig(context_tokens=2048))
+    config = LlmConfig(context_tokens=2048)
+    return LlamaGenerator(None, model, config, checked_record=served_gguf.parent / CHECKED_RECORD)
 
 
 def make_settings(tmp_path: Path, served_gguf: Path, **overrides: Any) -> Settings:
@@ -113,6 +122,13 @@ def make_settings(tmp_path: Path, served_gguf: Path, **overrides: Any) -> Settin
             values[name] = value
         else:
             values.setdefault(group, {})[name.removeprefix(group + "_")] = value
+    # The session's check of the served model (``served_gguf``), so that a test's first reply
+    # starts no child process (tests/test_first_load.py tests that check with records of its own).
+    checked = served_gguf.parent / CHECKED_RECORD
+    data_dir = Path(values["data_dir"])
+    if checked.is_file() and not (data_dir / CHECKED_RECORD).exists():
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(checked, data_dir / CHECKED_RECORD)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
