@@ -1,7 +1,7 @@
 """The correction memory, measured as the issue asks (#25): one approved correction per fact, then
 questions nobody taught (not a test: a few minutes on 2 cores).
 
-    .venv/bin/python bench/memory.py [--facts tuning heldout fresh|PATH…] [--policies serve …] [--json FILE]
+    .venv/bin/python bench/memory.py [--facts NAME|PATH …] [--policies serve …] [--json FILE]
 
 1. Each fact is taught as an admin would: ``iris ask`` the question, ``iris rate TURN down --fix
    ANSWER``, ``iris review --approve ID`` (the real command line, one process each).
@@ -22,8 +22,8 @@ questions nobody taught (not a test: a few minutes on 2 cores).
    message, with the check on and off, and the reply time of the unrelated messages with the
    memory on and off, interleaved.
 
-``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind``:
-tests/fixtures/memory/) or paths.
+``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind``, ``blind2``:
+tests/fixtures/memory/) or paths; all five by default.
 
 Prints a Markdown table; ``--json`` writes the figures.
 """
@@ -213,7 +213,8 @@ async def latency(app: App, data: dict[str, Any], rounds: int) -> dict[str, floa
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--facts", nargs="+", default=["tuning", "heldout", "fresh"], help="names or paths")
+    sets = ["tuning", "heldout", "fresh", "blind", "blind2"]
+    parser.add_argument("--facts", nargs="+", default=sets, help="names or paths")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)

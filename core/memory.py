@@ -204,7 +204,8 @@ class CorrectionMemory:
     def _write(self, correction_id: int, question: str, answer: str) -> int:
         """Store ``question``'s wordings and contrasts for the correction (only while it is approved)."""
         wordings = list(dict.fromkeys([question, *self._wordings(question)]))[: 1 + self.config.max_wordings]
-        others = [q for q in self.contrasts(question) if normalized(q) not in set(map(normalized, wordings))]
+        own_questions = set(map(normalized, wordings))
+        others = [q for q in self.contrasts(question) if normalized(q) not in own_questions]
         vectors = self.embedder.embed([*wordings, *others]).astype(np.float32)
         own, contrast = vectors[: len(wordings)], vectors[len(wordings) :]
         rows = [(w, v.tobytes()) for w, v in zip(wordings, own, strict=True)]
