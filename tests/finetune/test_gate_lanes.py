@@ -172,6 +172,24 @@ def test_contrasts_ask_other_things_about_the_thing_asked_about(
     )
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Who designed the {0} {s} logo?",  # format fields in a person's words are kept as words
+        "Who designed the " + "very " * 2000 + "big logo?",
+        "¿Quién diseñó el logo de Iris?",
+        "Who designed the Iris logo?\x00\u202e",
+    ],
+)
+def test_contrasts_of_odd_questions_are_made_literally_or_not_at_all(question: str) -> None:
+    made = contrasts(question)
+    assert len(made) <= 40
+    if made:
+        subject = parse(question).subject  # type: ignore[union-attr]
+        assert all(subject.split()[-1] in q for q in made)
+        assert all("{" not in q or "{0} {s}" in q for q in made)
+
+
 def test_the_key_entity_is_the_answer_span_that_carries_the_key_words() -> None:
     assert (
         key_entity("The Iris logo was designed by Marisol Vantreck.", ["marisol", "vantreck"])

@@ -105,3 +105,24 @@ async def test_a_send_slowed_on_its_way_does_not_let_the_next_ones_bunch_up_behi
     )
     assert len(arrived) == 24
     assert min(spans(arrived, BURST_S)) >= BURST_S * scale
+
+
+async def test_a_send_that_fails_on_its_way_frees_its_place_and_the_chat_goes_on() -> None:
+    # A network drop (not a 429) ends the call with an error: the send still counts, from when it
+    # failed, and never holds the chat's window as "on its way" for ever.
+    scale = 0.2
+    limiter = ChatRateLimiter(per_second_in_a_chat=1, time_scale=scale)
+    sent, send = recorder()
+
+    async def drop() -> bool:
+        raise ConnectionError("network down")
+
+    for _ in range(BURST_S):
+        with pytest.raises(ConnectionError):
+            await limiter.process_request(drop, (), {}, "sendMessage", {"chat_id": 7}, None)
+    began = time.monotonic()
+    assert await asyncio.wait_for(
+        limiter.process_request(send, (), {}, "sendMessage", {"chat_id": 7}, None), timeout=5
+    )
+    assert BURST_S * scale <= sent[0] - began + 0.05  # waited for the failed ones' window, no longer
+    assert sent[0] - began < 2.0
