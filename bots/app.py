@@ -227,11 +227,14 @@ async def serve_web(application: App, host: str | None = None, port: int | None 
     """The admins' web console (``bots.web``) on this app's service and store, until cancelled."""
     from bots.web.server import serve_web as serve_console
     from storage.review_queue import SqlReviewQueue
+    from storage.web_admins import SqlWebAdmins
 
     web = application.settings.web
-    queue = SqlReviewQueue(application.store.engine)
+    engine = application.store.engine
+    queue = SqlReviewQueue(engine)
     records = console_records(application.store)
-    await serve_console(application.service, queue, web, host or web.host, port or web.port or 8080, records)
+    address = (host or web.host, port or web.port or 8080)
+    await serve_console(application.service, queue, web, *address, records, SqlWebAdmins(engine))
 
 
 def console_records(store: SqlStore) -> Records:

@@ -25,6 +25,7 @@ from bots.cli_feedback import dataset_app, feedback_app, review
 from bots.cli_models import models_app, retrain
 from bots.cli_personas import persona_app
 from bots.cli_trust import audit, db_prune
+from bots.cli_web import web_app
 from bots.logs import redact
 from core.domain import (
     Audio,
@@ -50,6 +51,7 @@ models_app.add_typer(ab_app, name="ab")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(persona_app, name="persona")
+app.add_typer(web_app, name="web")  # `iris web` serves the console; `iris web admin …` its admins
 app.command()(review)
 app.command()(retrain)
 app.command()(audit)
@@ -296,25 +298,6 @@ def run(platform: Annotated[Platform, typer.Argument()] = Platform.all) -> None:
     from bots.serve import serve
 
     asyncio.run(serve(settings, wanted))
-
-
-@app.command()
-def web(
-    host: Annotated[
-        str | None, typer.Option(help="Address to listen on (default IRIS_WEB_HOST: 127.0.0.1).")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(help="Port to listen on (default IRIS_WEB_PORT, else 8080).", min=1, max=65535)
-    ] = None,
-) -> None:
-    """The admins' web console: review corrections in the browser (docs/web.md)."""
-    from bots.app import build_app, serve_web
-
-    application = build_app(load_settings())  # models load lazily: reviewing never touches them
-    try:
-        asyncio.run(serve_web(application, host, port))
-    finally:
-        application.close()
 
 
 def main() -> None:

@@ -289,6 +289,9 @@ class AuditAction(enum.StrEnum):
     PERSONA_FILE = "persona.file"  # the personas file changed stored personas
     # core.chat_settings: a chat's spoken replies, reply length or earlier turns; target: platform:chat_id
     SETTINGS_CHANGE = "settings.change"
+    # core.web_admins: an admin of the web console added or removed; target: web:<name>, never a token
+    WEB_ADMIN_ADD = "web_admin.add"
+    WEB_ADMIN_REMOVE = "web_admin.remove"
 
 
 @dataclass(frozen=True)

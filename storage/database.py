@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,28 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'iris.db').resolve()}"
 
 
+def readable_json(value: Any) -> str:
+    """JSON columns' text: non-ASCII characters as they are, not ``\\uXXXX`` escapes, so that a
+    search of the stored text (the console's Audit page) finds "é" as typed.
+
+    A string that is not valid Unicode (a lone surrogate) cannot be stored as UTF-8: that value
+    keeps its escapes, as every value had before.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with SQLite set up for a bot: WAL journal, foreign keys enforced, patient locks.
+    """An engine with SQLite set up for a bot: WAL journal, foreign keys enforced, patient locks;
+    JSON written by ``readable_json``.
 
     A SQLite file that does not exist yet is created readable and writable by its owner only.
     """
+    kwargs.setdefault("json_serializer", readable_json)
     if url.startswith("sqlite"):
         _create_private(make_url(url).database)
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})

@@ -356,3 +356,21 @@ class ChatSettingsRow(Base):
     history_turns: Mapped[int | None]  # not wired yet
     updated_by: Mapped[str | None] = mapped_column(String(256))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebAdminRow(Base):
+    """An admin of the web console with a sign-in link of their own (``core.web_admins``).
+
+    Only the SHA-256 of their token is kept; ``name_key`` (the name casefolded) is unique, so
+    "Ann" and "ann" can never be two admins the audit trail would name alike.
+    """
+
+    __tablename__ = "web_admins"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(128), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    session_key: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,24 +1,31 @@
 """Sign-in, sessions and CSRF for the console.
 
-The sign-in link carries the token once; its session is a signed cookie (itsdangerous, keyed
-by a key derived from the token, so a new token ends every session) that expires, and holds
-the per-session CSRF token every POST must send back (a form field, or htmx's header).
+The sign-in link carries the token once: the deployment's (IRIS_WEB_TOKEN, or the one printed
+at start), signing in as IRIS_WEB_ADMIN_NAME, or an admin's own (``iris web admin add NAME``,
+``core.web_admins``). Its session is a signed cookie (itsdangerous, keyed by a key derived from
+the deployment's token, so a new token ends every session) that expires, and holds who signed
+in and the per-session CSRF token every POST must send back (a form field, or htmx's header).
+An admin's session also holds their session key, checked in the database at each request, so
+removing the admin ends their sessions in every process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from bots.web.config import WebConfig
+from core.web_admins import WebAdmins, token_hash
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +35,17 @@ SIGN_IN_FIRST = "Sign in first: open the sign-in link printed when the console s
 CSRF_REFUSED = "This form is stale or did not come from this console (CSRF check failed); reload the page."
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+TOKEN_MAX = 256  # characters: longer is no token of ours, and is not hashed or looked up
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Who a sign-in token belongs to: an admin of their own link (``admin_id`` and ``key``), or
+    the deployment's token (both None)."""
+
+    name: str
+    admin_id: int | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,9 +62,10 @@ class Session:
 class Gate:
     """Checks sign-in tokens and session cookies."""
 
-    def __init__(self, token: str, config: WebConfig) -> None:
+    def __init__(self, token: str, config: WebConfig, admins: WebAdmins | None = None) -> None:
         self._token = token.encode()
         self.config = config
+        self.admins = admins  # None: only the deployment's token signs in
         key = hmac.new(self._token, b"iris-web-session", hashlib.sha256).digest()
         self._serializer = URLSafeTimedSerializer(key, salt="iris-web-session")
 
@@ -54,12 +73,21 @@ class Gate:
     def max_age(self) -> int:
         return max(60, int(self.config.session_hours * 3600))
 
-    def token_matches(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode(), self._token)  # constant time
+    async def signer(self, given: str) -> Signer | None:
+        """Whom ``given`` signs in: the deployment's admin, an admin with a link of their own, or no one."""
+        if hmac.compare_digest(given.encode(), self._token):  # constant time
+            return Signer(self.config.admin_name)
+        if self.admins is None or not given or len(given) > TOKEN_MAX:
+            return None
+        admin = await asyncio.to_thread(self.admins.admin_by_token, token_hash(given))
+        return Signer(admin.name, admin.id, admin.session_key) if admin else None
 
-    def open_session(self, response: Response) -> Session:
-        session = Session(self.config.admin_name, secrets.token_urlsafe(32))
-        cookie = self._serializer.dumps({"name": session.name, "csrf": session.csrf})
+    def open_session(self, response: Response, signer: Signer) -> Session:
+        session = Session(signer.name, secrets.token_urlsafe(32))
+        data: dict[str, object] = {"name": session.name, "csrf": session.csrf}
+        if signer.admin_id is not None:
+            data.update(admin=signer.admin_id, key=signer.key)
+        cookie = self._serializer.dumps(data)
         response.set_cookie(
             COOKIE,
             cookie,
@@ -71,7 +99,22 @@ class Gate:
         )
         return session
 
-    def session(self, request: Request) -> Session | None:
+    async def session(self, request: Request) -> Session | None:
+        """The request's session, or None: no cookie, a forged, expired or old-token one, or one of
+        an admin removed (or removed and added again) since it was opened."""
+        data = self._cookie(request)
+        if data is None:
+            return None
+        admin_id, key = data.get("admin"), data.get("key")
+        if admin_id is None:  # signed in with the deployment's token
+            return Session(data["name"], data["csrf"])
+        if self.admins is None or not isinstance(admin_id, int) or not isinstance(key, str):
+            return None
+        admin = await asyncio.to_thread(self.admins.admin_by_session, admin_id, key)
+        return Session(admin.name, data["csrf"]) if admin else None
+
+    def _cookie(self, request: Request) -> dict[str, Any] | None:
+        """The session cookie's signed content (``name`` and ``csrf`` are str), or None."""
         cookie = request.cookies.get(COOKIE)
         if not cookie:
             return None
@@ -81,7 +124,7 @@ class Gate:
             return None
         if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("name", "csrf")):
             return None
-        return Session(data["name"], data["csrf"])
+        return data
 
 
 def client(request: Request) -> str:
@@ -94,7 +137,7 @@ def admin_only(endpoint: Endpoint) -> Endpoint:
 
     async def guarded(request: Request) -> Response:
         gate: Gate = request.app.state.gate
-        session = gate.session(request)
+        session = await gate.session(request)
         if session is None:
             if request.method in ("GET", "HEAD"):
                 return RedirectResponse("/signin", status_code=303)

@@ -19,3 +19,10 @@ class WebConfig:
     secure_cookie: bool = False
     session_hours: float = 12.0  # a signed-in session lasts this long
     page_size: int = 20  # corrections per review page
+
+
+def console_url(host: str, port: int) -> str:
+    """The console's address as an admin on this machine opens it (a wildcard host: loopback)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}"

@@ -5,6 +5,11 @@ Consent and /forget go through ``service.privacy``, the path the chats' /consent
 take (the same deletions, the same sweep of the copies outside the database, the same
 cooldown), and the audit trail names the admin (``web:<name>``), with the person as the target.
 /forget is asked twice: a page that says what will go, then a POST that does it.
+
+A consent can be recorded for someone Iris has not stored yet (a "no" given by email before
+they first write holds from their first message), as ``iris feedback consent`` can: both end in
+the store's ``set_consent``, which creates the person. Only for a platform Iris serves, so that
+a typo in the platform stores no one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from core.people_directory import PersonRecord
 
 FOUND = 50  # people listed for a search
 CONSENT = {"yes": True, "no": False, "unset": None}
+PLATFORMS = ("telegram", "discord", "console")  # where someone not stored yet may be recorded
 
 
 def _person(values: dict[str, str]) -> Person:
@@ -46,8 +52,10 @@ def _here(person: Person, path: str = "/people/show") -> str:
     return f"{path}?{urlencode({'platform': person.platform, 'user': person.user_id})}"
 
 
-def _refusal(request: Request, message: str, status: int) -> Response:
-    return render(request, "people.html", {"q": "", "found": None, "message": message}, status_code=status)
+def _refusal(request: Request, message: str, status: int, stranger: Person | None = None) -> Response:
+    """The People page with a sentence; with ``stranger``, the form that records their consent."""
+    context = {"q": "", "found": None, "message": message, "stranger": stranger}
+    return render(request, "people.html", context, status_code=status)
 
 
 async def _stored(request: Request) -> tuple[Person, PersonRecord] | Response:
@@ -62,7 +70,7 @@ async def _stored(request: Request) -> tuple[Person, PersonRecord] | Response:
             f"Nothing is stored about {person.actor}; "
             f"if they used /forget, the audit trail names them {person.pseudonym}."
         )
-        return _refusal(request, gone, 404)
+        return _refusal(request, gone, 404, person if person.platform in PLATFORMS else None)
     return person, record
 
 
@@ -74,7 +82,7 @@ async def people_page(request: Request) -> Response:
     if platform and user and " " not in q:
         return RedirectResponse(_here(Person(platform, user)), status_code=303)
     found = await asyncio.to_thread(request.app.state.records.people.find_people, q, FOUND) if q else None
-    return render(request, "people.html", {"q": q, "found": found, "message": None})
+    return render(request, "people.html", {"q": q, "found": found, "message": None, "stranger": None})
 
 
 @admin_only
@@ -97,8 +105,11 @@ async def set_consent(request: Request) -> Response:
             raise BadRequest("Choose yes, no or unset.")
     except BadRequest as error:
         return _refusal(request, str(error), 400)
-    if await asyncio.to_thread(request.app.state.records.people.person_record, person) is None:
-        return _refusal(request, f"Nothing is stored about {person.actor}; no consent was recorded.", 404)
+    stored = await asyncio.to_thread(request.app.state.records.people.person_record, person)
+    if stored is None and person.platform not in PLATFORMS:
+        served = ", ".join(PLATFORMS)
+        unknown = f"Iris serves no platform named {person.platform!r} ({served}); no consent was recorded."
+        return _refusal(request, unknown, 400)
     consent = CONSENT[values["consent"]]
     await request.app.state.service.privacy.set_consent(person, consent, actor=request.state.session.actor)
     return RedirectResponse(_here(person), status_code=303)

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from bots.web import audit, people, retrain, try_it, watch
 from bots.web.auth import Gate, admin_only, client
-from bots.web.config import WebConfig
+from bots.web.config import WebConfig, console_url
 from bots.web.pages import STATIC, SecurityHeaders, render
 from bots.web.review import decide, review_page
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bots.web.records import Records
     from core.review_queue import ReviewQueue
     from core.service import ChatService
+    from core.web_admins import WebAdmins
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,14 @@ async def home(request: Request) -> Response:
     gate: Gate = request.app.state.gate
     given = request.query_params.get("token")
     if given is None:
-        return RedirectResponse("/review" if gate.session(request) else "/signin", status_code=303)
-    if not gate.token_matches(given):
+        return RedirectResponse("/review" if await gate.session(request) else "/signin", status_code=303)
+    signer = await gate.signer(given)
+    if signer is None:
         log.warning("refused a sign-in from %s: wrong token", client(request))
         return render(request, "signin.html", {"refused": True}, status_code=403)
     response = RedirectResponse("/review", status_code=303)
-    gate.open_session(response)
-    log.info("%s signed in from %s", gate.config.admin_name, client(request))
+    gate.open_session(response, signer)
+    log.info("web:%s signed in from %s", signer.name, client(request))
     return response
 
 
@@ -59,9 +61,15 @@ async def sign_out(request: Request) -> Response:
 
 
 def create_app(
-    service: ChatService, queue: ReviewQueue, config: WebConfig, token: str, records: Records | None = None
+    service: ChatService,
+    queue: ReviewQueue,
+    config: WebConfig,
+    token: str,
+    records: Records | None = None,
+    admins: WebAdmins | None = None,
 ) -> Starlette:
-    """The console; ``records`` (``bots.app.console_records``) backs the Watch, Audit and People pages."""
+    """The console; ``records`` (``bots.app.console_records``) backs the Watch, Audit and People pages,
+    ``admins`` the admins' own sign-in links (``iris web admin add``; None: the token alone)."""
     routes = [
         Route("/", home),
         Route("/signin", sign_in_page),
@@ -78,7 +86,7 @@ def create_app(
     app.state.queue = queue
     app.state.records = records
     app.state.config = config
-    app.state.gate = Gate(token, config)
+    app.state.gate = Gate(token, config, admins)
     return app
 
 
@@ -93,18 +101,15 @@ def announce(host: str, port: int, token: str, generated: bool) -> None:
 
     Printed, never logged: the log may be kept or shipped elsewhere.
     """
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    shown = f"[{shown}]" if ":" in shown else shown
+    address = console_url(host, port)
     if generated:
-        link = f"http://{shown}:{port}/?token={token}"
+        link = f"{address}/?token={token}"
         print(
             f"Iris web console: sign in with this link (the token changes at each start):\n    {link}",
             file=sys.stderr,
         )
     else:
-        print(
-            f"Iris web console on http://{shown}:{port}/ (sign in with ?token=IRIS_WEB_TOKEN)", file=sys.stderr
-        )
+        print(f"Iris web console on {address}/ (sign in with ?token=IRIS_WEB_TOKEN)", file=sys.stderr)
     sys.stderr.flush()
 
 
@@ -138,12 +143,13 @@ async def serve_web(
     host: str,
     port: int,
     records: Records | None = None,
+    admins: WebAdmins | None = None,
 ) -> None:
     """Serve the console until cancelled."""
     import uvicorn
 
     token, generated = sign_in_token(config)
-    app = create_app(service, queue, config, token, records)
+    app = create_app(service, queue, config, token, records, admins)
     listening = _listen(host, port)  # here, not in uvicorn: it would sys.exit on a port in use
     # No access log: the sign-in link's token is in its query string.
     settings = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning", lifespan="off")

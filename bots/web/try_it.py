@@ -172,7 +172,7 @@ class TryIt:
         guarded = admin_only(endpoint)
 
         async def check(request: Request) -> Response:
-            if request.app.state.gate.session(request) is not None:  # no session: admin_only refuses
+            if await request.app.state.gate.session(request) is not None:  # no session: admin_only refuses
                 chat = _service(request).config.chat
                 length = request.headers.get("content-length", "")
                 if not length.isdigit():

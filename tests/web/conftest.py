@@ -14,10 +14,12 @@ from bots.app import App, build_app, console_records
 from bots.web.server import create_app
 from core.domain import ChatRef, Person, Timings
 from storage.review_queue import SqlReviewQueue
+from storage.web_admins import SqlWebAdmins
 from tests.conftest import FIXTURES, make_settings
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
+    from starlette.applications import Starlette
 
     from tests.web.browser import Console
 
@@ -70,15 +72,20 @@ def corrections(iris: App) -> list[int]:
 @pytest.fixture
 def web(iris: App) -> Iterator[TestClient]:
     """A browser that has not signed in (https base URL: a Secure cookie would be sent too)."""
-    queue = SqlReviewQueue(iris.store.engine)
-    app = create_app(iris.service, queue, iris.settings.web, TOKEN, console_records(iris.store))
-    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=False) as client:
+    with TestClient(console_app(iris), base_url="http://127.0.0.1", follow_redirects=False) as client:
         yield client
 
 
-def sign_in(client: TestClient) -> str:
-    """Open the sign-in link; the page's CSRF token."""
-    response = client.get(f"/?token={TOKEN}")
+def console_app(iris: App) -> Starlette:
+    """The console as ``iris web`` builds it: every page, and the admins' own sign-in links."""
+    queue = SqlReviewQueue(iris.store.engine)
+    admins = SqlWebAdmins(iris.store.engine)
+    return create_app(iris.service, queue, iris.settings.web, TOKEN, console_records(iris.store), admins)
+
+
+def sign_in(client: TestClient, token: str = TOKEN) -> str:
+    """Open the sign-in link (the deployment's, or ``token``: an admin's own); the page's CSRF token."""
+    response = client.get(f"/?token={token}")
     assert response.status_code == 303, response.text
     page = client.get("/review")
     assert page.status_code == 200

@@ -5,17 +5,20 @@ paged, a person's stored data, their consent, and /forget on their behalf deleti
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 from starlette.testclient import TestClient
 
-from bots.app import App
+from bots.app import App, database_url
 from core.domain import AuditAction, Person
+from storage.database import make_engine
 from storage.queries import speakers
-from storage.tables import ConversationRow, CorrectionRow, PersonRow, RatingRow, TurnRow
+from storage.repository import SqlStore
+from storage.tables import AuditRow, ConversationRow, CorrectionRow, PersonRow, RatingRow, TurnRow
 from tests.web.conftest import ANN, QUESTIONS, seed, sign_in
 
 BOB = Person("telegram", "88", "Bob")
@@ -113,6 +116,34 @@ def test_the_trail_is_searched_by_actor_action_words_and_days(web: TestClient, i
     assert web.get("/audit?action=drop.tables").status_code == 400
 
 
+def test_non_ascii_words_are_found_as_typed_in_old_and_new_lines(web: TestClient, iris: App) -> None:
+    # A line as Iris wrote them before: JSON with \uXXXX escapes (json.dumps' default).
+    old = make_engine(database_url(iris.settings), json_serializer=json.dumps)
+    try:
+        details = {"text": "Crème brûlé"}
+        SqlStore(old).record_audit("web:admin", AuditAction.REVIEW_EDIT, "correction:1", details)
+    finally:
+        old.dispose()
+    iris.store.record_audit("web:admin", AuditAction.REVIEW_EDIT, "correction:2", {"text": 'Élodie\'s "café"'})
+    iris.store.record_audit("web:admin", AuditAction.REVIEW_EDIT, "correction:3", {"text": "plain words"})
+    (old_id, new_id, _) = [e.id for e in iris.store.audit_entries()]
+    with iris.store.engine.connect() as connection:
+        stored = connection.scalar(select(cast(AuditRow.details, String)).where(AuditRow.id == new_id))
+    assert "Élodie" in stored  # new lines keep the characters, not escapes
+    sign_in(web)
+
+    def found(words: str) -> set[int]:
+        response = web.get("/audit", params={"q": words})
+        assert response.status_code == 200
+        return set(audit_ids(response.text))
+
+    assert found("é") == {old_id, new_id}
+    assert found("brûlé") == found("BRÛLÉ") == found("crème") == {old_id}
+    assert found("élodie") == found("ÉLODIE") == {new_id}  # any case, SQLite's lower() too
+    assert found('"café"') == {new_id}  # a quote, stored escaped in the JSON
+    assert found("ü") == set()
+
+
 def test_hostile_text_in_the_trail_is_shown_escaped(web: TestClient, iris: App) -> None:
     write_trail(iris)
     sign_in(web)
@@ -163,10 +194,29 @@ def test_the_admin_sets_consent_and_it_is_audited_as_them(web: TestClient, iris:
         "/people/consent", data={"platform": "telegram", "user": "77", "consent": "maybe", "csrf": csrf}
     )
     assert refused.status_code == 400 and "Choose yes, no or unset." in refused.text
-    stranger = web.post(
+
+
+def test_consent_is_recorded_for_someone_not_stored_yet(web: TestClient, iris: App) -> None:
+    csrf = sign_in(web)
+    unknown = web.get("/people/show?platform=telegram&user=5")
+    assert unknown.status_code == 404 and 'id="consent-form"' in unknown.text  # the form to record it
+    response = web.post(
         "/people/consent", data={"platform": "telegram", "user": "5", "consent": "no", "csrf": csrf}
     )
-    assert stranger.status_code == 404 and rows(iris, PersonRow, PersonRow.user_id == "5") == 0
+    assert response.status_code == 303 and response.headers["location"].endswith("platform=telegram&user=5")
+    assert consent_of(iris, "5") is False  # held from their first message on, as the CLI's does
+    trail = [(e.actor, e.action, e.target, e.details) for e in iris.store.audit_entries()]
+    assert trail == [("web:admin", AuditAction.CONSENT, "telegram:5", {"consent": False})]
+    page = web.get("/people/show?platform=telegram&user=5")
+    assert page.status_code == 200 and dict(re.findall(r'<dd data-field="([a-z_]+)">([^<]*)', page.text))[
+        "consent"
+    ].startswith("no")
+    typo = web.post(
+        "/people/consent", data={"platform": "telegarm", "user": "6", "consent": "no", "csrf": csrf}
+    )
+    assert typo.status_code == 400 and "no platform named &#39;telegarm&#39;" in typo.text
+    assert rows(iris, PersonRow, PersonRow.user_id == "6") == 0
+    assert 'id="consent-form"' not in web.get("/people/show?platform=telegarm&user=6").text
 
 
 def test_forget_asks_first_then_deletes_what_the_chat_forget_deletes(web: TestClient, iris: App) -> None:

@@ -111,3 +111,34 @@ def test_a_port_in_use_gets_one_line_and_no_traceback(tmp_path: Path, served_ggu
     assert result.returncode == 1
     assert f"the web console cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_iris_web_cleanly(tmp_path: Path, served_gguf: Path) -> None:
+    """systemd's and docker's stop: connections closed, exit 0, no traceback, the port free again."""
+    port = free_port()
+    process = subprocess.Popen(
+        [IRIS, "web", "--port", str(port)],
+        env=environment(tmp_path, served_gguf),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        link = wait_for_line(process, rf"http://127\.0\.0\.1:{port}/\?token=([\w-]{{20,}})")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as browser:
+            browser.get(f"/?token={link.group(1)}")
+            assert browser.get("/review").status_code == 200  # a kept-alive connection is open
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0
+            assert time.monotonic() - started < 5
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.stderr is not None
+    rest = process.stderr.read()
+    assert "Traceback" not in rest, rest
