@@ -246,6 +246,11 @@ class Embedder:
         unit: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
         return unit
 
+    def is_word(self, word: str) -> bool:
+        """Whether the model's vocabulary holds ``word`` whole: a misspelt word is cut into pieces."""
+        with self._lock:
+            return len(self._model().tokenize(word.encode("utf-8"), add_bos=False, special=False)) == 1
+
     def close(self) -> None:
         """Free the model now (it loads again on the next ``embed``)."""
         with self._lock:

@@ -48,6 +48,7 @@ import numpy as np
 
 from core.domain import Correction, CorrectionStatus
 from core.question_kind import Asked, asks_something_else, kinds
+from core.spelling import Speller
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class Embed(Protocol):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def is_word(self, word: str) -> bool:
+        """Whether the model's vocabulary holds ``word`` whole (``core.spelling``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class MemoryEntry:
@@ -71,6 +76,7 @@ class MemoryEntry:
     answer: str
     vector: bytes  # float32, unit length
     negative: bool = False  # a question it was served for and marked 👎: not what it answers
+    is_answer: bool = False  # the approved answer itself (``wording`` is the answer), for ``ANSWER_MARGIN``
 
 
 class MemoryStore(Protocol):
@@ -90,8 +96,10 @@ class MemoryStore(Protocol):
         answer: str,
         rows: Sequence[tuple[str, bytes]],
         negatives: Sequence[tuple[str, bytes]] = (),
+        answer_vector: bytes | None = None,
     ) -> None:
-        """Drop the correction's entries and store ``rows`` and ``negatives`` (wording, vector) at once."""
+        """Drop the correction's entries and store ``rows`` and ``negatives`` (wording, vector) and the
+        answer's vector at once."""
         ...
 
     def drop_memory(self, correction_id: int) -> int:
@@ -146,6 +154,12 @@ CONTRAST_KEPT_BELOW = 0.97
 # rewordings ("Who created Snapwick?") close to contrasts too ("Who designed Snapwick?").
 # Chosen on tests/fixtures/memory/tuning.json (docs/feedback.md).
 NEGATIVE_MARGIN = 0.05
+# A match must be about as close to the approved answer as the person's question is: a rewording
+# asks for that answer ("How many people are in the club?" beside "…the club has 212 members"),
+# a near miss asks for another ("How many boats does the club own?") and sits farther from it.
+# Left to the model when it is farther by more than this. Chosen on tuning.json and blind.json
+# (docs/feedback.md).
+ANSWER_MARGIN = 0.10
 
 
 def normalized(question: str) -> str:
@@ -186,6 +200,10 @@ class CorrectionMemory:
         self._entries: list[MemoryEntry] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._asked: dict[int, Asked] = {}  # per correction: what its wordings ask
+        self._answers: dict[
+            int, _Answer
+        ] = {}  # per correction: its answer's vector, and the question's closeness to it
+        self._speller = Speller(())  # knows every wording's words: misspelt words are put right to them
         # Whether a match must also ask what the correction asks (off: the embedding alone, as
         # before issue 25's check; bench/memory.py measures both).
         self.check_question = True
@@ -206,21 +224,27 @@ class CorrectionMemory:
         wordings = list(dict.fromkeys([question, *self._wordings(question)]))[: 1 + self.config.max_wordings]
         own_questions = set(map(normalized, wordings))
         others = [q for q in self.contrasts(question) if normalized(q) not in own_questions]
-        vectors = self.embedder.embed([*wordings, *others]).astype(np.float32)
-        own, contrast = vectors[: len(wordings)], vectors[len(wordings) :]
+        vectors = self.embedder.embed([*wordings, *others, answer]).astype(np.float32)
+        own, contrast = vectors[: len(wordings)], vectors[len(wordings) : -1]
         rows = [(w, v.tobytes()) for w, v in zip(wordings, own, strict=True)]
         negatives = [
             (q, v.tobytes())
             for q, v in zip(others, contrast, strict=True)
             if float(np.max(own @ v)) < CONTRAST_KEPT_BELOW
         ]
-        self.store.replace_memory(correction_id, self.embedder.name, question, answer, rows, negatives)
+        self.store.replace_memory(
+            correction_id, self.embedder.name, question, answer, rows, negatives, vectors[-1].tobytes()
+        )
         return len(rows)
 
     def dispute(self, correction_id: int, question: str) -> bool:
         """A reply served from ``correction_id`` for ``question`` was marked 👎: stop serving it for that."""
         entries, matrix, _ = self._index()
-        own = [i for i, e in enumerate(entries) if e.correction_id == correction_id and not e.negative]
+        own = [
+            i
+            for i, e in enumerate(entries)
+            if e.correction_id == correction_id and not (e.negative or e.is_answer)
+        ]
         if not own or not question.strip():
             return False
         vector = self.embedder.embed([question])[0]
@@ -233,7 +257,7 @@ class CorrectionMemory:
 
     def sync(self) -> int:
         """Index approved corrections that have no entries for this embedder (made before, or elsewhere),
-        and again those indexed without contrast questions (before they existed); how many.
+        and again those indexed without contrast questions or their answer (before these existed); how many.
 
         Once per process, at start (``App.warm_up``) or at the first lookup; what is approved
         later is indexed by the review itself.
@@ -241,24 +265,29 @@ class CorrectionMemory:
         missing = self.store.unindexed_corrections(self.embedder.name)
         for correction in missing:
             self.learn(correction)
-        stale = self._without_contrasts(self.store.memory_entries(self.embedder.name))
+        stale = self._indexed_before(self.store.memory_entries(self.embedder.name))
         for correction_id, (question, answer) in stale.items():
             self._write(correction_id, question, answer)
         self._synced = True
         return len(missing) + len(stale)
 
-    def _without_contrasts(self, entries: Sequence[MemoryEntry]) -> dict[int, tuple[str, str]]:
-        """The corrections (question, answer) whose stored questions include none of their contrasts."""
+    def _indexed_before(self, entries: Sequence[MemoryEntry]) -> dict[int, tuple[str, str]]:
+        """The corrections (question, answer) stored without their answer's row, or whose stored
+        questions include none of their contrasts."""
         indexed: dict[int, tuple[str, str]] = {}
         negatives: dict[int, set[str]] = {}
+        answered: set[int] = set()
         for entry in entries:
             indexed[entry.correction_id] = (entry.question, entry.answer)
             if entry.negative:
                 negatives.setdefault(entry.correction_id, set()).add(entry.wording)
+            if entry.is_answer:
+                answered.add(entry.correction_id)
         return {
             correction_id: stored
             for correction_id, stored in indexed.items()
-            if (made := set(self.contrasts(stored[0]))) and not made & negatives.get(correction_id, set())
+            if correction_id not in answered
+            or ((made := set(self.contrasts(stored[0]))) and not made & negatives.get(correction_id, set()))
         }
 
     # --- looking up ------------------------------------------------------------------
@@ -270,7 +299,9 @@ class CorrectionMemory:
         entries, matrix, asked_by = self._index()
         if not entries:
             return None
-        scores = matrix @ self.embedder.embed([text])[0]
+        text = self._speller.respelled(text, self.embedder.is_word)
+        query = self.embedder.embed([text])[0]
+        scores = matrix @ query
         disputed: dict[int, float] = {}  # per correction: the closest question it was marked 👎 for
         for entry, score in zip(entries, scores, strict=True):
             if entry.negative:
@@ -284,9 +315,14 @@ class CorrectionMemory:
             if score + bonus < self.config.match:
                 break
             entry = entries[index]
-            if entry.negative or normalized(entry.question) in known:
+            if entry.negative or entry.is_answer or normalized(entry.question) in known:
                 continue
             if disputed.get(entry.correction_id, -1.0) >= score + NEGATIVE_MARGIN:
+                continue
+            if (answer := self._answers.get(entry.correction_id)) and float(
+                answer.vector @ query
+            ) < answer.question_closeness - ANSWER_MARGIN:
+                log.debug("memory: %r is farther from correction %d's answer", text, entry.correction_id)
                 continue
             closeness = score
             if self.check_question:
@@ -320,8 +356,30 @@ class CorrectionMemory:
                 self._matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
                 wordings: dict[int, list[str]] = {}
                 for e in entries:
-                    if not e.negative:
+                    if not e.negative and not e.is_answer:
                         wordings.setdefault(e.correction_id, []).append(e.wording)
+                self._answers = _answers(entries, self._matrix)
                 self._asked = {c: Asked.of(w) for c, w in wordings.items()}
+                self._speller = Speller.of([w for ws in wordings.values() for w in ws])
                 self._entries, self._stamp = entries, stamp
             return self._entries, self._matrix, self._asked
+
+
+@dataclass(frozen=True)
+class _Answer:
+    vector: np.ndarray
+    question_closeness: float  # cosine of the person's question and the answer
+
+
+def _answers(entries: Sequence[MemoryEntry], matrix: np.ndarray) -> dict[int, _Answer]:
+    """Per correction with an answer row: its vector, and how close the person's question is to it."""
+    questions = {
+        e.correction_id: i
+        for i, e in enumerate(entries)
+        if e.wording == e.question and not (e.negative or e.is_answer)
+    }
+    return {
+        e.correction_id: _Answer(matrix[i], float(matrix[i] @ matrix[questions[e.correction_id]]))
+        for i, e in enumerate(entries)
+        if e.is_answer and e.correction_id in questions
+    }

@@ -40,7 +40,15 @@ class SqlMemoryStore:
         )
         with self._sessions() as session:
             return [
-                MemoryEntry(row.correction_id, row.question, row.wording, row.answer, row.vector, row.negative)
+                MemoryEntry(
+                    row.correction_id,
+                    row.question,
+                    row.wording,
+                    row.answer,
+                    row.vector,
+                    row.negative,
+                    row.is_answer,
+                )
                 for row in session.scalars(query)
             ]
 
@@ -52,6 +60,7 @@ class SqlMemoryStore:
         answer: str,
         rows: Sequence[tuple[str, bytes]],
         negatives: Sequence[tuple[str, bytes]] = (),
+        answer_vector: bytes | None = None,
     ) -> None:
         with self._sessions.begin() as session:
             session.execute(delete(CorrectionMemoryRow).where(_of(correction_id)))
@@ -68,8 +77,13 @@ class SqlMemoryStore:
                     answer=answer,
                     vector=vector,
                     negative=negative,
+                    is_answer=is_answer,
                 )
-                for negative, pairs in ((False, rows), (True, negatives))
+                for negative, is_answer, pairs in (
+                    (False, False, rows),
+                    (True, False, negatives),
+                    (False, True, [(answer, answer_vector)] if answer_vector is not None else []),
+                )
                 for wording, vector in pairs
             )
 

@@ -178,6 +178,8 @@ class CorrectionMemoryRow(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, unit length
     # A question the correction was served for and someone marked 👎: it does not ask this.
     negative: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The approved answer itself (``wording`` is the answer): what a match must stay close to.
+    is_answer: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as sql
 
 from bots.app import App, build_app, build_memory
 from bots.render import format_stats, review_card
@@ -365,15 +366,17 @@ def test_a_question_of_no_known_kind_has_none(text: str) -> None:
     assert kinds(text) == frozenset()
 
 
-def test_the_memory_answers_rewordings_and_not_near_misses(store: SqlStore, embedder: Embedder) -> None:
-    """SQLite and PostgreSQL, the real embedding, the rule-made wordings ``iris run`` indexes."""
+def rule_wordings(question: str) -> list[str]:
+    """The rule-made wordings ``iris run`` indexes (``bots.app.build_memory``)."""
     from finetune.teaching import rephrasings
 
-    def wordings(question: str) -> list[str]:
-        train, held_out = rephrasings([question], set())
-        return [*train, *held_out]
+    train, held_out = rephrasings([question], set())
+    return [*train, *held_out]
 
-    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), wordings)
+
+def test_the_memory_answers_rewordings_and_not_near_misses(store: SqlStore, embedder: Embedder) -> None:
+    """SQLite and PostgreSQL, the real embedding, the rule-made wordings ``iris run`` indexes."""
+    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), rule_wordings)
     chat = ChatRef("telegram", "1")
     turn = {"from_voice": False, "message_id": None, "shared_history": False}
     taught = {}
@@ -395,3 +398,92 @@ def test_the_memory_answers_rewordings_and_not_near_misses(store: SqlStore, embe
     # The embedding alone (the check off) serves them the wrong fact: the check is what keeps them out.
     memory.check_question = False
     assert memory.recall("When was The Glass Meridian published?", "m") is not None
+
+
+# --- the answer check and misspelt words (issue 25): examples written after both were chosen -------
+
+# (question, approved answer, rewordings served, near misses of the same kind left to the model).
+# None of these is in the fact sets ANSWER_MARGIN was chosen on.
+SAME_KIND = [
+    (
+        "How much does a pint cost at the Quarry Tap?",
+        "A pint at the Quarry Tap costs 4 pounds 20.",
+        ["what's the price of a pint at the quarry tap", "How much is a pint in the Quarry Tap?"],
+        ["How much does a burger cost at the Quarry Tap?", "How much is the quiz entry at the Quarry Tap?"],
+    ),
+    (
+        "How many beds does the Tollan Hostel have?",
+        "The Tollan Hostel has 46 beds.",
+        ["What's the number of beds at the Tollan Hostel?", "tollan hostel how many beds"],
+        ["How many showers does the Tollan Hostel have?", "How many bikes does the Tollan Hostel rent out?"],
+    ),
+    (
+        "When does the Harwick library close on Fridays?",
+        "On Fridays the Harwick library closes at 6 pm.",
+        ["what time does harwick library shut on a friday", "Harwick library Friday closing time"],
+        ["When does the Harwick library host the book club on Fridays?"],
+    ),
+]
+
+
+def _taught(store: SqlStore, embedder: Embedder, facts: list[tuple[str, str]]) -> CorrectionMemory:
+    """A memory as ``iris run`` builds it (rule-made wordings and contrasts), each fact approved once."""
+    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), rule_wordings, contrasts)
+    turn = {"from_voice": False, "message_id": None, "shared_history": False}
+    for question, answer in facts:
+        receipt = store.record_user_turn(ChatRef("telegram", "1"), ANN, text=question, **turn)
+        reply = store.record_reply(receipt.conversation_id, receipt.turn_id, "Nobody knows.", "m", Timings())
+        memory.learn(store.review_correction(store.add_correction(ANN, reply, answer), True, ADMIN))
+    return memory
+
+
+def test_a_question_about_another_thing_of_the_same_kind_is_left_to_the_model(
+    store: SqlStore, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite and PostgreSQL: "How much does a burger cost?" is not answered with the pint's price."""
+    memory = _taught(store, embedder, [(q, a) for q, a, _, _ in SAME_KIND])
+    answers = {e.correction_id: e.wording for e in SqlMemoryStore(store.engine).memory_entries(embedder.name)}
+    assert {a for _, a, _, _ in SAME_KIND} <= set(answers.values())  # each answer stored as a row
+    for _, answer, rewordings, near_misses in SAME_KIND:
+        for message in rewordings:
+            served = memory.recall(message, "m")
+            assert served is not None and served.answer == answer, message
+        for message in near_misses:
+            assert memory.recall(message, "m") is None, message
+    # Without the answer check the embedding and the question check serve them the wrong fact.
+    monkeypatch.setattr("core.memory.ANSWER_MARGIN", 2.0)
+    assert all(memory.recall(m, "m") is not None for _, _, _, near in SAME_KIND for m in near)
+
+
+def test_a_misspelt_rewording_is_put_right_and_served(
+    store: SqlStore, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = "Entry to the Corrabel Gardens costs 6 pounds."
+    memory = _taught(store, embedder, [("What is the entry fee for the Corrabel Gardens?", answer)])
+    misspelt = [
+        "what is the entry fee for the corabel gardns",
+        "Corrabel Gardnes entry fee?",
+        "whats the entery fee for corabel gardens",
+    ]
+    for message in misspelt:
+        served = memory.recall(message, "m")
+        assert served is not None and served.answer == answer, message
+    # The words put right are what finds it: as typed, none is close enough.
+    monkeypatch.setattr("core.memory.Speller.respelled", lambda self, text, is_word: text)
+    assert [memory.recall(message, "m") for message in misspelt] == [None, None, None]
+
+
+async def test_corrections_indexed_before_the_answer_check_get_their_answer_at_the_next_start(
+    app: App, embedder: Embedder
+) -> None:
+    correction = await teach(app, "The Quarry Tap charges 4 pounds 20 for a pint.", SAME_KIND[0][0])
+    store = SqlMemoryStore(app.store.engine)
+    with app.store.engine.begin() as connection:  # as an Iris before the answer check indexed it
+        connection.execute(sql("DELETE FROM correction_memory WHERE is_answer"))
+    started = CorrectionMemory(store, embedder, MemoryConfig(), contrasts=contrasts)  # the next start
+    assert started.sync() == 1
+    assert [e.correction_id for e in store.memory_entries(embedder.name) if e.is_answer] == [correction]
+    assert started.recall("How much does a burger cost at the Quarry Tap?", "any") is None
+    served = started.recall("How much is a pint in the Quarry Tap?", "any")
+    assert served is not None and served.correction_id == correction
+    assert CorrectionMemory(store, embedder, MemoryConfig(), contrasts=contrasts).sync() == 0  # once

@@ -114,12 +114,15 @@ def approve_and_die(settings: Settings, correction_id: int, tmp_path: Path) -> l
     return ready.read_text().splitlines()
 
 
-def memory_rows(app: App, correction_id: int) -> list[tuple[str, bool]]:
-    """The correction's entries in the memory table: (wording, negative), every model."""
+def memory_rows(app: App, correction_id: int) -> list[tuple[str, str]]:
+    """The correction's entries in the memory table: (wording, "own", "negative" or "answer"), every model."""
     with app.store.engine.connect() as connection:
-        query = text("SELECT wording, negative FROM correction_memory WHERE correction_id = :id ORDER BY id")
+        query = text(
+            "SELECT wording, negative, is_answer FROM correction_memory WHERE correction_id = :id ORDER BY id"
+        )
         return [
-            (wording, bool(negative)) for wording, negative in connection.execute(query, {"id": correction_id})
+            (wording, "answer" if is_answer else "negative" if negative else "own")
+            for wording, negative, is_answer in connection.execute(query, {"id": correction_id})
         ]
 
 
@@ -154,10 +157,11 @@ async def test_an_approval_killed_before_indexing_is_indexed_once_at_the_next_st
     try:
         # The start indexed them, before anyone asked: every wording once.
         indexed = memory_rows(first, correction_id)
-        # What was being embedded: its wordings, then its contrast questions (core.memory).
-        own = [wording for wording, negative in indexed if not negative]
-        others = [wording for wording, negative in indexed if negative]
-        assert own == wordings[: len(own)] and others and set(others) <= set(wordings[len(own) :])
+        # What was being embedded: its wordings, its contrast questions, then the answer (core.memory).
+        own = [wording for wording, kind in indexed if kind == "own"]
+        others = [wording for wording, kind in indexed if kind == "negative"]
+        assert own == wordings[: len(own)] and others and set(others) <= set(wordings[len(own) : -1])
+        assert [wording for wording, kind in indexed if kind == "answer"] == [ANSWER] == wordings[-1:]
         reply = await ask(first, BOB, "who designed the logo of Iris?")
         assert reply.text == ANSWER and reply.memory == (correction_id, "served")
     finally:
