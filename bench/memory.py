@@ -13,6 +13,8 @@ questions nobody taught (not a test: a few minutes on 2 cores).
      embedding alone decides, as before issue 25's check;
    * ``serve-no-contrasts``: ``serve`` without the rule-made contrast questions
      (``finetune.lanes.contrasts``): every correction is indexed again without them first;
+   * ``serve-no-answer-check``: ``serve`` without the answer check (``ANSWER_MARGIN``) and
+     without putting misspelt words right first (``core.spelling``): the memory as of stop 37;
    * ``ground``: a match is answered by the model with the approved text given to it;
    * ``both``: grounded from ``match``, served from ``serve`` (the configured thresholds).
    A wording is "answered with the fact" when the reply holds every key word of the fact; an
@@ -48,7 +50,7 @@ from typing import Any
 from bots.app import App, build_app
 from bots.settings import Settings
 from core.domain import ChatRef, CorrectionStatus, IncomingMessage, Person, ReplyDone
-from core.memory import MemoryConfig
+from core.memory import ANSWER_MARGIN, MemoryConfig
 from finetune.lanes import contrasts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,23 +59,27 @@ IRIS = [str(Path(sys.executable).parent / "iris")]
 
 
 # How a match is answered: the approved text as it is, the model with it given, or both by
-# closeness; whether the question check runs (True) or the embedding alone decides; and whether
-# the corrections are indexed with their contrast questions.
-POLICIES: dict[str, tuple[Callable[[MemoryConfig], MemoryConfig], bool, bool]] = {
-    "serve": (lambda c: replace(c, serve=c.match), True, True),
-    "serve-no-contrasts": (lambda c: replace(c, serve=c.match), True, False),
-    "serve-unchecked": (lambda c: replace(c, serve=c.match), False, True),
-    "ground": (lambda c: replace(c, serve=1.01), True, True),
-    "both": (lambda c: c, True, True),
+# closeness; whether the question check runs (True) or the embedding alone decides; whether
+# the corrections are indexed with their contrast questions; and whether the answer check runs and
+# misspelt words are put right.
+POLICIES: dict[str, tuple[Callable[[MemoryConfig], MemoryConfig], bool, bool, bool]] = {
+    "serve": (lambda c: replace(c, serve=c.match), True, True, True),
+    "serve-no-contrasts": (lambda c: replace(c, serve=c.match), True, False, True),
+    "serve-no-answer-check": (lambda c: replace(c, serve=c.match), True, True, False),
+    "serve-unchecked": (lambda c: replace(c, serve=c.match), False, True, True),
+    "ground": (lambda c: replace(c, serve=1.01), True, True, True),
+    "both": (lambda c: c, True, True, True),
 }
 
 
 def use_policy(app: App, policy: str, config: MemoryConfig) -> None:
     memory = app.service.memory
     assert memory is not None, "the bench needs the correction memory on"
-    adjust, check, with_contrasts = POLICIES[policy]
+    adjust, check, with_contrasts, answer_check = POLICIES[policy]
     memory.config = adjust(config)
     memory.check_question = check
+    memory.answer_margin = ANSWER_MARGIN if answer_check else float("inf")
+    memory.respell = answer_check
     wanted = contrasts if with_contrasts else no_contrasts
     if memory.contrasts is not wanted:
         memory.contrasts = wanted
@@ -213,7 +219,7 @@ async def latency(app: App, data: dict[str, Any], rounds: int) -> dict[str, floa
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sets = ["tuning", "heldout", "fresh", "blind", "blind2"]
+    sets = ["tuning", "heldout", "fresh", "blind", "blind2", "blind3"]
     parser.add_argument("--facts", nargs="+", default=sets, help="names or paths")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
     parser.add_argument("--max-tokens", type=int, default=48)

@@ -205,8 +205,11 @@ class CorrectionMemory:
         ] = {}  # per correction: its answer's vector, and the question's closeness to it
         self._speller = Speller(())  # knows every wording's words: misspelt words are put right to them
         # Whether a match must also ask what the correction asks (off: the embedding alone, as
-        # before issue 25's check; bench/memory.py measures both).
+        # before issue 25's check), stay near its answer (off: inf), and whether misspelt words are
+        # put right first: bench/memory.py measures with and without.
         self.check_question = True
+        self.answer_margin = ANSWER_MARGIN
+        self.respell = True
 
     # --- what is in it ---------------------------------------------------------------
 
@@ -299,7 +302,8 @@ class CorrectionMemory:
         entries, matrix, asked_by = self._index()
         if not entries:
             return None
-        text = self._speller.respelled(text, self.embedder.is_word)
+        if self.respell:
+            text = self._speller.respelled(text, self.embedder.is_word)
         query = self.embedder.embed([text])[0]
         scores = matrix @ query
         disputed: dict[int, float] = {}  # per correction: the closest question it was marked 👎 for
@@ -321,7 +325,7 @@ class CorrectionMemory:
                 continue
             if (answer := self._answers.get(entry.correction_id)) and float(
                 answer.vector @ query
-            ) < answer.question_closeness - ANSWER_MARGIN:
+            ) < answer.question_closeness - self.answer_margin:
                 log.debug("memory: %r is farther from correction %d's answer", text, entry.correction_id)
                 continue
             closeness = score

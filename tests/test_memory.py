@@ -438,7 +438,7 @@ def _taught(store: SqlStore, embedder: Embedder, facts: list[tuple[str, str]]) -
 
 
 def test_a_question_about_another_thing_of_the_same_kind_is_left_to_the_model(
-    store: SqlStore, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+    store: SqlStore, embedder: Embedder
 ) -> None:
     """SQLite and PostgreSQL: "How much does a burger cost?" is not answered with the pint's price."""
     memory = _taught(store, embedder, [(q, a) for q, a, _, _ in SAME_KIND])
@@ -451,13 +451,11 @@ def test_a_question_about_another_thing_of_the_same_kind_is_left_to_the_model(
         for message in near_misses:
             assert memory.recall(message, "m") is None, message
     # Without the answer check the embedding and the question check serve them the wrong fact.
-    monkeypatch.setattr("core.memory.ANSWER_MARGIN", 2.0)
+    memory.answer_margin = 2.0
     assert all(memory.recall(m, "m") is not None for _, _, _, near in SAME_KIND for m in near)
 
 
-def test_a_misspelt_rewording_is_put_right_and_served(
-    store: SqlStore, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_misspelt_rewording_is_put_right_and_served(store: SqlStore, embedder: Embedder) -> None:
     answer = "Entry to the Corrabel Gardens costs 6 pounds."
     memory = _taught(store, embedder, [("What is the entry fee for the Corrabel Gardens?", answer)])
     misspelt = [
@@ -469,7 +467,7 @@ def test_a_misspelt_rewording_is_put_right_and_served(
         served = memory.recall(message, "m")
         assert served is not None and served.answer == answer, message
     # The words put right are what finds it: as typed, none is close enough.
-    monkeypatch.setattr("core.memory.Speller.respelled", lambda self, text, is_word: text)
+    memory.respell = False
     assert [memory.recall(message, "m") for message in misspelt] == [None, None, None]
 
 
