@@ -185,8 +185,10 @@ class Replies:
         settings = await self.writer.chat_settings.for_conversation(receipt.conversation_id)
         speaking = self.speaker is not None and await self.speaker.wanted(message, settings.spoken)
         speaker = self.speaker if speaking else None
-        # In the voice of the chat's persona, when it has one the synthesizer knows (core.personas).
-        voice = await speaker.voice(await self.writer.persona_of(receipt.conversation_id)) if speaker else None
+        # Who writes it (an A/B test's arm, the chat's persona), read once: the voice is the same persona's,
+        # when it has one the synthesizer knows (core.personas).
+        chosen = await self.writer.who_answers(receipt.conversation_id)
+        voice = await speaker.voice(chosen[1]) if speaker else None
         if speaker is not None and voice is not None:  # in the language asked for, when a voice speaks it
             voice = await speaker.in_language(voice, language) or voice
         early = speaker.early(voice, languages.detector) if speaker is not None else None  # said as written
@@ -196,7 +198,7 @@ class Replies:
             # model's job behind it) is closed now, in order, not by the garbage collector.
             async with aclosing(
                 self.writer.reply(
-                    receipt, message.sender, user_text, started, transcribe_ms, settings, language
+                    receipt, message.sender, user_text, started, transcribe_ms, settings, language, chosen
                 )
             ) as events:
                 async for event in events:

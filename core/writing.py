@@ -82,11 +82,14 @@ class ReplyWriter:
         transcribe_ms: float | None,
         settings: ChatSettings | None = None,
         language: str | None = None,
+        chosen: tuple[Choice, Persona] | None = None,
     ) -> AsyncGenerator[ServiceEvent, None]:
         """Write the reply to a stored turn, showing it as it grows, then store it; never raises.
 
         ``settings``: the chat's, when the caller read them already; None: read here.
         ``language``: the one the reply is asked in (core.languages); None: no line asks for one.
+        ``chosen``: the model and persona that write it (``who_answers``), when the caller read them
+        already (its voice must be the same persona's); None: read here.
         """
         turn_id = receipt.turn_id
         if settings is None:
@@ -98,9 +101,8 @@ class ReplyWriter:
         except Exception:
             log.exception("could not read the history of turn %s", turn_id)
             history = []
-        choice = await self.choose_model(receipt.conversation_id)
+        choice, persona = chosen or await self.who_answers(receipt.conversation_id)
         recall = await self._recall(user_text, choice.generator.model_name)
-        persona = await self.persona_of(receipt.conversation_id, choice)
         # The model writes in a task of its own: it never waits for the chat to
         # show what it wrote (a flood wait or a slow network in one chat must not
         # hold the model for every other chat); the chat shows the latest text.
@@ -194,6 +196,11 @@ class ReplyWriter:
         except Exception:
             log.exception("could not read the running experiment; the active model answers")
             return Choice(self.generator)
+
+    async def who_answers(self, conversation_id: int) -> tuple[Choice, Persona]:
+        """The model and the persona that write the conversation's next reply, read once."""
+        choice = await self.choose_model(conversation_id)
+        return choice, await self.persona_of(conversation_id, choice)
 
     async def persona_of(self, conversation_id: int, choice: Choice | None = None) -> Persona:
         """The persona that writes the conversation's next reply: its arm's in an A/B test of personas

@@ -147,6 +147,44 @@ async def test_a_personas_espeak_voice_says_its_reply_and_an_unknown_one_falls_b
     talker.close()
 
 
+@espeak
+async def test_a_spoken_reply_reads_its_persona_once_so_text_and_voice_are_one_personas(
+    tmp_path: Path, served_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chat's persona changes between two reads (an admin's /persona use, a test of personas
+    starting): the reply is written and spoken by the same one, read once."""
+    from bots.app import build_app
+    from core.domain import IncomingMessage, ReplyDone
+    from tests.conftest import make_settings
+
+    said = Said(monkeypatch)
+    app = build_app(make_settings(tmp_path, served_gguf, tts_replies="always"))
+    try:
+        writer = app.service.replies.writer
+        personas = iter(
+            [
+                Persona("butler", "You are a butler. Answer in one sentence.", version=1, voice="en-gb"),
+                Persona("cowboy", "You are a cowboy. Answer in one sentence.", version=1, voice="en-us"),
+            ]
+        )
+        reads: list[str] = []
+
+        def changing(conversation_id: int) -> Persona:
+            persona = next(personas)
+            reads.append(persona.name)
+            return persona
+
+        monkeypatch.setattr(writer.personas, "for_conversation", changing)
+        ada = Person("telegram", "5", "Ada")
+        message = IncomingMessage(ChatRef("telegram", "5"), ada, text="Good evening.")
+        events = [event async for event in app.service.replies.handle(message)]
+        [done] = [e for e in events if isinstance(e, ReplyDone)]
+        assert reads == ["butler"] and done.persona == "butler"
+        assert any(isinstance(e, Spoken) for e in events) and set(said.voices()) == {"en-gb"}
+    finally:
+        app.close()
+
+
 def test_a_piper_voice_is_a_file_or_the_name_of_one_installed(tmp_path: Path) -> None:
     configured = tmp_path / "voices" / "en_US-joe-medium.onnx"
     other = tmp_path / "voices" / "en_GB-alba-medium.onnx"
