@@ -11,8 +11,8 @@ word a letter or two away. The same here, with two guards:
   else;
 * only a single closest word replaces it: with two as close, the word stays.
 
-Only words of three letters or more are put right: one letter away from a two-letter word
-is half of it.
+Only words of three to 24 letters are put right: one letter away from a two-letter word is
+half of it, and no word people type is longer.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable
 
 _WORD = re.compile(r"[^\W\d_]+")
 SHORTEST = 3  # letters: shorter words are never put right
+LONGEST = 24  # letters: nor longer ones (no word people type; a long one would cost its square in forms)
 LONG = 7  # letters: a word this long or longer may be two edits away, a shorter one only one
 ENDINGS = frozenset({"s", "es", "d", "ed", "ing", "er", "ers"})
 
@@ -97,7 +98,7 @@ class Speller:
         def put_right(found: re.Match[str]) -> str:
             word = found[0]
             lower = word.casefold()
-            if len(lower) < SHORTEST or lower in self.known or is_word(lower):
+            if not SHORTEST <= len(lower) <= LONGEST or lower in self.known or is_word(lower):
                 return word
             known = self.closest(lower)
             return known if known and not inflected(lower, known) else word

@@ -55,3 +55,5 @@ def test_hostile_text_comes_back_whole() -> None:
     assert out.count("gardener") == 2500 and out.count("qzxv") == 2500
     assert out.count("\u202e") == 2500 and out.count("\x00") == 2500
     assert Speller.of([]).respelled("anything at all", is_word) == "anything at all"
+    one_word = "gardener" + "x" * 10_000  # no word: left as it is, not cut into 10^8 forms
+    assert KNOWN.respelled(one_word, is_word) == one_word
