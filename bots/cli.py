@@ -296,8 +296,9 @@ def run(platform: Annotated[Platform, typer.Argument()] = Platform.all) -> None:
         chat(chat_id="local")
         return
     from bots.serve import serve
+    from bots.stopping import run_until_terminated
 
-    asyncio.run(serve(settings, wanted))
+    run_until_terminated(serve(settings, wanted))  # SIGTERM (systemd, docker) stops it as Ctrl+C does
 
 
 def main() -> None:

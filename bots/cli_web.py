@@ -7,18 +7,15 @@ IRIS_WEB_TOKEN, or the token ``iris web`` prints at start, still signs in as IRI
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import signal
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bots.app import load_settings, opened_store
 from bots.cli_models import console_actor
+from bots.stopping import run_until_terminated
 from bots.web.config import console_url
 from core.domain import AuditAction
 from core.web_admins import AdminNameTaken, BadAdminName, add_admin
@@ -58,37 +55,6 @@ def web(
         run_until_terminated(serve_web(application, host, port))
     finally:
         application.close()
-
-
-def run_until_terminated(main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run(main)``, where SIGTERM (systemd's or docker's stop) stops it as Ctrl+C does.
-
-    Both cancel the task, so uvicorn closes its connections first; a SIGTERM is an asked-for stop,
-    so the process then ends normally (exit 0) rather than killed by the signal's default action.
-    """
-
-    async def guarded() -> None:
-        loop, task = asyncio.get_running_loop(), asyncio.current_task()
-        terminated: list[bool] = []
-
-        def stop() -> None:
-            terminated.append(True)
-            if task is not None:
-                task.cancel()
-
-        with contextlib.suppress(NotImplementedError):  # no signal handlers in this event loop
-            loop.add_signal_handler(signal.SIGTERM, stop)
-        try:
-            await main
-        except asyncio.CancelledError:
-            if not terminated:
-                raise
-            log.info("stopped by SIGTERM")
-        finally:
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(signal.SIGTERM)
-
-    asyncio.run(guarded())
 
 
 def _admins(engine: Engine) -> SqlWebAdmins:

@@ -20,6 +20,11 @@ answer (``dispute``). A message closer to such a question than to the correction
 (by ``NEGATIVE_MARGIN``) is left to the model. A question that is the correction's own
 (``SAME``) cannot be disputed: that 👎 disputes the answer, which is what ✏️ and review are for.
 
+A match must also sit about as close to the approved answer as the person's question does
+(``ANSWER_MARGIN``): "How many boats does the club own?" is far from "The club has 212
+members", its rewording "How many people are in the club?" is not. Misspelt words are put right
+toward the indexed wordings' words before anything is compared (``core.spelling``).
+
 A match must also ask what the correction asks (``core.question_kind``, English only): not
 another kind of answer ("When was it published?" against "Who wrote it?") and no number,
 weekday or month the correction's wordings lack, nor the opposite of one of their words ("close"
@@ -200,9 +205,8 @@ class CorrectionMemory:
         self._entries: list[MemoryEntry] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
         self._asked: dict[int, Asked] = {}  # per correction: what its wordings ask
-        self._answers: dict[
-            int, _Answer
-        ] = {}  # per correction: its answer's vector, and the question's closeness to it
+        # Per correction: its answer's vector, and how close the person's question is to it.
+        self._answers: dict[int, _Answer] = {}
         self._speller = Speller(())  # knows every wording's words: misspelt words are put right to them
         # Whether a match must also ask what the correction asks (off: the embedding alone, as
         # before issue 25's check), stay near its answer (off: inf), and whether misspelt words are
