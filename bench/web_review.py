@@ -6,7 +6,8 @@ Inserts in bulk 10,000 pending corrections on 100,000 turns (one chat) into a fr
 (SQLite in a temporary folder by default; a PostgreSQL URL must name an empty database), runs
 ``ANALYZE`` on PostgreSQL (as its autovacuum would), signs in through Starlette's TestClient
 (in-process: no network) and times page loads (half of them on a later page) and decisions
-(one POST each, as htmx sends them).
+(one POST each, as htmx sends them): signed in with IRIS_WEB_TOKEN, then with an admin's own
+link (``iris web admin add``: each request also checks the admin's session key in the database).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from bots.settings import Settings
 from bots.web.config import WebConfig
 from bots.web.server import create_app
 from core.memory import MemoryConfig
+from core.web_admins import add_admin
 from storage.review_queue import SqlReviewQueue
 from storage.tables import ConversationRow, CorrectionRow, PersonRow, TurnRow
+from storage.web_admins import SqlWebAdmins
 
 TOKEN = "bench-token"
 
@@ -96,32 +99,40 @@ def main() -> None:
             engine = application.store.engine
             took = seed(engine, args.corrections)
             print(f"{engine.dialect.name}: seeded {args.corrections} corrections in {took:.1f} s")
-            web = create_app(application.service, SqlReviewQueue(engine), settings.web, TOKEN)
-            with TestClient(web, base_url="http://127.0.0.1", follow_redirects=False) as browser:
-                browser.get(f"/?token={TOKEN}")
-                first = browser.get("/review").text
-                found = re.search(r'name="csrf" value="([^"]+)"', first)
-                assert found, "not signed in"
-                loads: list[float] = []
-                decisions: list[float] = []
-                after: int | None = None
-                for round_ in range(args.rounds):
-                    started = time.perf_counter()
-                    page = browser.get("/review" + (f"?after={after}" if after else ""))
-                    loads.append(time.perf_counter() - started)
-                    shown = [int(n) for n in re.findall(r'id="correction-(\d+)"', page.text)]
-                    after = shown[-1] if round_ % 2 == 0 else None
-                    started = time.perf_counter()
-                    answer = browser.post(
-                        f"/review/{shown[0]}",
-                        data={"action": "approve" if round_ % 2 else "reject", "csrf": found.group(1)},
-                        headers={"HX-Request": "true"},
-                    )
-                    decisions.append(time.perf_counter() - started)
-                    assert answer.status_code == 200, answer.text
-            print(f"page load {quantiles(loads)}; decision {quantiles(decisions)} ({args.rounds} each)")
+            admins = SqlWebAdmins(engine)
+            _, own_token = add_admin(admins, "bench", "bench", settings.web.admin_name)
+            web = create_app(application.service, SqlReviewQueue(engine), settings.web, TOKEN, admins=admins)
+            for who, token in (("IRIS_WEB_TOKEN", TOKEN), ("an admin's own link", own_token)):
+                with TestClient(web, base_url="http://127.0.0.1", follow_redirects=False) as browser:
+                    loads, decisions = review(browser, token, args.rounds)
+                print(f"{who}: page load {quantiles(loads)}; decision {quantiles(decisions)} (x{args.rounds})")
         finally:
             application.close()
+
+
+def review(browser: TestClient, token: str, rounds: int) -> tuple[list[float], list[float]]:
+    """Sign in with ``token``, then load a page and decide its first card ``rounds`` times: the seconds."""
+    browser.get(f"/?token={token}")
+    found = re.search(r'name="csrf" value="([^"]+)"', browser.get("/review").text)
+    assert found, "not signed in"
+    loads: list[float] = []
+    decisions: list[float] = []
+    after: int | None = None
+    for round_ in range(rounds):
+        started = time.perf_counter()
+        page = browser.get("/review" + (f"?after={after}" if after else ""))
+        loads.append(time.perf_counter() - started)
+        shown = [int(n) for n in re.findall(r'id="correction-(\d+)"', page.text)]
+        after = shown[-1] if round_ % 2 == 0 else None
+        started = time.perf_counter()
+        answer = browser.post(
+            f"/review/{shown[0]}",
+            data={"action": "approve" if round_ % 2 else "reject", "csrf": found.group(1)},
+            headers={"HX-Request": "true"},
+        )
+        decisions.append(time.perf_counter() - started)
+        assert answer.status_code == 200, answer.text
+    return loads, decisions
 
 
 if __name__ == "__main__":
