@@ -31,6 +31,18 @@ def environment(tmp_path: Path, served_gguf: Path, **extra: str) -> dict[str, st
     return {**clean, "IRIS_DATA_DIR": str(tmp_path / "data"), "IRIS_LLM_MODEL": str(served_gguf), **extra}
 
 
+def start_web(port: int, tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``iris web`` as a process on ``port``; its stderr is read by ``wait_for_line``."""
+    return subprocess.Popen(
+        [IRIS, "web", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def wait_for_line(process: subprocess.Popen[str], pattern: str, seconds: float = 60) -> re.Match[str]:
     assert process.stderr is not None
     deadline = time.monotonic() + seconds
@@ -47,14 +59,7 @@ def wait_for_line(process: subprocess.Popen[str], pattern: str, seconds: float =
 
 def test_iris_web_prints_a_sign_in_link_answers_and_stops_on_ctrl_c(tmp_path: Path, served_gguf: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [IRIS, "web", "--port", str(port)],
-        env=environment(tmp_path, served_gguf),
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    process = start_web(port, tmp_path, environment(tmp_path, served_gguf))
     try:
         link = wait_for_line(process, rf"http://127\.0\.0\.1:{port}/\?token=([\w-]{{20,}})")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as browser:
@@ -77,13 +82,8 @@ def test_iris_web_prints_a_sign_in_link_answers_and_stops_on_ctrl_c(tmp_path: Pa
 
 def test_with_a_token_set_the_link_is_printed_without_it(tmp_path: Path, served_gguf: Path) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [IRIS, "web", "--port", str(port)],
-        env=environment(tmp_path, served_gguf, IRIS_WEB_TOKEN="from-the-environment"),
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
+    process = start_web(
+        port, tmp_path, environment(tmp_path, served_gguf, IRIS_WEB_TOKEN="from-the-environment")
     )
     try:
         line = wait_for_line(process, rf"http://127\.0\.0\.1:{port}/")
@@ -116,14 +116,7 @@ def test_a_port_in_use_gets_one_line_and_no_traceback(tmp_path: Path, served_ggu
 def test_sigterm_stops_iris_web_cleanly(tmp_path: Path, served_gguf: Path) -> None:
     """systemd's and docker's stop: connections closed, exit 0, no traceback, the port free again."""
     port = free_port()
-    process = subprocess.Popen(
-        [IRIS, "web", "--port", str(port)],
-        env=environment(tmp_path, served_gguf),
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
+    process = start_web(port, tmp_path, environment(tmp_path, served_gguf))
     try:
         link = wait_for_line(process, rf"http://127\.0\.0\.1:{port}/\?token=([\w-]{{20,}})")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as browser:
