@@ -167,3 +167,25 @@ def test_the_cli_adds_lists_and_removes_admins_and_its_link_signs_in(iris: App) 
     assert (True, "web_admin.add", "web:erin") in trail and (True, "web_admin.remove", "web:erin") in trail
     with iris.store.engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM web_admins")) == 0
+
+
+def test_hostile_sign_in_links_open_no_session(iris: App) -> None:
+    """A 4,000-character token, an admin's token with a byte changed or in another case, NUL and bidi
+    characters, SQL: each gets the refused sign-in page, and no session is opened."""
+    token = add(iris, "erin")
+    hostile = [
+        "x" * 4_000,
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        token.upper() if token.upper() != token else token.lower(),
+        token + "\x00",
+        "\u202e" + token,
+        "' OR 1=1 --",
+        "",
+    ]
+    with browser(console_app(iris)) as someone:
+        for given in hostile:
+            response = someone.get("/", params={"token": given})
+            assert response.status_code == 403, given[:40]
+            assert "iris_session=" not in response.headers.get("set-cookie", "")
+            assert someone.get("/review").status_code == 303  # still signed out
+        assert someone.get("/", params={"token": token}).status_code == 303  # the real one still works
