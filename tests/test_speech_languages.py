@@ -38,21 +38,28 @@ SPOKEN = [note for note in notes() if note.name != TEN_SECONDS]
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
-def test_the_fixtures_cover_six_languages_one_in_another_script() -> None:
-    languages = {note.language for note in SPOKEN}
-    assert len(languages) >= 6
-    assert any(not note.text.isascii() and note.language == "ru" for note in SPOKEN)
-
-
-# whisper base hears espeak-ng's French at 50% and its Portuguese at 75% (README: Languages): known
-# misses of a small model on robotic voices, kept measured; strict: a pass says the table is stale.
-MISSED = {"fr": "base hears espeak's French at ~50%", "pt": "base hears espeak's Portuguese at ~75%"}
+# whisper base on espeak-ng's robotic voices (README: Languages): known misses of a small model,
+# kept measured; strict: a pass says the table is stale. Portuguese is heard at 120 words a minute
+# (pt_slow), not at 130; Greek is taken for Latin.
+MISSED = {
+    "fr": "base hears espeak's French at ~50%",
+    "pt": "base hears espeak's Portuguese at 130 words a minute at ~75%",
+    "nl": "base hears espeak's Dutch at ~62%",
+    "pl": "base hears espeak's Polish at ~26%",
+    "el": "base takes espeak's Greek for Latin",
+}
 HEARD = [
-    pytest.param(note, marks=pytest.mark.xfail(strict=True, reason=MISSED[note.language]))
-    if note.language in MISSED
+    pytest.param(note, marks=pytest.mark.xfail(strict=True, reason=MISSED[note.name]))
+    if note.name in MISSED
     else note
     for note in SPOKEN
 ]
+
+
+def test_six_languages_are_heard_one_in_another_script() -> None:
+    heard = [note for note in SPOKEN if note.name not in MISSED]
+    assert len({note.language for note in heard}) >= 6
+    assert any(note.language == "ru" and not note.text.isascii() for note in heard)
 
 
 @pytest.mark.parametrize("note", HEARD, ids=lambda note: note.name)
@@ -64,11 +71,13 @@ def test_base_hears_each_language_in_its_language(
     assert word_accuracy(note.text, transcript.text) >= 0.8, transcript.text
 
 
-def test_base_hears_any_language_and_the_default_stays_tiny_en() -> None:
-    transcriber = WhisperTranscriber(WhisperConfig(model=whisper_models.BASE))
-    assert transcriber.config.language_code is None and transcriber.languages is None  # /language xx: any xx
-    default = WhisperTranscriber()
-    assert default.config.model == whisper_models.BUNDLED and default.languages == frozenset({"en"})
+def test_the_default_is_base_which_hears_any_language(tmp_path: Path) -> None:
+    default = WhisperTranscriber(models_dir=tmp_path)
+    assert default.config.model == whisper_models.BASE
+    assert default.config.language_code is None and default.languages is None  # /language xx: any xx
+    assert default.model_source == str(tmp_path / whisper_models.BASE_FOLDER)
+    older = WhisperTranscriber(WhisperConfig(model=whisper_models.BUNDLED), models_dir=tmp_path)  # .env files
+    assert older.languages is None and older.model_source == default.model_source
 
 
 def test_tiny_en_is_still_a_setting_that_works(transcriber: WhisperTranscriber) -> None:

@@ -78,7 +78,7 @@ async def test_iris_run_discord_answers_a_voice_message_and_stores_a_thumbs_up(
     person = fake.add_user("ada")
     async with iris_process(tmp_path, env, "run", "discord") as process:
         await connected(fake, process, tmp_path)
-        audio = fake.attachment(voice("capital_of_france.ogg"), duration=2.4)
+        audio = fake.attachment(voice("short_story.ogg"), duration=2.4)
         sent = await fake.post(person, attachments=[audio], dm=True)
         reply = await finished_reply(fake, sent, timeout=120)
         pressed = await fake.press(int(reply["id"]), f"iris:rate:up:{turn_of(reply)}", person)
@@ -86,7 +86,7 @@ async def test_iris_run_discord_answers_a_voice_message_and_stores_a_thumbs_up(
     assert process.returncode == 130, output(tmp_path)  # Ctrl+C: stopped cleanly
 
     transcript = fake.replies_to(int(sent["id"]))[0]
-    assert "capital of france" in transcript["content"].lower()
+    assert "short story about a dragon" in transcript["content"].lower()
     assert len(fake.revisions[int(reply["id"])]) >= 2  # posted early, then edited as it grew
     assert fake.identifies[0]["intents"] & (1 << 15), "the Message Content intent is requested"
     with sqlite3.connect(tmp_path / "data" / "iris.db") as db:
@@ -97,7 +97,7 @@ async def test_iris_run_discord_answers_a_voice_message_and_stores_a_thumbs_up(
         asked = db.execute("SELECT text, from_voice, platform FROM turns WHERE role = 'user'").fetchall()
     assert stored == [(reply["content"], 1, person["id"])]
     assert len(asked) == 1 and asked[0][1:] == (1, "discord")
-    assert "capital of france" in asked[0][0].lower()
+    assert "short story about a dragon" in asked[0][0].lower()
 
 
 async def test_iris_run_all_serves_telegram_and_discord_from_one_process_with_one_model(
@@ -121,10 +121,10 @@ async def test_iris_run_all_serves_telegram_and_discord_from_one_process_with_on
     try:
         async with iris_process(tmp_path, env, "run", "all") as process:
             await connected(fake, process, tmp_path)
-            audio = fake.attachment(voice("capital_of_france.ogg"), duration=2.4)
+            audio = fake.attachment(voice("short_story.ogg"), duration=2.4)
             on_discord = await fake.post(discord_person, attachments=[audio], dm=True)
             chat = private_chat(telegram_person)
-            telegram.send_voice(chat, telegram_person, voice("capital_of_france.ogg"), duration=2)
+            telegram.send_voice(chat, telegram_person, voice("short_story.ogg"), duration=2)
             discord_reply = await finished_reply(fake, on_discord, timeout=120)
             telegram_reply = await telegram.wait_for(
                 lambda: next((s for s in telegram.chat(chat["id"]) if s.reply_markup), None), timeout=120

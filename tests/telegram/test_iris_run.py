@@ -55,10 +55,10 @@ async def test_iris_run_telegram_answers_a_voice_note_and_stores_a_thumbs_up(
         assert not exited.done(), f"iris exited early:\n{log_path.read_text()}"
         exited.cancel()
 
-        fake_api.send_voice(private_chat(ADA), ADA, voice("capital_of_france.ogg"))
+        fake_api.send_voice(private_chat(ADA), ADA, voice("short_story.ogg"))
         reply = await wait_for_reply(fake_api, ADA["id"])
         transcript = fake_api.chat(ADA["id"])[0]
-        assert transcript.text.startswith("🎤") and "capital of france" in transcript.text.lower()
+        assert transcript.text.startswith("🎤") and "short story about a dragon" in transcript.text.lower()
         assert len(reply.texts) >= 2 and reply.texts[-1].startswith(reply.texts[0])  # streamed by edits
         assert [label for label, _ in reply.buttons] == ["👍", "👎", "🔁", "✏️ Suggest a better answer"]
 
