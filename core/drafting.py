@@ -2,7 +2,7 @@
 
 The service writes each reply in a task of its own (``core.writing.ReplyWriter``), so a
 chat that is slow to show text (a flood wait, a slow network) never holds the
-model; ``follow`` turns the draft into the events a chat shows.
+model; ``fill`` writes the model's pieces into it, ``follow`` turns it into the events a chat shows.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from core.domain import Queued, ReplyDelta, ServiceEvent
@@ -68,3 +69,24 @@ async def follow(draft: Draft, notice_after_s: float) -> AsyncGenerator[ServiceE
             yield Queued(draft.place)
         if draft.finished and draft.text == shown_text:
             return
+
+
+class Stalled(Exception):
+    """A model or transcriber that produced nothing for ``ChatConfig.stall_seconds``."""
+
+
+async def fill(draft: Draft, pieces: AsyncGenerator[str, None], stall_s: float) -> None:
+    """The model's ``pieces`` into ``draft``; ``Stalled`` when none comes for ``stall_s``.
+
+    A model that hangs (a stuck decoder, a server that stops sending) would otherwise hold
+    this turn, and the person's every later message behind it, for as long as the process lives.
+    """
+    loop = asyncio.get_running_loop()
+    async with aclosing(pieces):
+        try:
+            async with asyncio.timeout(stall_s) as deadline:
+                async for piece in pieces:
+                    draft.add(piece)
+                    deadline.reschedule(loop.time() + stall_s)
+        except TimeoutError:
+            raise Stalled(f"the model wrote nothing for {stall_s:g} s") from None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from core.domain import Notice, NoticeKind, Person, UserTurnReceipt
+from core.drafting import Stalled
 from core.i18n import _
 from core.languages import Detected, normalized
 from core.limits import RateLimiter
@@ -30,7 +31,7 @@ from core.ports import (
     Transcript,
 )
 from core.scheduling import FairQueue
-from core.writing import Stalled, mark_failed
+from core.writing import mark_failed
 
 log = logging.getLogger(__name__)
 

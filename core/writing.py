@@ -12,14 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from core.ab import ABServing, Choice
 from core.chat_settings import ChatSettings, ChatSettingsBook
 from core.config import ServiceConfig
 from core.domain import (
-    ChatMessage,
     Notice,
     NoticeKind,
     Person,
@@ -29,12 +27,12 @@ from core.domain import (
     Turn,
     UserTurnReceipt,
 )
-from core.drafting import Draft, follow
+from core.drafting import Draft, Stalled, fill, follow
 from core.i18n import _
 from core.languages import Languages, asked, with_language
 from core.memory import CorrectionMemory, MemoryMode, Recall, grounding
 from core.personas import Persona, PersonaBook
-from core.ports import ConversationStore, Generation, ReplyGenerator, ServerUnavailable
+from core.ports import ConversationStore, ReplyGenerator, ServerUnavailable
 from core.prompt import PromptTooLong, build_prompt
 from core.scheduling import FairQueue
 
@@ -266,36 +264,13 @@ class ReplyWriter:
                     build_prompt, system_prompt, history, user_text, generator.count_tokens, budget
                 )
                 began = time.perf_counter()
-                await self._stream(generator, messages, options, draft)
+                await fill(draft, generator.stream(messages, options), self.config.chat.stall_seconds)
                 generate_ms = (time.perf_counter() - began) * 1000
                 model = generator.model_name
             tokens = await asyncio.to_thread(generator.count_tokens, draft.text)
             return _Written(model, generate_ms, tokens)
         finally:
             draft.finish()
-
-    async def _stream(
-        self, generator: ReplyGenerator, messages: Sequence[ChatMessage], options: Generation, draft: Draft
-    ) -> None:
-        """The model's pieces into ``draft``; ``Stalled`` when none comes for the stall limit.
-
-        A model that hangs (a stuck decoder, a server that stops sending) would otherwise hold
-        this turn, and the person's every later message behind it, for as long as the process lives.
-        """
-        stall_s = self.config.chat.stall_seconds
-        loop = asyncio.get_running_loop()
-        async with aclosing(generator.stream(messages, options)) as pieces:
-            try:
-                async with asyncio.timeout(stall_s) as deadline:
-                    async for piece in pieces:
-                        draft.add(piece)
-                        deadline.reschedule(loop.time() + stall_s)
-            except TimeoutError:
-                raise Stalled(f"the model wrote nothing for {stall_s:g} s") from None
-
-
-class Stalled(Exception):
-    """A model or transcriber that produced nothing for ``ChatConfig.stall_seconds``."""
 
 
 async def mark_failed(
