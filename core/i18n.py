@@ -28,7 +28,7 @@ DOMAIN = "iris"
 LOCALE_DIR = Path(__file__).with_name("locale")
 DEFAULT = "en"
 # The languages with a catalog; English is the text in the code.
-LANGUAGES = ("en", "de", "es", "fr", "ru")
+LANGUAGES = ("en", "de", "es", "fr", "it", "pt", "ru")
 
 _current: ContextVar[str] = ContextVar("iris_language", default=DEFAULT)
 

@@ -115,8 +115,9 @@ def translated_plural_index(language: str, count: int) -> int:
 def test_the_language_is_the_persons_choice_then_the_platforms_then_english() -> None:
     assert i18n.choose("ru", "de") == "ru"  # /language wins
     assert i18n.choose(None, "es-ES") == "es"  # Discord's locale
-    assert i18n.choose(None, "pt-BR") == "en"  # no catalog: English
-    assert i18n.choose("it", "fr") == "fr"  # a /language without a catalog: the platform's
+    assert i18n.choose(None, "pt-BR") == "pt"  # one Portuguese catalog for pt-BR and pt-PT
+    assert i18n.choose(None, "nl-NL") == "en"  # no catalog: English
+    assert i18n.choose("nl", "fr") == "fr"  # a /language without a catalog: the platform's
     assert i18n.choose("", None) == "en"
     assert i18n.choose("../../etc", "de_DE") == "de"  # hostile tags choose nothing, never a path
     assert i18n.supported("x" * 500) is None
