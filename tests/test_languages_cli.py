@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.languages import NOTES, notes, word_accuracy
+from bench.languages import NOTES, Note, word_accuracy
 from tests.conftest import FIXTURES
 from tests.test_cli import iris
+from tests.test_speech_languages import HEARD_WELL
 
 
 @pytest.fixture
@@ -64,11 +65,10 @@ def test_tiny_en_hears_english_only_and_says_so(env: dict[str, str]) -> None:
     assert answer["language"] == "en" and answer["language_probability"] == 1.0
 
 
-@pytest.mark.parametrize("name", ["de", "ru"])
-def test_whisper_base_hears_a_voice_note_in_its_language(env: dict[str, str], name: str) -> None:
-    """IRIS_WHISPER_MODEL=base (multilingual, bundled; assembled into the data dir on first use)."""
-    note = next(note for note in notes() if note.name == name)
-    result = iris(env | {"IRIS_WHISPER_MODEL": "base"}, "ask", "--voice", str(NOTES / f"{name}.ogg"), "--json")
+@pytest.mark.parametrize("note", HEARD_WELL, ids=lambda note: note.name)
+def test_the_default_whisper_hears_a_voice_note_in_its_language(env: dict[str, str], note: Note) -> None:
+    """No IRIS_WHISPER_MODEL: base (multilingual, bundled; assembled into the data dir on first use)."""
+    result = iris(env, "ask", "--voice", str(NOTES / f"{note.name}.ogg"), "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert answer["language"] == note.language and 0 < answer["language_probability"] <= 1
