@@ -1,7 +1,7 @@
 """Iris under a crowd: many voice notes at once through the real service path (not a test).
 
     .venv/bin/python bench/load.py [--counts 1,4,16,32] [--parallel N] [--max-tokens 128] [--rounds 3]
-        [--iris-run-counts 16,32] [--skip-service]
+        [--iris-run-counts 16,32] [--skip-service] [--iris-run-set IRIS_WHISPER_BATCH=8 ...]
 
 For each count N, N people send the same voice note at the same moment to one
 ``ChatService`` built as ``iris run`` builds it (real faster-whisper, real llama.cpp,
@@ -308,7 +308,11 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iris-run-counts", default="16,32", help="through iris run telegram; empty: skip")
     parser.add_argument("--skip-service", action="store_true", help="only the iris run telegram crowd")
+    parser.add_argument(
+        "--iris-run-set", action="append", default=[], metavar="NAME=VALUE", help="a setting for iris run"
+    )
     args = parser.parse_args()
+    iris_run_settings: dict[str, str] = dict(setting.split("=", 1) for setting in args.iris_run_set)
     audio = args.voice.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         rounds: list[list[Result]] = []
@@ -340,7 +344,8 @@ async def main() -> None:
             for count in [int(c) for c in args.iris_run_counts.split(",")]:
                 for parallel in (1, args.parallel or None)[:: 1 if round_ % 2 == 0 else -1]:
                     where = Path(tmp) / f"iris-run-r{round_}-p{parallel or 'default'}-n{count}"
-                    row.append(await iris_run_crowd(gguf, where, audio, count, parallel, args.max_tokens))
+                    tokens, extra = args.max_tokens, iris_run_settings
+                    row.append(await iris_run_crowd(gguf, where, audio, count, parallel, tokens, extra))
                     print(f"done: {where.name} in {row[-1].wall_s:.1f} s", flush=True)
             runs.append(row)
         print_iris_run_table(runs)
