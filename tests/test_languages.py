@@ -265,11 +265,11 @@ async def test_language_command_answers_in_one_line_and_an_english_only_model_sa
     assert store.language_preference(ALICE) is None
 
 
-def test_tiny_en_and_the_default_hear_english_only_and_base_any_language() -> None:
+def test_tiny_en_hears_english_only_and_the_default_base_any_language() -> None:
     from core.transcription import WhisperConfig, WhisperTranscriber
 
     assert WhisperTranscriber(WhisperConfig(model="tiny.en")).languages == frozenset({"en"})
-    assert WhisperTranscriber().languages == frozenset({"en"})  # the bundled default is tiny.en
+    assert WhisperTranscriber().languages is None  # the bundled default is base (issue #28)
     assert WhisperTranscriber(WhisperConfig(model="base")).languages is None  # whisper base: any language
     assert WhisperTranscriber(WhisperConfig(model="small.en")).languages == frozenset({"en"})
     assert WhisperTranscriber(WhisperConfig(model="small")).languages is None
