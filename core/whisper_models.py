@@ -23,7 +23,7 @@ and only then renamed into place: a folder at the final path is always whole.
 | the process is killed, or the disk fills, mid-join | the temporary folder is never loaded |
 | a part is missing, or from another release | ``ModelUnavailable`` says what to reinstall |
 | the assembled ``model.bin`` is cut or replaced later | its size no longer matches: joined again |
-| two processes assemble at once | each in its own temporary folder; the first rename wins |
+| two processes assemble at once | each in its own temporary folder; the first rename wins, the other uses it |
 """
 
 from __future__ import annotations
@@ -93,12 +93,17 @@ def base_model(models_dir: Path) -> Path:
     partial = Path(tempfile.mkdtemp(prefix=f".{BASE_FOLDER}.", dir=folder.parent))
     try:
         _join(parts, partial)
-        if folder.exists():  # another process finished first, or an old folder was cut short
-            if _whole(folder):
-                return folder
-            shutil.rmtree(folder)
-        os.rename(partial, folder)
-        log.info("whisper base assembled in %s", folder)
+        if folder.exists() and not _whole(folder):  # an old folder cut short
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rename(partial, folder)
+        except OSError:
+            # Another process's join landed first (a directory is not renamed onto a full one):
+            # that one is used. Anything else is a real failure.
+            if not _whole(folder):
+                raise
+        else:
+            log.info("whisper base assembled in %s", folder)
     except OSError as error:
         raise ModelUnavailable(
             f"could not assemble whisper base in {folder.parent} ({type(error).__name__}: {error.strerror})"

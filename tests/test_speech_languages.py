@@ -6,6 +6,7 @@ voice of the reply's language, or not at all.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,27 @@ def test_base_is_assembled_once_and_a_cut_join_is_made_again(tmp_path: Path) -> 
         cut.truncate(1000)
     assert whisper_models.base_model(tmp_path) == folder
     assert model.stat().st_size == whisper_models.BASE_SIZE
+    assert [path.name for path in tmp_path.iterdir()] == [whisper_models.BASE_FOLDER]  # no partial left
+
+
+def test_two_processes_joining_at_once_both_get_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``iris run`` on a fresh data dir: the other one's rename lands between this one's check
+    and its rename. It used to fail ("Directory not empty") and the process stopped at start
+    (found by tests/telegram/test_scale_out.py once base was the default)."""
+    rename = os.rename
+    renames: list[str] = []
+
+    def another_process_lands_first(source: str, target: str) -> None:
+        renames.append(target)
+        if len(renames) == 1:  # this process's rename: the other one's join lands just before it
+            whisper_models.base_model(tmp_path)
+        rename(source, target)
+
+    monkeypatch.setattr(whisper_models.os, "rename", another_process_lands_first)
+    folder = whisper_models.base_model(tmp_path)
+    assert len(renames) == 2 and (folder / "model.bin").stat().st_size == whisper_models.BASE_SIZE
     assert [path.name for path in tmp_path.iterdir()] == [whisper_models.BASE_FOLDER]  # no partial left
 
 
