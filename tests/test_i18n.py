@@ -116,6 +116,7 @@ def test_the_language_is_the_persons_choice_then_the_platforms_then_english() ->
     assert i18n.choose("ru", "de") == "ru"  # /language wins
     assert i18n.choose(None, "es-ES") == "es"  # Discord's locale
     assert i18n.choose(None, "pt-BR") == "pt"  # one Portuguese catalog for pt-BR and pt-PT
+    assert i18n.choose(None, "PT_br") == i18n.choose(None, "pt-PT-x-odd") == "pt"  # odd spellings
     assert i18n.choose(None, "nl-NL") == "en"  # no catalog: English
     assert i18n.choose("nl", "fr") == "fr"  # a /language without a catalog: the platform's
     assert i18n.choose("", None) == "en"

@@ -229,6 +229,16 @@ def speaker(app: App, synthesizer: EspeakSynthesizer) -> ReplySpeaker:
     return ReplySpeaker(synthesizer, SqlVoicePreferences(app.store.engine), config)
 
 
+def answer_in(app: App, transcriber: WhisperTranscriber, language: str) -> list[str]:
+    """``app`` hears with ``transcriber``, replies ``REPLIES[language]`` and speaks every reply;
+    the list it returns fills with the espeak-ng voice of each sentence said (the bots' tests)."""
+    app.service.listener.transcriber = app.transcriber = transcriber
+    said_in: list[str] = []
+    app.service.replies.speaker = speaker(app, RecordingEspeak(said_in=(said_in,)))
+    app.service.writer.generator = ScriptedGenerator(REPLIES[language], pieces=4)
+    return said_in
+
+
 @needs_espeak
 async def test_a_german_reply_is_said_by_a_german_voice(
     app: App, multilingual_transcriber: WhisperTranscriber

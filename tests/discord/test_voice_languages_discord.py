@@ -22,8 +22,7 @@ from tests.discord.conftest import discord_settings, finished_reply, running, sh
 from tests.discord.fake_discord import FakeDiscord
 from tests.discord.test_discord_voice_replies import audio_replies, uploaded
 from tests.discord.test_language_discord import language
-from tests.fakes import ScriptedGenerator
-from tests.test_speech_languages import HEARD_WELL, REPLIES, RecordingEspeak, speaker
+from tests.test_speech_languages import HEARD_WELL, REPLIES, answer_in
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -39,20 +38,16 @@ async def test_a_voice_message_is_heard_answered_and_spoken_in_its_language(
     multilingual_transcriber: WhisperTranscriber,
     note: Note,
 ) -> None:
-    app.service.listener.transcriber = app.transcriber = multilingual_transcriber  # the default, base
-    said_in: list[str] = []
-    app.service.replies.speaker = speaker(app, RecordingEspeak(said_in=(said_in,)))
-    app.service.writer.generator = ScriptedGenerator(REPLIES[note.language], pieces=4)
+    said_in = answer_in(app, multilingual_transcriber, note.language)  # base, the default
     person = fake.add_user("sam")
     async with running(app.service, discord_settings(tmp_path, served_gguf, fake), fake):
         await language(fake, person, note.language)
         sent = await fake.post(person, attachments=[fake.attachment(note.audio, duration=10)], dm=True)
         reply = await finished_reply(fake, sent)
         (spoken,) = await fake.wait_for(lambda: audio_replies(fake, sent), 60, "a voice message")
-        thanked = await shown(
-            fake, await fake.press(int(reply["id"]), f"iris:rate:up:{turn_of(reply)}", person)
-        )
-        form = await fake.press(int(reply["id"]), f"iris:fix:{turn_of(reply)}", person)
+        turn = turn_of(reply)
+        thanked = await shown(fake, await fake.press(int(reply["id"]), f"iris:rate:up:{turn}", person))
+        form = await fake.press(int(reply["id"]), f"iris:fix:{turn}", person)
         await fake.wait_for(lambda: form.modal, 30, "the form")
 
     transcript = fake.replies_to(int(sent["id"]))[0]["content"]

@@ -16,11 +16,10 @@ from bench.languages import Note, word_accuracy
 from bots.app import App
 from core.i18n import translate
 from core.transcription import WhisperTranscriber
-from tests.fakes import ScriptedGenerator
 from tests.telegram.conftest import StartBot, query
 from tests.telegram.fake_bot_api import FakeBotApi, private_chat, user
 from tests.telegram.scenario import wait_for_reply
-from tests.test_speech_languages import HEARD_WELL, REPLIES, RecordingEspeak, speaker
+from tests.test_speech_languages import HEARD_WELL, REPLIES, answer_in
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -35,10 +34,7 @@ async def test_a_voice_note_is_heard_answered_and_spoken_in_its_language(
     multilingual_transcriber: WhisperTranscriber,
     note: Note,
 ) -> None:
-    app.service.listener.transcriber = app.transcriber = multilingual_transcriber  # the default, base
-    said_in: list[str] = []
-    app.service.replies.speaker = speaker(app, RecordingEspeak(said_in=(said_in,)))
-    app.service.writer.generator = ScriptedGenerator(REPLIES[note.language], pieces=4)
+    said_in = answer_in(app, multilingual_transcriber, note.language)  # base, the default
     person = {**user(40, "Sam"), "language_code": note.language}
     await start_bot()
 
