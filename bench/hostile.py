@@ -1,6 +1,6 @@
 """Hostile inputs, as an attacker would send them: held or not, time to the answer, peak memory.
 
-    .venv/bin/python bench/hostile.py [--only ask|telegram] [--limit-seconds 300]
+    .venv/bin/python bench/hostile.py [--only ask|telegram] [--limit-seconds 300] [--set IRIS_X=VALUE ...]
 
 Each input goes through the paths people use, as separate processes built the way users
 run them:
@@ -107,6 +107,7 @@ def hostile_inputs(limit_s: float) -> list[Hostile]:
         Hostile("white noise 10 s", "voice", lambda: audio.noise(10)),
         Hostile("music (chords) 10 s", "voice", lambda: audio.music(10)),
         Hostile("a short breath 0.5 s", "voice", audio.breath),
+        Hostile("speech played backwards 10 s", "voice", audio.backwards),
         Hostile("truncated voice note", "voice", audio.truncated),
         Hostile("random bytes behind an OggS header", "voice", audio.garbage_ogg),
         Hostile("empty file", "voice", lambda: b""),
@@ -348,6 +349,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["ask", "telegram"])
     parser.add_argument("--limit-seconds", type=float, default=300.0, help="IRIS_CHAT_MAX_AUDIO_SECONDS")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for Iris")
     options = parser.parse_args()
 
     from core.generation import bundled_model
@@ -366,6 +368,7 @@ def main() -> None:
             "IRIS_GENERATION_MAX_TOKENS": "48",
             "IRIS_CHAT_MAX_AUDIO_SECONDS": str(options.limit_seconds),
             "IRIS_TTS_REPLIES": "off",
+            **dict(setting.split("=", 1) for setting in options.set),
         }
         inputs = hostile_inputs(options.limit_seconds)
         print(f"{len(inputs)} hostile inputs; limit {options.limit_seconds:.0f} s of audio\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -61,6 +62,12 @@ class WhisperConfig:
     compute_type: str = "int8"
     vad: bool = True  # skip silence with the Silero VAD before decoding
     beam_size: int = 5
+    # Whisper's temperature fallback: a window whose text looks wrong (it repeats itself, or whisper
+    # doubts it) is decoded again by sampling at 0.2, 0.4 ... 1.0, five candidates each. Off: it
+    # held the whisper thread 10-23 s on an 8-10 s note it could not read (speech played backwards,
+    # Greek), every note behind it waiting; off, 1.4-4 s, and every fixture's words the same. Always
+    # on with the VAD off: it is then what keeps noise and breaths from being written as words.
+    fallback: bool = False
     cpu_threads: int = 0  # 0: CTranslate2 decides
     download_root: str | None = None
     url: str | None = None  # an OpenAI /v1/audio/transcriptions server instead of the model here
@@ -149,11 +156,28 @@ class WhisperTranscriber:
             condition_on_previous_text=False,
             no_speech_threshold=NO_SPEECH_THRESHOLD,
             log_prob_threshold=LOG_PROB_THRESHOLD,
+            temperature=FALLBACK_TEMPERATURES if self.config.fallback or not self.config.vad else 0.0,
+            max_new_tokens=most_tokens(audio.seconds),
         )
         # The segments are computed as they are read: here, inside the batcher's caller().
         speech_s = info.duration_after_vad if self.config.vad else info.duration
         text = " ".join(heard(segments, speech_s)).strip()
         return Transcript(text, info.language, audio.seconds, info.language_probability)
+
+
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # whisper's own
+# The most text tokens whisper writes for a second of a note: its densest, 448 for a 30 s window.
+# The fixtures' speech took 2.7-6.2 a second (8 languages); a window whisper cannot read is
+# written until the limit, a phrase repeated over and over.
+TOKENS_PER_S = 15
+MAX_NEW_TOKENS = 440  # 448, less the prompt (start, language, task)
+
+
+def most_tokens(seconds: float) -> int:
+    """The most tokens whisper may write for each window of a note this long: what speech at
+    ``TOKENS_PER_S`` holds, counted in whole 5 s steps (notes of about one length then ask the
+    same of a whisper batch, so they can share it)."""
+    return min(TOKENS_PER_S * 5 * max(1, math.ceil(seconds / 5)), MAX_NEW_TOKENS)
 
 
 # faster-whisper drops a segment when the model thinks it holds no speech and what it wrote is

@@ -284,6 +284,17 @@ def breath(seconds: float = 0.5) -> bytes:
     return encode(np.concatenate([breath_burst(count, RATE), zeros(RATE // 2, RATE)]))
 
 
+def backwards(name: str = "languages/ten_seconds.ogg") -> bytes:
+    """A spoken fixture played backwards: speech to the VAD, no language to whisper."""
+    import av
+
+    with av.open(str(FIXTURES / name)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        frames = [out for frame in container.decode(audio=0) for out in resampler.resample(frame)]
+    samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
+    return encode(samples[::-1].copy())
+
+
 def truncated() -> bytes:
     """The first 3,000 bytes of a real voice note: what a dropped download leaves."""
     return (FIXTURES / "capital_of_france.ogg").read_bytes()[:3000]

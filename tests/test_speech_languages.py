@@ -10,7 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from core import whisper_models
 from core.domain import Audio, ChatRef, IncomingMessage, Notice, NoticeKind, Person, ReplyDone, Role, Spoken
 from core.speaking import ReplySpeaker, SpeechConfig, VoiceMode
 from core.speech import EspeakSynthesizer
-from core.transcription import WhisperConfig, WhisperTranscriber
+from core.transcription import MAX_NEW_TOKENS, WhisperConfig, WhisperTranscriber, most_tokens
 from core.voice_languages import espeak_voice, voice_for
 from storage.tables import TurnRow
 from storage.voices import SqlVoicePreferences
@@ -135,6 +135,32 @@ def test_base_encodes_nothing_of_a_note_the_vad_leaves_nothing_of() -> None:
     for sound in (hostile_audio.noise(3), hostile_audio.music(10), hostile_audio.breath(1.0)):
         assert batching.transcribe(batching.decode(sound, 60)).text == ""
     assert list(batching.batcher.sizes) == []
+
+
+def test_a_note_whisper_cannot_read_is_decoded_once_and_no_longer_than_speech_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Speech played backwards: the VAD keeps it, whisper finds no words in it and writes a phrase
+    over and over. With whisper's temperature fallback it was decoded 6 times a window (13 s of the
+    whisper thread for a 10 s note, here); now once, and no longer than a 10 s note's speech holds."""
+    batching = WhisperTranscriber(WhisperConfig(model=whisper_models.BASE, batch=8))
+    assert batching.batcher is not None
+    asked: list[int] = []
+    call = batching.batcher.call
+
+    def recorded(kind: str, array: Any, prompt: list[int] | None, options: dict[str, Any]) -> Any:
+        if kind == "generate" and prompt is not None:
+            asked.append(options["max_length"] - len(prompt))
+        return call(kind, array, prompt, options)
+
+    monkeypatch.setattr(batching.batcher, "call", recorded)
+    note = batching.decode(hostile_audio.backwards(), 60)
+    assert 9.5 < note.seconds < 10.5
+    batching.transcribe(note)
+    assert list(batching.batcher.sizes) == [("encode", 1), ("generate", 1)]
+    assert asked == [most_tokens(note.seconds)] == [150]  # whisper's 448 otherwise
+    # The spoken fixtures, up to 10.3 s, are written in well under that (2.7-6.2 tokens a second).
+    assert most_tokens(2.0) == 75 and most_tokens(29.9) == MAX_NEW_TOKENS and most_tokens(600) == MAX_NEW_TOKENS
 
 
 async def test_a_persons_language_is_the_one_whisper_is_asked_for(
