@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from bots.app import configured_model
 from bots.settings import Settings
-from core.batching import chat_tokens
+from core.batching import chat_tokens, context_params
 from core.domain import ModelVersion
 from core.generation import LlamaGenerator, LlmConfig, open_gguf, whole
 from core.ports import Generation
@@ -86,12 +86,7 @@ def ceiling(llm: Llama, config: LlmConfig, options: Generation, prompts: list[li
 
     size = len(prompts)
     batch_size = max(config.batch, size)
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = config.context_tokens * size
-    params.n_batch = params.n_ubatch = batch_size
-    params.n_seq_max = size
-    params.kv_unified = False
-    params.n_threads = params.n_threads_batch = llm.n_threads
+    params = context_params(llm, size, config.context_tokens, batch_size, config.kv_cache)
     ctx = llama_cpp.llama_init_from_model(llm.model, params)
     if not ctx:
         raise RuntimeError("llama.cpp could not create a context")

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.ports import Generation
 
@@ -41,6 +41,35 @@ log = logging.getLogger(__name__)
 # What llama-cpp-python's own sampling uses (Llama._init_sampler) for a chat completion.
 _LAST_N_PENALTY = 64
 _MIN_P = 0.05
+
+
+KvCache = Literal["f16", "q8_0"]
+# ggml's element types for the KV cache. q8_0 keeps keys and values in 8 bits (34 bytes for 32):
+# about half of f16's memory, for the bundled model's 8 slots of 2,048 tokens 377 MB -> 201 MB.
+# llama.cpp quantizes the V cache only with flash attention.
+KV_CACHE_TYPES: dict[str, int] = {"f16": 1, "q8_0": 8}
+KV_CACHE_BYTES_PER_VALUE = {"f16": 2.0, "q8_0": 34 / 32}
+
+
+def context_params(llm: Llama, sequences: int, context_tokens: int, batch: int, kv_cache: KvCache) -> Any:
+    """llama.cpp context parameters for ``sequences`` replies of ``context_tokens`` each."""
+    import llama_cpp
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = context_tokens * sequences
+    params.n_batch = params.n_ubatch = batch
+    params.n_seq_max = sequences
+    params.kv_unified = False  # each sequence its own context_tokens of KV cache
+    # Batches use as many threads as single tokens (llama-cpp-python: half the
+    # cores): whisper transcribes beside the decoder, and llama.cpp's threads
+    # wait for each other at every step, so a thread that loses its core to
+    # whisper stalls the batch (measured here: 4 replies 3.7 s with one thread,
+    # 14.8 s with two while another process ran).
+    params.n_threads = params.n_threads_batch = llm.n_threads
+    params.type_k = params.type_v = KV_CACHE_TYPES[kv_cache]
+    if kv_cache != "f16":
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+    return params
 
 
 @dataclass(eq=False)
@@ -79,7 +108,9 @@ class _Slot:
 class BatchedDecoder:
     """Decodes up to ``parallel`` replies together; ``submit`` from any thread."""
 
-    def __init__(self, llm: Llama, parallel: int, context_tokens: int, batch: int) -> None:
+    def __init__(
+        self, llm: Llama, parallel: int, context_tokens: int, batch: int, kv_cache: KvCache = "f16"
+    ) -> None:
         import llama_cpp
 
         if parallel < 1:
@@ -87,17 +118,7 @@ class BatchedDecoder:
         self.llm = llm
         self.context_tokens = context_tokens  # per sequence
         self.batch_size = max(batch, parallel)
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = context_tokens * parallel
-        params.n_batch = params.n_ubatch = self.batch_size
-        params.n_seq_max = parallel
-        params.kv_unified = False  # each sequence its own context_tokens of KV cache
-        # Batches use as many threads as single tokens (llama-cpp-python: half the
-        # cores): whisper transcribes beside the decoder, and llama.cpp's threads
-        # wait for each other at every step, so a thread that loses its core to
-        # whisper stalls the batch (measured here: 4 replies 3.7 s with one thread,
-        # 14.8 s with two while another process ran).
-        params.n_threads = params.n_threads_batch = llm.n_threads
+        params = context_params(llm, parallel, context_tokens, self.batch_size, kv_cache)
         self._ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context for batched decoding")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr
 
-from core.batching import BatchedDecoder, Job, chat_tokens
+from core.batching import KV_CACHE_BYTES_PER_VALUE, BatchedDecoder, Job, KvCache, chat_tokens
 from core.domain import ChatMessage, ModelVersion
 from core.ports import Generation, ModelRegistry, ServerUnavailable
 
@@ -359,7 +359,7 @@ def _open_serving(path: str, config: LlmConfig) -> tuple[Llama, BatchedDecoder]:
     # The model's own context only tokenizes; replies use the decoder's.
     llm = open_gguf(path, n_ctx=64, n_threads=config.threads)
     try:
-        return llm, BatchedDecoder(llm, config.parallel, config.context_tokens, config.batch)
+        return llm, BatchedDecoder(llm, config.parallel, config.context_tokens, config.batch, config.kv_cache)
     except BaseException:
         llm.close()
         raise
@@ -402,6 +402,8 @@ class LlmConfig:
     # holds context_tokens of KV cache. Beyond it, replies wait round-robin per person. 0 (the
     # default): chosen from this machine when the settings are read (``machine_parallel``).
     parallel: Annotated[int, Field(ge=0, le=64)] = 0
+    # The KV cache's element type (core.batching): q8_0 takes about half of f16's memory.
+    kv_cache: KvCache = "q8_0"
     url: str | None = None  # llama-server, llama_cpp.server, vLLM, SGLang or Ollama (its /v1 base URL)
     api_key: SecretStr | None = None
     served_model: str | None = None  # a fixed name to request; None: the registry's version name
@@ -425,6 +427,7 @@ class LlmConfig:
             # weights as the bundled model's, which overestimates it for most larger models.
             slot_bytes = max(model_bytes * BUNDLED_KV_BYTES_PER_TOKEN // BUNDLED_MODEL_BYTES, 1)
             slot_bytes *= self.context_tokens
+        slot_bytes = int(slot_bytes * KV_CACHE_BYTES_PER_VALUE[self.kv_cache] / 2)  # f16's above
         return machine_parallel(threads, available_memory(), model_bytes, slot_bytes)
 
 
@@ -435,8 +438,8 @@ class LlmConfig:
 SLOTS_PER_THREAD = 8
 MOST_SLOTS = 16  # the most the bench measures
 REMOTE_PARALLEL = 4  # replies sent to a server (IRIS_LLM_URL) at once
-# The bundled SmolLM2-135M: its f16 export (the largest of its files), and its KV cache per token
-# of context (30 layers x 3 KV heads x 64 dimensions, keys and values, 2 bytes each).
+# The bundled SmolLM2-135M: its f16 export (the largest of its files), and its f16 KV cache per
+# token of context (30 layers x 3 KV heads x 64 dimensions, keys and values, 2 bytes each).
 BUNDLED_MODEL_BYTES = 271_000_000
 BUNDLED_KV_BYTES_PER_TOKEN = 30 * 3 * 64 * 2 * 2
 
