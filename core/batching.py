@@ -120,6 +120,11 @@ class BatchedDecoder:
         self.batch_size = max(batch, parallel)
         params = context_params(llm, parallel, context_tokens, self.batch_size, kv_cache)
         self._ctx = llama_cpp.llama_init_from_model(llm.model, params)
+        if not self._ctx and kv_cache != "f16":
+            # A model whose attention heads do not split into q8_0's blocks of 32 values.
+            log.warning("llama.cpp refused a %s KV cache for this model: using f16", kv_cache)
+            params = context_params(llm, parallel, context_tokens, self.batch_size, "f16")
+            self._ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self._ctx:
             raise RuntimeError("llama.cpp could not create a context for batched decoding")
         self._memory = llama_cpp.llama_get_memory(self._ctx)

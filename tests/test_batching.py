@@ -209,6 +209,32 @@ def test_an_8_bit_kv_cache_takes_about_half_the_memory(served_gguf: Path) -> Non
     assert LlmConfig().kv_cache == "q8_0"  # the default
 
 
+def test_a_model_that_refuses_an_8_bit_kv_cache_is_served_with_f16(
+    llm: object, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama.cpp returns no context where q8_0 cannot hold a model's heads: the decoder opens with
+    f16 and says so, rather than the model failing to load."""
+    import llama_cpp
+
+    opened = llama_cpp.llama_init_from_model
+    asked: list[int] = []
+
+    def refusing_q8(model: object, params: object) -> object:
+        asked.append(params.type_k)  # type: ignore[attr-defined]
+        return None if params.type_k == llama_cpp.GGML_TYPE_Q8_0 else opened(model, params)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(llama_cpp, "llama_init_from_model", refusing_q8)
+    decoder = BatchedDecoder(llm, parallel=2, context_tokens=256, batch=64, kv_cache="q8_0")  # type: ignore[arg-type]
+    try:
+        reply = Reply(_prompt(llm, QUESTIONS[0]))
+        decoder.submit(reply.job)
+        assert reply.text.strip()
+    finally:
+        decoder.close()
+    assert asked == [llama_cpp.GGML_TYPE_Q8_0, llama_cpp.GGML_TYPE_F16]
+    assert "using f16" in caplog.text
+
+
 # --- how many replies are decoded together when IRIS_LLM_PARALLEL is not set --------------------
 
 GB = 1 << 30
