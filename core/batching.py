@@ -109,7 +109,7 @@ class BatchedDecoder:
     """Decodes up to ``parallel`` replies together; ``submit`` from any thread."""
 
     def __init__(
-        self, llm: Llama, parallel: int, context_tokens: int, batch: int, kv_cache: KvCache = "f16"
+        self, llm: Llama, parallel: int, context_tokens: int, batch: int, kv_cache: KvCache = "q8_0"
     ) -> None:
         import llama_cpp
 
