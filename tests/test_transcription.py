@@ -169,7 +169,7 @@ def test_notes_transcribed_together_are_heard_as_one_at_a_time(one_at_a_time: Wh
 
 
 def test_without_the_vad_phantoms_are_dropped_in_a_batch_too(one_at_a_time: WhisperTranscriber) -> None:
-    """Without the VAD whisper decodes noise and silence too, in the same batch as speech."""
+    """Over noise and silence whisper falls back to higher temperatures: those calls batch apart."""
     transcriber, batcher = batching(vad=False)
     alone_without_vad = WhisperTranscriber(WhisperConfig(model=TINY_EN, vad=False, batch=1))
     made = [hostile_audio.silence(3), hostile_audio.noise(3)]
