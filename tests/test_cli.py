@@ -189,6 +189,7 @@ def test_every_setting_is_read_from_its_variable(tmp_path: Path) -> None:
         "IRIS_WHISPER_COMPUTE_TYPE=float32\nIRIS_LLM_PARALLEL=2\nIRIS_GENERATION_SEED=7\n"
         "IRIS_CHAT_RETENTION_DAYS=30\nIRIS_RATE_LIMIT_MESSAGES_PER_HOUR=5\nIRIS_TTS_REPLIES=always\n"
         "IRIS_RETRAIN_MAX_STEPS=3\nIRIS_GATE_MAX_ROWS=8\nIRIS_AB_MARGIN=0.05\nIRIS_SERVER_RETRIES=0\n"
+        "IRIS_LLM_KV_CACHE=f16\nIRIS_WHISPER_FALLBACK=true\n"
     )
     settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
     assert settings.whisper.compute_type == "float32" and settings.llm.parallel == 2
@@ -196,6 +197,7 @@ def test_every_setting_is_read_from_its_variable(tmp_path: Path) -> None:
     assert settings.rate_limit.messages_per_hour == 5 and settings.tts.replies == "always"
     assert settings.retrain.profile_overrides() == {"max_steps": 3} and settings.gate.max_rows == 8
     assert settings.ab.margin == 0.05 and settings.server.retries == 0
+    assert settings.llm.kv_cache == "f16" and settings.whisper.fallback is True
     check_renamed(env_file)  # nothing old here
 
     env_file.write_text("IRIS_RETENTION_DAYS=30\nIRIS_SEED=7\n")
@@ -216,6 +218,8 @@ NO_SUCH_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/iris_no_such_da
         (["ask"], {}, "either TEXT or --voice"),
         (["rate", "seven", "up"], {}, "turn_id"),
         (["stats"], {"IRIS_GENERATION_MAX_TOKENS": "lots"}, "IRIS_GENERATION_MAX_TOKENS"),
+        (["stats"], {"IRIS_LLM_KV_CACHE": "q4_0"}, "IRIS_LLM_KV_CACHE: Input should be 'f16' or 'q8_0'"),
+        (["stats"], {"IRIS_WHISPER_FALLBACK": "sometimes"}, "IRIS_WHISPER_FALLBACK"),
         (["stats"], {"IRIS_REPLY_VOICE": "off"}, "IRIS_REPLY_VOICE is now IRIS_TTS_REPLIES"),
         (["stats"], {"DATABASE_URL": NO_SUCH_DATABASE}, "the database cannot be used"),
         (
