@@ -485,3 +485,22 @@ async def test_corrections_indexed_before_the_answer_check_get_their_answer_at_t
     served = started.recall("How much is a pint in the Quarry Tap?", "any")
     assert served is not None and served.correction_id == correction
     assert CorrectionMemory(store, embedder, MemoryConfig(), contrasts=contrasts).sync() == 0  # once
+
+
+MEASURED_SETS = sorted((Path(__file__).parent / "fixtures" / "memory").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", MEASURED_SETS, ids=[p.stem for p in MEASURED_SETS])
+def test_every_measured_fact_set_can_count_a_right_answer(path: Path) -> None:
+    """bench/memory.py counts a reply right when it holds every key of its fact: a key missing
+    from its own answer would count even the approved text wrong, a wording listed twice twice."""
+    import json
+
+    facts = json.loads(path.read_text(encoding="utf-8"))
+    assert len(facts["facts"]) >= 10 and len(facts["unrelated"]) >= 40
+    probes = list(facts["unrelated"])
+    for fact in facts["facts"]:
+        assert fact["keys"] and all(key in fact["answer"] for key in fact["keys"]), fact["question"]
+        assert len(fact["unseen"]) == 5 and len(fact["near_miss"]) >= 2, fact["question"]
+        probes += [fact["question"], *fact["unseen"], *fact["near_miss"]]
+    assert len(set(map(str.casefold, probes))) == len(probes)
