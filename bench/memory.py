@@ -24,8 +24,8 @@ questions nobody taught (not a test: a few minutes on 2 cores).
    message, with the check on and off, and the reply time of the unrelated messages with the
    memory on and off, interleaved.
 
-``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind``, ``blind2``:
-tests/fixtures/memory/) or paths; all five by default.
+``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind`` … ``blind6``:
+tests/fixtures/memory/) or paths; every set there by default.
 
 Prints a Markdown table; ``--json`` writes the figures.
 """
@@ -219,7 +219,7 @@ async def latency(app: App, data: dict[str, Any], rounds: int) -> dict[str, floa
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sets = ["tuning", "heldout", "fresh", "blind", "blind2", "blind3"]
+    sets = sorted(path.stem for path in FIXTURES.glob("*.json"))
     parser.add_argument("--facts", nargs="+", default=sets, help="names or paths")
     parser.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
     parser.add_argument("--max-tokens", type=int, default=48)
