@@ -33,7 +33,7 @@ import numpy as np
 from core.domain import Correction, CorrectionStatus, Person
 from core.memory import CorrectionMemory, Embed, MemoryConfig, MemoryEntry
 from finetune.lanes import contrasts
-from finetune.teaching import rephrasings
+from finetune.teaching import every_wording
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests/fixtures/memory"
@@ -115,14 +115,8 @@ class Mpnet:
         return word.lower() in self.vocabulary
 
 
-def wordings(question: str) -> list[str]:
-    """The rule-made wordings the app indexes (``bots.app.build_memory``)."""
-    train, held_out = rephrasings([question], set())
-    return [*train, *held_out]
-
-
 def counts(embedder: Embed, facts: dict[str, Any]) -> dict[str, int]:
-    memory = CorrectionMemory(ListStore(), embedder, MemoryConfig(), wordings, contrasts=contrasts)
+    memory = CorrectionMemory(ListStore(), embedder, MemoryConfig(), every_wording, contrasts=contrasts)
     for number, fact in enumerate(facts["facts"], 1):
         memory.learn(
             Correction(

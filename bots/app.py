@@ -258,11 +258,7 @@ def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None
     from core.embedding import default_embedder
     from finetune.gate import known_questions
     from finetune.lanes import contrasts
-    from finetune.teaching import rephrasings
-
-    def wordings(question: str) -> list[str]:
-        train, held_out = rephrasings([question], set())
-        return [*train, *held_out]
+    from finetune.teaching import every_wording
 
     known: dict[str, set[str]] = {}  # a version's gate figures never change once it is registered
 
@@ -274,7 +270,7 @@ def build_memory(settings: Settings, store: SqlStore) -> CorrectionMemory | None
 
     embedder = default_embedder(settings.data_dir)
     return CorrectionMemory(
-        SqlMemoryStore(store.engine), embedder, settings.memory, wordings, known_by, contrasts
+        SqlMemoryStore(store.engine), embedder, settings.memory, every_wording, known_by, contrasts
     )
 
 

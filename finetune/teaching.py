@@ -198,6 +198,13 @@ def rephrasings(questions: list[str], avoid: set[str]) -> tuple[list[str], list[
     return list(train.values()), list(held.values())
 
 
+def every_wording(question: str) -> list[str]:
+    """The question and all its rule-made wordings, trained and held out: what the correction
+    memory indexes it by (``bots.app.build_memory``; ``bench/memory_models.py`` measures the same)."""
+    train, held_out = rephrasings([question], set())
+    return [*train, *held_out]
+
+
 # --- facts from the feedback export ------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ is the approved text, which is what a person sees.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from core.question_kind import Kind, asks_something_else, kinds, looks_english
 from finetune.lanes import contrasts
 from storage.memory import SqlMemoryStore
 from storage.repository import SqlStore
-from tests.conftest import make_settings
+from tests.conftest import FIXTURES, make_settings
 
 ANN = Person("telegram", "1", "Ann")  # asks, and corrects
 BOB = Person("telegram", "2", "Bob")  # asks later, in another chat
@@ -487,15 +488,13 @@ async def test_corrections_indexed_before_the_answer_check_get_their_answer_at_t
     assert CorrectionMemory(store, embedder, MemoryConfig(), contrasts=contrasts).sync() == 0  # once
 
 
-MEASURED_SETS = sorted((Path(__file__).parent / "fixtures" / "memory").glob("*.json"))
+MEASURED_SETS = sorted((FIXTURES / "memory").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", MEASURED_SETS, ids=[p.stem for p in MEASURED_SETS])
 def test_every_measured_fact_set_can_count_a_right_answer(path: Path) -> None:
     """bench/memory.py counts a reply right when it holds every key of its fact: a key missing
     from its own answer would count even the approved text wrong, a wording listed twice twice."""
-    import json
-
     facts = json.loads(path.read_text(encoding="utf-8"))
     assert len(facts["facts"]) >= 10 and len(facts["unrelated"]) >= 40
     probes = list(facts["unrelated"])
