@@ -24,7 +24,7 @@ questions nobody taught (not a test: a few minutes on 2 cores).
    message, with the check on and off, and the reply time of the unrelated messages with the
    memory on and off, interleaved.
 
-``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind`` … ``blind6``:
+``--facts`` takes the sets' names (``tuning``, ``heldout``, ``fresh``, ``blind`` … ``blind10``:
 tests/fixtures/memory/) or paths; every set there by default.
 
 Prints a Markdown table; ``--json`` writes the figures.
