@@ -115,9 +115,10 @@ class Mpnet:
         return word.lower() in self.vocabulary
 
 
-def counts(embedder: Embed, facts: dict[str, Any]) -> dict[str, int]:
+def taught(embedder: Embed, facts: list[dict[str, Any]]) -> CorrectionMemory:
+    """The memory as it ships, each fact approved as correction number 1, 2, … in order."""
     memory = CorrectionMemory(ListStore(), embedder, MemoryConfig(), every_wording, contrasts=contrasts)
-    for number, fact in enumerate(facts["facts"], 1):
+    for number, fact in enumerate(facts, 1):
         memory.learn(
             Correction(
                 number,
@@ -129,6 +130,11 @@ def counts(embedder: Embed, facts: dict[str, Any]) -> dict[str, int]:
                 prompt=fact["question"],
             )
         )
+    return memory
+
+
+def counts(embedder: Embed, facts: dict[str, Any]) -> dict[str, int]:
+    memory = taught(embedder, facts["facts"])
     found = [
         (recall := memory.recall(wording, "bench")) is not None and recall.correction_id == number
         for number, fact in enumerate(facts["facts"], 1)

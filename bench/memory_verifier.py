@@ -32,20 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 # bench/ is the script's folder, so its sibling is importable when run as a script.
-from memory_models import FIXTURES, ROOT, ListStore
+from memory_models import FIXTURES, ROOT, taught
 
-from core.domain import Correction, CorrectionStatus, Person
 from core.embedding import Embedder, default_embedder
-from core.memory import SAME_KIND_BONUS, CorrectionMemory, MemoryConfig
+from core.memory import SAME_KIND_BONUS
 from core.question_kind import asks_something_else, kinds
-from finetune.lanes import contrasts
-from finetune.teaching import every_wording
 
 FLOOR = 0.70
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -96,23 +92,6 @@ class Tokens:
             chosen = vectors[keep]
             self.cache[text] = chosen / np.linalg.norm(chosen, axis=1, keepdims=True)
         return self.cache[text]
-
-
-def taught(embedder: Embedder, facts: list[dict[str, Any]]) -> CorrectionMemory:
-    memory = CorrectionMemory(ListStore(), embedder, MemoryConfig(), every_wording, contrasts=contrasts)
-    for number, fact in enumerate(facts, 1):
-        memory.learn(
-            Correction(
-                number,
-                number,
-                Person("bench", "admin"),
-                fact["answer"],
-                CorrectionStatus.APPROVED,
-                datetime.now(UTC),
-                prompt=fact["question"],
-            )
-        )
-    return memory
 
 
 def rows(embedder: Embedder, tokens: Tokens, name: str) -> list[dict[str, Any]]:
