@@ -4,7 +4,9 @@
 
 Fine-tunes all-MiniLM-L6-v2 (the installed package's zip, on torch: the ``train-cpu`` extra)
 so that a fact's question and its unseen wordings come close and its near misses and rule-made
-contrast questions (``finetune.lanes.contrasts``) stay apart: each training row is a question and
+contrast questions (``finetune.lanes.contrasts``) stay apart (``--rule-made``: the rule-made
+wordings and contrasts of each fact's question only, what the bot could make from any approved
+correction): each training row is a question and
 one of its wordings (both ways round) with one of its near misses or contrasts, in-batch
 contrastive loss (InfoNCE, temperature 0.05), AdamW at 2e-5, batches of 32, one thread.
 
@@ -31,24 +33,33 @@ from memory_models import FIXTURES, ROOT, counts, latency_ms
 
 from core.embedding import Embedder, convert_minilm, default_embedder, minilm_zip
 from finetune.lanes import contrasts
+from finetune.teaching import every_wording
 
 OLDER = ["tuning", "heldout", "fresh", "blind", *(f"blind{n}" for n in range(2, 7))]
 NEWER = [f"blind{n}" for n in range(7, 11)]
 
 
-def rows(names: list[str]) -> list[tuple[str, str, str]]:
-    """(anchor, the same question reworded, another question about its subject)."""
+def rows(names: list[str], rule_made: bool = False) -> list[tuple[str, str, str]]:
+    """(anchor, the same question reworded, another question about its subject).
+
+    ``rule_made``: from each fact's question alone, as the bot could for any approved correction:
+    its rule-made wordings (``finetune.teaching.every_wording``) and contrasts, no person's words.
+    """
     out = []
     for name in names:
         for fact in json.loads((FIXTURES / f"{name}.json").read_text())["facts"]:
-            others = [*fact["near_miss"], *contrasts(fact["question"])[:4]]
-            for i, wording in enumerate(fact["unseen"]):
+            made = contrasts(fact["question"])
+            others = made if rule_made else [*fact["near_miss"], *made[:4]]
+            wordings = every_wording(fact["question"])[1:] if rule_made else fact["unseen"]
+            if not others:  # no contrast rule fits the question
+                continue
+            for i, wording in enumerate(wordings):
                 out.append((fact["question"], wording, others[i % len(others)]))
                 out.append((wording, fact["question"], others[(i + 1) % len(others)]))
     return out
 
 
-def fine_tuned(names: list[str], epochs: int, folder: Path) -> Path:
+def fine_tuned(names: list[str], epochs: int, folder: Path, rule_made: bool = False) -> Path:
     """The package's zip, fine-tuned on ``names``' facts, as a zip of the same shape in ``folder``."""
     import torch
     from transformers import AutoModel, AutoTokenizer
@@ -68,7 +79,7 @@ def fine_tuned(names: list[str], epochs: int, folder: Path) -> Path:
         pooled = (model(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
         return torch.nn.functional.normalize(pooled, dim=1)
 
-    data = rows(names)
+    data = rows(names, rule_made)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     model.train()
     start = time.perf_counter()
@@ -101,11 +112,12 @@ def main() -> None:
     parser.add_argument("--train", nargs="+", default=OLDER)
     parser.add_argument("--test", nargs="+", default=NEWER)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rule-made", action="store_true", help="rule-made wordings and contrasts only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         gguf = folder / "all-minilm-l6-v2-tuned-f16.gguf"
-        convert_minilm(fine_tuned(args.train, args.epochs, folder), gguf, "f16")
+        convert_minilm(fine_tuned(args.train, args.epochs, folder, args.rule_made), gguf, "f16")
         embedders = {"bundled": default_embedder(ROOT / "data"), "fine-tuned": Embedder(gguf)}
         print("| embedder | fact set | unseen wordings answered | near misses matched | unrelated matched |")
         print("| --- | --- | --- | --- | --- |")
