@@ -2,13 +2,13 @@
 
     .venv/bin/python bench/memory_embedder.py [--train NAME …] [--test NAME …] [--epochs 2]
 
-Fine-tunes all-MiniLM-L6-v2 (the installed package's zip, on torch: the ``train-cpu`` extra)
-so that a fact's question and its unseen wordings come close and its near misses and rule-made
-contrast questions (``finetune.lanes.contrasts``) stay apart (``--rule-made``: the rule-made
-wordings and contrasts of each fact's question only, what the bot could make from any approved
-correction): each training row is a question and
-one of its wordings (both ways round) with one of its near misses or contrasts, in-batch
+Fine-tunes all-MiniLM-L6-v2 (the installed package's zip, on torch: the ``train-cpu`` extra) so
+that a fact's question and its unseen wordings come close while its near misses and rule-made
+contrast questions (``finetune.lanes.contrasts``) stay apart. Each training row is a question and
+one of its wordings (both ways round) with one of its near misses or contrasts; in-batch
 contrastive loss (InfoNCE, temperature 0.05), AdamW at 2e-5, batches of 32, one thread.
+``--rule-made`` trains on each fact's question alone, as the bot could for any approved
+correction: its rule-made wordings (``finetune.teaching.every_wording``) and contrasts.
 
 The result is written as a GGUF by the bot's own converter (``core.embedding.convert_minilm``)
 and run by llama.cpp, so the figures are the path a shipped model would take; then
