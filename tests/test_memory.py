@@ -21,6 +21,7 @@ from core.embedding import Embedder
 from core.memory import CorrectionMemory, MemoryConfig, MemoryMode
 from core.question_kind import Kind, asks_something_else, kinds, looks_english
 from finetune.lanes import contrasts
+from finetune.teaching import every_wording
 from storage.memory import SqlMemoryStore
 from storage.repository import SqlStore
 from tests.conftest import FIXTURES, make_settings
@@ -367,17 +368,9 @@ def test_a_question_of_no_known_kind_has_none(text: str) -> None:
     assert kinds(text) == frozenset()
 
 
-def rule_wordings(question: str) -> list[str]:
-    """The rule-made wordings ``iris run`` indexes (``bots.app.build_memory``)."""
-    from finetune.teaching import rephrasings
-
-    train, held_out = rephrasings([question], set())
-    return [*train, *held_out]
-
-
 def test_the_memory_answers_rewordings_and_not_near_misses(store: SqlStore, embedder: Embedder) -> None:
     """SQLite and PostgreSQL, the real embedding, the rule-made wordings ``iris run`` indexes."""
-    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), rule_wordings)
+    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), every_wording)
     chat = ChatRef("telegram", "1")
     turn = {"from_voice": False, "message_id": None, "shared_history": False}
     taught = {}
@@ -429,13 +422,39 @@ SAME_KIND = [
 
 def _taught(store: SqlStore, embedder: Embedder, facts: list[tuple[str, str]]) -> CorrectionMemory:
     """A memory as ``iris run`` builds it (rule-made wordings and contrasts), each fact approved once."""
-    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), rule_wordings, contrasts)
+    memory = CorrectionMemory(SqlMemoryStore(store.engine), embedder, MemoryConfig(), every_wording, contrasts)
     turn = {"from_voice": False, "message_id": None, "shared_history": False}
     for question, answer in facts:
         receipt = store.record_user_turn(ChatRef("telegram", "1"), ANN, text=question, **turn)
         reply = store.record_reply(receipt.conversation_id, receipt.turn_id, "Nobody knows.", "m", Timings())
         memory.learn(store.review_correction(store.add_correction(ANN, reply, answer), True, ADMIN))
     return memory
+
+
+def test_a_hostile_question_is_indexed_within_bounds_and_answers_only_itself(
+    store: SqlStore, embedder: Embedder
+) -> None:
+    """SQLite and PostgreSQL: a correction whose question is huge, markup, emoji or another script is
+    indexed by at most ``max_wordings`` + 1 wordings, and neither it nor a huge or invalid message
+    (a lone surrogate) takes an ordinary question's answer away or serves it to something else."""
+    answer = "The Corrabel Gardens open at 9 am."
+    odd = {
+        "How " + "very " * 4000 + "long is it?": "Long.",
+        "Who is <script>alert(1)</script> this?": "Nobody.",
+        "🙂🙂🙂 ???": "Smile.",
+        "מי מאמן את הקבוצה?": "דנה.",
+    }
+    memory = _taught(store, embedder, [("When do the Corrabel Gardens open?", answer), *odd.items()])
+    rows: dict[int, int] = {}
+    for entry in SqlMemoryStore(store.engine).memory_entries(embedder.name):
+        if not (entry.negative or entry.is_answer):
+            rows[entry.correction_id] = rows.get(entry.correction_id, 0) + 1
+    assert len(rows) == 5 and max(rows.values()) <= 1 + MemoryConfig().max_wordings
+    served = memory.recall("what time do the corrabel gardens open", "m")
+    assert served is not None and served.answer == answer
+    for message in ["word " * 20000, "Who won the 1966 World Cup?", "\ud800"]:
+        found = memory.recall(message, "m")
+        assert found is None or found.answer != answer, message
 
 
 def test_a_question_about_another_thing_of_the_same_kind_is_left_to_the_model(
