@@ -12,6 +12,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 
+def storable_text(text: str) -> str:
+    """``text`` with every lone surrogate and NUL replaced by U+FFFD, so that any database stores it.
+
+    Python strings can hold both. A lone surrogate comes from a byte that was not UTF-8 on stdin
+    (decoded with ``surrogateescape``) or a forged ``"\\ud800"`` in a JSON update; UTF-8 cannot
+    hold it, so SQLite, PostgreSQL and llama.cpp's tokenizer refuse the whole text. PostgreSQL
+    refuses a NUL in any text column. A high and low surrogate that stand next to each other are
+    joined into the character they spell.
+    """
+    if "\0" in text:
+        text = text.replace("\0", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 class Role(enum.StrEnum):
     USER = "user"
     ASSISTANT = "assistant"
@@ -30,6 +48,10 @@ class Person:
     platform: str
     user_id: str
     display_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.display_name is not None:
+            object.__setattr__(self, "display_name", storable_text(self.display_name))
 
     @property
     def actor(self) -> str:
@@ -78,6 +100,10 @@ class IncomingMessage:
     # Delivered again after the process handling it stopped (a crash, a redeploy): if its
     # stored turn has no answer yet, it is answered now instead of refused as a duplicate.
     redelivered: bool = False
+
+    def __post_init__(self) -> None:
+        if self.text is not None:  # what the person typed reaches the store and the model whole
+            object.__setattr__(self, "text", storable_text(self.text))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.domain import storable_text
 from core.files import PARTIAL, replacing
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ class Embedder:
         Past the window llama.cpp keeps the first 512 tokens (``embed(truncate=True)``): [CLS] and
         511 of the text's, where the reference keeps [CLS], 510 and [SEP]; the cosine is 0.9999.
         """
-        text = text.encode("utf-8", "replace").decode("utf-8")[:MAX_CHARS]
+        text = storable_text(text)[:MAX_CHARS]
         # A model that adds no [CLS]/BOS (a chat model as a baseline) has no token for "":
         # llama.cpp cannot decode nothing, so an empty text is read as one space.
         return text if llama.tokenize(text.encode("utf-8"), add_bos=True, special=False) else " "

@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.domain import storable_text
+
 # How long a write waits for another writer before SQLite reports "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -39,7 +41,8 @@ def readable_json(value: Any) -> str:
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with SQLite set up for a bot: WAL journal, foreign keys enforced, patient locks;
-    JSON written by ``readable_json``.
+    JSON written by ``readable_json``; every text written as any database can store it
+    (``_storable_parameters``).
 
     A SQLite file that does not exist yet is created readable and writable by its owner only.
     """
@@ -49,9 +52,38 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = create_engine(url, **kwargs)
+    event.listen(engine, "before_cursor_execute", _storable_parameters, retval=True)
+    return engine
+
+
+def _storable_parameters(
+    _connection: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """Every string a statement sends, lone surrogates and NULs replaced (``core.domain.storable_text``).
+
+    A lone surrogate makes SQLite and PostgreSQL refuse the whole row, a NUL PostgreSQL: a
+    person's message, a name or a correction would be lost, and sending it again could never
+    succeed. Whatever path the text came by (a chat, the command line, the web console), it is
+    stored with U+FFFD in place of what cannot be written, and everything else in it is kept.
+    """
+    if executemany:
+        return statement, [_storable(row) for row in parameters]
+    return statement, _storable(parameters)
+
+
+def _storable(parameters: Any) -> Any:
+    if isinstance(parameters, dict):
+        return {
+            key: storable_text(value) if isinstance(value, str) else value for key, value in parameters.items()
+        }
+    if isinstance(parameters, (tuple, list)):
+        return type(parameters)(
+            storable_text(value) if isinstance(value, str) else value for value in parameters
+        )
+    return parameters
 
 
 def _create_private(database: str | None) -> None:

@@ -125,6 +125,27 @@ def test_the_console_chat(env: dict[str, str]) -> None:
     assert "(Done: I deleted 4 messages, 1 rating and 1 suggested answer." in out
 
 
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_the_console_chat_reads_bytes_that_are_not_text_and_answers(env: dict[str, str], locale: str) -> None:
+    """A byte that is not UTF-8 typed or piped in: under a UTF-8 locale it used to end the chat with
+    a traceback; under the C locale it became a lone surrogate, and the message could not be stored.
+    A NUL is kept out too (PostgreSQL refuses it)."""
+    result = subprocess.run(
+        [IRIS, "chat"],
+        env={**env, "LC_ALL": locale, "LANG": locale},
+        input=b"What is the capital\0 of \xffFrance?\n/quit\n",
+        capture_output=True,
+        timeout=300,
+        cwd=env["IRIS_DATA_DIR"].rsplit("/", 1)[0],
+    )
+    out, err = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    assert result.returncode == 0, err
+    assert "Traceback" not in out + err and "could not save" not in out
+    assert "[turn 2 · smollm2-135m-instruct-f16" in out
+    question = stored(env).get_turn(1)
+    assert question is not None and question.text == "What is the capital\ufffd of \ufffdFrance?"
+
+
 def test_run_without_tokens_opens_the_local_chat(env: dict[str, str]) -> None:
     result = iris(env, "run", stdin=f"/voice {FIXTURES / 'capital_of_france.ogg'}\n")
     assert result.returncode == 0

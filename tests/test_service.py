@@ -187,6 +187,18 @@ async def test_an_overlong_text_is_refused_but_stored(app: App) -> None:
     assert user_turns(app.store)[0][2] == events[0].text
 
 
+async def test_a_message_holding_what_no_database_stores_is_answered_and_kept(app: App) -> None:
+    """Undecodable bytes typed into ``iris chat`` or a forged ``"\\ud800"`` reach the service as lone
+    surrogates, and PostgreSQL refuses a NUL: the message is stored and answered with U+FFFD in
+    their place, not refused."""
+    sender = Person("test", "carol", "Carol \udcff")
+    events = await collect(app.service, text_message("What is the capital\0 of \udcc3France?", sender=sender))
+    done = events[-1]
+    assert isinstance(done, ReplyDone) and done.text.strip(), events
+    assert user_turns(app.store) == [("What is the capital\ufffd of \ufffdFrance?", False, None)]
+    assert app.store.get_turn(done.turn_id).text == done.text  # type: ignore[union-attr]
+
+
 class FailingGenerator:
     """A model that breaks mid-reply, like a corrupt GGUF or an out-of-memory error."""
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import inspect, select
 
-from core.domain import ChatRef, CorrectionStatus, Person, RatingOutcome, Role, Timings
+from core.domain import ChatRef, CorrectionStatus, Person, RatingOutcome, Role, Timings, UserTurnReceipt
 from core.ports import AlreadyReviewed
 from storage.migrate import current, upgrade
 from storage.queries import speakers
@@ -92,6 +92,44 @@ def test_a_redelivered_message_is_recognised(store: SqlStore) -> None:
     )
     assert not first.duplicate and again.duplicate and again.turn_id == first.turn_id
     assert not other_chat.duplicate  # message ids are unique per chat only
+
+
+def test_text_no_database_can_store_is_kept_with_a_mark_in_place_of_what_cannot_be_written(
+    store: SqlStore,
+) -> None:
+    """A lone surrogate (undecodable bytes on stdin, a forged ``"\\ud800"`` in JSON), or on PostgreSQL a
+    NUL, made the database refuse the whole row: the message was lost and sending it again failed
+    the same way."""
+    thread = ChatRef("telegram", "-42", "topic \udcff")
+    asked = "Where is \ud800 Paris?\0"
+
+    def receive() -> UserTurnReceipt:
+        return store.record_user_turn(
+            thread, ALICE, text=asked, from_voice=False, message_id="m\udc80", shared_history=False
+        )
+
+    first, again = receive(), receive()
+    assert again.duplicate and again.turn_id == first.turn_id  # the id is looked up as it was stored
+    question = store.get_turn(first.turn_id)
+    assert question is not None and question.text == "Where is \ufffd Paris?\ufffd"
+    reply_id = store.record_reply(
+        first.conversation_id, first.turn_id, "In \ud83d\ude00 France", "m1", Timings()
+    )
+    reply = store.get_turn(reply_id)
+    assert reply is not None and reply.text == "In 😀 France"  # a pair of surrogates is the character
+    correction_id = store.add_correction(ALICE, reply_id, "Paris \udfff is in\0 France.")
+    approved = store.review_correction(correction_id, approve=True, reviewer="cli:\ud800")
+    assert (approved.text, approved.reviewer) == ("Paris \ufffd is in\ufffd France.", "cli:\ufffd")
+    # Several rows in one statement (executemany) go the same way.
+    names = [
+        {"platform": "cli", "user_id": f"u{n}", "display_name": f"name {bad}"}
+        for n, bad in enumerate("\udc80\0")
+    ]
+    with store.engine.begin() as connection:
+        connection.execute(PersonRow.__table__.insert(), names)
+    with store.engine.connect() as connection:
+        stored = connection.execute(select(PersonRow.display_name).where(PersonRow.platform == "cli")).scalars()
+        assert sorted(stored) == ["name \ufffd", "name \ufffd"]
 
 
 def test_concurrent_deliveries_of_one_message_store_one_turn(store: SqlStore) -> None:

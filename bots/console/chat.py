@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import mimetypes
 import sys
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,10 @@ Type a message, or:
 
 
 async def _read_stdin() -> str | None:
+    # A byte the terminal's encoding cannot read becomes U+FFFD instead of an error that ends the
+    # chat (under the C locale Python reads it as a lone surrogate, which the service replaces).
+    if isinstance(sys.stdin, io.TextIOWrapper) and sys.stdin.errors == "strict":
+        sys.stdin.reconfigure(errors="replace")
     try:
         return await asyncio.to_thread(input, "you> ")
     except EOFError:

@@ -169,6 +169,22 @@ async def test_a_message_delivered_twice_is_answered_once(
     assert [t.message_id for t in stored_turns(app) if t.role == "user"] == [sent["id"], later["id"]]
 
 
+async def test_a_message_with_a_forged_lone_surrogate_or_nul_is_answered_and_stored(
+    fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
+) -> None:
+    """``"\\ud800"`` in the gateway's JSON becomes a lone surrogate, which no database stores as it is;
+    PostgreSQL refuses a NUL (``"\\u0000"``)."""
+    person = fake.add_user("ada\udcff")
+    async with running(service, discord_settings(tmp_path, served_gguf, fake), fake):
+        sent = await fake.post(person, "What is the capital\0 of \ud800France?", dm=True)
+        reply = await finished_reply(fake, sent)
+
+    assert reply["content"].strip() and "Sorry" not in reply["content"]
+    question, answer = stored_turns(app)
+    assert (question.role, question.text) == ("user", "What is the capital\ufffd of \ufffdFrance?")
+    assert answer.role == "assistant" and answer.text == reply["content"]
+
+
 async def test_a_long_reply_continues_in_further_messages_under_2000_characters(
     fake: FakeDiscord, service: ChatService, app: App, tmp_path: Path, served_gguf: Path
 ) -> None:

@@ -62,6 +62,23 @@ async def test_text_message_is_answered_without_a_transcript(
     assert query(app, "SELECT text FROM turns WHERE role = 'assistant'") == [(reply.text,)]
 
 
+async def test_a_message_with_a_forged_lone_surrogate_or_nul_is_answered_and_stored(
+    start_bot: StartBot, fake_api: FakeBotApi, app: App
+) -> None:
+    """``"\\ud800"`` in an update's JSON becomes a lone surrogate, which no database stores as it is;
+    PostgreSQL refuses a NUL (``"\\u0000"``)."""
+    await start_bot()
+    forger = user(7, "Eve\udcff")
+    fake_api.send_text(private_chat(forger), forger, "What is the capital\0 of \ud800France?")
+    reply = await wait_for_reply(fake_api, forger["id"])
+    assert reply.text.strip() and "Sorry" not in reply.text
+    assert query(app, "SELECT text FROM turns WHERE role = 'user'") == [
+        ("What is the capital\ufffd of \ufffdFrance?",)
+    ]
+    assert query(app, "SELECT text FROM turns WHERE role = 'assistant'") == [(reply.text,)]
+    assert query(app, "SELECT display_name FROM people WHERE user_id = '7'") == [("Eve\ufffd",)]
+
+
 @pytest.mark.parametrize(
     ("kind", "fixture", "mime"),
     [("audio", "greeting.mp3", "audio/mpeg"), ("document", "greeting.wav", "audio/x-wav")],
