@@ -42,11 +42,14 @@ def readable_json(value: Any) -> str:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with SQLite set up for a bot: WAL journal, foreign keys enforced, patient locks;
     JSON written by ``readable_json``; every text written as any database can store it
-    (``_storable_parameters``).
+    (``_storable_parameters``); no value of a failed statement in its error.
 
     A SQLite file that does not exist yet is created readable and writable by its owner only.
     """
     kwargs.setdefault("json_serializer", readable_json)
+    # A failed statement's error names the statement, not its values: people's words, names and
+    # corrections stay out of the log, where /forget and retention cannot reach them.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         _create_private(make_url(url).database)
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -197,6 +198,26 @@ async def test_a_message_holding_what_no_database_stores_is_answered_and_kept(ap
     assert isinstance(done, ReplyDone) and done.text.strip(), events
     assert user_turns(app.store) == [("What is the capital\ufffd of \ufffdFrance?", False, None)]
     assert app.store.get_turn(done.turn_id).text == done.text  # type: ignore[union-attr]
+
+
+async def test_a_database_that_refuses_a_message_keeps_the_persons_words_out_of_the_log(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error of a refused statement used to carry its values, the person's message among them,
+    into the log, where neither /forget nor retention reaches."""
+    from sqlalchemy import text
+
+    with app.store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON turns BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+            )
+        )
+    with caplog.at_level(logging.ERROR):
+        events = await collect(app.service, text_message("My bank PIN is 4921, remember it"))
+    assert [event.kind for event in events if isinstance(event, Notice)] == [NoticeKind.STORE_FAILED]
+    assert "could not store an incoming message" in caplog.text and "disk I/O error" in caplog.text
+    assert "4921" not in caplog.text and "remember it" not in caplog.text
 
 
 class FailingGenerator:
