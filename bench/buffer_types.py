@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/buffer_types.py [--rounds 5] [--tokens 96] [--python OTHER_VENV/bin/python]
 
-Iris loads every GGUF through ``core.generation.open_gguf``, which switches off
+Iris loads every GGUF through ``core.gguf.open_gguf``, which switches off
 llama.cpp's extra CPU buffer types (the AMX and repacked-weight buffers; on a
 CPU with AMX the first crashes, ggml-org/llama.cpp#20824). This compares, for
 the bundled model re-exported at F16, Q8_0 and Q4_0:
@@ -41,7 +41,7 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 path, loader, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if loader == "iris":
-    from core.generation import open_gguf
+    from core.gguf import open_gguf
     llm = open_gguf(path, n_ctx=1024, n_batch=512)
 else:
     from llama_cpp import Llama
@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from core.generation import bundled_gguf_path, requantize
+    from core.gguf import bundled_gguf_path, requantize
 
     pythons = {"this build": sys.executable}
     if args.python:

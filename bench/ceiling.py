@@ -41,7 +41,8 @@ from bots.app import configured_model
 from bots.settings import Settings
 from core.batching import chat_tokens, context_params
 from core.domain import ModelVersion
-from core.generation import LlamaGenerator, LlmConfig, open_gguf, whole
+from core.generation import LlamaGenerator, LlmConfig, whole
+from core.gguf import open_gguf
 from core.ports import Generation
 from core.prompt import build_prompt
 

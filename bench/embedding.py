@@ -125,7 +125,7 @@ def measure(name: str, gguf: str, threads: int, runs: int) -> dict[str, Any]:
 
 def candidates(cache: Path) -> tuple[list[tuple[str, str]], list[str]]:
     from core.embedding import minilm_gguf
-    from core.generation import bundled_gguf_path, requantize
+    from core.gguf import bundled_gguf_path, requantize
 
     found = [(f"all-MiniLM-L6-v2 ({d} GGUF)", str(minilm_gguf(cache, d))) for d in ("f32", "f16")]
     skipped = []

@@ -352,7 +352,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a setting for Iris")
     options = parser.parse_args()
 
-    from core.generation import bundled_model
+    from core.gguf import bundled_model
 
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)

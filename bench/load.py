@@ -45,7 +45,8 @@ from bots.app import App, build_app
 from bots.settings import Settings
 from core.batching import BatchedDecoder, Job, chat_tokens
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDelta, ReplyDone
-from core.generation import LlamaGenerator, LlmConfig, open_gguf
+from core.generation import LlamaGenerator, LlmConfig
+from core.gguf import open_gguf
 from core.ports import Generation
 
 PROBE_EVERY_S = 0.25

@@ -66,7 +66,7 @@ class Tokens:
     def __init__(self, embedder: Embedder) -> None:
         import llama_cpp
 
-        from core.generation import open_gguf
+        from core.gguf import open_gguf
 
         embedder.embed(["convert the GGUF if needed"])
         self.llama = open_gguf(
@@ -207,7 +207,7 @@ def report(label: str, rows: list[dict[str, Any]], probability: np.ndarray) -> N
 
 def answer_likelihood(rows: list[dict[str, Any]]) -> float:
     """AUC, rewordings against near misses, of log P(answer | message) - log P(answer | question)."""
-    from core.generation import bundled_model, open_gguf
+    from core.gguf import bundled_model, open_gguf
 
     model = bundled_model(ROOT / "data" / "models", "q8_0")
     llama = open_gguf(model.gguf_path, n_ctx=512, n_batch=512, logits_all=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from core.generation import bundled_gguf_path, open_gguf, requantize
+from core.gguf import bundled_gguf_path, open_gguf, requantize
 
 if TYPE_CHECKING:
     from llama_cpp.llama_types import CreateChatCompletionResponse

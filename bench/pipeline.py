@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, cast
 from bots.app import build_app
 from bots.settings import Settings
 from core.domain import Audio, ChatRef, IncomingMessage, Person, ReplyDone
-from core.generation import LlamaGenerator, open_gguf
+from core.generation import LlamaGenerator
+from core.gguf import open_gguf
 from core.ports import Generation
 from core.prompt import build_prompt
 from core.transcription import WhisperTranscriber

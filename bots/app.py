@@ -19,8 +19,10 @@ from core.ab import ABServing, PinnedGenerator
 from core.chat_settings import ChatSettingsBook
 from core.config import ServiceConfig
 from core.domain import ModelVersion
-from core.generation import CHECKED_RECORD, LlamaGenerator, bundled_model, hub_gguf
+from core.generation import LlamaGenerator
+from core.gguf import bundled_model, hub_gguf
 from core.memory import CorrectionMemory, normalized
+from core.model_check import CHECKED_RECORD
 from core.personas import PersonaBook, PersonaFile
 from core.ports import ServerUnavailable
 from core.remote import ServerGenerator, ServerTranscriber

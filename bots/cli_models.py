@@ -93,7 +93,7 @@ def models_add(
 ) -> None:
     """Register a GGUF trained elsewhere as an inactive version, once it has loaded and answered."""
     from bots.app import opened_store
-    from core.generation import ModelUnloadable, check_gguf
+    from core.model_check import ModelUnloadable, check_gguf
     from finetune.gate import GateConfig
 
     path = gguf.expanduser().resolve()

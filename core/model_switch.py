@@ -1,14 +1,14 @@
 """Serving another registered version: ``iris models activate`` / ``rollback`` and the console's buttons.
 
 A version is served only once its file has loaded and answered in a child process
-(``core.generation.check_gguf``): a damaged GGUF would otherwise silence every reply. The
+(``core.model_check.check_gguf``): a damaged GGUF would otherwise silence every reply. The
 caller audits the change under its own actor.
 """
 
 from __future__ import annotations
 
 from core.domain import ModelVersion
-from core.generation import ModelUnloadable, check_gguf
+from core.model_check import ModelUnloadable, check_gguf
 from core.ports import ModelRegistry
 
 

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field, SecretStr
 
 from core.domain import ChatMessage, ModelVersion
-from core.generation import LlmConfig, open_gguf, serving_version
+from core.generation import LlmConfig
+from core.gguf import open_gguf, serving_version
 from core.ports import DecodedAudio, Generation, ModelRegistry, ServerUnavailable, Transcript
 from core.transcription import WhisperConfig, decode, flac, heard
 

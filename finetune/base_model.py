@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def resolve_base(base_model: str) -> str:
     """``bundled`` is the SmolLM2 GGUF shipped with Iris; anything else is used as given."""
     if base_model == BUNDLED:
-        from core.generation import bundled_gguf_path
+        from core.gguf import bundled_gguf_path
 
         return str(bundled_gguf_path())
     return base_model

@@ -134,7 +134,7 @@ def quantize(source: Path, target: Path, quant: str, *, log_file: Path | None = 
         return target
     import llama_cpp
 
-    from core.generation import QUANT_FTYPES
+    from core.gguf import QUANT_FTYPES
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANT_FTYPES[quant]

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.generation import ModelUnloadable, check_gguf
+from core.model_check import ModelUnloadable, check_gguf
 from finetune import jsonl
 from finetune.config import GateConfig as GateConfig  # the bots' CLI imports these three from here
 from finetune.probe import Paired, ProbeQuestion, load_probe, pair
@@ -362,7 +362,7 @@ def check_servable(gguf: str | Path) -> str:
 
     The gate scored it in the run's own process, perhaps long before (a resumed
     run), and a damaged file can crash llama.cpp outright: this check runs in a
-    child process (``core.generation.check_gguf``). Raise ``GateFailure`` (one line).
+    child process (``core.model_check.check_gguf``). Raise ``GateFailure`` (one line).
     """
     try:
         return check_gguf(gguf)

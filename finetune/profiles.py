@@ -23,7 +23,7 @@ Backend = Literal["auto", "unsloth", "trl"]
 # LoRA on every attention and MLP projection of a Llama-style block.
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# The base model name that means "the SmolLM2 GGUF shipped with Iris" (see core.generation).
+# The base model name that means "the SmolLM2 GGUF shipped with Iris" (see core.gguf).
 BUNDLED = "bundled"
 
 OBJECTIVES = ("sft", "kto", "dpo")

@@ -293,7 +293,7 @@ class Pipeline:
         gguf = self.run.result("export")["gguf"]
         base = self.profile.base_model
         if base == BUNDLED:
-            from core.generation import BUNDLED_BASE_MODEL
+            from core.gguf import BUNDLED_BASE_MODEL
 
             base = BUNDLED_BASE_MODEL
         version = self.registry.register_model(self.run.name, gguf, base, self.metrics())

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.batching import chat_tokens
-from core.generation import open_gguf
+from core.gguf import open_gguf
 from finetune import jsonl
 from finetune.config import GateConfig
 from finetune.lanes import neighbours, reverse

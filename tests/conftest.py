@@ -19,7 +19,9 @@ import pytest
 
 from bots.app import App, build_app
 from bots.settings import Settings
-from core.generation import CHECKED_RECORD, CheckedModels, LlamaGenerator, LlmConfig, bundled_model
+from core.generation import LlamaGenerator, LlmConfig
+from core.gguf import bundled_model
+from core.model_check import CHECKED_RECORD, CheckedModels
 from core.transcription import WhisperConfig, WhisperTranscriber
 from core.whisper_models import BASE, TINY_EN
 from storage.database import make_engine

@@ -8,7 +8,7 @@ from bots.app import App, build_app
 from core.ab import conclude, start
 from core.domain import ChatRef, IncomingMessage, Person, ReplyDone
 from core.experiments import Arm, Decision, Experiment, arm_for
-from core.generation import bundled_model
+from core.gguf import bundled_model
 from core.service import ChatService
 from storage.experiments import SqlExperiments
 

@@ -27,9 +27,9 @@ from core.generation import (
     LlamaGenerator,
     LlmConfig,
     machine_parallel,
-    open_gguf,
     whole,
 )
+from core.gguf import open_gguf
 from core.ports import Generation
 
 QUESTIONS = (
@@ -180,7 +180,7 @@ def test_a_failing_decode_fails_its_reply_and_the_decoder_goes_on(llm: object) -
 KV_MEMORY = """
 import sys
 from core.batching import BatchedDecoder
-from core.generation import open_gguf
+from core.gguf import open_gguf
 
 def resident_mb():
     with open("/proc/self/status") as status:

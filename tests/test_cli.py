@@ -267,7 +267,7 @@ def test_a_bad_path_argument_or_database_gets_one_clear_line(
 def test_models_add_then_an_ab_test_started_watched_and_promoted(
     env: dict[str, str], models_dir: Path, tmp_path: Path
 ) -> None:
-    from core.generation import bundled_model
+    from core.gguf import bundled_model
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)

@@ -20,14 +20,9 @@ import pytest
 
 from bots.app import ensure_served_model, open_store
 from core.domain import ModelVersion
-from core.generation import (
-    CHECKED_RECORD,
-    LlamaGenerator,
-    LlmConfig,
-    ModelUnloadable,
-    bundled_gguf_path,
-    check_gguf,
-)
+from core.generation import LlamaGenerator, LlmConfig
+from core.gguf import bundled_gguf_path
+from core.model_check import CHECKED_RECORD, ModelUnloadable, check_gguf
 from tests.conftest import make_settings
 from tests.test_cli import iris, stored
 from tests.test_model_health import cli_env

@@ -3,7 +3,7 @@
 On a CPU with Intel AMX, llama.cpp repacks Q8_0/Q4 weights into its AMX buffer
 type, whose matrix multiply crashes the process on the first decode
 (ggml-org/llama.cpp#20824). Iris loads with the extra buffer types off
-(``core.generation.open_gguf``). These tests read llama.cpp's own load log, so
+(``core.gguf.open_gguf``). These tests read llama.cpp's own load log, so
 they fail on any x86 (AVX2) or Arm machine if that is undone, not only on an AMX
 one: there, llama.cpp's defaults put a Q4_0 model into its repacked-weight buffer
 (``CPU_REPACK``), the same extra-buffer path the AMX buffer takes.
@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from core.domain import ModelVersion
-from core.generation import LlamaGenerator, LlmConfig, bundled_gguf_path, open_gguf, requantize
+from core.generation import LlamaGenerator, LlmConfig
+from core.gguf import bundled_gguf_path, open_gguf, requantize
 from finetune.gate import check_answers
 
 PLAIN_BUFFERS = {"CPU", "CPU_Mapped"}
@@ -96,7 +97,7 @@ def test_llama_cpp_is_built_for_a_fixed_feature_set_without_amx() -> None:
 
 def test_nothing_but_open_gguf_constructs_a_llama_cpp_model() -> None:
     """A new ``Llama(...)`` call elsewhere would bypass the switch (the bench's control is on purpose)."""
-    allowed = {ROOT / "core/generation.py", ROOT / "bench/buffer_types.py", Path(__file__)}
+    allowed = {ROOT / "core/gguf.py", ROOT / "bench/buffer_types.py", Path(__file__)}
     found = [
         f"{path.relative_to(ROOT)}:{number}"
         for folder in ("core", "storage", "bots", "finetune", "bench", "tests")

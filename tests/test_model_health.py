@@ -21,7 +21,8 @@ import pytest
 from bots.app import App, build_app
 from bots.render import format_stats
 from core.domain import ChatRef, IncomingMessage, Notice, NoticeKind, Person, ReplyDone, Role
-from core.generation import LlamaGenerator, LoadBackoff, ModelUnloadable, check_gguf
+from core.generation import LlamaGenerator, LoadBackoff
+from core.model_check import ModelUnloadable, check_gguf
 from core.transcription import WhisperTranscriber
 from finetune.gate import GateFailure, check_servable
 from storage.repository import SqlStore

@@ -26,7 +26,8 @@ import pytest
 from bots.app import App
 from core.batching import chat_tokens
 from core.domain import ChatMessage, ChatRef, IncomingMessage, Person, ReplyDone
-from core.generation import LlmConfig, bundled_gguf_path, open_gguf, whole
+from core.generation import LlmConfig, whole
+from core.gguf import bundled_gguf_path, open_gguf
 from core.ports import Generation
 from core.remote import ServerConfig, ServerGenerator
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from bots.app import App
 from core.ab import start
 from core.experiments import ABConfig, Arm, arm_for
-from core.generation import bundled_model
+from core.gguf import bundled_model
 from storage.experiments import SqlExperiments
 from tests.telegram.conftest import ADMIN_ID, StartBot, query
 from tests.telegram.fake_bot_api import FakeBotApi, private_chat, user
