@@ -22,6 +22,9 @@ fit on every ``--train`` set. Printed beside the shipped rules' counts on the sa
 thresholds 0.3 to 0.9 on the fitted probability. A message is only a candidate where the rules'
 first floor lets it be (closeness + ``SAME_KIND_BONUS`` ≥ 0.70), so unrelated messages stay out.
 
+``--without-alignment`` fits on the memory's signals and word overlap alone: what a lookup already
+has, at no cost beyond the one sentence embedding it makes.
+
 ``--answer-likelihood`` also asks SmolLM2 (the bundled chat model, q8_0): how likely the
 approved answer is after the message, against after the person's question; the AUC of that
 difference between rewordings and near misses.
@@ -44,6 +47,7 @@ from core.memory import SAME_KIND_BONUS
 from core.question_kind import asks_something_else, kinds
 
 FLOOR = 0.70
+CHEAP = 9  # the first features: the memory's signals and word overlap; the rest are token alignment
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Words that say how a question is asked, not what about: left out of overlap and alignment.
 _FUNCTION = """a an the of to in on at for is are was were be do does did what who whom whose when where which
@@ -240,10 +244,14 @@ def main() -> None:
     )
     parser.add_argument("--test", nargs="*", default=[f"blind{n}" for n in range(7, 11)])
     parser.add_argument("--answer-likelihood", action="store_true")
+    parser.add_argument("--without-alignment", action="store_true")
     args = parser.parse_args()
     embedder = default_embedder(ROOT / "data")
     tokens = Tokens(embedder)
     by_set = {name: rows(embedder, tokens, name) for name in [*args.train, *args.test]}
+    if args.without_alignment:
+        for r in (r for found in by_set.values() for r in found):
+            r["features"] = r["features"][:CHEAP]
     print("| scored on | check | unseen wordings answered | near misses matched | unrelated matched |")
     print("| --- | --- | --- | --- | --- |")
     left_out: list[dict[str, Any]] = []
