@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Generic, Literal, Protocol, TypeVar
 
-from bots.render import EditPacer, split_markdown, split_message
+from bots.splitting import EditPacer, split_markdown, split_message
 from core.domain import (
     Notice,
     NoticeKind,

@@ -3,7 +3,8 @@ from datetime import UTC, datetime
 import pytest
 from markdown_it import MarkdownIt
 
-from bots.render import EditPacer, printable, review_card, split_markdown, split_message, split_rendered
+from bots.render import printable, review_card
+from bots.splitting import EditPacer, split_markdown, split_message, split_rendered
 from core.domain import Correction, CorrectionStatus, Person
 
 

@@ -24,7 +24,8 @@ from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.persona_admin import add_persona_commands
 from bots.discord_bot.replies import MESSAGE_LIMIT
 from bots.discord_bot.settings_menu import add_settings_command
-from bots.render import format_ab, format_audit, format_stats, format_voice_choice, split_message
+from bots.render import format_ab, format_audit, format_stats, format_voice_choice
+from bots.splitting import split_message
 from core.access import REFUSAL
 from core.admin import RetrainBusy
 from core.domain import ChatRef

@@ -14,7 +14,8 @@ from telegram import InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden
 from telegram.ext import ContextTypes
 
-from bots.render import format_ab, format_audit, format_stats, review_card, split_message
+from bots.render import format_ab, format_audit, format_stats, review_card
+from bots.splitting import split_message
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.buttons import parse_review, review_keyboard
 from bots.telegram_bot.formatting import Rendered, plain_text

@@ -18,7 +18,8 @@ from html import escape
 from telegram import ForceReply, Message, Update, User
 from telegram.ext import ContextTypes, filters
 
-from bots.render import printable, split_message
+from bots.render import printable
+from bots.splitting import split_message
 from bots.telegram_bot.adapter import Adapter
 from bots.telegram_bot.admin import ALREADY_DECIDED, REVIEWERS_ONLY, TEXT_LIMIT, correction_messages
 from bots.telegram_bot.buttons import parse_review_edit
