@@ -16,11 +16,13 @@ from discord import app_commands
 from bots.delivery import ReplyStream
 from bots.discord_bot.choices import DYNAMIC_ITEMS as CHOICE_ITEMS
 from bots.discord_bot.commands import add_commands
-from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form, take_review_form
+from bots.discord_bot.components import DYNAMIC_ITEMS, SORRY, take_correction_form
 from bots.discord_bot.incoming import Refusal, ReplyChains, addressed, read_message
 from bots.discord_bot.language import CatalogTranslator, LocalizedTree, speak_their_language, speak_to_author
 from bots.discord_bot.people import PLATFORM, may_use
 from bots.discord_bot.replies import DiscordChat, reply_to
+from bots.discord_bot.review import DYNAMIC_ITEMS as REVIEW_ITEMS
+from bots.discord_bot.review import take_review_form
 from bots.settings import Settings
 from core.access import REFUSAL
 from core.domain import IncomingMessage, ServiceEvent
@@ -82,7 +84,7 @@ class IrisClient(discord.AutoShardedClient):
 
     async def setup_hook(self) -> None:
         await self._use_gateway_of_api()
-        self.add_dynamic_items(*DYNAMIC_ITEMS, *CHOICE_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *REVIEW_ITEMS, *CHOICE_ITEMS)
         await self.tree.set_translator(CatalogTranslator())  # descriptions in every catalog's language
         if self.settings.discord_sync_commands:
             await self.tree.sync()

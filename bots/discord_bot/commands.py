@@ -10,19 +10,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import discord
 from discord import app_commands
 
-from bots.discord_bot.components import (
-    ADMINS_ONLY,
-    allowed,
-    correction_card,
-    forget_view,
-    guarded,
-    is_admin,
-    review_view,
-    tell,
-)
+from bots.discord_bot.components import ADMINS_ONLY, allowed, forget_view, guarded, is_admin, tell
 from bots.discord_bot.people import PLATFORM, channel_ids, person_of
 from bots.discord_bot.persona_admin import add_persona_commands
 from bots.discord_bot.replies import MESSAGE_LIMIT
+from bots.discord_bot.review import correction_card, review_view
 from bots.discord_bot.settings_menu import add_settings_command
 from bots.render import format_ab, format_audit, format_stats, format_voice_choice
 from bots.splitting import split_message

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bots.app import App, database_url
-from bots.discord_bot.components import ADMINS_ONLY, ALREADY_DECIDED, EDIT_EMPTY
+from bots.discord_bot.components import ADMINS_ONLY, ALREADY_DECIDED
+from bots.discord_bot.review import EDIT_EMPTY
 from core.domain import AuditAction, ChatRef, CorrectionStatus, Person, Timings
 from core.service import ChatService
 from finetune.feedback import export_feedback
