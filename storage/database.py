@@ -63,7 +63,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _storable_parameters(
-    _connection: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
+    _connection: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _executemany: bool
 ) -> tuple[str, Any]:
     """Every string a statement sends, lone surrogates and NULs replaced (``core.domain.storable_text``).
 
@@ -72,21 +72,20 @@ def _storable_parameters(
     succeed. Whatever path the text came by (a chat, the command line, the web console), it is
     stored with U+FFFD in place of what cannot be written, and everything else in it is kept.
     """
-    if executemany:
-        return statement, [_storable(row) for row in parameters]
     return statement, _storable(parameters)
 
 
-def _storable(parameters: Any) -> Any:
-    if isinstance(parameters, dict):
-        return {
-            key: storable_text(value) if isinstance(value, str) else value for key, value in parameters.items()
-        }
-    if isinstance(parameters, (tuple, list)):
-        return type(parameters)(
-            storable_text(value) if isinstance(value, str) else value for value in parameters
-        )
-    return parameters
+def _storable(value: Any) -> Any:
+    # Parameters come in every shape a driver takes: a mapping or a sequence for one row, a list
+    # of them for executemany, and one mapping for many rows when SQLAlchemy batches an insert
+    # into one statement ("insertmanyvalues", which still says executemany). So the shape decides.
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {key: _storable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_storable(item) for item in value)
+    return value
 
 
 def _create_private(database: str | None) -> None:

@@ -120,16 +120,23 @@ def test_text_no_database_can_store_is_kept_with_a_mark_in_place_of_what_cannot_
     correction_id = store.add_correction(ALICE, reply_id, "Paris \udfff is in\0 France.")
     approved = store.review_correction(correction_id, approve=True, reviewer="cli:\ud800")
     assert (approved.text, approved.reviewer) == ("Paris \ufffd is in\ufffd France.", "cli:\ufffd")
-    # Several rows in one statement (executemany) go the same way.
+    # Several rows at once go the same way: executemany, and an insert that SQLAlchemy batches
+    # into one statement with one mapping for all rows ("insertmanyvalues", with RETURNING).
     names = [
-        {"platform": "cli", "user_id": f"u{n}", "display_name": f"name {bad}"}
+        {"platform": platform, "user_id": f"u{n}", "display_name": f"name {bad}"}
+        for platform in ("many", "batched")
         for n, bad in enumerate("\udc80\0")
     ]
     with store.engine.begin() as connection:
-        connection.execute(PersonRow.__table__.insert(), names)
+        connection.execute(PersonRow.__table__.insert(), names[:2])
+        connection.execute(PersonRow.__table__.insert().returning(PersonRow.id), names[2:])
     with store.engine.connect() as connection:
-        stored = connection.execute(select(PersonRow.display_name).where(PersonRow.platform == "cli")).scalars()
-        assert sorted(stored) == ["name \ufffd", "name \ufffd"]
+        stored = connection.execute(
+            select(PersonRow.platform, PersonRow.display_name).where(
+                PersonRow.platform.in_(["many", "batched"])
+            )
+        ).all()
+        assert sorted(stored) == [("batched", "name \ufffd")] * 2 + [("many", "name \ufffd")] * 2
 
 
 def test_concurrent_deliveries_of_one_message_store_one_turn(store: SqlStore) -> None:
